@@ -1,0 +1,322 @@
+# METADATA
+# title: portcullis egress decision
+# description: |
+#   Decides whether the calling program may reach input.network.host:port, from the
+#   normalised policy document at data.portcullis (policies by name, plus an index by exact
+#   host, wildcard suffix and port). Only wasm-native builtins are used, so `opa eval` and the
+#   compiled wasm give the same answers.
+package portcullis.authz
+
+unresolved := "<unresolved>"
+
+default policies := {}
+
+policies := data.portcullis.policies
+
+# --- the request, normalised --------------------------------------------------------------
+
+host := trim_suffix(lower(input.network.host), ".")
+
+port := input.network.port
+
+port_text := format_int(port, 10)
+
+exec_path := input.exec.path
+
+ancestor_paths := [_ancestor_path(a) | some a in object.get(input.exec, "ancestors", [])]
+
+_ancestor_path(a) := a if is_string(a)
+
+_ancestor_path(a) := a.path if is_object(a)
+
+# Every executable path the binary globs are tried against: the caller and its ancestors.
+# The sentinel is not absolute, so it never matches a glob.
+exec_paths contains p if {
+	some p in array.concat([exec_path], ancestor_paths)
+	startswith(p, "/")
+}
+
+request_method := upper(input.request.method)
+
+request_path := split(input.request.path, "?")[0]
+
+# --- candidate endpoints from the index: no walk over all policies -------------------------
+
+candidates contains ref if {
+	some ref in data.portcullis.index.exact[host]
+}
+
+candidates contains ref if {
+	labels := split(host, ".")
+	some i in numbers.range(1, count(labels) - 1)
+	suffix := concat(".", array.slice(labels, i, count(labels)))
+	some ref in data.portcullis.index.wildcard[suffix]
+}
+
+candidates contains ref if {
+	some ref in data.portcullis.index.hostless[port_text]
+}
+
+_endpoint(ref) := policies[ref[0]].endpoints[ref[1]]
+
+# --- matching -----------------------------------------------------------------------------
+
+host_matches(ep) if ep.host_kind == "none"
+
+host_matches(ep) if {
+	ep.host_kind == "exact"
+	ep.host == host
+}
+
+host_matches(ep) if {
+	ep.host_kind == "wildcard"
+	glob.match(ep.host, ["."], host)
+}
+
+# No address constraint, or not resolved yet (the proxy asks again with the addresses).
+addresses_ok(ep) if count(ep.allowed_ips) == 0
+
+addresses_ok(ep) if {
+	count(ep.allowed_ips) > 0
+	not input.network.addresses
+}
+
+addresses_ok(ep) if {
+	count(ep.allowed_ips) > 0
+	count(input.network.addresses) > 0
+	every address in input.network.addresses {
+		some cidr in ep.allowed_ips
+		net.cidr_contains(cidr, address)
+	}
+}
+
+# Empty or omitted binaries: any program, the unresolved sentinel included.
+binary_allowed(name) if count(object.get(policies[name], "binaries", [])) == 0
+
+binary_allowed(name) if {
+	some pattern in policies[name].binaries
+	some p in exec_paths
+	glob.match(pattern, ["/"], p)
+}
+
+rule_matches(rule) if {
+	rule.method in {"*", request_method}
+	glob.match(rule.path, ["/"], request_path)
+}
+
+denied_by_rule(ep) if {
+	some rule in ep.deny_rules
+	rule_matches(rule)
+}
+
+permitted_by_rule(ep) if {
+	some rule in ep.rules
+	rule_matches(rule)
+}
+
+# L7 verdict of one endpoint: "ok", or why the request fails its method/path rules.
+l7_verdict(ep) := "ok" if ep.protocol != "rest"
+
+l7_verdict(ep) := "opaque" if {
+	ep.protocol == "rest"
+	not input.request
+}
+
+l7_verdict(ep) := "deny_rule" if {
+	ep.protocol == "rest"
+	denied_by_rule(ep)
+}
+
+l7_verdict(ep) := "ok" if {
+	ep.protocol == "rest"
+	not denied_by_rule(ep)
+	permitted_by_rule(ep)
+}
+
+l7_verdict(ep) := "not_permitted" if {
+	ep.protocol == "rest"
+	input.request
+	not denied_by_rule(ep)
+	not permitted_by_rule(ep)
+}
+
+# Endpoints whose host and port match but whose allowed_ips exclude the resolved addresses.
+address_mismatch contains ref[0] if {
+	some ref in candidates
+	ep := _endpoint(ref)
+	host_matches(ep)
+	port in ep.ports
+	not addresses_ok(ep)
+}
+
+# Endpoints that cover host, port and addresses: [policy, endpoint index].
+covering contains ref if {
+	some ref in candidates
+	ep := _endpoint(ref)
+	host_matches(ep)
+	port in ep.ports
+	addresses_ok(ep)
+}
+
+covering_policies contains ref[0] if some ref in covering
+
+binary_passing contains ref if {
+	some ref in covering
+	binary_allowed(ref[0])
+}
+
+allowing contains ref if {
+	some ref in binary_passing
+	l7_verdict(_endpoint(ref)) == "ok"
+}
+
+auditing contains ref if {
+	some ref in binary_passing
+	l7_verdict(_endpoint(ref)) != "ok"
+	_endpoint(ref).enforcement == "audit"
+}
+
+allowing_policies contains ref[0] if some ref in allowing
+
+auditing_policies contains ref[0] if some ref in auditing
+
+# --- author extensions: data.portcullis.ext.deny is a set of reasons ------------------------
+
+ext_denials contains reason if {
+	some item in data.portcullis.ext.deny
+	reason := _ext_reason(item)
+}
+
+_ext_reason(item) := item if is_string(item)
+
+_ext_reason(item) := item.reason if is_object(item)
+
+# --- reasons ------------------------------------------------------------------------------
+
+target := concat(":", [host, port_text])
+
+_list(s) := concat(", ", sort(s))
+
+binary_text := "<unresolved> (the calling program could not be identified)" if exec_path == unresolved
+
+binary_text := concat("", [exec_path, " (ancestors: ", _list({p | some p in ancestor_paths}), ")"]) if {
+	exec_path != unresolved
+	count(ancestor_paths) > 0
+}
+
+binary_text := exec_path if {
+	exec_path != unresolved
+	count(ancestor_paths) == 0
+}
+
+request_text := concat(" ", [request_method, request_path]) if input.request
+
+request_text := "the request" if not input.request
+
+l7_reasons contains [ref[0], reason] if {
+	some ref in binary_passing
+	l7_verdict(_endpoint(ref)) == "deny_rule"
+	reason := concat("", [request_text, " to ", target, " is blocked by a deny rule of policy ", ref[0]])
+}
+
+l7_reasons contains [ref[0], reason] if {
+	some ref in binary_passing
+	l7_verdict(_endpoint(ref)) == "not_permitted"
+	reason := concat("", [request_text, " to ", target, " is not permitted by the method/path rules of policy ", ref[0]])
+}
+
+l7_reasons contains [ref[0], reason] if {
+	some ref in binary_passing
+	l7_verdict(_endpoint(ref)) == "opaque"
+	reason := concat("", [
+		target, " needs HTTP method/path inspection (protocol: rest in policy ", ref[0],
+		"), which an opaque tunnel does not allow; send plain HTTP through the proxy",
+	])
+}
+
+deny_reason := ["", "no policy is loaded, so all egress is denied"] if count(policies) == 0
+
+deny_reason := ["", reason] if {
+	count(policies) > 0
+	count(covering) == 0
+	count(address_mismatch) == 0
+	reason := concat("", [target, " is not allowed by any policy"])
+}
+
+deny_reason := [min(address_mismatch), reason] if {
+	count(policies) > 0
+	count(covering) == 0
+	count(address_mismatch) > 0
+	reason := concat("", [
+		target, " resolved to addresses outside the allowed_ips of policy ",
+		_list(address_mismatch),
+	])
+}
+
+deny_reason := [min(covering_policies), reason] if {
+	count(covering) > 0
+	count(binary_passing) == 0
+	reason := concat("", [
+		"binary ", binary_text, " is not allowed to reach ", target,
+		"; the policies that cover it (", _list(covering_policies), ") allow only their listed binaries",
+	])
+}
+
+deny_reason := min(l7_reasons) if {
+	count(binary_passing) > 0
+	count(l7_reasons) > 0
+}
+
+# --- the decision ---------------------------------------------------------------------------
+
+explicit_ips if {
+	input.network.addresses
+	some ref in (allowing | auditing)
+	count(_endpoint(ref).allowed_ips) > 0
+}
+
+default decision := {
+	"allow": false,
+	"decision": "deny",
+	"reason": "no decision could be made for this input (malformed request), so it is denied",
+	"policy": null,
+}
+
+decision := {
+	"allow": false,
+	"decision": "deny",
+	"reason": concat("", ["blocked by an extension rule: ", min(ext_denials)]),
+	"policy": null,
+} if {
+	count(ext_denials) > 0
+} else := {
+	"allow": true,
+	"decision": "allow",
+	"reason": concat("", [target, " allowed by policy ", min(allowing_policies)]),
+	"policy": min(allowing_policies),
+	"explicit_ips": explicit_ips,
+} if {
+	count(allowing) > 0
+} else := {
+	"allow": true,
+	"decision": "audit",
+	"reason": concat("", [
+		"would be denied (", deny_reason[1], ") but policy ", min(auditing_policies),
+		" has enforcement: audit",
+	]),
+	"policy": min(auditing_policies),
+	"explicit_ips": explicit_ips,
+} if {
+	count(auditing) > 0
+} else := {
+	"allow": false,
+	"decision": "deny",
+	"reason": deny_reason[1],
+	"policy": _null_if_empty(deny_reason[0]),
+}
+
+default explicit_ips := false
+
+_null_if_empty(s) := null if s == ""
+
+_null_if_empty(s) := s if s != ""

@@ -1,0 +1,53 @@
+// `portcullis eval`: one decision, printed as JSON. No --binary means the `<unresolved>` sentinel.
+import type { Command } from 'commander';
+import { buildDecisionInput } from '../../engine/input.js';
+import { PolicyEngine } from '../../engine/engine.js';
+import { loadPolicyFile, PolicyLoadError } from '../../policy/load.js';
+import { collect, parsePort } from '../repeatable.js';
+
+interface EvalOptions {
+  policy: string;
+  host: string;
+  port: number;
+  binary?: string;
+  ancestor: string[];
+  address?: string[];
+  method?: string;
+  path?: string;
+  rego?: string[];
+}
+
+export function registerEval(program: Command): void {
+  program
+    .command('eval')
+    .description('print the decision for one request as JSON')
+    .requiredOption('--policy <file>', 'policy file (YAML)')
+    .requiredOption('--host <host>', 'destination host')
+    .requiredOption('--port <port>', 'destination port', parsePort)
+    .option('--binary <path>', 'executable of the caller (omitted: <unresolved>)')
+    .option('--ancestor <path>', 'executable of an ancestor process (repeatable)', collect, [])
+    .option('--address <ip>', 'a resolved address of the host, for allowed_ips (repeatable)', collect)
+    .option('--method <method>', 'HTTP method, for protocol: rest endpoints')
+    .option('--path <path>', 'HTTP path, for protocol: rest endpoints')
+    .option('--rego <dir>', 'directory of extension Rego (repeatable)', collect)
+    .action(async (opts: EvalOptions) => {
+      let engine: PolicyEngine;
+      try {
+        engine = await PolicyEngine.create(await loadPolicyFile(opts.policy), opts.rego ?? []);
+      } catch (err) {
+        process.stderr.write(`${(err as Error).message}\n`);
+        process.exit(err instanceof PolicyLoadError ? 2 : 1);
+      }
+      const input = buildDecisionInput({
+        host: opts.host,
+        port: opts.port,
+        binary: opts.binary ?? null,
+        ancestors: opts.ancestor,
+        ...(opts.address ? { addresses: opts.address } : {}),
+        ...(opts.method !== undefined ? { method: opts.method } : {}),
+        ...(opts.path !== undefined ? { path: opts.path } : {}),
+      });
+      const { allow, decision, reason, policy } = engine.decide(input);
+      process.stdout.write(`${JSON.stringify({ allow, decision, reason, policy })}\n`);
+    });
+}

@@ -1,0 +1,115 @@
+// The policy engine: the compiled Rego (wasm) plus the policy's data, answering decide()
+// synchronously. Replacing the policy is one atomic swap of the loaded instance; a failing
+// load leaves the old one in force. Evaluation errors deny (fail closed).
+import { createRequire } from 'node:module';
+import type { LoadedPolicy as WasmPolicy } from '@open-policy-agent/opa-wasm';
+import { loadPolicyFile, type LoadedPolicy } from '../policy/load.js';
+import type { Decision, DecisionInput, PolicyData } from '../policy/types.js';
+import { compiledWasm } from './bundle.js';
+import { ENTRYPOINT } from './opa-cli.js';
+
+// The ESM entry of opa-wasm exports only the async loader; the sync one is in its CJS build.
+const require = createRequire(import.meta.url);
+const { loadPolicySync } = require('@open-policy-agent/opa-wasm') as {
+  loadPolicySync: (wasm: BufferSource | WebAssembly.Module, memory?: number) => WasmPolicy;
+};
+
+export class EngineLoadError extends Error {
+  override name = 'EngineLoadError';
+}
+
+interface Loaded {
+  wasm: WasmPolicy;
+  data: PolicyData;
+  source: string;
+}
+
+function denyOnError(reason: string): Decision {
+  return { allow: false, decision: 'deny', reason: `policy evaluation failed (${reason}); denied`, policy: null };
+}
+
+/** Names of the builtins the module would call out to JavaScript for. */
+function requiredJsBuiltins(wasm: WasmPolicy): string[] {
+  const exports = (wasm.wasmInstance as WebAssembly.Instance).exports as Record<string, (...a: number[]) => number>;
+  const address = exports.opa_json_dump!(exports.builtins!());
+  const bytes = new Uint8Array(wasm.mem.buffer);
+  let end = address;
+  while (bytes[end] !== 0) end++;
+  return Object.keys(JSON.parse(Buffer.from(bytes.subarray(address, end)).toString('utf8')) as object);
+}
+
+function instantiate(module: WebAssembly.Module, data: PolicyData, source: string): Loaded {
+  const wasm = loadPolicySync(module, 16);
+  // Builtins not compiled into the wasm would run as JS fallbacks and could answer
+  // differently from `opa eval`; refuse such a bundle.
+  const missing = requiredJsBuiltins(wasm);
+  if (missing.length > 0) throw new EngineLoadError(`bundle needs non-native builtins: ${missing.join(', ')}`);
+  wasm.setData({ portcullis: data });
+  return { wasm, data, source };
+}
+
+export class PolicyEngine {
+  private current: Loaded;
+
+  private constructor(
+    private readonly module: WebAssembly.Module,
+    loaded: Loaded,
+  ) {
+    this.current = loaded;
+  }
+
+  /** Builds (or reuses) the wasm for the built-in Rego plus `regoDirs` and loads `policy`. */
+  static async create(policy: LoadedPolicy | PolicyData, regoDirs: string[] = []): Promise<PolicyEngine> {
+    let module: WebAssembly.Module;
+    try {
+      module = await WebAssembly.compile(new Uint8Array(await compiledWasm(regoDirs)));
+    } catch (err) {
+      throw new EngineLoadError(`cannot build the policy bundle: ${(err as Error).message}`);
+    }
+    const data = 'data' in policy ? policy.data : policy;
+    const source = 'file' in policy ? policy.file : '<data>';
+    return new PolicyEngine(module, instantiate(module, data, source));
+  }
+
+  static async fromFile(file: string, regoDirs: string[] = []): Promise<PolicyEngine> {
+    return PolicyEngine.create(await loadPolicyFile(file), regoDirs);
+  }
+
+  get data(): PolicyData {
+    return this.current.data;
+  }
+
+  get source(): string {
+    return this.current.source;
+  }
+
+  /** Swaps in a new policy atomically. Throws (and keeps the old policy) when it cannot load. */
+  replace(policy: LoadedPolicy): void {
+    const next = instantiate(this.module, policy.data, policy.file);
+    const probe = this.evaluateWith(next, {
+      exec: { path: '<unresolved>', ancestors: [] },
+      network: { host: 'probe.invalid', port: 1 },
+    });
+    if (probe.reason.startsWith('policy evaluation failed')) throw new EngineLoadError(probe.reason);
+    this.current = next;
+  }
+
+  async reloadFile(file: string): Promise<void> {
+    this.replace(await loadPolicyFile(file));
+  }
+
+  decide(input: DecisionInput): Decision {
+    return this.evaluateWith(this.current, input);
+  }
+
+  private evaluateWith(loaded: Loaded, input: DecisionInput): Decision {
+    try {
+      const result = loaded.wasm.evaluate(input, ENTRYPOINT) as Array<{ result?: Decision }>;
+      const decision = result[0]?.result;
+      if (!decision || typeof decision.allow !== 'boolean') return denyOnError('no decision returned');
+      return decision;
+    } catch (err) {
+      return denyOnError((err as Error).message);
+    }
+  }
+}
