@@ -209,9 +209,7 @@ binary_text := exec_path if {
 	count(ancestor_paths) == 0
 }
 
-request_text := concat(" ", [request_method, request_path]) if input.request
-
-request_text := "the request" if not input.request
+request_text := concat(" ", [request_method, request_path])
 
 l7_reasons contains [ref[0], reason] if {
 	some ref in binary_passing

@@ -1,0 +1,301 @@
+# Unit tests of the decision, against testdata/data.json (the data document of
+# testdata/policies/fixture.yaml). Each test pins one line of the semantics in DESIGN.md.
+package portcullis.authz_test
+
+import data.portcullis.authz
+
+fixture := data.testdata.portcullis
+
+git := "/usr/bin/git"
+
+curl := "/usr/bin/curl"
+
+unresolved := "<unresolved>"
+
+# --- helpers ------------------------------------------------------------------------------
+
+_eval(inp) := d if {
+	d := authz.decision with input as inp
+		with data.portcullis.policies as fixture.policies
+		with data.portcullis.index as fixture.index
+}
+
+run(path, host, port) := _eval({"exec": {"path": path, "ancestors": []}, "network": {"host": host, "port": port}})
+
+run_with_ancestors(path, ancestors, host, port) := _eval({
+	"exec": {"path": path, "ancestors": ancestors},
+	"network": {"host": host, "port": port},
+})
+
+run_addresses(path, host, port, addresses) := _eval({
+	"exec": {"path": path, "ancestors": []},
+	"network": {"host": host, "port": port, "addresses": addresses},
+})
+
+run_http(path, host, port, method, req_path) := _eval({
+	"exec": {"path": path, "ancestors": []},
+	"network": {"host": host, "port": port},
+	"request": {"method": method, "path": req_path},
+})
+
+allowed_by(d, policy) if {
+	d.allow == true
+	d.decision == "allow"
+	d.policy == policy
+}
+
+denied(d) if {
+	d.allow == false
+	d.decision == "deny"
+}
+
+# --- exact hosts, case, trailing dot --------------------------------------------------------
+
+test_exact_host_allowed_for_listed_binary if allowed_by(run(git, "api.github.com", 443), "github")
+
+test_exact_host_is_case_insensitive if allowed_by(run(git, "API.GitHub.COM", 443), "github")
+
+test_exact_host_ignores_trailing_dot if allowed_by(run(git, "api.github.com.", 443), "github")
+
+test_pattern_written_with_case_and_dot_matches if allowed_by(run(curl, "registry.example.org", 443), "mirror")
+
+test_exact_host_does_not_match_subdomain if denied(run(git, "x.api.github.com", 443))
+
+test_exact_host_does_not_match_parent if denied(run(git, "github.com", 443))
+
+test_unicode_host_compared_in_punycode if allowed_by(run(curl, "xn--bcher-kva.example", 443), "unicode")
+
+test_ip_literal_host if allowed_by(run(curl, "198.51.100.7", 22), "literal")
+
+# --- single-label wildcard ------------------------------------------------------------------
+
+test_star_matches_one_label if allowed_by(run(git, "raw.githubusercontent.com", 443), "github")
+
+test_star_does_not_match_apex if denied(run(git, "githubusercontent.com", 443))
+
+test_star_does_not_match_two_labels if denied(run(git, "a.b.githubusercontent.com", 443))
+
+test_star_inside_label if allowed_by(run("/usr/bin/python3", "api-eu.example.net", 443), "wild")
+
+test_star_inside_label_not_other_prefix if denied(run("/usr/bin/python3", "web-eu.example.net", 443))
+
+test_star_inside_label_not_across_dot if denied(run("/usr/bin/python3", "api-x.eu.example.net", 443))
+
+# --- multi-label wildcard -------------------------------------------------------------------
+
+test_double_star_matches_one_label if allowed_by(run("/usr/bin/wget", "a.deep.example", 443), "wild")
+
+test_double_star_matches_many_labels if allowed_by(run("/usr/bin/wget", "a.b.c.deep.example", 443), "wild")
+
+test_double_star_does_not_match_apex if denied(run("/usr/bin/wget", "deep.example", 443))
+
+test_double_star_does_not_match_lookalike if denied(run("/usr/bin/wget", "notdeep.example", 443))
+
+# --- ports ----------------------------------------------------------------------------------
+
+test_wrong_port_denied if {
+	d := run(git, "api.github.com", 80)
+	denied(d)
+	d.reason == "api.github.com:80 is not allowed by any policy"
+	d.policy == null
+}
+
+test_multi_port_first if allowed_by(run(curl, "registry.example.org", 80), "mirror")
+
+test_multi_port_second if allowed_by(run(curl, "registry.example.org", 443), "mirror")
+
+test_multi_port_other_denied if denied(run(curl, "registry.example.org", 8080))
+
+test_ports_on_wildcard if allowed_by(run("/usr/bin/python3", "api-x.example.net", 8443), "wild")
+
+# --- binaries -------------------------------------------------------------------------------
+
+test_binary_not_listed_denied_with_names if {
+	d := run(curl, "api.github.com", 443)
+	denied(d)
+	d.policy == "github"
+	d.reason == "binary /usr/bin/curl is not allowed to reach api.github.com:443; the policies that cover it (github) allow only their listed binaries"
+}
+
+test_single_star_binary_glob_stays_in_segment if denied(run("/usr/bin/sub/x", "api-x.example.net", 443))
+
+test_single_star_binary_glob_matches_segment if allowed_by(run("/usr/bin/x", "api-x.example.net", 443), "wild")
+
+test_double_star_binary_glob_crosses_segments if {
+	allowed_by(run("/usr/lib/node_modules/npm/bin/npm-cli.js", "api.github.com", 443), "github")
+	allowed_by(run("/usr/lib/node_modules/@scope/pkg/bin/run.js", "api.github.com", 443), "github")
+}
+
+test_double_star_binary_glob_keeps_literal_parts if denied(run("/usr/lib/node_modules/npm/lib/cli.js", "api.github.com", 443))
+
+test_ancestor_match_allows if {
+	d := run_with_ancestors(curl, [{"pid": 10, "path": "/bin/bash"}, {"pid": 5, "path": git}], "api.github.com", 443)
+	allowed_by(d, "github")
+}
+
+test_ancestor_as_plain_strings if allowed_by(run_with_ancestors(curl, ["/bin/bash", git], "api.github.com", 443), "github")
+
+test_ancestors_named_in_deny_reason if {
+	d := run_with_ancestors(curl, ["/bin/bash"], "api.github.com", 443)
+	denied(d)
+	d.reason == "binary /usr/bin/curl (ancestors: /bin/bash) is not allowed to reach api.github.com:443; the policies that cover it (github) allow only their listed binaries"
+}
+
+test_relative_exec_path_never_matches if denied(run("usr/bin/git", "api.github.com", 443))
+
+# --- empty binaries and the <unresolved> sentinel --------------------------------------------
+
+test_no_binaries_means_any_binary if allowed_by(run("/opt/anything/bin/tool", "registry.example.org", 443), "mirror")
+
+test_empty_binaries_list_means_any_binary if allowed_by(run("/opt/x", "198.51.100.7", 22), "literal")
+
+test_unresolved_allowed_by_policy_without_binaries if allowed_by(run(unresolved, "registry.example.org", 443), "mirror")
+
+test_unresolved_denied_by_policy_with_binaries if {
+	d := run(unresolved, "api.github.com", 443)
+	denied(d)
+	contains(d.reason, "<unresolved> (the calling program could not be identified)")
+}
+
+test_unresolved_never_matches_slash_double_star if denied(run(unresolved, "any.example.com", 443))
+
+test_slash_double_star_matches_any_resolved_binary if allowed_by(run("/srv/app/bin/x", "any.example.com", 443), "anything")
+
+# --- overlapping policies: the lexicographically smallest allowing policy --------------------
+
+test_overlap_reports_smallest_name if allowed_by(run(curl, "shared.example.com", 443), "overlap-a")
+
+test_overlap_falls_back_to_other_policy if allowed_by(run("/usr/bin/wget", "shared.example.com", 443), "overlap-b")
+
+test_overlap_unresolved_uses_policy_without_binaries if allowed_by(run(unresolved, "shared.example.com", 443), "overlap-b")
+
+# --- allowed_ips ----------------------------------------------------------------------------
+
+test_hostless_allows_any_host_inside_cidr if {
+	d := run_addresses(unresolved, "pg.anywhere.example", 5432, ["10.20.1.2"])
+	allowed_by(d, "db")
+	d.explicit_ips == true
+}
+
+test_hostless_ipv6 if allowed_by(run_addresses(unresolved, "pg6.example", 5432, ["2001:db8:20::5"]), "db")
+
+test_hostless_every_address_must_be_inside if {
+	d := run_addresses(unresolved, "pg.anywhere.example", 5432, ["10.20.1.2", "10.99.0.1"])
+	denied(d)
+	d.reason == "pg.anywhere.example:5432 resolved to addresses outside the allowed_ips of policy db"
+	d.policy == "db"
+}
+
+test_hostless_outside_cidr_denied if denied(run_addresses(unresolved, "x.example", 5432, ["10.21.0.1"]))
+
+test_hostless_wrong_port_denied if denied(run_addresses(unresolved, "x.example", 5433, ["10.20.0.1"]))
+
+test_hostless_empty_address_list_denied if denied(run_addresses(unresolved, "x.example", 5432, []))
+
+test_hostless_before_resolution_is_provisional if {
+	d := run(unresolved, "x.example", 5432)
+	allowed_by(d, "db")
+	d.explicit_ips == false
+}
+
+test_host_with_allowed_ips_inside if allowed_by(run_addresses(curl, "db.internal.example", 5433, ["10.30.4.4"]), "db")
+
+test_host_with_allowed_ips_outside if denied(run_addresses(curl, "db.internal.example", 5433, ["10.20.4.4"]))
+
+test_host_with_allowed_ips_other_host if denied(run_addresses(curl, "other.internal.example", 5433, ["10.30.4.4"]))
+
+test_plain_endpoint_not_explicit_ips if {
+	d := run_addresses(curl, "registry.example.org", 443, ["203.0.113.9"])
+	allowed_by(d, "mirror")
+	d.explicit_ips == false
+}
+
+# --- L7 rules -------------------------------------------------------------------------------
+
+test_l7_allowed_get if allowed_by(run_http(curl, "api.internal.example", 8080, "GET", "/v1/users/1"), "internal-api")
+
+test_l7_method_case_insensitive if allowed_by(run_http(curl, "api.internal.example", 8080, "get", "/v1/x"), "internal-api")
+
+test_l7_rule_method_written_lower_case if allowed_by(run_http(curl, "api.internal.example", 8080, "POST", "/v1/items/7"), "internal-api")
+
+test_l7_query_string_ignored if allowed_by(run_http(curl, "api.internal.example", 8080, "GET", "/v1/x?admin=1"), "internal-api")
+
+test_l7_method_not_permitted if {
+	d := run_http(curl, "api.internal.example", 8080, "DELETE", "/v1/users/1")
+	denied(d)
+	d.reason == "DELETE /v1/users/1 to api.internal.example:8080 is not permitted by the method/path rules of policy internal-api"
+	d.policy == "internal-api"
+}
+
+test_l7_path_not_permitted if denied(run_http(curl, "api.internal.example", 8080, "GET", "/v2/x"))
+
+test_l7_single_star_path_segment if denied(run_http(curl, "api.internal.example", 8080, "POST", "/v1/items/7/parts"))
+
+test_l7_deny_wins_over_allow if {
+	d := run_http(curl, "api.internal.example", 8080, "GET", "/v1/admin/keys")
+	denied(d)
+	d.reason == "GET /v1/admin/keys to api.internal.example:8080 is blocked by a deny rule of policy internal-api"
+}
+
+test_l7_opaque_tunnel_to_rest_endpoint_denied if {
+	d := run(curl, "api.internal.example", 8080)
+	denied(d)
+	contains(d.reason, "needs HTTP method/path inspection")
+}
+
+test_access_read_only_allows_get if allowed_by(run_http(curl, "ro.internal.example", 80, "HEAD", "/anything/deep"), "internal-api")
+
+test_access_read_only_denies_post if denied(run_http(curl, "ro.internal.example", 80, "POST", "/x"))
+
+test_audit_enforcement_turns_deny_into_audit if {
+	d := run_http(curl, "audit.internal.example", 8080, "POST", "/ok/1")
+	d.allow == true
+	d.decision == "audit"
+	d.policy == "internal-api"
+	startswith(d.reason, "would be denied (POST /ok/1 to audit.internal.example:8080 is not permitted")
+}
+
+test_audit_enforcement_allowed_request_is_allow if allowed_by(run_http(curl, "audit.internal.example", 8080, "GET", "/ok/1"), "internal-api")
+
+# --- deny reasons and fail-closed defaults --------------------------------------------------
+
+test_unknown_host_denied if {
+	d := run(curl, "evil.example", 443)
+	denied(d)
+	d.reason == "evil.example:443 is not allowed by any policy"
+}
+
+test_no_policy_loaded if {
+	d := authz.decision with input as {"exec": {"path": curl, "ancestors": []}, "network": {"host": "a.example", "port": 443}}
+		with data.portcullis.policies as {}
+		with data.portcullis.index as {"exact": {}, "wildcard": {}, "hostless": {}}
+	denied(d)
+	d.reason == "no policy is loaded, so all egress is denied"
+}
+
+test_malformed_input_denied if {
+	d := _eval({"exec": {"path": curl}})
+	denied(d)
+	contains(d.reason, "malformed")
+}
+
+test_non_numeric_port_denied if denied(_eval({"exec": {"path": git, "ancestors": []}, "network": {"host": "api.github.com", "port": "443"}}))
+
+# --- extension rules ------------------------------------------------------------------------
+
+test_extension_deny_overrides_allow if {
+	d := authz.decision with input as {"exec": {"path": git, "ancestors": []}, "network": {"host": "api.github.com", "port": 443}}
+		with data.portcullis.policies as fixture.policies
+		with data.portcullis.index as fixture.index
+		with data.portcullis.ext.deny as {"no git today"}
+	denied(d)
+	d.reason == "blocked by an extension rule: no git today"
+}
+
+test_extension_deny_object_reason if {
+	d := authz.decision with input as {"exec": {"path": git, "ancestors": []}, "network": {"host": "api.github.com", "port": 443}}
+		with data.portcullis.policies as fixture.policies
+		with data.portcullis.index as fixture.index
+		with data.portcullis.ext.deny as {{"reason": "object reason"}}
+	d.reason == "blocked by an extension rule: object reason"
+}

@@ -1,0 +1,77 @@
+// An independent, deliberately naive model of the decision semantics in DESIGN.md: it walks
+// every policy and turns globs into regular expressions. The parity vectors' expectations come
+// from it, so the Rego (via opa and via wasm) is checked against a second implementation.
+import ipaddr from 'ipaddr.js';
+import type { DecisionInput, L7Rule, Policy } from '../../src/policy/types.js';
+
+export interface ExpectedDecision {
+  allow: boolean;
+  decision: 'allow' | 'deny' | 'audit';
+  policy: string | null;
+}
+
+const escape = (s: string): string => s.replace(/[.+^${}()|[\]\\?]/g, '\\$&');
+
+function hostRegex(pattern: string): RegExp {
+  const labels = pattern.split('.').map((label, i) => {
+    if (label === '**' && i === 0) return '[^.]+(?:\\.[^.]+)*';
+    return label.split('*').map(escape).join('[^.]*');
+  });
+  return new RegExp(`^${labels.join('\\.')}$`);
+}
+
+function pathRegex(glob: string): RegExp {
+  const body = glob
+    .split('**')
+    .map((part) => part.split('*').map(escape).join('[^/]*'))
+    .join('.*');
+  return new RegExp(`^${body}$`);
+}
+
+function inCidr(address: string, cidr: string): boolean {
+  const addr = ipaddr.parse(address);
+  const range = ipaddr.parseCIDR(cidr);
+  return addr.kind() === range[0].kind() && addr.match(range);
+}
+
+function ruleMatches(rule: L7Rule, method: string, path: string): boolean {
+  return (rule.method === '*' || rule.method === method) && pathRegex(rule.path).test(path);
+}
+
+export function referenceDecision(policies: Policy[], input: DecisionInput): ExpectedDecision {
+  const host = input.network.host.toLowerCase().replace(/\.$/, '');
+  const paths = [input.exec.path, ...input.exec.ancestors.map((a) => (typeof a === 'string' ? a : a.path))].filter((p) =>
+    p.startsWith('/'),
+  );
+  const allowing: string[] = [];
+  const auditing: string[] = [];
+  for (const policy of policies) {
+    const binaryOk = policy.binaries.length === 0 || policy.binaries.some((b) => paths.some((p) => pathRegex(b).test(p)));
+    if (!binaryOk) continue;
+    for (const ep of policy.endpoints) {
+      if (ep.host !== null && !hostRegex(ep.host).test(host)) continue;
+      if (!ep.ports.includes(input.network.port)) continue;
+      const addresses = input.network.addresses;
+      if (ep.allowed_ips.length > 0 && addresses !== undefined) {
+        if (addresses.length === 0 || !addresses.every((a) => ep.allowed_ips.some((c) => inCidr(a, c)))) continue;
+      }
+      let ok = true;
+      if (ep.protocol === 'rest') {
+        const req = input.request;
+        if (!req) ok = false;
+        else {
+          const method = req.method.toUpperCase();
+          const path = req.path.split('?')[0] ?? '';
+          const denied = ep.deny_rules.some((r) => ruleMatches(r, method, path));
+          ok = !denied && ep.rules.some((r) => ruleMatches(r, method, path));
+        }
+      }
+      if (ok) allowing.push(policy.name);
+      else if (ep.enforcement === 'audit') auditing.push(policy.name);
+    }
+  }
+  const smallest = (names: string[]): string => [...names].sort()[0]!;
+  if (allowing.length > 0) return { allow: true, decision: 'allow', policy: smallest(allowing) };
+  if (auditing.length > 0) return { allow: true, decision: 'audit', policy: smallest(auditing) };
+  return { allow: false, decision: 'deny', policy: null };
+}
