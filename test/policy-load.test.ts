@@ -1,0 +1,156 @@
+// Policy loading: every rule of the schema, with errors located at file:line:col.
+import { describe, expect, it } from 'vitest';
+import { parsePolicySource } from '../src/policy/source.js';
+import { buildPolicyData } from '../src/policy/data-document.js';
+import { parseHostPattern } from '../src/policy/host-pattern.js';
+import type { SourceError } from '../src/policy/types.js';
+
+function errorsOf(text: string): SourceError[] {
+  const result = parsePolicySource(text, 'p.yaml');
+  if (result.ok) throw new Error('expected the policy to be rejected');
+  return result.errors;
+}
+
+/** A one-endpoint policy with `line` placed as the endpoint's extra content (line 6 onwards). */
+const withEndpoint = (endpoint: string, extra = ''): string =>
+  `version: 1\nnetwork_policies:\n  p:\n    endpoints:\n      - ${endpoint}\n${extra}`;
+
+describe('valid policies normalise', () => {
+  it('lower-cases hosts, drops the trailing dot, sorts ports, expands access presets', () => {
+    const result = parsePolicySource(
+      withEndpoint('host: API.Example.COM.\n        ports: [8443, 443, 443]\n        protocol: rest\n        access: read-only'),
+      'p.yaml',
+    );
+    expect(result.ok).toBe(true);
+    if (!result.ok) return;
+    const endpoint = result.policies[0]!.endpoints[0]!;
+    expect(endpoint.host).toBe('api.example.com');
+    expect(endpoint.ports).toEqual([443, 8443]);
+    expect(endpoint.rules).toEqual([
+      { method: 'GET', path: '/**' },
+      { method: 'HEAD', path: '/**' },
+      { method: 'OPTIONS', path: '/**' },
+    ]);
+  });
+
+  it('uses name: over the key, and omitted or empty binaries become []', () => {
+    const text = `version: 1
+network_policies:
+  key-a:
+    name: shown-name
+    endpoints: [{ host: a.example, port: 1 }]
+  key-b:
+    endpoints: [{ host: b.example, port: 2 }]
+    binaries: []
+`;
+    const result = parsePolicySource(text, 'p.yaml');
+    expect(result.ok && result.policies.map((p) => [p.name, p.binaries])).toEqual([
+      ['key-b', []],
+      ['shown-name', []],
+    ]);
+  });
+
+  it('indexes exact hosts, wildcard suffixes and hostless ports', () => {
+    const text = `version: 1
+network_policies:
+  p:
+    endpoints:
+      - { host: a.example.com, port: 443 }
+      - { host: "*.example.com", port: 443 }
+      - { host: "**.deep.example.com", port: 443 }
+      - { allowed_ips: ["10.0.0.0/8"], ports: [5432, 5433] }
+`;
+    const result = parsePolicySource(text, 'p.yaml');
+    if (!result.ok) throw new Error(JSON.stringify(result.errors));
+    expect(buildPolicyData(result.policies).index).toEqual({
+      exact: { 'a.example.com': [['p', 0]] },
+      wildcard: { 'example.com': [['p', 1]], 'deep.example.com': [['p', 2]] },
+      hostless: { '5432': [['p', 3]], '5433': [['p', 3]] },
+    });
+  });
+
+  it('canonicalises allowed_ips to network addresses', () => {
+    const result = parsePolicySource(withEndpoint('allowed_ips: ["10.20.3.4/16", "2001:DB8::1"]\n        port: 1'), 'p.yaml');
+    expect(result.ok && result.policies[0]!.endpoints[0]!.allowed_ips).toEqual(['10.20.0.0/16', '2001:db8::1/128']);
+  });
+});
+
+describe('host patterns', () => {
+  it.each([
+    ['*.example.com', 'wildcard', 'example.com'],
+    ['api-*.example.com', 'wildcard', 'example.com'],
+    ['**.example.com', 'wildcard', 'example.com'],
+    ['a.*.example.com', 'wildcard', 'example.com'],
+    ['bücher.example', 'exact', 'xn--bcher-kva.example'],
+    ['localhost', 'exact', 'localhost'],
+  ])('%s is accepted', (pattern, kind, key) => {
+    const parsed = parseHostPattern(pattern);
+    expect(parsed.ok && [parsed.kind, parsed.indexKey]).toEqual([kind, key]);
+  });
+
+  it.each([
+    ['*', 'every host'],
+    ['**', 'every host'],
+    ['*.com', 'last two labels'],
+    ['example.*', 'last two labels'],
+    ['a.**.b.example', 'whole first label'],
+    ['**a.example.com', 'whole first label'],
+    ['exa mple.com', 'not valid in a hostname'],
+    ['a..example.com', 'empty label'],
+    ['.example.com', 'empty label'],
+    ['under_score.example', 'not valid in a hostname'],
+    ['-bad.example', 'start or end with "-"'],
+    [`${'a'.repeat(64)}.example`, 'longer than 63'],
+  ])('%s is rejected (%s)', (pattern, fragment) => {
+    const parsed = parseHostPattern(pattern);
+    expect(parsed.ok).toBe(false);
+    if (!parsed.ok) expect(parsed.message).toContain(fragment);
+  });
+});
+
+describe('bad policies are rejected with file:line:col', () => {
+  it.each([
+    ['YAML syntax error', 'version: 1\nnetwork_policies:\n  p: [unclosed\n', 4, 1, 'YAML syntax error'],
+    ['duplicate key', 'version: 1\nnetwork_policies:\n  p:\n    endpoints: []\n  p:\n    endpoints: []\n', 5, 3, 'YAML syntax error'],
+    ['unknown top-level key', 'version: 1\nnetwork_policy: {}\n', 2, 1, 'unknown key "network_policy"'],
+    ['wrong version', 'version: 2\nnetwork_policies: {}\n', 1, 10, 'version: 1'],
+    ['missing endpoints', 'version: 1\nnetwork_policies:\n  p:\n    binaries: []\n', 4, 5, 'missing the required key "endpoints"'],
+    ['unknown endpoint key (typo)', withEndpoint('host: a.example\n        prot: 443'), 6, 9, 'unknown key "prot"'],
+    ['unknown binary key', withEndpoint('{ host: a.example, port: 1 }', '    binaries:\n      - pth: /usr/bin/x\n'), 7, 9, 'unknown key "pth"'],
+    ['port as string', withEndpoint('host: a.example\n        port: "443"'), 6, 15, 'must be integer'],
+    ['port 0', withEndpoint('host: a.example\n        port: 0'), 6, 15, '1 to 65535'],
+    ['port 70000', withEndpoint('host: a.example\n        port: 70000'), 6, 15, '1 to 65535'],
+    ['ports entry 70000', withEndpoint('host: a.example\n        ports: [443, 70000]'), 6, 22, '1 to 65535'],
+    ['both port and ports', withEndpoint('host: a.example\n        port: 1\n        ports: [2]'), 7, 9, 'not both'],
+    ['neither port nor ports', withEndpoint('host: a.example'), 5, 9, 'needs "port" or "ports"'],
+    ['no host and no allowed_ips', withEndpoint('port: 1'), 5, 9, 'needs "host", "allowed_ips" or both'],
+    ['bare star host', withEndpoint('host: "*"\n        port: 1'), 5, 15, 'every host'],
+    ['star in TLD', withEndpoint('host: "*.com"\n        port: 1'), 5, 15, 'last two labels'],
+    ['double star inside', withEndpoint('host: a.**.b\n        port: 1'), 5, 15, '"**" is allowed only'],
+    ['space in host', withEndpoint('host: exa mple.com\n        port: 1'), 5, 15, 'not valid in a hostname'],
+    ['relative binary', withEndpoint('{ host: a.example, port: 1 }', '    binaries:\n      - path: bin/git\n'), 7, 15, 'must be absolute'],
+    ['glob syntax in binary', withEndpoint('{ host: a.example, port: 1 }', '    binaries:\n      - path: /usr/bin/[ab]\n'), 7, 15, 'only "*" and "**"'],
+    ['loopback in allowed_ips', withEndpoint('allowed_ips: ["127.0.0.1"]\n        port: 1'), 5, 23, 'loopback'],
+    ['range covering loopback', withEndpoint('allowed_ips: ["0.0.0.0/0"]\n        port: 1'), 5, 23, 'can never be allowed'],
+    ['link-local in allowed_ips', withEndpoint('allowed_ips: ["169.254.169.254"]\n        port: 1'), 5, 23, 'link-local'],
+    ['IPv6 loopback', withEndpoint('allowed_ips: ["::1"]\n        port: 1'), 5, 23, 'loopback'],
+    ['bad CIDR', withEndpoint('allowed_ips: ["10.0.0.0/33"]\n        port: 1'), 5, 23, 'not an IP address or CIDR'],
+    ['short IPv4 spelling', withEndpoint('allowed_ips: ["10.1"]\n        port: 1'), 5, 23, 'not an IP address or CIDR'],
+    ['rules without protocol rest', withEndpoint('host: a.example\n        port: 80\n        rules: []'), 7, 9, 'only to endpoints with "protocol: rest"'],
+    ['bad method', withEndpoint('host: a.example\n        port: 80\n        protocol: rest\n        rules:\n          - allow: { method: "GE T", path: "/" }'), 9, 30, 'HTTP method'],
+    ['relative rule path', withEndpoint('host: a.example\n        port: 80\n        protocol: rest\n        deny_rules:\n          - { method: GET, path: "v1" }'), 9, 34, 'must start with "/"'],
+    ['unknown access preset', withEndpoint('host: a.example\n        port: 80\n        protocol: rest\n        access: everything'), 8, 17, 'must be one of'],
+    ['duplicate policy names', 'version: 1\nnetwork_policies:\n  a:\n    endpoints: []\n  b:\n    name: a\n    endpoints: []\n', 6, 11, 'already used'],
+    ['empty file', '', 1, 1, 'empty'],
+  ])('%s', (_label, text, line, col, fragment) => {
+    const errors = errorsOf(text);
+    const match = errors.find((e) => e.message.includes(fragment));
+    expect(match, JSON.stringify(errors)).toBeDefined();
+    expect([match!.file, match!.line, match!.col]).toEqual(['p.yaml', line, col]);
+  });
+
+  it('reports every problem, not just the first', () => {
+    const errors = errorsOf(withEndpoint('host: "*"\n        port: 0\n        colour: red'));
+    expect(errors.length).toBeGreaterThanOrEqual(2);
+  });
+});
