@@ -3,6 +3,7 @@
 // Only endpoints of policies without binaries (any program) and without L7 rules can be
 // enforced in the kernel; each gets a stable id from its position in the sorted policy list,
 // so the renderer and the DNS proxy agree on set names without sharing state.
+import { canonicalIpHost } from '../policy/host-pattern.js';
 import type { Endpoint, Policy } from '../policy/types.js';
 
 export const NFT_TABLE = 'portcullis';
@@ -46,3 +47,25 @@ export function counterName(id: string): string {
 }
 
 export const REJECT_COUNTER = 'reject_all';
+
+/** Named counters of the fence's own allows (the proxy, the DNS proxy, the SNI listener). */
+export const PROXY_COUNTER = 'allow_proxy';
+export const DNS_COUNTER = 'allow_dns';
+export const SNI_COUNTER = 'allow_sni';
+
+/**
+ * True when the kernel allows this endpoint through host sets filled by the DNS proxy (an exact
+ * hostname or a wildcard); false when it is a direct address allow (hostless `allowed_ips`, or
+ * an exact host that is an IP literal).
+ */
+export function usesHostSets(endpoint: Endpoint): boolean {
+  if (endpoint.host === null) return false;
+  if (endpoint.host_kind === 'wildcard') return true;
+  return canonicalIpHost(endpoint.host) === null;
+}
+
+/** Comment on an endpoint's counter: `policy/endpoint-index` (nft strings carry no quotes). */
+export function counterComment(policy: string, index: number): string {
+  const safe = policy.replace(/[^\x20-\x7e]|["\\]/g, '_').slice(0, 100);
+  return `${safe}/${index}`;
+}

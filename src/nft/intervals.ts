@@ -1,0 +1,144 @@
+// Address ranges for nft interval maps. Pure.
+//
+// nft refuses overlapping elements in one interval map, and two endpoints may well cover the
+// same addresses on the same port (10.0.0.0/8 and 10.1.0.0/16). So the ranges of all endpoints
+// on one port are cut into disjoint pieces, each owned by the first endpoint (in the stable
+// kernel order) that covers it: every covered address is still allowed, and its packets are
+// counted once, on one endpoint's counter.
+import ipaddr from 'ipaddr.js';
+
+export type Family = 4 | 6;
+
+export interface AddressRange {
+  family: Family;
+  /** First and last address, inclusive, as integers. */
+  start: bigint;
+  end: bigint;
+}
+
+export interface OwnedRange extends AddressRange {
+  /** Position of the owning endpoint in the kernel order (lower wins). */
+  owner: number;
+}
+
+const BITS: Record<Family, number> = { 4: 32, 6: 128 };
+
+function bytesToBigInt(bytes: number[]): bigint {
+  let value = 0n;
+  for (const byte of bytes) value = (value << 8n) | BigInt(byte);
+  return value;
+}
+
+function bigIntToBytes(value: bigint, length: number): number[] {
+  const bytes: number[] = new Array<number>(length).fill(0);
+  let rest = value;
+  for (let i = length - 1; i >= 0; i--) {
+    bytes[i] = Number(rest & 0xffn);
+    rest >>= 8n;
+  }
+  return bytes;
+}
+
+/** Range of a canonical CIDR (`a.b.c.d/n`, `x::/n`) or single address. */
+export function parseRange(text: string): AddressRange {
+  const [addr, bits] = text.includes('/') ? ipaddr.parseCIDR(text) : (() => {
+    const a = ipaddr.parse(text);
+    return [a, a.kind() === 'ipv4' ? 32 : 128] as const;
+  })();
+  const family: Family = addr.kind() === 'ipv4' ? 4 : 6;
+  const hostBits = BigInt(BITS[family] - bits);
+  const base = (bytesToBigInt(addr.toByteArray()) >> hostBits) << hostBits;
+  return { family, start: base, end: base + (1n << hostBits) - 1n };
+}
+
+export function formatAddress(value: bigint, family: Family): string {
+  return ipaddr.fromByteArray(bigIntToBytes(value, family === 4 ? 4 : 16)).toString();
+}
+
+/** Prefix length when [start, end] is exactly one CIDR block, else null. */
+function prefixLength(range: AddressRange): number | null {
+  const size = range.end - range.start + 1n;
+  if ((size & (size - 1n)) !== 0n) return null;
+  if (range.start % size !== 0n) return null;
+  return BITS[range.family] - (size.toString(2).length - 1);
+}
+
+/** nft spelling of a range: an address, a CIDR, or `first-last`. */
+export function formatRange(range: AddressRange): string {
+  const bits = prefixLength(range);
+  const first = formatAddress(range.start, range.family);
+  if (bits === BITS[range.family]) return first;
+  if (bits !== null) return `${first}/${bits}`;
+  return `${first}-${formatAddress(range.end, range.family)}`;
+}
+
+/** A binary min-heap of [owner, end] pairs, by owner. */
+class OwnerHeap {
+  private items: Array<[number, bigint]> = [];
+  push(item: [number, bigint]): void {
+    const a = this.items;
+    a.push(item);
+    let i = a.length - 1;
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      if (a[parent]![0] <= a[i]![0]) break;
+      [a[parent], a[i]] = [a[i]!, a[parent]!];
+      i = parent;
+    }
+  }
+  peek(): [number, bigint] | undefined {
+    return this.items[0];
+  }
+  pop(): void {
+    const a = this.items;
+    const last = a.pop();
+    if (a.length === 0 || last === undefined) return;
+    a[0] = last;
+    let i = 0;
+    for (;;) {
+      const l = 2 * i + 1;
+      const r = l + 1;
+      let m = i;
+      if (l < a.length && a[l]![0] < a[m]![0]) m = l;
+      if (r < a.length && a[r]![0] < a[m]![0]) m = r;
+      if (m === i) break;
+      [a[m], a[i]] = [a[i]!, a[m]!];
+      i = m;
+    }
+  }
+}
+
+/**
+ * Cuts ranges of one family into disjoint pieces, each owned by the lowest owner covering it;
+ * adjacent pieces of the same owner are merged. Sorted by start. O(n log n).
+ */
+export function disjointRanges(ranges: OwnedRange[]): OwnedRange[] {
+  if (ranges.length === 0) return [];
+  const family = ranges[0]!.family;
+  const byStart = [...ranges].sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : a.owner - b.owner));
+  const points = new Set<bigint>();
+  for (const r of byStart) {
+    points.add(r.start);
+    points.add(r.end + 1n);
+  }
+  const boundaries = [...points].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  const heap = new OwnerHeap();
+  const out: OwnedRange[] = [];
+  let next = 0;
+  for (let i = 0; i < boundaries.length - 1; i++) {
+    const from = boundaries[i]!;
+    const to = boundaries[i + 1]! - 1n;
+    while (next < byStart.length && byStart[next]!.start === from) {
+      heap.push([byStart[next]!.owner, byStart[next]!.end]);
+      next++;
+    }
+    // Ranges ending before this piece can never cover a later one: drop them when they surface.
+    while (heap.peek() !== undefined && heap.peek()![1] < from) heap.pop();
+    const top = heap.peek();
+    if (top === undefined) continue;
+    const last = out[out.length - 1];
+    if (last !== undefined && last.owner === top[0] && last.end + 1n === from) last.end = to;
+    else out.push({ family, start: from, end: to, owner: top[0] });
+  }
+  return out;
+}

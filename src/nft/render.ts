@@ -1,0 +1,206 @@
+// The nftables script for a sandbox's network namespace. Pure and deterministic: the same
+// policies and options give the same bytes.
+//
+// The ruleset filters in the `output` hook: it is loaded inside the sandbox's own namespace,
+// where every packet of interest is one the sandbox's processes originate. The namespace does
+// not route for anyone (its processes cannot turn forwarding on without CAP_NET_ADMIN); a
+// `forward` chain with policy drop makes that explicit at no cost.
+//
+// Order in the output chain: loopback and established/related first (the cheap, common case),
+// then the proxy, DNS proxy and SNI listener, then one lookup in an interval verdict map for all
+// direct allows (one jump per endpoint, to count on its named counter), then one rule per
+// hostname endpoint and family against the host sets the DNS proxy fills, then the counted
+// reject: TCP reset for TCP, ICMP admin-prohibited otherwise, so a bypass fails at once.
+import { canonicalIpHost } from '../policy/host-pattern.js';
+import type { Policy } from '../policy/types.js';
+import { formatRange, type Family } from './intervals.js';
+import {
+  DNS_COUNTER,
+  NFT_FAMILY,
+  NFT_TABLE,
+  PROXY_COUNTER,
+  REJECT_COUNTER,
+  SNI_COUNTER,
+  counterName,
+  hostSetName,
+} from './names.js';
+import { planKernel, type DirectElement, type KernelPlan } from './plan.js';
+
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
+export interface RenderOptions {
+  /** The HTTP/CONNECT proxy the sandbox must use (TCP). */
+  proxy?: HostPort;
+  /** The DNS proxy (UDP and TCP). */
+  dns?: HostPort;
+  /** The transparent SNI listener: direct TCP/443 not otherwise allowed is redirected there. */
+  sni?: HostPort;
+}
+
+export class RenderError extends Error {
+  override name = 'RenderError';
+}
+
+interface Destination {
+  family: Family;
+  address: string;
+  port: number;
+}
+
+const TABLE = `${NFT_FAMILY} ${NFT_TABLE}`;
+const HTTPS_PORT = 443;
+/** IPv6 neighbour discovery and MLD: link plumbing the namespace itself sends, never egress. */
+const ICMPV6_PLUMBING = 'nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert, mld-listener-report, mld2-listener-report';
+
+function destination(what: string, hp: HostPort | undefined): Destination | null {
+  if (hp === undefined) return null;
+  const address = canonicalIpHost(hp.host);
+  if (address === null) throw new RenderError(`${what} address "${hp.host}" must be an IP address`);
+  if (!Number.isInteger(hp.port) || hp.port < 1 || hp.port > 65535) {
+    throw new RenderError(`${what} port ${hp.port} must be an integer from 1 to 65535`);
+  }
+  return { family: address.includes(':') ? 6 : 4, address, port: hp.port };
+}
+
+const daddr = (family: Family): string => (family === 4 ? 'ip daddr' : 'ip6 daddr');
+
+function elementList(items: string[], indent: string): string[] {
+  if (items.length === 0) return [];
+  return [`${indent}elements = {`, ...items.map((item, i) => `${indent}\t${item}${i < items.length - 1 ? ',' : ''}`), `${indent}}`];
+}
+
+function directKey(e: DirectElement): string {
+  return `${formatRange(e.range)} . ${e.port}`;
+}
+
+function endpointChain(id: string): string {
+  return `ep_${id}`;
+}
+
+function declarations(plan: KernelPlan, sni: Destination | null): string[] {
+  const out: string[] = [];
+  const counters = [
+    ...plan.counters,
+    { name: PROXY_COUNTER, comment: 'proxy' },
+    { name: DNS_COUNTER, comment: 'dns proxy' },
+    { name: SNI_COUNTER, comment: 'sni listener' },
+    { name: REJECT_COUNTER, comment: 'rejected: no allow matched' },
+  ];
+  for (const c of counters) out.push(`\tcounter ${c.name} {`, `\t\tcomment "${c.comment}"`, '\t}');
+  for (const host of plan.hosts) {
+    for (const family of [4, 6] as const) {
+      out.push(
+        `\tset ${hostSetName(host.id, family)} {`,
+        `\t\ttype ipv${family}_addr . inet_service`,
+        '\t\tflags timeout',
+        '\t}',
+      );
+    }
+  }
+  for (const family of [4, 6] as const) {
+    const elements = plan.direct[family];
+    if (elements.length === 0) continue;
+    out.push(
+      `\tmap direct${family} {`,
+      `\t\ttype ipv${family}_addr . inet_service : verdict`,
+      '\t\tflags interval',
+      ...elementList(elements.map((e) => `${directKey(e)} : jump ${endpointChain(e.id)}`), '\t\t'),
+      '\t}',
+    );
+    // The SNI redirect must leave direct-allowed HTTPS alone: the same keys, port 443 only.
+    const https = elements.filter((e) => e.port === HTTPS_PORT);
+    if (sni !== null && https.length > 0) {
+      out.push(
+        `\tset https_direct${family} {`,
+        `\t\ttype ipv${family}_addr . inet_service`,
+        '\t\tflags interval',
+        ...elementList(https.map(directKey), '\t\t'),
+        '\t}',
+      );
+    }
+  }
+  return out;
+}
+
+function familyChains(plan: KernelPlan): { lines: string[]; families: Family[] } {
+  const lines: string[] = [];
+  for (const id of plan.directIds) lines.push(`\tchain ${endpointChain(id)} {`, `\t\tcounter name ${counterName(id)} accept`, '\t}');
+  const families: Family[] = [];
+  for (const family of [4, 6] as const) {
+    const rules: string[] = [];
+    if (plan.direct[family].length > 0) rules.push(`\t\t${daddr(family)} . th dport vmap @direct${family}`);
+    for (const host of plan.hosts) {
+      rules.push(`\t\t${daddr(family)} . th dport @${hostSetName(host.id, family)} counter name ${counterName(host.id)} accept`);
+    }
+    if (rules.length === 0) continue;
+    families.push(family);
+    lines.push(`\tchain allow${family} {`, ...rules, '\t}');
+  }
+  return { lines, families };
+}
+
+function outputChain(families: Family[], proxy: Destination | null, dns: Destination | null, sni: Destination | null): string[] {
+  const rules = [
+    'type filter hook output priority filter; policy accept;',
+    'oif "lo" accept',
+    'ct state established,related accept',
+    `icmpv6 type { ${ICMPV6_PLUMBING} } accept`,
+  ];
+  if (proxy) rules.push(`${daddr(proxy.family)} ${proxy.address} tcp dport ${proxy.port} counter name ${PROXY_COUNTER} accept`);
+  if (dns) rules.push(`${daddr(dns.family)} ${dns.address} meta l4proto { tcp, udp } th dport ${dns.port} counter name ${DNS_COUNTER} accept`);
+  if (sni) rules.push(`${daddr(sni.family)} ${sni.address} tcp dport ${sni.port} counter name ${SNI_COUNTER} accept`);
+  if (families.length > 0) {
+    const map = families.map((f) => `ipv${f} : jump allow${f}`).join(', ');
+    rules.push(`meta l4proto { tcp, udp } meta nfproto vmap { ${map} }`);
+  }
+  rules.push(`counter name ${REJECT_COUNTER}`, 'meta l4proto tcp reject with tcp reset', 'reject with icmpx admin-prohibited');
+  return ['\tchain output {', ...rules.map((r) => `\t\t${r}`), '\t}'];
+}
+
+function sniChain(plan: KernelPlan, sni: Destination, fenceAddresses: Destination[]): string[] {
+  const rules = ['type nat hook output priority -100; policy accept;', 'oif "lo" accept', `tcp dport != ${HTTPS_PORT} accept`];
+  for (const family of [4, 6] as const) {
+    const own = [...new Set(fenceAddresses.filter((d) => d.family === family).map((d) => d.address))].sort();
+    if (own.length > 0) rules.push(`${daddr(family)} { ${own.join(', ')} } accept`);
+    if (plan.direct[family].some((e) => e.port === HTTPS_PORT)) rules.push(`${daddr(family)} . tcp dport @https_direct${family} accept`);
+    for (const host of plan.hosts) {
+      if (host.ports.includes(HTTPS_PORT)) rules.push(`${daddr(family)} . tcp dport @${hostSetName(host.id, family)} accept`);
+    }
+  }
+  const target = sni.family === 4 ? `${sni.address}:${sni.port}` : `[${sni.address}]:${sni.port}`;
+  rules.push(`meta nfproto ipv${sni.family} tcp dport ${HTTPS_PORT} dnat ip${sni.family === 4 ? '' : '6'} to ${target}`);
+  return ['\tchain sni_redirect {', ...rules.map((r) => `\t\t${r}`), '\t}'];
+}
+
+/** The whole script: an atomic, idempotent replacement of `table inet portcullis`. */
+export function renderRuleset(policies: Policy[], options: RenderOptions = {}): string {
+  const proxy = destination('proxy', options.proxy);
+  const dns = destination('DNS proxy', options.dns);
+  const sni = destination('SNI listener', options.sni);
+  const plan = planKernel(policies);
+  const { lines: chains, families } = familyChains(plan);
+  const body = [
+    ...declarations(plan, sni),
+    ...chains,
+    ...outputChain(families, proxy, dns, sni),
+    '\tchain forward {',
+    '\t\ttype filter hook forward priority filter; policy drop;',
+    '\t}',
+  ];
+  if (sni) body.push(...sniChain(plan, sni, [proxy, dns, sni].filter((d): d is Destination => d !== null)));
+  return [
+    '#!/usr/sbin/nft -f',
+    '# portcullis egress fence, generated from the policy: apply with `nft -f -` in the sandbox namespace.',
+    // Declaring the table first makes the delete succeed when it does not exist yet (no `destroy`
+    // in nft 1.0.6); all three statements are one transaction.
+    `table ${TABLE}`,
+    `delete table ${TABLE}`,
+    `table ${TABLE} {`,
+    ...body,
+    '}',
+    '',
+  ].join('\n');
+}
