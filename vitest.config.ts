@@ -9,6 +9,7 @@ export default defineConfig({
     // two workers at most on this two-core machine.
     pool: 'forks',
     poolOptions: { forks: { maxForks: 2, minForks: 1 } },
-    reporters: ['default'],
+    reporters: ['default', 'json'],
+    outputFile: { json: '.cache/test-results.json' },
   },
 });
