@@ -1,0 +1,181 @@
+// The nft renderer: golden files (testdata/nft/*.yaml → *.nft; regenerate with UPDATE_GOLDEN=1),
+// determinism, the interval cutting, and `nft -c` accepting every golden inside a fresh
+// network namespace (nothing touches the host ruleset).
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import fc from 'fast-check';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { compileNftCommand } from '../src/cli/commands/compile-nft.js';
+import { checkRuleset } from '../src/nft/apply.js';
+import { parseCounters } from '../src/nft/counters.js';
+import { disjointRanges, formatRange, parseRange, type OwnedRange } from '../src/nft/intervals.js';
+import { counterName, hostSetName, kernelEndpoints } from '../src/nft/names.js';
+import { planKernel } from '../src/nft/plan.js';
+import { renderRuleset, type RenderOptions } from '../src/nft/render.js';
+import { loadPolicyFileSync, loadPolicyText } from '../src/policy/load.js';
+
+const DIR = path.resolve(__dirname, '../testdata/nft');
+const cases = readdirSync(DIR)
+  .filter((f) => f.endsWith('.yaml'))
+  .sort();
+
+function optionsOf(file: string): RenderOptions {
+  const first = readFileSync(file, 'utf8').split('\n')[0] ?? '';
+  const match = /^# nft-options: (.*)$/.exec(first);
+  if (!match) throw new Error(`${file}: first line must be "# nft-options: {json}"`);
+  return JSON.parse(match[1]!) as RenderOptions;
+}
+
+function render(name: string): string {
+  const file = path.join(DIR, name);
+  return renderRuleset(loadPolicyFileSync(file).policies, optionsOf(file));
+}
+
+describe('golden files', () => {
+  it('has cases', () => expect(cases.length).toBeGreaterThanOrEqual(4));
+
+  for (const name of cases) {
+    it(`${name} renders to its golden`, () => {
+      const golden = path.join(DIR, name.replace(/\.yaml$/, '.nft'));
+      const text = render(name);
+      if (process.env.UPDATE_GOLDEN === '1') writeFileSync(golden, text);
+      expect(existsSync(golden), `${golden} is missing: run with UPDATE_GOLDEN=1`).toBe(true);
+      expect(text).toBe(readFileSync(golden, 'utf8'));
+    });
+  }
+});
+
+describe('nft -c accepts every golden (in a fresh namespace)', () => {
+  const ns = `pcnft-${process.pid}-check`;
+  beforeAll(() => execFileSync('ip', ['netns', 'add', ns]));
+  afterAll(() => execFileSync('ip', ['netns', 'del', ns]));
+
+  for (const name of cases) {
+    it(name, async () => {
+      const golden = readFileSync(path.join(DIR, name.replace(/\.yaml$/, '.nft')), 'utf8');
+      expect(await checkRuleset(golden, { netns: ns })).toEqual({ ok: true });
+    });
+  }
+
+  it('nft -c refuses a broken script (the check is real)', async () => {
+    const broken = render('mixed.yaml').replace('flags interval', 'flags nonsense');
+    const result = await checkRuleset(broken, { netns: ns });
+    expect(result.ok).toBe(false);
+    expect(result.ok ? '' : result.error).toMatch(/nonsense|syntax error/);
+  });
+});
+
+describe('determinism', () => {
+  it('same input, same bytes, whatever the order of the policies', () => {
+    const loaded = loadPolicyFileSync(path.join(DIR, 'mixed.yaml'));
+    const options = optionsOf(path.join(DIR, 'mixed.yaml'));
+    const once = renderRuleset(loaded.policies, options);
+    expect(renderRuleset([...loaded.policies].reverse(), options)).toBe(once);
+    expect(renderRuleset(loaded.policies, options)).toBe(once);
+  });
+});
+
+describe('what reaches the kernel', () => {
+  const policy = loadPolicyText(
+    [
+      'version: 1',
+      'network_policies:',
+      '  any:',
+      '    endpoints:',
+      '      - { allowed_ips: ["198.51.100.0/24"], port: 5432 }',
+      '      - { host: 203.0.113.9, port: 443 }',
+      '      - { host: 203.0.113.10, port: 443, allowed_ips: ["198.51.100.0/24"] }',
+      '      - { host: db.example.com, port: 5432, allowed_ips: ["203.0.113.0/24"] }',
+      '      - { host: api.example.com, port: 80, protocol: rest, access: read-only }',
+      '  tools:',
+      '    endpoints: [{ allowed_ips: ["203.0.113.0/24"], port: 22 }]',
+      '    binaries: [{ path: /usr/bin/ssh }]',
+    ].join('\n'),
+    'inline.yaml',
+  );
+  const plan = planKernel(policy.policies);
+  const keys = plan.direct[4].map((e) => `${formatRange(e.range)} . ${e.port} → ${e.id}`);
+
+  it('hostless allowed_ips and IP-literal hosts are direct allows', () => {
+    expect(keys).toEqual(['203.0.113.9 . 443 → 0_1', '198.51.100.0/24 . 5432 → 0_0']);
+  });
+  it('an IP-literal host outside its own allowed_ips allows nothing', () => {
+    expect(plan.directIds).not.toContain('0_2');
+  });
+  it('a hostname with allowed_ips gets host sets, not a CIDR allow', () => {
+    expect(plan.hosts).toEqual([{ id: '0_3', ports: [5432] }]);
+    const text = renderRuleset(policy.policies);
+    expect(text).toContain(`set ${hostSetName('0_3', 4)} {`);
+    expect(text).toContain(`set ${hostSetName('0_3', 6)} {`);
+    expect(text).not.toMatch(/203\.0\.113\.0\/24 \. 5432/);
+  });
+  it('rest endpoints and policies with binaries stay with the proxy', () => {
+    expect(kernelEndpoints(policy.policies).map((k) => k.id)).toEqual(['0_0', '0_1', '0_2', '0_3']);
+    expect(renderRuleset(policy.policies)).not.toContain(' . 22 ');
+  });
+  it('every kernel endpoint has a commented counter, and so has the reject', () => {
+    const text = renderRuleset(policy.policies);
+    for (const id of ['0_0', '0_1', '0_2', '0_3']) expect(text).toContain(`counter ${counterName(id)} {\n\t\tcomment "any/${id.split('_')[1]}"`);
+    expect(text).toMatch(/counter name reject_all\n\t\tmeta l4proto tcp reject with tcp reset\n\t\treject with icmpx admin-prohibited/);
+  });
+});
+
+describe('interval cutting', () => {
+  it('formats CIDRs, single addresses and odd ranges', () => {
+    expect(formatRange(parseRange('198.51.100.0/24'))).toBe('198.51.100.0/24');
+    expect(formatRange(parseRange('2001:db8::/32'))).toBe('2001:db8::/32');
+    expect(formatRange(parseRange('203.0.113.9'))).toBe('203.0.113.9');
+    expect(formatRange({ family: 4, start: 1n, end: 6n })).toBe('0.0.0.1-0.0.0.6');
+  });
+
+  it('covers exactly the union, each address owned by the lowest covering owner', () => {
+    const range = fc.record({ start: fc.integer({ min: 0, max: 200 }), len: fc.integer({ min: 0, max: 60 }), owner: fc.integer({ min: 0, max: 5 }) });
+    fc.assert(
+      fc.property(fc.array(range, { minLength: 1, maxLength: 12 }), (raw) => {
+        const input: OwnedRange[] = raw.map((r) => ({ family: 4, start: BigInt(r.start), end: BigInt(r.start + r.len), owner: r.owner }));
+        const out = disjointRanges(input);
+        for (let i = 1; i < out.length; i++) expect(out[i]!.start > out[i - 1]!.end).toBe(true);
+        for (let a = 0; a <= 262; a++) {
+          const x = BigInt(a);
+          const covering = input.filter((r) => r.start <= x && x <= r.end).map((r) => r.owner);
+          const pieces = out.filter((r) => r.start <= x && x <= r.end);
+          if (covering.length === 0) expect(pieces).toEqual([]);
+          else expect(pieces.map((p) => p.owner)).toEqual([Math.min(...covering)]);
+        }
+      }),
+      { numRuns: 300 },
+    );
+  });
+});
+
+describe('compile --target nft', () => {
+  const loaded = loadPolicyFileSync(path.join(DIR, 'mixed.yaml'));
+  it('parses --proxy and --dns, IPv6 in brackets', () => {
+    const text = compileNftCommand(loaded, { proxy: '10.200.0.1:3128', dns: '[fd00::53]:53' });
+    expect(text).toContain('ip daddr 10.200.0.1 tcp dport 3128 counter name allow_proxy accept');
+    expect(text).toContain('ip6 daddr fd00::53 meta l4proto { tcp, udp } th dport 53 counter name allow_dns accept');
+  });
+  it('refuses a name or a bad port with a clear message', () => {
+    expect(() => compileNftCommand(loaded, { proxy: 'proxy.local:3128' })).toThrow(/must be an IP address/);
+    expect(() => compileNftCommand(loaded, { dns: '10.0.0.1:99999' })).toThrow(/ADDR:PORT/);
+  });
+});
+
+describe('counter parsing', () => {
+  it('keeps only the portcullis table, sorted by name', () => {
+    const json = JSON.stringify({
+      nftables: [
+        { metainfo: { version: '1.0.6' } },
+        { counter: { family: 'inet', table: 'portcullis', name: 'reject_all', comment: 'x', packets: 3, bytes: 180 } },
+        { counter: { family: 'inet', table: 'other', name: 'foreign', packets: 1, bytes: 1 } },
+        { counter: { family: 'inet', table: 'portcullis', name: 'allow_0_0', comment: 'p/0', packets: 10, bytes: 900 } },
+      ],
+    });
+    expect(parseCounters(json)).toEqual([
+      { name: 'allow_0_0', comment: 'p/0', packets: 10, bytes: 900 },
+      { name: 'reject_all', comment: 'x', packets: 3, bytes: 180 },
+    ]);
+    expect(() => parseCounters('not json')).toThrow(/does not parse/);
+  });
+});
