@@ -36,6 +36,8 @@ export interface ResolveOptions {
 export interface AncestorIdentity {
   pid: number;
   path: string;
+  /** SHA-256 of the ancestor's executable, when it could be read. */
+  sha256?: string;
 }
 
 export interface ProcessIdentity {
@@ -48,6 +50,12 @@ export interface ProcessIdentity {
   cmdline: string[];
   sha256: string | null;
   unresolved_reason?: UnresolvedReason;
+  /** A human-readable account of why resolution failed, for logs. */
+  unresolved_detail?: string;
+  /** With `ambiguous_owner`: the pids that hold the socket. */
+  owner_pids?: number[];
+  /** The executable was deleted or replaced after the process started (path from before). */
+  exe_deleted?: boolean;
   /** Set when an executable's hash differs from the one first seen at its path. */
   integrity_violation?: string;
   /** For redirected connections: where the client meant to go. */

@@ -1,0 +1,87 @@
+// Addresses as /proc/net/tcp{,6} spells them, and back. Pure.
+//
+// The kernel prints each 32-bit word of an address with %08X on the raw (network-order) value,
+// so on a little-endian machine the bytes of every word come out reversed: 127.0.0.1 is
+// "0100007F". IPv6 is four such words. Ports are printed in host order (%04X).
+import { endianness } from 'node:os';
+import ipaddr from 'ipaddr.js';
+
+export type TableFamily = 'tcp' | 'tcp6';
+
+export interface Endpoint {
+  address: string;
+  port: number;
+}
+
+const LITTLE_ENDIAN = endianness() === 'LE';
+
+/** An address reduced to its canonical form: IPv4-mapped IPv6 becomes IPv4, zones are dropped. */
+export interface CanonicalAddress {
+  kind: 'ipv4' | 'ipv6';
+  bytes: number[];
+  text: string;
+}
+
+/** Parses an address as a socket reports it; null when it is not an IP address. */
+export function canonicalAddress(text: string): CanonicalAddress | null {
+  const withoutZone = text.replace(/%.*$/, '');
+  if (!ipaddr.isValid(withoutZone)) return null;
+  let parsed = ipaddr.parse(withoutZone);
+  if (parsed.kind() === 'ipv6' && (parsed as ipaddr.IPv6).isIPv4MappedAddress()) {
+    parsed = (parsed as ipaddr.IPv6).toIPv4Address();
+  }
+  if (parsed.kind() === 'ipv4' && !ipaddr.IPv4.isValidFourPartDecimal(withoutZone) && !withoutZone.includes(':')) {
+    // "127.1" and friends: sockets never report these, refuse rather than guess.
+    return null;
+  }
+  return { kind: parsed.kind(), bytes: parsed.toByteArray(), text: parsed.toString() };
+}
+
+function hexByte(b: number): string {
+  return b.toString(16).toUpperCase().padStart(2, '0');
+}
+
+function encodeWords(bytes: number[]): string {
+  let out = '';
+  for (let i = 0; i < bytes.length; i += 4) {
+    const word = bytes.slice(i, i + 4);
+    out += (LITTLE_ENDIAN ? word.reverse() : word).map(hexByte).join('');
+  }
+  return out;
+}
+
+/** IPv4 bytes as the tcp6 table spells an IPv4-mapped address (::ffff:a.b.c.d). */
+function mappedBytes(v4: number[]): number[] {
+  return [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, ...v4];
+}
+
+/** `ADDR:PORT` in the given table's spelling, or null when the address cannot appear there. */
+export function encodeEndpoint(address: CanonicalAddress, port: number, family: TableFamily): string | null {
+  const portHex = port.toString(16).toUpperCase().padStart(4, '0');
+  if (family === 'tcp') return address.kind === 'ipv4' ? `${encodeWords(address.bytes)}:${portHex}` : null;
+  const bytes = address.kind === 'ipv4' ? mappedBytes(address.bytes) : address.bytes;
+  return `${encodeWords(bytes)}:${portHex}`;
+}
+
+/** Decodes `HEX:PORT` from either table; IPv4-mapped IPv6 comes back as IPv4. Null if malformed. */
+export function decodeEndpoint(text: string): Endpoint | null {
+  const match = /^([0-9A-Fa-f]{8}|[0-9A-Fa-f]{32}):([0-9A-Fa-f]{4})$/.exec(text);
+  if (!match) return null;
+  const hex = match[1]!;
+  const bytes: number[] = [];
+  for (let i = 0; i < hex.length; i += 8) {
+    const word: number[] = [];
+    for (let j = 0; j < 8; j += 2) word.push(parseInt(hex.slice(i + j, i + j + 2), 16));
+    bytes.push(...(LITTLE_ENDIAN ? word.reverse() : word));
+  }
+  const port = parseInt(match[2]!, 16);
+  if (bytes.length === 4) return { address: ipaddr.fromByteArray(bytes).toString(), port };
+  const v6 = ipaddr.fromByteArray(bytes) as ipaddr.IPv6;
+  const address = v6.isIPv4MappedAddress() ? v6.toIPv4Address().toString() : v6.toString();
+  return { address, port };
+}
+
+/** `a.b.c.d:p` or `[v6]:p`, for messages and the CLI. */
+export function formatEndpoint(endpoint: Endpoint): string {
+  return endpoint.address.includes(':') ? `[${endpoint.address}]:${endpoint.port}` : `${endpoint.address}:${endpoint.port}`;
+}

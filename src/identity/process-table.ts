@@ -1,0 +1,111 @@
+// The process table as procfs shows it: parent links from /proc/<pid>/stat, kept in a cache so
+// that finding an anchor's descendants reads only the processes started since the last look.
+// (/proc/<pid>/task/<tid>/children would give children directly, but it needs
+// CONFIG_PROC_CHILDREN, which many kernels lack; the parent links work everywhere.)
+import { readdirSync, readFileSync } from 'node:fs';
+
+export interface ProcStat {
+  pid: number;
+  comm: string;
+  state: string;
+  ppid: number;
+  /** Clock ticks after boot; with the pid it names one process across pid reuse. */
+  startTime: number;
+}
+
+/** Parses /proc/<pid>/stat. The command name is in parentheses and may itself hold ") ". Pure. */
+export function parseProcStat(text: string): ProcStat | null {
+  const open = text.indexOf('(');
+  const close = text.lastIndexOf(')');
+  if (open < 0 || close < open) return null;
+  const pid = Number(text.slice(0, open).trim());
+  const rest = text.slice(close + 2).trim().split(' ');
+  // rest[0] is field 3 (state); field 4 is ppid, field 22 is starttime.
+  const ppid = Number(rest[1]);
+  const startTime = Number(rest[19]);
+  if (!Number.isInteger(pid) || !Number.isInteger(ppid) || !Number.isFinite(startTime) || rest[0] === undefined) return null;
+  return { pid, comm: text.slice(open + 1, close), state: rest[0], ppid, startTime };
+}
+
+/** Reads one process's stat line; throws the fs error (ENOENT when it is gone). */
+export function readProcStat(pid: number, procDir = '/proc'): ProcStat {
+  const stat = parseProcStat(readFileSync(`${procDir}/${pid}/stat`, 'latin1'));
+  if (!stat) throw new Error(`${procDir}/${pid}/stat is not in the expected format`);
+  return stat;
+}
+
+/** Every pid in /proc, highest (most recently started, usually) first. */
+export function listPids(procDir = '/proc'): number[] {
+  const pids: number[] = [];
+  for (const name of readdirSync(procDir)) {
+    const code = name.charCodeAt(0);
+    if (code >= 48 && code <= 57) pids.push(Number(name));
+  }
+  return pids.sort((a, b) => b - a);
+}
+
+/** Lets other connections be served during a long scan. */
+export const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+const READS_BETWEEN_YIELDS = 128;
+
+export class ProcessTable {
+  private readonly parents = new Map<number, number>();
+  private pids: number[] = [];
+
+  constructor(private readonly procDir = '/proc') {}
+
+  /** Re-lists /proc; reads the parent of processes not seen before; forgets the exited. */
+  async refresh(): Promise<number[]> {
+    this.pids = listPids(this.procDir);
+    const alive = new Set(this.pids);
+    for (const pid of this.parents.keys()) if (!alive.has(pid)) this.parents.delete(pid);
+    let reads = 0;
+    for (const pid of this.pids) {
+      if (this.parents.has(pid)) continue;
+      try {
+        this.parents.set(pid, readProcStat(pid, this.procDir).ppid);
+      } catch {
+        // Exited between the listing and the read: nothing to remember.
+      }
+      if (++reads % READS_BETWEEN_YIELDS === 0) await yieldToEventLoop();
+    }
+    return this.pids;
+  }
+
+  /** Pids from the last refresh, highest first. */
+  get currentPids(): readonly number[] {
+    return this.pids;
+  }
+
+  parentOf(pid: number): number | undefined {
+    return this.parents.get(pid);
+  }
+
+  childrenOf(pid: number): number[] {
+    const children: number[] = [];
+    for (const [child, parent] of this.parents) if (parent === pid && child !== pid) children.push(child);
+    return children;
+  }
+
+  /** The anchor and everything below it, breadth first (as of the last refresh). */
+  descendantsOf(anchor: number): number[] {
+    const byParent = new Map<number, number[]>();
+    for (const [child, parent] of this.parents) {
+      const list = byParent.get(parent);
+      if (list) list.push(child);
+      else byParent.set(parent, [child]);
+    }
+    const out = [anchor];
+    const seen = new Set(out);
+    for (let i = 0; i < out.length; i++) {
+      for (const child of byParent.get(out[i]!) ?? []) {
+        if (!seen.has(child)) {
+          seen.add(child);
+          out.push(child);
+        }
+      }
+    }
+    return out;
+  }
+}

@@ -1,0 +1,138 @@
+// Who is behind an accepted connection: socket row → socket inode → owning process →
+// executable, ancestors and hashes. Every failure yields the `<unresolved>` sentinel with a
+// reason; nothing here throws to the caller.
+import { UNRESOLVED } from '../policy/types.js';
+import { BinaryIntegrity } from './integrity.js';
+import { findSocketOwners } from './owner.js';
+import { readAncestorPids, readCmdline, readExecutable, type ExecutablePath } from './process-info.js';
+import { ProcessTable } from './process-table.js';
+import { findClientSocket } from './socket-lookup.js';
+import type { AncestorIdentity, ConnectionTuple, ProcessIdentity, ResolveOptions } from './types.js';
+import { UnresolvedError, unresolvedFromFsError } from './unresolved.js';
+
+export interface IdentityResolverOptions {
+  /**
+   * Read every process's fd table to find all holders of a socket, instead of stopping at the
+   * first holder and its fork family. Slower; also catches a socket passed to an unrelated process.
+   */
+  exhaustiveOwnerSearch?: boolean;
+}
+
+const RECENT_OWNERS = 8;
+
+export class IdentityResolver {
+  private readonly processes = new ProcessTable();
+  private readonly integrity = new BinaryIntegrity();
+  private recentOwners: number[] = [];
+
+  constructor(private readonly options: IdentityResolverOptions = {}) {}
+
+  /** Files read and hashed so far (the rest came from the fingerprint cache). */
+  get filesHashed(): number {
+    return this.integrity.filesHashed;
+  }
+
+  async resolve(tuple: ConnectionTuple, options: ResolveOptions = {}): Promise<ProcessIdentity> {
+    const anchorPid = options.anchorPid;
+    let originalDestination: ProcessIdentity['original_destination'];
+    let ownerPids: number[] | undefined;
+    try {
+      if (anchorPid !== undefined && !(Number.isInteger(anchorPid) && anchorPid > 0)) {
+        throw new UnresolvedError('no_socket_row', `anchor pid ${String(anchorPid)} is not a pid`);
+      }
+      const procRoot = anchorPid === undefined ? '/proc/self' : `/proc/${anchorPid}`;
+      const { row } = await findClientSocket(tuple, { procRoot, redirected: options.redirected === true });
+      if (options.redirected) originalDestination = { address: row.remote.address, port: row.remote.port };
+      if (row.inode === 0) throw new UnresolvedError('no_owner', 'the socket is no longer attached to a file');
+      ownerPids = await findSocketOwners({
+        inode: row.inode,
+        table: this.processes,
+        ...(anchorPid !== undefined ? { anchorPid } : {}),
+        recentOwners: this.recentOwners,
+        selfPid: process.pid,
+        exhaustive: this.options.exhaustiveOwnerSearch === true,
+      });
+      const { pid, exe } = this.chooseOwner(ownerPids, anchorPid);
+      const identity = await this.describe(pid, exe, anchorPid);
+      this.remember(pid);
+      return originalDestination ? { ...identity, original_destination: originalDestination } : identity;
+    } catch (err) {
+      const failure = err instanceof UnresolvedError ? err : unresolvedFromFsError(err, 'no_owner', 'resolving the connection');
+      return {
+        path: UNRESOLVED,
+        pid: null,
+        ancestors: [],
+        cmdline: [],
+        sha256: null,
+        unresolved_reason: failure.reason,
+        unresolved_detail: failure.message,
+        ...(failure.reason === 'ambiguous_owner' && ownerPids ? { owner_pids: ownerPids } : {}),
+        ...(originalDestination ? { original_destination: originalDestination } : {}),
+      };
+    }
+  }
+
+  /**
+   * One owner, or several running the same executable where one is the fork parent of the
+   * rest (its identity is the part they share). Different executables: ambiguous, no guess.
+   */
+  private chooseOwner(owners: number[], anchorPid: number | undefined): { pid: number; exe: ExecutablePath } {
+    const live: Array<{ pid: number; exe: ExecutablePath }> = [];
+    let lastError: unknown;
+    for (const pid of owners) {
+      try {
+        live.push({ pid, exe: readExecutable(pid) });
+      } catch (err) {
+        if (err instanceof UnresolvedError && err.reason === 'process_gone') continue;
+        lastError = err;
+      }
+    }
+    if (live.length === 0) throw lastError ?? new UnresolvedError('process_gone', 'the owner exited during resolution');
+    if (live.length === 1 && lastError === undefined) return live[0]!;
+    // An owner whose executable we cannot read might be anything: as ambiguous as a different one.
+    if (lastError !== undefined || new Set(live.map((o) => o.exe.path)).size > 1) {
+      throw new UnresolvedError('ambiguous_owner', `${owners.length} processes with different executables hold the socket`);
+    }
+    const chains = new Map(live.map((o) => [o.pid, readAncestorPids(o.pid, anchorPid)]));
+    const root = live.find((candidate) => live.every((o) => o.pid === candidate.pid || chains.get(o.pid)!.includes(candidate.pid)));
+    if (!root) throw new UnresolvedError('ambiguous_owner', `${live.length} unrelated processes hold the socket`);
+    return root;
+  }
+
+  private async describe(pid: number, exe: ExecutablePath, anchorPid: number | undefined): Promise<ProcessIdentity> {
+    const cmdline = readCmdline(pid);
+    const ancestors: AncestorIdentity[] = [];
+    for (const ancestorPid of readAncestorPids(pid, anchorPid)) {
+      try {
+        ancestors.push({ pid: ancestorPid, path: readExecutable(ancestorPid).path });
+      } catch {
+        break; // the chain is only as long as it is readable
+      }
+    }
+    const [own, ...ancestorHashes] = await Promise.allSettled([
+      this.integrity.check(pid, exe.path),
+      ...ancestors.map((a) => this.integrity.check(a.pid, a.path)),
+    ]);
+    if (own!.status === 'rejected') throw unresolvedFromFsError(own!.reason, 'unreadable_exe', `hashing ${exe.path}`);
+    const violations: string[] = [];
+    if (own!.value.violation) violations.push(own!.value.violation);
+    ancestorHashes.forEach((result, i) => {
+      if (result.status !== 'fulfilled') return;
+      ancestors[i]!.sha256 = result.value.sha256;
+      if (result.value.violation) violations.push(result.value.violation);
+    });
+    return {
+      path: exe.path,
+      pid,
+      ancestors,
+      cmdline,
+      sha256: own!.value.sha256,
+      ...(exe.deleted ? { exe_deleted: true } : {}),
+      ...(violations.length > 0 ? { integrity_violation: violations.join('; ') } : {}),
+    };
+  }
+
+  private remember(pid: number): void {
+    this.recentOwners = [pid, ...this.recentOwners.filter((p) => p !== pid)].slice(0, RECENT_OWNERS);
+  }
+}
