@@ -1,7 +1,7 @@
 // Tries many TCP (or UDP) tuples from inside the client namespace and prints one JSON array:
 //   echo '[{"address":"198.51.100.7","port":8080}, …]' | node probe.mjs [TIMEOUT_MS] [CONCURRENCY]
 // Each result is "open" (TCP connected / UDP echo came back), "timeout", or the error code
-// (ECONNREFUSED, EHOSTUNREACH, ECONNRESET, EACCES, …). Every attempt is bounded by TIMEOUT_MS.
+// (ECONNREFUSED, EHOSTUNREACH, ECONNRESET, EACCES, …). UDP tuples carry "udp": true. Every attempt is bounded by TIMEOUT_MS.
 import net from 'node:net';
 import dgram from 'node:dgram';
 
@@ -25,7 +25,7 @@ function tryTcp({ address, port }) {
   });
 }
 
-function tryUdp({ address, port }) {
+function tryUdp({ address, port, connected }) {
   return new Promise((resolve) => {
     const socket = dgram.createSocket(address.includes(':') ? 'udp6' : 'udp4');
     const done = (result) => {
@@ -36,8 +36,10 @@ function tryUdp({ address, port }) {
     const timer = setTimeout(() => done('timeout'), timeoutMs);
     socket.once('message', () => done('open'));
     socket.once('error', (err) => done(err.code ?? String(err.message)));
-    // Unconnected: the server namespace may answer from another of its addresses.
-    socket.send('probe', port, address);
+    // Unconnected by default: the server namespace may answer from another of its addresses.
+    // Connected ({connected: true}) to see ICMP errors, which only a connected socket gets.
+    if (connected) socket.connect(port, address, () => socket.send('probe'));
+    else socket.send('probe', port, address);
   });
 }
 

@@ -2,7 +2,8 @@
 //   node server.mjs COUNT
 // Opens COUNT dual-stack TCP listeners on ephemeral ports (each echoes what it receives, and
 // answers a half-close with the number of bytes it got, for bulk transfers) and one UDP echo
-// socket, prints {"tcp":[ports],"udp":port} on one line, and runs until killed or stdin closes.
+// socket on the same port number as the last TCP listener (so one ADDR:PORT serves DNS over UDP
+// and TCP), prints {"tcp":[ports],"udp":port} on one line, and runs until killed or stdin closes.
 import net from 'node:net';
 import dgram from 'node:dgram';
 
@@ -29,7 +30,7 @@ const tcp = [];
 for (let i = 0; i < count; i++) tcp.push(await listen());
 const udpSocket = dgram.createSocket({ type: 'udp6', ipv6Only: false });
 udpSocket.on('message', (msg, rinfo) => udpSocket.send(msg, rinfo.port, rinfo.address));
-await new Promise((resolve) => udpSocket.bind({ port: 0, address: '::' }, resolve));
+await new Promise((resolve) => udpSocket.bind({ port: tcp[tcp.length - 1], address: '::' }, resolve));
 process.stdout.write(`${JSON.stringify({ tcp, udp: udpSocket.address().port })}\n`);
 // Exit with the parent: stdin closes when the test process goes away.
 process.stdin.resume();

@@ -1,0 +1,195 @@
+// The compiled ruleset enforcing real traffic: a client namespace holding the ruleset (as a
+// sandbox would) and a server namespace answering on whole documentation ranges, so any
+// refusal can only come from the fence (the baseline test shows every tuple connects without it).
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { applyRuleset, deleteRuleset, nftAvailable, readCounters } from '../src/nft/apply.js';
+import { counterName, hostSetName, kernelEndpoints, REJECT_COUNTER } from '../src/nft/names.js';
+import { renderRuleset } from '../src/nft/render.js';
+import { loadPolicyText, type LoadedPolicy } from '../src/policy/load.js';
+// @ts-expect-error plain JavaScript fixture shared with the benchmark
+import { createLab } from '../testdata/nft/lab.mjs';
+
+interface Tuple {
+  address: string;
+  port: number;
+  udp?: boolean;
+  connected?: boolean;
+}
+interface Session {
+  next(): Promise<string>;
+  ping(): Promise<string>;
+  close(): void;
+}
+interface Lab {
+  cli: string;
+  tcpPorts: number[];
+  udpPort: number;
+  nft(args: string[], input?: string): Promise<string>;
+  probe(tuples: Tuple[], opts?: { timeoutMs?: number }): Promise<string[]>;
+  session(address: string, port: number): Promise<Session>;
+  close(): Promise<void>;
+}
+
+/** What a fast refusal looks like to a client: never a timeout. */
+const REFUSED = ['ECONNREFUSED', 'EHOSTUNREACH', 'ECONNRESET', 'EACCES', 'EPERM'];
+const PROXY = '203.0.113.80';
+const DNS = '203.0.113.53';
+
+let lab: Lab;
+let loaded: LoadedPolicy;
+let ports: { cidr: number; host: number; wild: number; other: number; proxy: number; dns: number };
+const idOf = (policy: string, index: number): string =>
+  kernelEndpoints(loaded.policies).find((k) => k.policy === policy && k.index === index)!.id;
+
+async function expectRefused(tuples: Tuple[]): Promise<void> {
+  const results = await lab.probe(tuples, { timeoutMs: 1000 });
+  results.forEach((r, i) => expect(REFUSED, `${JSON.stringify(tuples[i])} → ${r}`).toContain(r));
+}
+
+async function expectOpen(tuples: Tuple[]): Promise<void> {
+  const results = await lab.probe(tuples, { timeoutMs: 3000 });
+  results.forEach((r, i) => expect(r, JSON.stringify(tuples[i])).toBe('open'));
+}
+
+/** Waits (bounded) until a host set holds no element, i.e. its timeout has passed. */
+async function waitUntilEmpty(set: string): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    const text = await lab.nft(['list', 'set', 'inet', 'portcullis', set]);
+    if (!text.includes('elements')) return;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`${set} still holds elements after 20 s`);
+}
+
+const refusedTuples = (): Tuple[] => [
+  { address: '198.51.100.128', port: ports.cidr }, // outside the allowed /25
+  { address: '198.51.100.5', port: ports.other }, // allowed address, other port
+  { address: '203.0.113.9', port: ports.cidr }, // only a policy with binaries allows it
+  { address: '2001:db8:5::9', port: ports.cidr }, // outside the allowed IPv6 /64
+  { address: '198.51.100.200', port: ports.host }, // hostname endpoint, set still empty
+  { address: '2001:db8:5::200', port: ports.host },
+  { address: PROXY, port: ports.dns }, // the proxy's address, another port
+  { address: DNS, port: ports.proxy },
+];
+
+beforeAll(async () => {
+  const available = await nftAvailable();
+  if (!available.ok) throw new Error(available.why);
+  lab = (await createLab({ listeners: 6 })) as Lab;
+  const [cidr, host, wild, other, proxy, dns] = lab.tcpPorts as [number, number, number, number, number, number];
+  ports = { cidr, host, wild, other, proxy, dns };
+  expect(lab.udpPort).toBe(dns);
+  loaded = loadPolicyText(
+    `version: 1
+network_policies:
+  any:
+    endpoints:
+      - allowed_ips: ["198.51.100.0/25", "2001:db8:5:1::/64"]
+        port: ${cidr}
+      - host: svc.example.test
+        port: ${host}
+      - host: "*.wild.example.test"
+        port: ${wild}
+  tools:
+    endpoints:
+      - allowed_ips: ["203.0.113.0/24"]
+        port: ${cidr}
+    binaries:
+      - path: /usr/bin/ssh
+`,
+    'netns.yaml',
+  );
+});
+
+afterAll(async () => {
+  await lab?.close();
+});
+
+describe('nft fence in a network namespace', () => {
+  it('without the ruleset every test tuple connects (refusals below come from the fence)', async () => {
+    await expectOpen(refusedTuples());
+  });
+
+  it('applies atomically and idempotently', async () => {
+    const script = renderRuleset(loaded.policies, { proxy: { host: PROXY, port: ports.proxy }, dns: { host: DNS, port: ports.dns } });
+    await applyRuleset(script, { netns: lab.cli });
+    await applyRuleset(script, { netns: lab.cli });
+    const tables = await lab.nft(['list', 'tables']);
+    expect(tables.trim()).toBe('table inet portcullis');
+  });
+
+  it('allowed CIDR endpoints are reachable directly, IPv4 and IPv6', async () => {
+    await expectOpen([
+      { address: '198.51.100.5', port: ports.cidr },
+      { address: '198.51.100.127', port: ports.cidr },
+      { address: '2001:db8:5:1::9', port: ports.cidr },
+    ]);
+  });
+
+  it('every other address and port is refused at once, not left hanging', async () => {
+    await expectRefused(refusedTuples());
+  });
+
+  it('the proxy and the DNS proxy are reachable (DNS over UDP and TCP), nothing else there', async () => {
+    await expectOpen([
+      { address: PROXY, port: ports.proxy },
+      { address: DNS, port: ports.dns },
+      { address: DNS, port: ports.dns, udp: true },
+    ]);
+    await expectRefused([
+      { address: PROXY, port: ports.dns, udp: true, connected: true },
+      { address: '198.51.100.5', port: ports.dns, udp: true, connected: true },
+    ]);
+  });
+
+  for (const [family, address] of [
+    [4, '198.51.100.200'],
+    [6, '2001:db8:5::200'],
+  ] as const) {
+    it(`IPv${family} hostname endpoint: reachable while its set holds the address; established connections survive expiry`, async () => {
+      const set = hostSetName(idOf('any', 1), family);
+      await expectRefused([{ address, port: ports.host }]);
+      await lab.nft(['add', 'element', 'inet', 'portcullis', set, `{ ${address} . ${ports.host} timeout 3s }`]);
+      await expectOpen([{ address, port: ports.host }]);
+      // Only the named port of the element is opened.
+      await expectRefused([{ address, port: ports.other }]);
+      const session = await lab.session(address, ports.host);
+      try {
+        expect(await session.next()).toBe('connected');
+        expect(await session.ping()).toBe('pong');
+        await waitUntilEmpty(set);
+        await expectRefused([{ address, port: ports.host }]);
+        expect(await session.ping()).toBe('pong');
+      } finally {
+        session.close();
+      }
+    });
+  }
+
+  it('wildcard hostname endpoints get host sets too', async () => {
+    const set = hostSetName(idOf('any', 2), 4);
+    await expectRefused([{ address: '198.51.100.201', port: ports.wild }]);
+    await lab.nft(['add', 'element', 'inet', 'portcullis', set, `{ 198.51.100.201 . ${ports.wild} timeout 30s }`]);
+    await expectOpen([{ address: '198.51.100.201', port: ports.wild }]);
+  });
+
+  it('counters count allows and rejects, with policy/endpoint comments', async () => {
+    const counters = await readCounters({ netns: lab.cli });
+    const byName = new Map(counters.map((c) => [c.name, c]));
+    const cidr = byName.get(counterName(idOf('any', 0)))!;
+    expect(cidr.comment).toBe('any/0');
+    expect(cidr.packets).toBeGreaterThan(0);
+    expect(cidr.bytes).toBeGreaterThan(0);
+    expect(byName.get(counterName(idOf('any', 1)))!.packets).toBeGreaterThan(0);
+    expect(byName.get(REJECT_COUNTER)!.packets).toBeGreaterThanOrEqual(refusedTuples().length);
+    expect(byName.get('allow_proxy')!.packets).toBeGreaterThan(0);
+    expect(byName.get('allow_dns')!.packets).toBeGreaterThan(0);
+  });
+
+  it('deleting the table lifts the fence; reading counters then gives none', async () => {
+    await deleteRuleset({ netns: lab.cli });
+    await deleteRuleset({ netns: lab.cli });
+    expect(await readCounters({ netns: lab.cli })).toEqual([]);
+    await expectOpen([{ address: '203.0.113.9', port: ports.cidr }]);
+  });
+});
