@@ -1,0 +1,145 @@
+// Which query names the DNS proxy answers, and which nft host sets an answer feeds. Pure.
+//
+// A name is covered when some endpoint of some policy names it: an exact host, or a host
+// pattern with the Rego's `glob.match(pattern, ["."], name)` semantics (`*` is a run of
+// characters inside one label, `**` as the first label is one or more labels). Policies with
+// binaries count too: programs they allow may resolve the name before connecting. A hostless
+// (`allowed_ips`-only) endpoint names no host, so it covers no name: queries for it are refused.
+//
+// Only kernel endpoints (policies without binaries, no L7 rules) that use host sets are fed:
+// their sets are the only place an answered address opens anything.
+import ipaddr from 'ipaddr.js';
+import { canonicalIpHost } from '../policy/host-pattern.js';
+import type { Endpoint, Policy } from '../policy/types.js';
+import { hostSetName, kernelEndpoints, usesHostSets } from '../nft/names.js';
+
+const MAX_NAME = 253;
+const MAX_LABEL = 63;
+
+/** One kernel host-set endpoint matching a name: where its addresses go. */
+export interface SetTarget {
+  id: string;
+  policy: string;
+  sets: { 4: string; 6: string };
+  ports: number[];
+  /** Parsed `allowed_ips`; empty means any address of the answer. */
+  allowedIps: Array<[ipaddr.IPv4 | ipaddr.IPv6, number]>;
+}
+
+export interface NameCoverage {
+  covered: boolean;
+  /** Policies whose endpoints name it, sorted (for audit events). */
+  policies: string[];
+  targets: SetTarget[];
+}
+
+interface PatternEntry {
+  regex: RegExp;
+  policy: string;
+  target: SetTarget | null;
+}
+
+/**
+ * Canonical form of a query name: lower-case, no trailing dot, labels of letters, digits,
+ * `-` and `_` only. Returns null for anything else (it cannot match a policy host).
+ */
+export function canonicalQueryName(raw: string): string | null {
+  const text = (raw.endsWith('.') ? raw.slice(0, -1) : raw).toLowerCase();
+  if (text === '' || text.length > MAX_NAME) return null;
+  for (const label of text.split('.')) {
+    if (label === '' || label.length > MAX_LABEL || !/^[a-z0-9_-]+$/.test(label)) return null;
+  }
+  return text;
+}
+
+/** The glob a wildcard host pattern stands for, as a regular expression over a whole name. */
+export function patternRegex(pattern: string): RegExp {
+  let source = '';
+  for (let i = 0; i < pattern.length; i++) {
+    const c = pattern[i]!;
+    if (c === '*' && pattern[i + 1] === '*') {
+      source += '.*';
+      i++;
+    } else if (c === '*') {
+      source += '[^.]*';
+    } else {
+      source += c.replace(/[.\\^$+?()[\]{}|-]/g, '\\$&');
+    }
+  }
+  return new RegExp(`^${source}$`);
+}
+
+/** Literal suffix after the last wildcard label: the index key, as in the loader. */
+function wildcardSuffix(pattern: string): string {
+  const labels = pattern.split('.');
+  const last = labels.reduce((at, label, i) => (label.includes('*') ? i : at), -1);
+  return labels.slice(last + 1).join('.');
+}
+
+function parseAllowed(cidrs: string[]): SetTarget['allowedIps'] {
+  return cidrs.map((text) => (text.includes('/') ? ipaddr.parseCIDR(text) : [ipaddr.parse(text), text.includes(':') ? 128 : 32]));
+}
+
+/** Whether an answered address may go into a target's sets (inside its `allowed_ips`). */
+export function addressAllowed(target: SetTarget, address: ipaddr.IPv4 | ipaddr.IPv6): boolean {
+  if (target.allowedIps.length === 0) return true;
+  return target.allowedIps.some(([net, bits]) => net.kind() === address.kind() && address.match(net, bits));
+}
+
+/** Index of every named endpoint: exact hosts by name, wildcards by literal suffix. */
+export class CoverageIndex {
+  private readonly exact = new Map<string, Array<{ policy: string; target: SetTarget | null }>>();
+  private readonly wildcard = new Map<string, PatternEntry[]>();
+
+  constructor(policies: Policy[]) {
+    const targets = new Map<Endpoint, SetTarget>();
+    for (const ke of kernelEndpoints(policies)) {
+      if (!usesHostSets(ke.endpoint)) continue;
+      targets.set(ke.endpoint, {
+        id: ke.id,
+        policy: ke.policy,
+        sets: { 4: hostSetName(ke.id, 4), 6: hostSetName(ke.id, 6) },
+        ports: [...ke.endpoint.ports],
+        allowedIps: parseAllowed(ke.endpoint.allowed_ips),
+      });
+    }
+    for (const policy of policies) {
+      for (const endpoint of policy.endpoints) {
+        if (endpoint.host === null) continue;
+        const target = targets.get(endpoint) ?? null;
+        if (endpoint.host_kind === 'wildcard') {
+          const key = wildcardSuffix(endpoint.host);
+          const list = this.wildcard.get(key) ?? [];
+          list.push({ regex: patternRegex(endpoint.host), policy: policy.name, target });
+          this.wildcard.set(key, list);
+        } else if (canonicalIpHost(endpoint.host) === null) {
+          const list = this.exact.get(endpoint.host) ?? [];
+          list.push({ policy: policy.name, target });
+          this.exact.set(endpoint.host, list);
+        }
+      }
+    }
+  }
+
+  /** Coverage of a canonical name (see canonicalQueryName). */
+  lookup(name: string): NameCoverage {
+    const policies = new Set<string>();
+    const targets = new Map<string, SetTarget>();
+    const take = (policy: string, target: SetTarget | null): void => {
+      policies.add(policy);
+      if (target !== null) targets.set(target.id, target);
+    };
+    for (const hit of this.exact.get(name) ?? []) take(hit.policy, hit.target);
+    // Every proper suffix of the name may be a wildcard's literal part, as in the Rego.
+    for (let dot = name.indexOf('.'); dot !== -1; dot = name.indexOf('.', dot + 1)) {
+      for (const entry of this.wildcard.get(name.slice(dot + 1)) ?? []) {
+        if (entry.regex.test(name)) take(entry.policy, entry.target);
+      }
+    }
+    return {
+      covered: policies.size > 0,
+      policies: [...policies].sort(),
+      targets: [...targets.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)),
+    };
+  }
+}

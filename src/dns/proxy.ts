@@ -1,0 +1,331 @@
+// The DNS proxy (I/O): UDP and TCP on one port. A query for a name some policy endpoint names
+// is forwarded upstream; any other name is refused (REFUSED, or NXDOMAIN if configured) with a
+// `dns` audit event, which also stops exfiltration through queries under foreign domains. For
+// names an any-binary policy covers, every answered address goes into the nft host sets before
+// the answer is released, so the client's first connection cannot race the rule.
+import dgram from 'node:dgram';
+import net from 'node:net';
+import { canonicalIpHost } from '../policy/host-pattern.js';
+import type { Policy } from '../policy/types.js';
+import type { AuditEvent } from '../audit/events.js';
+import type { AuditSink } from '../audit/sink.js';
+import type { NftSetFeeder, SetElement, TimedSetElement } from '../nft/set-feeder.js';
+import { answeredAddresses } from './answers.js';
+import { CoverageIndex, addressAllowed, canonicalQueryName, type NameCoverage } from './coverage.js';
+import { HandedOutBook } from './handed-out.js';
+import { UdpUpstream, tcpQuery, type UpstreamAddress } from './upstream.js';
+import { RCODE, buildReply, buildUpstreamQuery, matchResponse, parseQuery, qtypeName, withId, type ParsedQuery, type Rcode } from './wire.js';
+import ipaddr from 'ipaddr.js';
+
+export interface DnsProxyOptions {
+  listen: { host: string; port: number };
+  upstream: UpstreamAddress;
+  /** Normalised policies (src/policy/load.ts). */
+  policies: Policy[];
+  /** Fills the nft host sets; without it nothing is added (proxy-only enforcement). */
+  feeder?: NftSetFeeder;
+  audit?: AuditSink;
+  /** Answer for names no endpoint covers (default REFUSED). */
+  refusal?: 'refused' | 'nxdomain';
+  /** Set elements live at least this long, whatever the TTL (default 30 s). */
+  ttlFloorSeconds?: number;
+  /** Addresses kept in the sets per name; the oldest is evicted (default 16). */
+  maxAddressesPerName?: number;
+  /** SERVFAIL when the upstream has not answered by then (default 2000 ms). */
+  upstreamTimeoutMs?: number;
+  /** TCP limits: simultaneous connections (default 128), idle time (default 10 s). */
+  maxTcpConnections?: number;
+  tcpIdleTimeoutMs?: number;
+}
+
+export interface RunningDnsProxy {
+  address: { host: string; port: number };
+  setPolicies(policies: Policy[]): void;
+  /** The name(s) this proxy handed `address` out for, or undefined when it never did. */
+  handedOut(address: string): string | undefined;
+  /** Counters, for benchmarks and diagnostics. */
+  stats: DnsProxyStats;
+  close(): Promise<void>;
+}
+
+export interface DnsProxyStats {
+  forwarded: number;
+  refused: number;
+  malformed: number;
+  servfail: number;
+}
+
+type Transport = 'udp' | 'tcp';
+
+/** A TCP query frame longer than this is not a query: the connection is dropped. */
+const MAX_TCP_QUERY = 1024;
+const MAX_TCP_IN_FLIGHT = 32;
+const COVERAGE_CACHE = 10_000;
+
+export class DnsProxyError extends Error {
+  override name = 'DnsProxyError';
+}
+
+export async function startDnsProxy(options: DnsProxyOptions): Promise<RunningDnsProxy> {
+  const listenHost = canonicalIpHost(options.listen.host);
+  const upstreamHost = canonicalIpHost(options.upstream.host);
+  if (listenHost === null) throw new DnsProxyError(`listen address "${options.listen.host}" must be an IP address`);
+  if (upstreamHost === null) throw new DnsProxyError(`upstream address "${options.upstream.host}" must be an IP address`);
+  const upstream = { host: upstreamHost, port: options.upstream.port };
+  const timeoutMs = options.upstreamTimeoutMs ?? 2000;
+  const ttlFloor = options.ttlFloorSeconds ?? 30;
+  const refusalRcode: Rcode = options.refusal === 'nxdomain' ? RCODE.NXDOMAIN : RCODE.REFUSED;
+  const maxTcp = options.maxTcpConnections ?? 128;
+  const idleMs = options.tcpIdleTimeoutMs ?? 10_000;
+  const feeder = options.feeder;
+  const audit = options.audit;
+  const book = new HandedOutBook(options.maxAddressesPerName ?? 16);
+  const stats: DnsProxyStats = { forwarded: 0, refused: 0, malformed: 0, servfail: 0 };
+
+  let index = new CoverageIndex(options.policies);
+  let coverageCache = new Map<string, NameCoverage>();
+  const coverageOf = (name: string): NameCoverage => {
+    let c = coverageCache.get(name);
+    if (c === undefined) {
+      c = index.lookup(name);
+      if (coverageCache.size >= COVERAGE_CACHE) coverageCache = new Map();
+      coverageCache.set(name, c);
+    }
+    return c;
+  };
+
+  const emit = (event: AuditEvent): void => {
+    try {
+      audit?.emit(event);
+    } catch {
+      // auditing must never take the resolver down
+    }
+  };
+
+  const dnsEvent = (query: ParsedQuery, transport: Transport, client: string, fields: Partial<AuditEvent>): AuditEvent => ({
+    kind: 'dns',
+    host: query.name.toLowerCase(),
+    port: null,
+    qtype: qtypeName(query.qtype),
+    transport,
+    client,
+    allow: false,
+    decision: 'deny',
+    policy: null,
+    reason: '',
+    ...fields,
+  });
+
+  /** Puts the answer's addresses into the host sets of the covering kernel endpoints. */
+  const feed = async (name: string, coverage: NameCoverage, response: Buffer): Promise<void> => {
+    const answered = answeredAddresses(response);
+    if (answered.length === 0) return;
+    const ttlOf = new Map<string, number>();
+    const familyOf = new Map<string, 4 | 6>();
+    const order: string[] = [];
+    for (const a of answered) {
+      const address = canonicalIpHost(a.address);
+      if (address === null) continue;
+      if (!ttlOf.has(address)) order.push(address);
+      ttlOf.set(address, Math.max(ttlOf.get(address) ?? 0, a.ttl));
+      familyOf.set(address, a.family);
+    }
+    const elementsOf = (address: string): SetElement[] => {
+      const family = familyOf.get(address)!;
+      const parsed = ipaddr.parse(address);
+      const out: SetElement[] = [];
+      for (const target of coverage.targets) {
+        if (!addressAllowed(target, parsed)) continue;
+        for (const port of target.ports) out.push({ set: target.sets[family], address, port });
+      }
+      return out;
+    };
+    const { kept, release } = book.record(name, order, elementsOf);
+    if (feeder === undefined) return;
+    const elements: TimedSetElement[] = [];
+    for (const address of kept) {
+      const timeoutSeconds = Math.max(ttlOf.get(address)!, ttlFloor);
+      for (const e of elementsOf(address)) elements.push({ ...e, timeoutSeconds });
+    }
+    // Removal of evicted elements need not hold the answer back.
+    if (release.length > 0) feeder.remove(release).catch(() => undefined);
+    if (elements.length > 0) await feeder.add(elements);
+  };
+
+  /** The answer to one query message, or null to say nothing. */
+  const answer = async (message: Buffer, transport: Transport, client: string): Promise<Buffer | null> => {
+    const parsed = parseQuery(message);
+    if (!parsed.ok) {
+      stats.malformed++;
+      if (parsed.reply === null) return null;
+      return buildReply(parsed.reply.id, parsed.reply.flags, parsed.reply.rcode, parsed.reply.question);
+    }
+    const query = parsed.query;
+    const name = canonicalQueryName(query.name);
+    const coverage = name === null || query.qclass !== 1 ? null : coverageOf(name);
+    if (coverage === null || !coverage.covered) {
+      stats.refused++;
+      emit(
+        dnsEvent(query, transport, client, {
+          reason:
+            coverage === null
+              ? `query for "${query.name}" (${qtypeName(query.qtype)}) is not an Internet-class host name; refused`
+              : `${name} is not named by any policy endpoint; DNS query refused`,
+          rcode: refusalRcode === RCODE.REFUSED ? 'REFUSED' : 'NXDOMAIN',
+        }),
+      );
+      return buildReply(query.id, query.flags, refusalRcode, query.question);
+    }
+    let response: Buffer;
+    try {
+      response =
+        transport === 'udp'
+          ? await udpUpstream.query(query.question, (id) => buildUpstreamQuery(query, id, 'udp'))
+          : await tcpQuery(upstream, query.question, buildUpstreamQuery(query, Math.floor(Math.random() * 65536), 'tcp'), timeoutMs);
+    } catch (err) {
+      return servfail(query, transport, client, coverage, `upstream failure: ${(err as Error).message}`);
+    }
+    const match = matchResponse(response, query.question);
+    if (match !== null && match.rcode === RCODE.NOERROR) {
+      try {
+        await feed(name!, coverage, response);
+      } catch (err) {
+        // The answer is only released once its addresses are in the sets; without sets to
+        // fill, an answer the proxy cannot read is still the upstream's to give.
+        if (coverage.targets.length > 0) {
+          return servfail(query, transport, client, coverage, `could not open the answered addresses in nftables: ${(err as Error).message}`);
+        }
+      }
+    }
+    stats.forwarded++;
+    return withId(response, query.id);
+  };
+
+  const servfail = (query: ParsedQuery, transport: Transport, client: string, coverage: NameCoverage, reason: string): Buffer => {
+    stats.servfail++;
+    emit(dnsEvent(query, transport, client, { reason, rcode: 'SERVFAIL', policy: coverage.policies[0] ?? null }));
+    return buildReply(query.id, query.flags, RCODE.SERVFAIL, query.question);
+  };
+
+  const udpUpstream = await UdpUpstream.open(upstream, timeoutMs);
+  const tcpSockets = new Set<net.Socket>();
+
+  const onUdpMessage = (udp: dgram.Socket) => (message: Buffer, remote: dgram.RemoteInfo): void => {
+    answer(message, 'udp', `${remote.address}:${remote.port}`)
+      .then((reply) => {
+        if (reply !== null) udp.send(reply, remote.port, remote.address, () => undefined);
+      })
+      .catch(() => undefined);
+  };
+
+  const onTcpConnection = (socket: net.Socket): void => {
+    if (tcpSockets.size >= maxTcp) {
+      socket.destroy();
+      return;
+    }
+    tcpSockets.add(socket);
+    socket.on('close', () => tcpSockets.delete(socket));
+    socket.on('error', () => undefined);
+    socket.setTimeout(idleMs, () => socket.destroy());
+    const client = `${socket.remoteAddress}:${socket.remotePort}`;
+    let pending: Buffer = Buffer.alloc(0);
+    let inFlight = 0;
+    socket.on('data', (chunk: Buffer) => {
+      pending = pending.length === 0 ? chunk : Buffer.concat([pending, chunk]);
+      while (pending.length >= 2) {
+        const length = pending.readUInt16BE(0);
+        if (length > MAX_TCP_QUERY || inFlight >= MAX_TCP_IN_FLIGHT) {
+          socket.destroy();
+          return;
+        }
+        if (pending.length < 2 + length) {
+          return;
+        }
+        const message = Buffer.from(pending.subarray(2, 2 + length));
+        pending = pending.subarray(2 + length);
+        inFlight++;
+        answer(message, 'tcp', client)
+          .then((reply) => {
+            inFlight--;
+            if (reply === null) {
+              socket.destroy();
+              return;
+            }
+            if (socket.destroyed) return;
+            const prefix = Buffer.alloc(2);
+            prefix.writeUInt16BE(reply.length);
+            socket.write(Buffer.concat([prefix, reply]));
+          })
+          .catch(() => socket.destroy());
+      }
+    });
+  };
+
+  let bound: { udp: dgram.Socket; tcp: net.Server };
+  try {
+    bound = await bindPair(listenHost, options.listen.port, onUdpMessage, onTcpConnection);
+  } catch (err) {
+    udpUpstream.close();
+    throw err;
+  }
+  const { udp, tcp } = bound;
+  const port = udp.address().port;
+
+  return {
+    address: { host: listenHost, port },
+    stats,
+    setPolicies(policies) {
+      index = new CoverageIndex(policies);
+      coverageCache = new Map();
+    },
+    handedOut(address) {
+      const canonical = canonicalIpHost(address) ?? address;
+      const names = book.namesOf(canonical);
+      return names.length === 0 ? undefined : [...names].sort().join(', ');
+    },
+    async close() {
+      for (const socket of tcpSockets) socket.destroy();
+      udpUpstream.close();
+      await Promise.all([
+        new Promise<void>((resolve) => udp.close(() => resolve())),
+        new Promise<void>((resolve) => tcp.close(() => resolve())),
+      ]);
+    },
+  };
+}
+
+/** UDP and TCP listeners on one port; with port 0, retried until TCP gets the UDP port. */
+async function bindPair(
+  host: string,
+  wantedPort: number,
+  onUdpMessage: (udp: dgram.Socket) => (message: Buffer, remote: dgram.RemoteInfo) => void,
+  onTcpConnection: (socket: net.Socket) => void,
+): Promise<{ udp: dgram.Socket; tcp: net.Server }> {
+  for (let attempt = 0; ; attempt++) {
+    const udp = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4');
+    udp.on('message', onUdpMessage(udp));
+    await new Promise<void>((resolve, reject) => {
+      udp.once('error', reject);
+      udp.bind(wantedPort, host, () => {
+        udp.off('error', reject);
+        resolve();
+      });
+    });
+    udp.on('error', () => undefined); // a reply to a vanished client must not end the service
+    const tcp = net.createServer(onTcpConnection);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        tcp.once('error', reject);
+        tcp.listen(udp.address().port, host, () => {
+          tcp.off('error', reject);
+          resolve();
+        });
+      });
+      tcp.on('error', () => undefined);
+      return { udp, tcp };
+    } catch (err) {
+      await new Promise<void>((resolve) => udp.close(() => resolve()));
+      if (wantedPort !== 0 || attempt >= 20) throw err;
+    }
+  }
+}
