@@ -24,6 +24,7 @@ export interface CanonicalAddress {
 
 /** Parses an address as a socket reports it; null when it is not an IP address. */
 export function canonicalAddress(text: string): CanonicalAddress | null {
+  if (typeof text !== 'string') return null; // e.g. a destroyed socket's remoteAddress
   const withoutZone = text.replace(/%.*$/, '');
   if (!ipaddr.isValid(withoutZone)) return null;
   let parsed = ipaddr.parse(withoutZone);

@@ -1,0 +1,312 @@
+// Identity resolution against real processes and real sockets in this network namespace:
+// a listener accepts connections from curl, python3, node and bash, and resolves each.
+import { execFile } from 'node:child_process';
+import { appendFileSync, chmodSync, closeSync, copyFileSync, ftruncateSync, mkdirSync, mkdtempSync, openSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { readAncestorPids, readExecutable } from '../src/identity/process-info.js';
+import { IdentityResolver } from '../src/identity/resolver.js';
+import { UnresolvedError } from '../src/identity/unresolved.js';
+import {
+  childPids,
+  Children,
+  exited,
+  firstLine,
+  Listener,
+  pythonBinary,
+  readlinkF,
+  sha256File,
+  tupleOf,
+  waitFor,
+} from './fixtures/identity/harness.js';
+
+const CURL = readlinkF('/usr/bin/curl');
+const BASH = readlinkF('/usr/bin/bash');
+const PYTHON = pythonBinary();
+const NODE = readlinkF(process.execPath);
+const SELF = readlinkF(`/proc/${process.pid}/exe`);
+
+const dir = mkdtempSync(join(tmpdir(), 'portcullis-identity-'));
+const children = new Children();
+let v4: Listener;
+let v6: Listener;
+let dual: Listener;
+
+beforeAll(async () => {
+  [v4, v6, dual] = await Promise.all([Listener.open('127.0.0.1'), Listener.open('::1'), Listener.open('::')]);
+});
+afterEach(() => children.killAll());
+afterAll(async () => {
+  children.killAll();
+  await Promise.all([v4?.close(), v6?.close(), dual?.close()]);
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** bash holding a connection open on fd 3 until the server writes a line. */
+function bashHolding(bash: string, host: string, port: number, extra = ''): string[] {
+  return [bash, '-c', `exec 3<>/dev/tcp/${host}/${port}; ${extra} read -r -t 60 line <&3; true`];
+}
+
+describe('resolving real clients', () => {
+  it('curl over IPv4: the kernel path, its pid, the test process as parent, hash and command line', async () => {
+    const resolver = new IdentityResolver();
+    const child = children.spawn('/usr/bin/curl', ['-s', '-o', '/dev/null', `http://127.0.0.1:${v4.port}/from-curl`]);
+    const socket = await v4.next();
+    const identity = await resolver.resolve(tupleOf(socket));
+    expect(identity.unresolved_reason).toBeUndefined();
+    expect(identity.path).toBe(CURL);
+    expect(identity.pid).toBe(child.pid);
+    expect(identity.ancestors[0]).toMatchObject({ pid: process.pid, path: SELF });
+    expect(identity.sha256).toBe(await sha256File(CURL));
+    expect(identity.cmdline).toContain(`http://127.0.0.1:${v4.port}/from-curl`);
+    socket.end('HTTP/1.0 204 No Content\r\n\r\n');
+  });
+
+  it('curl started by python3 started by bash: ancestors nearest first, each with its hash', async () => {
+    const resolver = new IdentityResolver();
+    const script = `import subprocess, sys; subprocess.run(['/usr/bin/curl', '-s', '-o', '/dev/null', sys.argv[1]])`;
+    const bash = children.spawn(BASH, ['-c', `'${PYTHON}' -c "${script}" http://127.0.0.1:${v4.port}/chain; true`]);
+    const socket = await v4.next();
+    const identity = await resolver.resolve(tupleOf(socket));
+    expect(identity.path).toBe(CURL);
+    expect(identity.ancestors.map((a) => a.path).slice(0, 3)).toEqual([PYTHON, BASH, SELF]);
+    expect(identity.ancestors[1]!.pid).toBe(bash.pid);
+    expect(identity.ancestors[2]!.pid).toBe(process.pid);
+    expect(identity.ancestors[0]!.sha256).toBe(await sha256File(PYTHON));
+    expect(identity.ancestors[1]!.sha256).toBe(await sha256File(BASH));
+    expect(identity.ancestors.some((a) => a.pid === 1)).toBe(false);
+    socket.end('HTTP/1.0 204 No Content\r\n\r\n');
+  });
+
+  it('python3 over IPv6', async () => {
+    const resolver = new IdentityResolver();
+    const child = children.spawn(PYTHON, ['-c', `import socket; s = socket.create_connection(('::1', ${v6.port})); s.recv(1)`]);
+    const socket = await v6.next();
+    const identity = await resolver.resolve(tupleOf(socket));
+    expect(socket.remoteAddress).toBe('::1');
+    expect(identity).toMatchObject({ path: PYTHON, pid: child.pid });
+    socket.end('x');
+  });
+
+  it('node over IPv4 to a dual-stack listener (the proxy sees ::ffff:127.0.0.1)', async () => {
+    const resolver = new IdentityResolver();
+    const child = children.spawn(process.execPath, ['-e', `require('net').connect(${dual.port}, '127.0.0.1').on('data', () => process.exit(0))`]);
+    const socket = await dual.next();
+    expect(socket.remoteAddress).toBe('::ffff:127.0.0.1');
+    const identity = await resolver.resolve(tupleOf(socket));
+    expect(identity).toMatchObject({ path: NODE, pid: child.pid });
+    socket.end('x');
+  });
+
+  it('python3 with an IPv6 socket to an IPv4-mapped address (its row is in tcp6)', async () => {
+    const resolver = new IdentityResolver();
+    const child = children.spawn(PYTHON, [
+      '-c',
+      `import socket; s = socket.socket(socket.AF_INET6); s.connect(('::ffff:127.0.0.1', ${dual.port})); s.recv(1)`,
+    ]);
+    const socket = await dual.next();
+    const identity = await resolver.resolve(tupleOf(socket));
+    expect(identity).toMatchObject({ path: PYTHON, pid: child.pid });
+    socket.end('x');
+  });
+
+  it('bash with /dev/tcp', async () => {
+    const resolver = new IdentityResolver();
+    const [cmd, ...args] = bashHolding('/usr/bin/bash', '127.0.0.1', v4.port);
+    const child = children.spawn(cmd!, args);
+    const socket = await v4.next();
+    expect(await resolver.resolve(tupleOf(socket))).toMatchObject({ path: BASH, pid: child.pid });
+    socket.end('done\n');
+  });
+
+  it('a socket shared with a forked child running another program is ambiguous, never a guess', async () => {
+    const resolver = new IdentityResolver();
+    const [cmd, ...args] = bashHolding('/usr/bin/bash', '127.0.0.1', v4.port, 'sleep 60;');
+    const bash = children.spawn(cmd!, args);
+    const socket = await v4.next();
+    const sleeper = await waitFor(() => childPids(bash.pid!)[0], 'the sleep child');
+    const identity = await resolver.resolve(tupleOf(socket));
+    expect(identity).toMatchObject({ path: '<unresolved>', pid: null, ancestors: [], unresolved_reason: 'ambiguous_owner' });
+    expect(identity.owner_pids?.sort()).toEqual([bash.pid, sleeper].sort());
+    process.kill(sleeper, 'SIGKILL');
+  });
+
+  it('a socket shared by fork without exec resolves to the fork parent (same executable)', async () => {
+    const resolver = new IdentityResolver();
+    const script = [
+      'import socket, os, sys, time',
+      `s = socket.create_connection(('127.0.0.1', ${v4.port}))`,
+      'pid = os.fork()',
+      'if pid:',
+      '    print(pid, flush=True); s.recv(1)',
+      'else:',
+      '    time.sleep(60)',
+    ].join('\n');
+    const parent = children.spawn(PYTHON, ['-c', script], { stdout: true });
+    const forked = Number(await firstLine(parent));
+    const socket = await v4.next();
+    const identity = await resolver.resolve(tupleOf(socket));
+    expect(identity).toMatchObject({ path: PYTHON, pid: parent.pid });
+    process.kill(forked, 'SIGKILL');
+    socket.end('x');
+  });
+
+  it('a client that exited before resolution gets the sentinel', async () => {
+    const resolver = new IdentityResolver();
+    const child = children.spawn(process.execPath, ['-e', `require('net').connect(${v4.port}, '127.0.0.1', function () { this.end(); process.exit(0); })`]);
+    const socket = await v4.next();
+    const tuple = tupleOf(socket);
+    await Promise.all([exited(child), new Promise((r) => socket.once('end', r))]);
+    const identity = await resolver.resolve(tuple);
+    expect(identity).toEqual({
+      path: '<unresolved>',
+      pid: null,
+      ancestors: [],
+      cmdline: [],
+      sha256: null,
+      unresolved_reason: 'no_socket_row',
+      unresolved_detail: expect.any(String),
+    });
+  });
+
+  it('a tuple with no socket row, and an anchor that does not exist, get the sentinel', async () => {
+    const resolver = new IdentityResolver();
+    const ghost = await resolver.resolve({ clientAddress: '127.0.0.1', clientPort: 1, proxyAddress: '127.0.0.1', proxyPort: v4.port });
+    expect(ghost).toMatchObject({ path: '<unresolved>', unresolved_reason: 'no_socket_row' });
+    // What a destroyed socket reports: no address at all.
+    const blank = await resolver.resolve({ clientAddress: undefined as unknown as string, clientPort: NaN, proxyAddress: '127.0.0.1', proxyPort: 1 });
+    expect(blank).toMatchObject({ path: '<unresolved>', unresolved_reason: 'no_socket_row' });
+    const gone = children.spawn('/usr/bin/true', []);
+    await exited(gone);
+    const noAnchor = await resolver.resolve({ clientAddress: '127.0.0.1', clientPort: 1, proxyAddress: '127.0.0.1', proxyPort: 2 }, { anchorPid: gone.pid! });
+    expect(noAnchor).toMatchObject({ path: '<unresolved>', unresolved_reason: 'process_gone' });
+  });
+
+  it('procfs failures map to reason codes: exited process, kernel thread without an executable', async () => {
+    const gone = children.spawn('/usr/bin/true', []);
+    await exited(gone);
+    await new Promise((r) => setTimeout(r, 50)); // let the zombie be reaped
+    expect(() => readExecutable(gone.pid!)).toThrow(expect.objectContaining({ reason: 'process_gone' }));
+    expect(() => readAncestorPids(gone.pid!, undefined)).toThrow(UnresolvedError);
+    const kthreadd = readFileSync('/proc/2/stat', 'latin1').includes('(kthreadd)');
+    if (kthreadd) expect(() => readExecutable(2)).toThrow(expect.objectContaining({ reason: 'unreadable_exe' }));
+  });
+});
+
+describe('binary integrity', () => {
+  it('hashes a file once per fingerprint, and flags a binary replaced at the same path', async () => {
+    const resolver = new IdentityResolver();
+    const binary = join(dir, 'client-tool');
+    copyFileSync(BASH, binary);
+    chmodSync(binary, 0o755);
+
+    const [cmd1, ...args1] = bashHolding(binary, '127.0.0.1', v4.port);
+    children.spawn(cmd1!, args1);
+    const first = await v4.next();
+    const one = await resolver.resolve(tupleOf(first));
+    expect(one).toMatchObject({ path: binary, sha256: await sha256File(BASH) });
+    expect(one.integrity_violation).toBeUndefined();
+    const hashedAfterFirst = resolver.filesHashed;
+    expect(await resolver.resolve(tupleOf(first))).toMatchObject({ path: binary });
+    expect(resolver.filesHashed).toBe(hashedAfterFirst); // unchanged files are not read again
+    first.end('done\n');
+
+    // Replace the file (new inode, different bytes) the way an update or an attacker would.
+    const replacement = join(dir, 'client-tool.new');
+    copyFileSync(BASH, replacement);
+    appendFileSync(replacement, Buffer.from('tampered'));
+    chmodSync(replacement, 0o755);
+    renameSync(replacement, binary);
+
+    const [cmd2, ...args2] = bashHolding(binary, '127.0.0.1', v4.port);
+    children.spawn(cmd2!, args2);
+    const second = await v4.next();
+    const two = await resolver.resolve(tupleOf(second));
+    expect(two.path).toBe(binary);
+    expect(two.sha256).toBe(await sha256File(binary));
+    expect(two.sha256).not.toBe(one.sha256);
+    expect(two.integrity_violation).toContain(binary);
+    second.end('done\n');
+  });
+
+  it('a copy of a known binary at another path has its own identity and no violation', async () => {
+    const resolver = new IdentityResolver();
+    const [c1, ...a1] = bashHolding('/usr/bin/bash', '127.0.0.1', v4.port);
+    children.spawn(c1!, a1);
+    const original = await v4.next();
+    expect(await resolver.resolve(tupleOf(original))).toMatchObject({ path: BASH });
+
+    const copy = join(dir, 'other', 'my-shell');
+    mkdirSync(join(dir, 'other'), { recursive: true });
+    copyFileSync(BASH, copy);
+    chmodSync(copy, 0o755);
+    const [c2, ...a2] = bashHolding(copy, '127.0.0.1', v4.port);
+    children.spawn(c2!, a2);
+    const copied = await v4.next();
+    const identity = await resolver.resolve(tupleOf(copied));
+    expect(identity).toMatchObject({ path: copy, sha256: await sha256File(BASH) });
+    expect(identity.integrity_violation).toBeUndefined();
+    original.end('done\n');
+    copied.end('done\n');
+  });
+
+  it('hashing a 100 MB binary does not hold up other resolutions', async () => {
+    const resolver = new IdentityResolver();
+    const big = join(dir, 'big-shell');
+    copyFileSync(BASH, big);
+    const fd = openSync(big, 'r+');
+    ftruncateSync(fd, statSync(BASH).size + 100 * 1024 * 1024); // ELF loaders ignore trailing bytes
+    closeSync(fd);
+    chmodSync(big, 0o755);
+
+    // Warm the cache for /usr/bin/bash so the small resolution needs no hashing.
+    const [w, ...wa] = bashHolding('/usr/bin/bash', '127.0.0.1', v4.port);
+    children.spawn(w!, wa);
+    const warm = await v4.next();
+    await resolver.resolve(tupleOf(warm));
+
+    const [b, ...ba] = bashHolding(big, '127.0.0.1', v4.port);
+    children.spawn(b!, ba);
+    const bigSocket = await v4.next();
+    const finished: string[] = [];
+    const bigDone = resolver.resolve(tupleOf(bigSocket)).then((id) => {
+      finished.push('big');
+      return id;
+    });
+    const smallDone = resolver.resolve(tupleOf(warm)).then((id) => {
+      finished.push('small');
+      return id;
+    });
+    const [bigId, smallId] = await Promise.all([bigDone, smallDone]);
+    expect(finished).toEqual(['small', 'big']);
+    expect(smallId.path).toBe(BASH);
+    expect(bigId.path).toBe(big);
+    expect(bigId.sha256).toBe(await sha256File(big));
+    warm.end('done\n');
+    bigSocket.end('done\n');
+  });
+});
+
+describe('portcullis whois', () => {
+  const run = promisify(execFile);
+
+  it('prints the identity of a client connected to a listening endpoint, and of a client end', async () => {
+    const child = children.spawn(PYTHON, ['-c', `import socket; s = socket.create_connection(('127.0.0.1', ${v4.port})); s.recv(1)`]);
+    const socket = await v4.next();
+    const serverSide = await run('node', ['dist/cli/main.js', 'whois', `127.0.0.1:${v4.port}`], { encoding: 'utf8' });
+    const all = JSON.parse(serverSide.stdout) as Array<{ client: string; server: string; identity: { path: string; pid: number } }>;
+    const mine = all.find((c) => c.client === `127.0.0.1:${socket.remotePort}`);
+    expect(mine).toMatchObject({ server: `127.0.0.1:${v4.port}`, identity: { path: PYTHON, pid: child.pid } });
+
+    const clientSide = await run('node', ['dist/cli/main.js', 'whois', `127.0.0.1:${socket.remotePort}`], { encoding: 'utf8' });
+    expect(JSON.parse(clientSide.stdout)).toEqual([expect.objectContaining({ identity: expect.objectContaining({ path: PYTHON, pid: child.pid }) })]);
+    socket.end('x');
+  });
+
+  it('exits 1 when nothing is connected there, 2 on a bad endpoint', async () => {
+    await expect(run('node', ['dist/cli/main.js', 'whois', '127.0.0.1:1'])).rejects.toMatchObject({ code: 1 });
+    await expect(run('node', ['dist/cli/main.js', 'whois', 'localhost'])).rejects.toMatchObject({ code: 2 });
+  });
+});
