@@ -3,7 +3,7 @@
 // over a veth pair, with HTTPS (:443), HTTP (:80) and echo servers inside it and a DNS server
 // on loopback that answers the hosts' names. close() removes all of it; so does process exit.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { createCertificateAuthority, type CertificateAuthority } from './ca.js';
 import { startDnsServer, type DnsRecords, type DnsServer } from './dns-server.js';
@@ -149,6 +149,9 @@ export async function startSimulatedInternet(opts: SimulatedInternetOptions): Pr
     await addressLink(hostInterface, nsInterface, netns, link);
     await runCommand('ip', ['-n', netns, 'route', 'add', 'default', 'via', link.hostV4]);
     await runCommand('ip', ['-n', netns, '-6', 'route', 'add', 'default', 'via', link.hostV6]);
+    // Replies to a sandbox's direct (kernel-allowed) connections come back through here and are
+    // forwarded on to the sandbox's veth: IPv4 forwarding for this interface only.
+    writeFileSync(`/proc/sys/net/ipv4/conf/${hostInterface}/forwarding`, '1');
 
     const hosts = await assignAddresses(opts.hosts);
     const records: Record<string, DnsRecords> = {};
