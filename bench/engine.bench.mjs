@@ -18,6 +18,7 @@ const SIZES = [10, 1000];
 const WARMUP_CALLS = 5_000;
 const MEASURED_CALLS = 40_000; // per size, in-process
 const SERVER_CALLS = 4_000; // per size, over HTTP
+const PER_REQUEST_CALLS = 2_000; // per request of the mix, in-process
 const PHASE_BUDGET_MS = 15_000; // no phase runs longer than this, whatever the counts say
 const TARGET_P50_US = 30;
 const TARGET_SCALE = 2;
@@ -79,23 +80,23 @@ function requestMix(count) {
   const bin = pick(count, mid, hasBinaries);
   const open = pick(count, mid, (i) => !hasBinaries(i));
   const rest = pick(count, mid, (i) => hasRest(i) && hasBinaries(i));
-  const ips = pick(count, mid, hasAllowedIps);
+  const ips = pick(count, mid, (i) => hasAllowedIps(i) && !hasBinaries(i));
   const last = pick(count, count - 1, hasBinaries);
-  const facts = [
-    { host: `svc${bin}.example.com`, port: 443, binary: `/usr/bin/tool${bin}` },
-    { host: `a.cdn${last}.example.net`, port: 443, binary: '/usr/bin/bash', ancestors: [`/opt/app${last}/x/y/bin/run`, '/sbin/init'] },
-    { host: `x.y.pkg${bin}.example.org`, port: 80, binary: '/usr/lib/node_modules/npm/bin/npm-cli.js' },
-    { host: `mirror-eu.dist${open}.example.io`, port: 443, binary: '/usr/bin/curl' },
-    { host: 'unknown.example.com', port: 443, binary: '/usr/bin/curl' },
-    { host: `svc${bin}.example.com`, port: 22, binary: `/usr/bin/tool${bin}` },
-    { host: `svc${bin}.example.com`, port: 443, binary: '/usr/bin/evil', ancestors: ['/usr/bin/bash'] },
-    { host: `svc${open}.example.com`, port: 443 },
-    { host: `svc${bin}.example.com`, port: 443 },
-    { host: `api${rest}.example.com`, port: 8080, binary: `/usr/bin/tool${rest}`, method: 'GET', path: '/v1/things/1' },
-    { host: `api${rest}.example.com`, port: 8080, binary: `/usr/bin/tool${rest}`, method: 'DELETE', path: '/v1/admin/users' },
-    { host: `db${ips}.example.com`, port: 5432, binary: '/usr/bin/psql', addresses: ['203.0.113.9'] },
+  const mix = [
+    ['allow exact host, literal binary', { host: `svc${bin}.example.com`, port: 443, binary: `/usr/bin/tool${bin}` }],
+    ['allow *. host, ancestor ** glob', { host: `a.cdn${last}.example.net`, port: 443, binary: '/usr/bin/bash', ancestors: [`/opt/app${last}/x/y/bin/run`, '/sbin/init'] }],
+    ['allow **. host, ** glob binary', { host: `x.y.pkg${bin}.example.org`, port: 80, binary: '/usr/lib/node_modules/npm/bin/npm-cli.js' }],
+    ['allow mirror-*. host, no binaries', { host: `mirror-eu.dist${open}.example.io`, port: 443, binary: '/usr/bin/curl' }],
+    ['deny unknown host', { host: 'unknown.example.com', port: 443, binary: '/usr/bin/curl' }],
+    ['deny port not listed', { host: `svc${bin}.example.com`, port: 22, binary: `/usr/bin/tool${bin}` }],
+    ['deny binary', { host: `svc${bin}.example.com`, port: 443, binary: '/usr/bin/evil', ancestors: ['/usr/bin/bash'] }],
+    ['allow unresolved, no binaries', { host: `svc${open}.example.com`, port: 443 }],
+    ['deny unresolved, binaries', { host: `svc${bin}.example.com`, port: 443 }],
+    ['allow L7 GET /v1/**', { host: `api${rest}.example.com`, port: 8080, binary: `/usr/bin/tool${rest}`, method: 'GET', path: '/v1/things/1' }],
+    ['deny L7 deny rule', { host: `api${rest}.example.com`, port: 8080, binary: `/usr/bin/tool${rest}`, method: 'DELETE', path: '/v1/admin/users' }],
+    ['allow allowed_ips', { host: `db${ips}.example.com`, port: 5432, binary: '/usr/bin/psql', addresses: ['203.0.113.9'] }],
   ];
-  return facts.map((f) => buildDecisionInput(f));
+  return { labels: mix.map(([label]) => label), inputs: mix.map(([, facts]) => buildDecisionInput(facts)) };
 }
 
 // --- measuring --------------------------------------------------------------------------------
@@ -132,6 +133,20 @@ function measureInProcess(engine, inputs) {
   for (let n = 0; n < batch; n++) engine.decide(inputs[n % inputs.length]);
   timed.perSecond = batch / (Number(process.hrtime.bigint() - t0) / 1e9);
   return timed;
+}
+
+/** p50 of each request of the mix on its own: where the time goes. */
+function measureEachRequest(engine, inputs) {
+  return inputs.map((input) => {
+    const samples = [];
+    for (let n = 0; n < 500; n++) engine.decide(input);
+    for (let n = 0; n < PER_REQUEST_CALLS; n++) {
+      const t0 = process.hrtime.bigint();
+      engine.decide(input);
+      samples.push(process.hrtime.bigint() - t0);
+    }
+    return summarise(samples, 1n).p50;
+  });
 }
 
 // --- the OPA server ---------------------------------------------------------------------------
@@ -231,11 +246,12 @@ try {
   for (const size of SIZES) {
     const loaded = generatePolicyFile(size);
     const engine = await PolicyEngine.create(loaded);
-    const inputs = requestMix(size);
+    const { labels, inputs } = requestMix(size);
     const decisions = inputs.map((input) => engine.decide(input));
     if (decisions.some((d) => d.reason.startsWith('policy evaluation failed'))) throw new Error('engine failed on the request mix');
     const allowed = decisions.filter((d) => d.allow).length;
     const inProcess = measureInProcess(engine, inputs);
+    const eachRequest = measureEachRequest(engine, inputs);
 
     const dataFile = join(work, `data-${size}.json`);
     writeFileSync(dataFile, JSON.stringify({ portcullis: loaded.data }));
@@ -243,7 +259,7 @@ try {
     const overHttp = await measureServer(server, inputs, decisions);
     stopOpaServer(server);
     server = null;
-    rows.push({ size, endpoints: loaded.policies.reduce((n, p) => n + p.endpoints.length, 0), allowed, requests: inputs.length, inProcess, overHttp });
+    rows.push({ size, endpoints: loaded.policies.reduce((n, p) => n + p.endpoints.length, 0), allowed, requests: inputs.length, inProcess, overHttp, labels, eachRequest, decisions });
   }
 
   console.log(`request mix: ${rows[0].requests} requests per size (allowed ${rows.map((r) => r.allowed).join('/')}; the rest denied: endpoint, port, binary, unresolved, L7 deny rule)`);
@@ -255,6 +271,12 @@ try {
     console.log(`| ${r.size} | ${r.endpoints} | opa run --server, HTTP keep-alive | ${r.overHttp.calls} | ${fmt(r.overHttp.perSecond, 0)} | ${fmt(r.overHttp.p50)} | ${fmt(r.overHttp.p99)} |`);
   }
   const [small, large] = rows;
+  console.log('');
+  console.log(`| request (in-process, alone) | decision | p50 µs at ${small.size} | p50 µs at ${large.size} |`);
+  console.log('|---|---|---:|---:|');
+  small.labels.forEach((label, i) => {
+    console.log(`| ${label} | ${small.decisions[i].decision}/${large.decisions[i].decision} | ${fmt(small.eachRequest[i])} | ${fmt(large.eachRequest[i])} |`);
+  });
   const scale = large.inProcess.p50 / small.inProcess.p50;
   const serverRatio = small.overHttp.p50 / small.inProcess.p50;
   const serverRatioLarge = large.overHttp.p50 / large.inProcess.p50;
