@@ -1,0 +1,231 @@
+// The DNS proxy feeding the kernel: a hostname endpoint is unreachable until the proxy has
+// answered for it, reachable right after the answer (the sets are filled before the answer is
+// released), unreachable for new connections once the TTL has run out, while an established
+// connection survives. Real nft in a client namespace the test creates, real listeners in a
+// server namespace, a real upstream DNS server on loopback. The proxy runs in this process
+// (root namespace, loopback) and its set feeder targets the client namespace; the queries come
+// from here, the connections from inside the client namespace.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { applyRuleset, nftAvailable } from '../src/nft/apply.js';
+import { hostSetName, kernelEndpoints } from '../src/nft/names.js';
+import { renderRuleset } from '../src/nft/render.js';
+import { NftSetFeeder } from '../src/nft/set-feeder.js';
+import { loadPolicyText, type LoadedPolicy } from '../src/policy/load.js';
+import { startDnsServer, type DnsServer } from '../src/sim/dns-server.js';
+import { startDnsProxy, type RunningDnsProxy } from '../src/dns/proxy.js';
+import { readFlowEvents } from '../src/dns/flow-report.js';
+import { query } from './fixtures/dns/client.js';
+// @ts-expect-error plain JavaScript fixture shared with the nft tests
+import { createLab } from '../testdata/nft/lab.mjs';
+
+interface Tuple {
+  address: string;
+  port: number;
+}
+interface Session {
+  next(): Promise<string>;
+  ping(): Promise<string>;
+  close(): void;
+}
+interface Lab {
+  cli: string;
+  tcpPorts: number[];
+  nft(args: string[], input?: string): Promise<string>;
+  probe(tuples: Tuple[], opts?: { timeoutMs?: number }): Promise<string[]>;
+  session(address: string, port: number): Promise<Session>;
+  close(): Promise<void>;
+}
+
+const REFUSED = ['ECONNREFUSED', 'EHOSTUNREACH', 'ECONNRESET', 'EACCES', 'EPERM'];
+
+let lab: Lab;
+let upstream: DnsServer;
+let proxy: RunningDnsProxy;
+let feeder: NftSetFeeder;
+let loaded: LoadedPolicy;
+let port: number;
+
+async function expectRefused(tuples: Tuple[]): Promise<void> {
+  const results = await lab.probe(tuples, { timeoutMs: 1000 });
+  results.forEach((r, i) => expect(REFUSED, `${JSON.stringify(tuples[i])} → ${r}`).toContain(r));
+}
+
+async function expectOpen(tuples: Tuple[]): Promise<void> {
+  const results = await lab.probe(tuples, { timeoutMs: 3000 });
+  results.forEach((r, i) => expect(r, JSON.stringify(tuples[i])).toBe('open'));
+}
+
+const setOf = (policy: string, index: number, family: 4 | 6): string =>
+  hostSetName(kernelEndpoints(loaded.policies).find((k) => k.policy === policy && k.index === index)!.id, family);
+
+async function setText(set: string): Promise<string> {
+  return lab.nft(['list', 'set', 'inet', 'portcullis', set]);
+}
+
+/** Waits (bounded) until a host set no longer holds `address`, i.e. its timeout has passed. */
+async function waitUntilGone(set: string, address: string): Promise<void> {
+  for (let i = 0; i < 150; i++) {
+    if (!(await setText(set)).includes(address)) return;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`${set} still holds ${address} after 30 s`);
+}
+
+beforeAll(async () => {
+  const available = await nftAvailable();
+  if (!available.ok) throw new Error(available.why);
+  lab = (await createLab({ listeners: 1 })) as Lab;
+  port = lab.tcpPorts[0]!;
+  loaded = loadPolicyText(
+    `version: 1
+network_policies:
+  api:
+    endpoints:
+      - host: api.example.com
+        port: ${port}
+      - host: "*.cdn.example.com"
+        port: ${port}
+        allowed_ips: ["203.0.113.0/25"]
+  tools:
+    binaries:
+      - path: /usr/bin/curl
+    endpoints:
+      - host: tool.example.com
+        port: ${port}
+`,
+    'dns-netns.yaml',
+  );
+  await applyRuleset(renderRuleset(loaded.policies), { netns: lab.cli });
+  upstream = await startDnsServer({
+    records: {
+      'api.example.com': { A: ['203.0.113.7'], AAAA: ['2001:db8:5::7'], ttl: 2 },
+      'img.cdn.example.com': { A: ['203.0.113.20', '203.0.113.200'], ttl: 60 },
+      'rot.cdn.example.com': { A: ['203.0.113.40'], ttl: 60 },
+      'tool.example.com': { A: ['203.0.113.30'], ttl: 60 },
+    },
+  });
+  feeder = new NftSetFeeder({ netns: lab.cli });
+  proxy = await startDnsProxy({
+    listen: { host: '127.0.0.1', port: 0 },
+    upstream: { host: upstream.address, port: upstream.port },
+    policies: loaded.policies,
+    feeder,
+    ttlFloorSeconds: 1,
+    maxAddressesPerName: 2,
+  });
+});
+
+afterAll(async () => {
+  await proxy?.close();
+  await upstream?.close();
+  await lab?.close();
+});
+
+describe('DNS proxy feeding nft host sets', () => {
+  it('a hostname endpoint is unreachable before the answer, reachable after, and only for new connections until its TTL', async () => {
+    const v4 = { address: '203.0.113.7', port };
+    const v6 = { address: '2001:db8:5::7', port };
+    await expectRefused([v4, v6]);
+
+    const a = await query(proxy.address.port, 'api.example.com', 'A', 'udp');
+    expect(a.rcode).toBe('NOERROR');
+    expect(a.answers.map((r) => r.data)).toEqual(['203.0.113.7']);
+    // No wait: the element was in the set before the answer left the proxy.
+    await expectOpen([v4]);
+    await expectRefused([v6]);
+
+    const aaaa = await query(proxy.address.port, 'api.example.com', 'AAAA', 'tcp');
+    expect(aaaa.answers.map((r) => r.data)).toEqual(['2001:db8:5::7']);
+    await expectOpen([v6]);
+    expect(proxy.handedOut('203.0.113.7')).toBe('api.example.com');
+    expect(proxy.handedOut('2001:db8:5:0::7')).toBe('api.example.com');
+
+    const session = await lab.session(v4.address, v4.port);
+    try {
+      expect(await session.next()).toBe('connected');
+      expect(await session.ping()).toBe('pong');
+      await waitUntilGone(setOf('api', 0, 4), '203.0.113.7');
+      await waitUntilGone(setOf('api', 0, 6), '2001:db8:5::7');
+      await expectRefused([v4, v6]);
+      // The established connection is not cut by the expiry.
+      expect(await session.ping()).toBe('pong');
+    } finally {
+      session.close();
+    }
+
+    // Asking again opens it again.
+    await query(proxy.address.port, 'api.example.com', 'A');
+    await expectOpen([v4]);
+  });
+
+  it('releases the answer only after its addresses are in the set, even when nft is slow', async () => {
+    const slowFeeder = new NftSetFeeder({ netns: lab.cli, nft: new URL('./fixtures/dns/slow-nft.sh', import.meta.url).pathname });
+    upstream.setRecords('slow.cdn.example.com', { A: ['203.0.113.50'], ttl: 60 });
+    const slowProxy = await startDnsProxy({
+      listen: { host: '127.0.0.1', port: 0 },
+      upstream: { host: upstream.address, port: upstream.port },
+      policies: loaded.policies,
+      feeder: slowFeeder,
+    });
+    try {
+      const r = await query(slowProxy.address.port, 'slow.cdn.example.com', 'A');
+      expect(r.answers.map((x) => x.data)).toEqual(['203.0.113.50']);
+      expect(await setText(setOf('api', 1, 4))).toContain('203.0.113.50');
+    } finally {
+      await slowProxy.close();
+    }
+  });
+
+  it('adds only addresses inside the endpoint allowed_ips', async () => {
+    const r = await query(proxy.address.port, 'img.cdn.example.com', 'A');
+    expect(r.answers.map((x) => x.data)).toEqual(['203.0.113.20', '203.0.113.200']);
+    await expectOpen([{ address: '203.0.113.20', port }]);
+    await expectRefused([{ address: '203.0.113.200', port }]);
+  });
+
+  it('forwards a name only a policy with binaries covers, and the kernel keeps it closed', async () => {
+    const r = await query(proxy.address.port, 'tool.example.com', 'A');
+    expect(r.rcode).toBe('NOERROR');
+    expect(r.answers.map((x) => x.data)).toEqual(['203.0.113.30']);
+    await expectRefused([{ address: '203.0.113.30', port }]);
+  });
+
+  it('keeps at most N addresses per name: the oldest leaves the set', async () => {
+    const set = setOf('api', 1, 4);
+    await query(proxy.address.port, 'rot.cdn.example.com', 'A');
+    upstream.setRecords('rot.cdn.example.com', { A: ['203.0.113.41'], ttl: 60 });
+    await query(proxy.address.port, 'rot.cdn.example.com', 'A');
+    await expectOpen([{ address: '203.0.113.40', port }, { address: '203.0.113.41', port }]);
+    upstream.setRecords('rot.cdn.example.com', { A: ['203.0.113.42'], ttl: 60 });
+    await query(proxy.address.port, 'rot.cdn.example.com', 'A');
+    await feeder.idle();
+    const text = await setText(set);
+    expect(text).not.toContain('203.0.113.40');
+    expect(text).toContain('203.0.113.41');
+    expect(text).toContain('203.0.113.42');
+    await expectRefused([{ address: '203.0.113.40', port }]);
+    await expectOpen([{ address: '203.0.113.42', port }]);
+    expect(proxy.handedOut('203.0.113.40')).toBeUndefined();
+  });
+
+  it('turns the counters into flow events, naming only addresses the proxy handed out', async () => {
+    // An element the proxy never handed out (put there directly) must stay a bare address.
+    await feeder.add([{ set: setOf('api', 1, 4), address: '203.0.113.99', port, timeoutSeconds: 60 }]);
+    await expectOpen([{ address: '203.0.113.99', port }]);
+    const events = await readFlowEvents({ netns: lab.cli, policies: loaded.policies, names: (a) => proxy.handedOut(a) });
+    const cdn = events.find((e) => e.endpoint === 'api/1');
+    expect(cdn).toMatchObject({ kind: 'flow', allow: true, decision: 'allow', policy: 'api', host: '*.cdn.example.com' });
+    expect(cdn!.packets as number).toBeGreaterThan(0);
+    expect(cdn!.bytes as number).toBeGreaterThan(0);
+    const destinations = cdn!.destinations as string[];
+    expect(destinations).toContain(`img.cdn.example.com (203.0.113.20):${port}`);
+    expect(destinations).toContain(`rot.cdn.example.com (203.0.113.42):${port}`);
+    expect(destinations).toContain(`203.0.113.99:${port}`);
+    expect(destinations.join(' ')).not.toContain('(203.0.113.99)');
+    const api = events.find((e) => e.endpoint === 'api/0');
+    expect(api).toMatchObject({ policy: 'api', host: 'api.example.com', port });
+    const reject = events.find((e) => e.counter === 'reject_all');
+    expect(reject).toMatchObject({ kind: 'flow', allow: false, decision: 'deny', policy: null });
+    expect(reject!.packets as number).toBeGreaterThan(0);
+  });
+});
