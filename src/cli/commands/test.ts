@@ -1,9 +1,9 @@
 // `portcullis test --policy F [--rego DIR]… [TESTDIR…]`: runs the author's Rego unit tests
 // (`*_test.rego`) with `opa test` against the built-in decision Rego, the policy's data document
 // and the author's extension Rego, so that tests see exactly what the engine evaluates.
-import { copyFile, mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join, relative } from 'node:path';
+import { join } from 'node:path';
 import type { Command } from 'commander';
 import { execa } from 'execa';
 import { regoSources } from '../../engine/bundle.js';
@@ -53,15 +53,6 @@ async function checkExtensionsBuild(loaded: LoadedPolicy, regoDirs: string[]): P
   }
 }
 
-/** Copies the built-in decision Rego, without its own unit tests, into `dir`. */
-async function stageBuiltinRego(dir: string): Promise<void> {
-  for (const file of await regoSources([BUILTIN_REGO_DIR])) {
-    const target = join(dir, relative(BUILTIN_REGO_DIR, file));
-    await mkdir(dirname(target), { recursive: true });
-    await copyFile(file, target);
-  }
-}
-
 function opaTestArgs(opts: TestOptions, paths: string[]): string[] {
   const args = ['test', '--fail-on-empty'];
   if (opts.verbose) args.push('--verbose');
@@ -83,12 +74,12 @@ async function runTests(opts: TestOptions, testDirs: string[]): Promise<number> 
 
   const work = await mkdtemp(join(tmpdir(), 'portcullis-test-'));
   try {
-    const builtin = join(work, 'builtin');
-    await stageBuiltinRego(builtin);
+    // The built-in Rego file by file: its own unit tests and their test data stay out.
+    const builtin = await regoSources([BUILTIN_REGO_DIR]);
     // A data file given by path is loaded at the root of `data`: data.portcullis.policies, …
     const dataFile = join(work, 'data.json');
     await writeFile(dataFile, JSON.stringify({ portcullis: loaded.data }));
-    const result = await execa(opaBinary(), opaTestArgs(opts, [builtin, ...regoDirs, dataFile, ...testDirs]), {
+    const result = await execa(opaBinary(), opaTestArgs(opts, [...builtin, ...regoDirs, dataFile, ...testDirs]), {
       stdio: 'inherit',
       reject: false,
     });
