@@ -230,6 +230,15 @@ export async function startDnsProxy(options: DnsProxyOptions): Promise<RunningDn
     const client = `${socket.remoteAddress}:${socket.remotePort}`;
     let pending: Buffer = Buffer.alloc(0);
     let inFlight = 0;
+    let ended = false;
+    // A client may half-close after its last query: answer what is in flight, then close.
+    const endIfDone = (): void => {
+      if (ended && inFlight === 0 && !socket.destroyed) socket.end();
+    };
+    socket.on('end', () => {
+      ended = true;
+      endIfDone();
+    });
     socket.on('data', (chunk: Buffer) => {
       pending = pending.length === 0 ? chunk : Buffer.concat([pending, chunk]);
       while (pending.length >= 2) {
@@ -255,6 +264,7 @@ export async function startDnsProxy(options: DnsProxyOptions): Promise<RunningDn
             const prefix = Buffer.alloc(2);
             prefix.writeUInt16BE(reply.length);
             socket.write(Buffer.concat([prefix, reply]));
+            endIfDone();
           })
           .catch(() => socket.destroy());
       }
@@ -312,7 +322,7 @@ async function bindPair(
       });
     });
     udp.on('error', () => undefined); // a reply to a vanished client must not end the service
-    const tcp = net.createServer(onTcpConnection);
+    const tcp = net.createServer({ allowHalfOpen: true }, onTcpConnection);
     try {
       await new Promise<void>((resolve, reject) => {
         tcp.once('error', reject);
