@@ -2,7 +2,7 @@
 // `portcullis run`. Names carry a fixed prefix and the creating process's pid, so a later run
 // can find and remove what a killed run left behind.
 import { execFile, execFileSync } from 'node:child_process';
-import { rmSync } from 'node:fs';
+import { readdirSync, readlinkSync, rmSync, statSync } from 'node:fs';
 import { promisify } from 'node:util';
 
 const execFileAsync = promisify(execFile);
@@ -83,12 +83,37 @@ export async function createNamespace(prefix: string, n = nextCounter()): Promis
   return name;
 }
 
-async function namespacePids(name: string): Promise<number[]> {
+/**
+ * Pids of the processes inside a named namespace, found in-process (what `ip netns pids`
+ * does, without a fork): their /proc/<pid>/ns/net names the namespace file's inode.
+ */
+export function namespacePids(name: string): number[] {
+  let inode: number;
   try {
-    const { stdout } = await runCommand('ip', ['netns', 'pids', name]);
-    return stdout.split('\n').map(Number).filter((pid) => Number.isInteger(pid) && pid > 0);
+    inode = statSync(`/run/netns/${name}`).ino;
   } catch {
     return [];
+  }
+  const wanted = `net:[${inode}]`;
+  const out: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (readlinkSync(`/proc/${entry}/ns/net`) === wanted) out.push(Number(entry));
+    } catch {
+      // exited, or a kernel thread
+    }
+  }
+  return out;
+}
+
+function killAll(pids: number[]): void {
+  for (const pid of pids) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
   }
 }
 
@@ -97,13 +122,7 @@ async function namespacePids(name: string): Promise<number[]> {
  * through their peers, go with it) and its /etc/netns directory. Missing is not an error.
  */
 export async function deleteNamespace(name: string): Promise<void> {
-  for (const pid of await namespacePids(name)) {
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {
-      // already gone
-    }
-  }
+  killAll(namespacePids(name));
   try {
     await runCommand('ip', ['netns', 'del', name]);
   } catch (err) {
@@ -114,18 +133,7 @@ export async function deleteNamespace(name: string): Promise<void> {
 
 /** The same, synchronously: for process 'exit' handlers, where nothing async runs. */
 export function deleteNamespaceSync(name: string): void {
-  try {
-    const pids = execFileSync('ip', ['netns', 'pids', name], { stdio: ['ignore', 'pipe', 'ignore'] }).toString();
-    for (const pid of pids.split('\n').map(Number).filter((p) => p > 0)) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        // already gone
-      }
-    }
-  } catch {
-    // namespace already gone
-  }
+  killAll(namespacePids(name));
   try {
     execFileSync('ip', ['netns', 'del', name], { stdio: 'ignore' });
   } catch {

@@ -1,13 +1,57 @@
-// `portcullis run`: not built yet.
+// `portcullis run`: CMD in its own network namespace behind the proxy, the DNS proxy and the
+// nft fence, as an unprivileged user; exit code is CMD's.
 import type { Command } from 'commander';
+import { PolicyLoadError } from '../../policy/load.js';
+import { runSandbox, RunUsageError } from '../../sandbox/sandbox.js';
+import { parseHostPort } from '../../sandbox/upstream-resolver.js';
+import { SandboxUserError } from '../../sandbox/user.js';
+
+interface RunOptions {
+  policy: string;
+  user?: string;
+  audit?: string;
+  resolver?: string;
+  reportOnly?: boolean;
+  live?: boolean;
+  quiet?: boolean;
+  fence?: boolean;
+}
 
 export function registerRun(program: Command): void {
   program
     .command('run')
-    .description('(not available yet)')
-    .allowUnknownOption()
-    .action(() => {
-      process.stderr.write('portcullis run: not available in this build\n');
-      process.exit(70);
+    .description('run CMD in its own network namespace behind the proxy, the DNS proxy and the nft fence, unprivileged')
+    .requiredOption('--policy <file>', 'policy file (YAML)')
+    .option('--user <user>', 'account CMD runs as (default: portcullis-sandbox, created if missing)')
+    .option('--audit <file>', 'append every audit event as JSON lines (- for stdout)')
+    .option('--resolver <addr:port>', 'upstream DNS server (default: the first nameserver of /etc/resolv.conf)')
+    .option('--report-only', 'allow everything, log what would have been denied as audit')
+    .option('--live', 'print every decision as it happens (default: denials only)')
+    .option('--quiet', 'print neither live decisions nor the summary')
+    .option('--no-fence', 'proxy environment only: no namespace, no nft (weaker; for comparison)')
+    .argument('<command...>', 'the command to run, after --')
+    .action(async (command: string[], opts: RunOptions) => {
+      let code: number;
+      try {
+        code = await runSandbox({
+          policyFile: opts.policy,
+          command,
+          ...(opts.user !== undefined ? { user: opts.user } : {}),
+          ...(opts.audit !== undefined ? { auditFile: opts.audit } : {}),
+          ...(opts.resolver !== undefined ? { resolver: parseHostPort(opts.resolver) } : {}),
+          reportOnly: opts.reportOnly === true,
+          live: opts.live === true,
+          quiet: opts.quiet === true,
+          noFence: opts.fence === false,
+          startEgress: async () => {
+            throw new Error('the proxy is not part of this build yet');
+          },
+        });
+      } catch (err) {
+        process.stderr.write(`portcullis run: ${(err as Error).message}\n`);
+        const usage = err instanceof PolicyLoadError || err instanceof RunUsageError || err instanceof SandboxUserError;
+        code = usage ? 2 : 70;
+      }
+      process.exit(code);
     });
 }

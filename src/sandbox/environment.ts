@@ -1,0 +1,46 @@
+// The environment CMD runs with: the caller's, plus the proxy variables in both spellings
+// (curl reads lower-case http_proxy only, many tools read upper-case). Pure.
+
+export interface ProxyEnvironmentOptions {
+  /** The proxy's URL as seen from inside the sandbox, e.g. http://198.19.0.2:3128 */
+  proxyUrl: string;
+  /** Hosts that must not go through the proxy (loopback inside the sandbox). */
+  noProxy?: string[];
+  home?: string;
+  user?: { name: string };
+}
+
+export const DEFAULT_NO_PROXY = ['localhost', '127.0.0.1', '::1'];
+
+const PROXY_VARIABLES = ['HTTP_PROXY', 'HTTPS_PROXY', 'ALL_PROXY', 'NO_PROXY'];
+
+export function sandboxEnvironment(base: NodeJS.ProcessEnv, opts: ProxyEnvironmentOptions): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [key, value] of Object.entries(base)) {
+    // Drop any proxy setting of the caller: the sandbox has exactly one way out.
+    if (value === undefined || PROXY_VARIABLES.includes(key.toUpperCase())) continue;
+    env[key] = value;
+  }
+  const noProxy = (opts.noProxy ?? DEFAULT_NO_PROXY).join(',');
+  for (const [key, value] of [
+    ['HTTP_PROXY', opts.proxyUrl],
+    ['HTTPS_PROXY', opts.proxyUrl],
+    ['ALL_PROXY', opts.proxyUrl],
+    ['NO_PROXY', noProxy],
+  ] as const) {
+    env[key] = value;
+    env[key.toLowerCase()] = value;
+  }
+  if (opts.home !== undefined) env.HOME = opts.home;
+  if (opts.user !== undefined) {
+    env.USER = opts.user.name;
+    env.LOGNAME = opts.user.name;
+  }
+  env.PORTCULLIS_SANDBOX = '1';
+  return env;
+}
+
+/** `http://host:port/` with brackets around an IPv6 literal. */
+export function proxyUrl(host: string, port: number): string {
+  return `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+}

@@ -1,0 +1,270 @@
+// `portcullis run`: CMD in its own network namespace, behind the proxy, the DNS proxy and the
+// nft fence, as an unprivileged user; then a summary. Everything it creates is removed on
+// exit, on SIGINT/SIGTERM/SIGHUP and when CMD crashes; leftovers of a killed run are removed
+// by the next one.
+import type { Writable } from 'node:stream';
+import type { AuditEvent } from '../audit/events.js';
+import { openAuditSink, type StreamAuditSink } from '../audit/sink.js';
+import { readFlowEvents } from '../dns/flow-report.js';
+import type { AddressNamer } from '../dns/flows.js';
+import { applyRuleset } from '../nft/apply.js';
+import { renderRuleset } from '../nft/render.js';
+import { loadPolicyFile, type LoadedPolicy } from '../policy/load.js';
+import { nextCounter } from '../sim/netns.js';
+import { currentFenceCapability } from './capabilities.js';
+import { proxyUrl, sandboxEnvironment } from './environment.js';
+import { exitCodeOf } from './exit-code.js';
+import { createSandboxHome, removeSandboxHome } from './home.js';
+import { launchHeld, type HeldCommand } from './launch.js';
+import { createSandboxNetwork, type SandboxNetwork } from './network.js';
+import { liveLine, renderSummary, verdictOf } from './summary.js';
+import { startUsageSampler, type UsageSampler } from './usage.js';
+import { resolveSandboxUser, type SandboxUser } from './user.js';
+
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
+/** Where the sandbox's egress services listen, fixed before they start (CMD's env names them). */
+export interface EgressPlan {
+  proxy: HostPort;
+  /** Transparent TLS listener for direct TCP/443 (fenced runs only). */
+  sni?: HostPort;
+  /** DNS proxy (fenced runs only): the sandbox's resolv.conf names it. */
+  dns?: HostPort;
+}
+
+export interface EgressContext {
+  plan: EgressPlan;
+  loaded: LoadedPolicy;
+  policyFile: string;
+  audit: StreamAuditSink;
+  /** The upstream DNS server for the proxy's lookups and the DNS proxy. */
+  resolver?: HostPort;
+  reportOnly: boolean;
+  /** Namespace of the sandbox (for the DNS proxy's nft sets); absent when not fenced. */
+  netns?: string;
+  /** CMD's pid: identities are resolved through it (its namespace's socket table). */
+  anchorPid?: number;
+}
+
+export interface RunningEgress {
+  /** The proxy's actual address (the plan's port may be 0 when not fenced). */
+  proxy: HostPort;
+  /** The name(s) the DNS proxy handed an address out for (names the flow events). */
+  names?: AddressNamer;
+  close(): Promise<void>;
+}
+
+export type EgressStarter = (ctx: EgressContext) => Promise<RunningEgress>;
+
+export interface RunSandboxOptions {
+  policyFile: string;
+  command: string[];
+  user?: string;
+  auditFile?: string;
+  resolver?: HostPort;
+  reportOnly?: boolean;
+  /** Print every decision as it happens (default: denials only). */
+  live?: boolean;
+  /** No live lines and no summary. */
+  quiet?: boolean;
+  /** Force the weaker proxy-environment-only mode even with privileges (tests, benchmarks). */
+  noFence?: boolean;
+  startEgress: EgressStarter;
+  /** Where messages, live lines and the summary go (default: stderr). */
+  out?: Writable;
+}
+
+export class RunUsageError extends Error {
+  override name = 'RunUsageError';
+}
+
+const PROXY_PORT = 3128;
+const SNI_PORT = 3129;
+const DNS_PORT = 53;
+const KILL_GRACE_MS = 5000;
+const FORWARDED_SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'];
+const SIGNAL_EXIT: Record<string, number> = { SIGINT: 130, SIGTERM: 143, SIGHUP: 129, SIGQUIT: 131 };
+
+/** Cleanup steps, undone last-first; each runs once, async or (process 'exit') sync. */
+class Teardown {
+  private steps: Array<{ name: string; run: () => Promise<void>; runSync?: () => void; done: boolean }> = [];
+
+  add(name: string, run: () => Promise<void>, runSync?: () => void): void {
+    this.steps.push({ name, run, ...(runSync ? { runSync } : {}), done: false });
+  }
+
+  async runAll(report: (message: string) => void): Promise<void> {
+    for (const step of [...this.steps].reverse()) {
+      if (step.done) continue;
+      step.done = true;
+      try {
+        await step.run();
+      } catch (err) {
+        report(`portcullis: clean-up of ${step.name} failed: ${(err as Error).message}`);
+      }
+    }
+  }
+
+  runAllSync(): void {
+    for (const step of [...this.steps].reverse()) {
+      if (step.done || !step.runSync) continue;
+      step.done = true;
+      try {
+        step.runSync();
+      } catch {
+        // best effort while the process exits
+      }
+    }
+  }
+}
+
+export async function runSandbox(opts: RunSandboxOptions): Promise<number> {
+  const out = opts.out ?? process.stderr;
+  const say = (line: string): void => void out.write(`${line}\n`);
+  if (opts.command.length === 0) throw new RunUsageError('no command given: portcullis run --policy F -- CMD [ARGS…]');
+
+  const started = Date.now();
+  const loaded = await loadPolicyFile(opts.policyFile);
+  const capability = opts.noFence ? { ok: false, why: 'fence turned off' } : currentFenceCapability();
+  const fenced = capability.ok;
+  if (!fenced) {
+    say(`portcullis: ${capability.why}: no network namespace and no nft fence. CMD runs with the proxy environment only — WEAKER: a program that ignores HTTP_PROXY is not stopped.`);
+  }
+
+  const events: AuditEvent[] = [];
+  const audit = openAuditSink(opts.auditFile);
+  audit.onEvent((event) => {
+    events.push(event);
+    if (opts.quiet) return;
+    const verdict = verdictOf(event);
+    if (!opts.live && verdict !== 'deny' && verdict !== 'audit') return;
+    const line = liveLine(event);
+    if (line) say(line);
+  });
+
+  const teardown = new Teardown();
+  const onExit = (): void => teardown.runAllSync();
+  process.on('exit', onExit);
+
+  let held: HeldCommand | undefined;
+  let interrupted: NodeJS.Signals | undefined;
+  let killTimer: NodeJS.Timeout | undefined;
+  let network: SandboxNetwork | undefined;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    interrupted ??= signal;
+    if (held === undefined) return; // during set-up: the steps below see `interrupted`
+    // A terminal's Ctrl-C already reached CMD (same process group): do not deliver it twice.
+    if (!(signal === 'SIGINT' && process.stdin.isTTY)) held.child.kill(signal);
+    killTimer ??= setTimeout(() => {
+      held?.child.kill('SIGKILL');
+      network?.closeSync();
+    }, KILL_GRACE_MS);
+  };
+  for (const signal of FORWARDED_SIGNALS) process.on(signal, onSignal);
+  const checkInterrupted = (): void => {
+    if (interrupted) throw new Interrupted(interrupted);
+  };
+
+  let exitCode = 1;
+  let sampler: UsageSampler | undefined;
+  let usage;
+  let egress: RunningEgress | undefined;
+  try {
+    let plan: EgressPlan;
+    let user: SandboxUser | undefined;
+    let home: string | undefined;
+    const n = nextCounter();
+    if (fenced) {
+      user = await resolveSandboxUser(opts.user);
+      network = await createSandboxNetwork();
+      const net = network;
+      teardown.add('the sandbox network', () => net.close(), () => net.closeSync());
+      const host = net.link.hostV4;
+      plan = { proxy: { host, port: PROXY_PORT }, sni: { host, port: SNI_PORT }, dns: { host, port: DNS_PORT } };
+      home = createSandboxHome(user, n);
+      const dir = home;
+      teardown.add('the sandbox home', async () => removeSandboxHome(dir), () => removeSandboxHome(dir));
+    } else {
+      if (opts.user !== undefined) say('portcullis: --user needs root; CMD runs as you');
+      plan = { proxy: { host: '127.0.0.1', port: 0 } };
+    }
+    checkInterrupted();
+
+    const base = {
+      loaded,
+      policyFile: opts.policyFile,
+      audit,
+      ...(opts.resolver ? { resolver: opts.resolver } : {}),
+      reportOnly: opts.reportOnly === true,
+    };
+    if (fenced && network && user) {
+      // CMD first, held before exec: its pid anchors identity before any connection exists.
+      held = launchHeld({
+        netns: network.netns,
+        user,
+        command: opts.command,
+        env: sandboxEnvironment(process.env, { proxyUrl: proxyUrl(plan.proxy.host, plan.proxy.port), home: home!, user }),
+      });
+      const h = held;
+      teardown.add('CMD', async () => void h.child.kill('SIGKILL'), () => void h.child.kill('SIGKILL'));
+      const running = await opts.startEgress({ ...base, plan, netns: network.netns, anchorPid: held.pid });
+      egress = running;
+      teardown.add('the proxy', () => running.close());
+      checkInterrupted();
+      await applyRuleset(renderRuleset(loaded.policies, { proxy: plan.proxy, ...(plan.dns ? { dns: plan.dns } : {}), ...(plan.sni ? { sni: plan.sni } : {}) }), { netns: network.netns });
+      checkInterrupted();
+    } else {
+      const running = await opts.startEgress({ ...base, plan });
+      egress = running;
+      teardown.add('the proxy', () => running.close());
+      checkInterrupted();
+      held = launchHeld({
+        command: opts.command,
+        env: sandboxEnvironment(process.env, { proxyUrl: proxyUrl(running.proxy.host, running.proxy.port) }),
+      });
+      const h = held;
+      teardown.add('CMD', async () => void h.child.kill('SIGKILL'), () => void h.child.kill('SIGKILL'));
+    }
+
+    sampler = startUsageSampler(held.pid);
+    held.release();
+    const result = await held.exited;
+    exitCode = exitCodeOf(result.code, result.signal);
+    if (killTimer) clearTimeout(killTimer);
+  } catch (err) {
+    if (err instanceof Interrupted) {
+      exitCode = SIGNAL_EXIT[err.signal] ?? 1;
+      held?.abort();
+    } else {
+      say(`portcullis run: ${(err as Error).message}`);
+      exitCode = 70;
+    }
+  } finally {
+    usage = await sampler?.stop();
+    if (network) {
+      try {
+        const names = egress?.names ?? (() => undefined);
+        for (const event of await readFlowEvents({ netns: network.netns, policies: loaded.policies, names })) audit.emit(event);
+      } catch {
+        // the namespace may already be gone (set-up failed before nft)
+      }
+    }
+    await teardown.runAll(say);
+    for (const signal of FORWARDED_SIGNALS) process.off(signal, onSignal);
+    process.off('exit', onExit);
+    await audit.close();
+  }
+  if (!opts.quiet) {
+    out.write(renderSummary({ events, ...(usage ? { usage } : {}), exitCode, durationMs: Date.now() - started, fenced }));
+  }
+  return exitCode;
+}
+
+class Interrupted extends Error {
+  constructor(readonly signal: NodeJS.Signals) {
+    super(`interrupted by ${signal}`);
+  }
+}
