@@ -127,6 +127,14 @@ test_policies_present if {
     expect(result.stderr).toMatch(/WebAssembly/);
   });
 
+  it('explains that deny must be a set when an extension defines it otherwise', async () => {
+    const ext = writeDir('boolean-ext', { 'ext.rego': 'package portcullis.ext\n\ndeny if input.network.port == 23\n' });
+    const result = await cli('test', '--policy', POLICY, '--rego', ext, EXT_TESTS);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toMatch(/rego_type_error/);
+    expect(result.stderr).toMatch(/must be a set of reasons: deny contains/);
+  });
+
   it('reports an extension that does not compile', async () => {
     const ext = writeDir('syntax-ext', { 'ext.rego': 'package portcullis.ext\n\ndeny contains x if {\n\tx := 1 +\n}\n' });
     const result = await cli('test', '--policy', POLICY, '--rego', ext, EXT_TESTS);

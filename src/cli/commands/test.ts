@@ -46,9 +46,12 @@ async function checkExtensionsBuild(loaded: LoadedPolicy, regoDirs: string[]): P
     await PolicyEngine.create(loaded, regoDirs);
   } catch (err) {
     const message = (err as Error).message;
-    const hint = message.includes('non-native builtins')
-      ? '\nextension Rego may use only builtins compiled into WebAssembly (e.g. concat, not sprintf; no time.*, no net.cidr_contains_matches)'
-      : '';
+    let hint = '';
+    if (message.includes('non-native builtins')) {
+      hint = '\nextension Rego may use only builtins compiled into WebAssembly (e.g. concat, not sprintf; no time.*, no net.cidr_contains_matches)';
+    } else if (message.includes('data.portcullis.ext.deny')) {
+      hint = '\n`deny` in package portcullis.ext must be a set of reasons: deny contains "reason" if { … }';
+    }
     throw new TestSetupError(`portcullis test: the extension Rego in ${regoDirs.join(', ')} cannot be loaded by the engine: ${message}${hint}`);
   }
 }
