@@ -1,0 +1,197 @@
+// Pure parts of the DNS stage: the strict query parser and the query sent upstream, the book
+// of handed-out addresses with per-name eviction, the set feeder's nft script, flow events.
+import dnsPacket from 'dns-packet';
+import { describe, expect, it } from 'vitest';
+import { HandedOutBook } from '../src/dns/handed-out.js';
+import { flowEvents, nameAddress } from '../src/dns/flows.js';
+import { parseSetMembers } from '../src/dns/flow-report.js';
+import { RCODE, buildReply, buildUpstreamQuery, matchResponse, parseQuery } from '../src/dns/wire.js';
+import { counterName, hostSetName, kernelEndpoints, REJECT_COUNTER } from '../src/nft/names.js';
+import { feederScript, type SetElement } from '../src/nft/set-feeder.js';
+import { loadPolicyText } from '../src/policy/load.js';
+
+describe('wire', () => {
+  it('parses one question with EDNS and rebuilds the upstream query from the question alone', () => {
+    const message = dnsPacket.encode({
+      type: 'query',
+      id: 77,
+      flags: dnsPacket.RECURSION_DESIRED,
+      questions: [{ type: 'AAAA', name: 'Api.Example.com' }],
+      additionals: [{ type: 'OPT', name: '.', udpPayloadSize: 1232, flags: dnsPacket.DNSSEC_OK, options: [{ code: 10, data: Buffer.alloc(8, 1) }] } as dnsPacket.Answer],
+    });
+    const parsed = parseQuery(message);
+    expect(parsed.ok).toBe(true);
+    if (!parsed.ok) return;
+    expect(parsed.query).toMatchObject({ id: 77, name: 'Api.Example.com', qtype: 28, qclass: 1, edns: { udpPayload: 1232, dnssecOk: true } });
+    const upstream = dnsPacket.decode(buildUpstreamQuery(parsed.query, 999, 'udp'));
+    expect(upstream).toMatchObject({ id: 999, questions: [{ name: 'Api.Example.com', type: 'AAAA' }] });
+    const opt = (upstream.additionals ?? [])[0] as unknown as { udpPayloadSize: number; options: unknown[]; flags: number };
+    expect(opt.udpPayloadSize).toBe(1232);
+    expect(opt.options).toEqual([]);
+    expect(opt.flags & dnsPacket.DNSSEC_OK).toBe(dnsPacket.DNSSEC_OK);
+  });
+
+  it('clamps the EDNS payload size offered upstream', () => {
+    const tiny = parseQuery(dnsPacket.encode({ type: 'query', id: 1, questions: [{ type: 'A', name: 'a.example' }], additionals: [{ type: 'OPT', name: '.', udpPayloadSize: 100 } as dnsPacket.Answer] }));
+    if (!tiny.ok) throw new Error('parse');
+    const sent = dnsPacket.decode(buildUpstreamQuery(tiny.query, 1, 'udp'));
+    expect((sent.additionals![0] as unknown as { udpPayloadSize: number }).udpPayloadSize).toBe(512);
+  });
+
+  it('refuses what is not one plain question, saying why', () => {
+    const two = dnsPacket.encode({ type: 'query', id: 5, questions: [{ type: 'A', name: 'a.example' }, { type: 'A', name: 'b.example' }] });
+    const r = parseQuery(two);
+    expect(r).toMatchObject({ ok: false, reply: { id: 5, rcode: RCODE.FORMERR } });
+    expect(parseQuery(Buffer.alloc(5))).toMatchObject({ ok: false, reply: null });
+    const response = dnsPacket.encode({ type: 'response', id: 5, questions: [{ type: 'A', name: 'a.example' }] });
+    expect(parseQuery(response)).toMatchObject({ ok: false, reply: null });
+    // A name longer than 255 bytes on the wire.
+    const long = Buffer.concat([Buffer.from([0, 9, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0]), ...Array.from({ length: 5 }, () => Buffer.from([63, ...Buffer.alloc(63, 97)])), Buffer.from([0, 0, 1, 0, 1])]);
+    expect(parseQuery(long)).toMatchObject({ ok: false, reply: { rcode: RCODE.FORMERR } });
+  });
+
+  it('builds replies that decode, echoing the question', () => {
+    const parsed = parseQuery(dnsPacket.encode({ type: 'query', id: 3, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: 'TXT', name: 'x.example' }] }));
+    if (!parsed.ok) throw new Error('parse');
+    const reply = dnsPacket.decode(buildReply(3, parsed.query.flags, RCODE.REFUSED, parsed.query.question));
+    expect(reply).toMatchObject({ id: 3, type: 'response', rcode: 'REFUSED', questions: [{ name: 'x.example', type: 'TXT' }] });
+    expect(reply.flags! & dnsPacket.RECURSION_DESIRED).toBe(dnsPacket.RECURSION_DESIRED);
+  });
+
+  it('accepts an upstream response only for the same question (case-insensitive name)', () => {
+    const parsed = parseQuery(dnsPacket.encode({ type: 'query', id: 3, questions: [{ type: 'A', name: 'x.example' }] }));
+    if (!parsed.ok) throw new Error('parse');
+    const answer = (name: string, type: 'A' | 'HTTPS' = 'A') => dnsPacket.encode({ type: 'response', id: 3, questions: [{ type, name }], answers: [] });
+    expect(matchResponse(answer('X.EXAMPLE'), parsed.query.question)).toMatchObject({ rcode: 0 });
+    expect(matchResponse(answer('y.example'), parsed.query.question)).toBeNull();
+    expect(matchResponse(answer('x.example', 'HTTPS'), parsed.query.question)).toBeNull();
+  });
+});
+
+describe('HandedOutBook', () => {
+  const elementsFor = (address: string): SetElement[] => [{ set: 'host4_0_0', address, port: 443 }];
+
+  it('keeps at most N addresses per name and releases the oldest', () => {
+    const book = new HandedOutBook(2);
+    expect(book.record('a.example', ['203.0.113.1'], elementsFor).release).toEqual([]);
+    expect(book.record('a.example', ['203.0.113.2'], elementsFor).release).toEqual([]);
+    const third = book.record('a.example', ['203.0.113.3'], elementsFor);
+    expect(third.release).toEqual(elementsFor('203.0.113.1'));
+    expect(book.addressesOf('a.example')).toEqual(['203.0.113.2', '203.0.113.3']);
+    expect(book.namesOf('203.0.113.1')).toEqual([]);
+    // Answering an address again makes it the newest.
+    book.record('a.example', ['203.0.113.2'], elementsFor);
+    expect(book.record('a.example', ['203.0.113.4'], elementsFor).release).toEqual(elementsFor('203.0.113.3'));
+  });
+
+  it('keeps only the first N of one long answer', () => {
+    const book = new HandedOutBook(2);
+    const r = book.record('a.example', ['203.0.113.1', '203.0.113.2', '203.0.113.3'], elementsFor);
+    expect(r.kept).toEqual(['203.0.113.1', '203.0.113.2']);
+    expect(r.release).toEqual([]);
+  });
+
+  it('does not release an element another name still holds', () => {
+    const book = new HandedOutBook(1);
+    book.record('a.example', ['203.0.113.9'], elementsFor);
+    book.record('b.example', ['203.0.113.9'], elementsFor);
+    expect(book.namesOf('203.0.113.9')).toEqual(['a.example', 'b.example']);
+    expect(book.record('a.example', ['203.0.113.10'], elementsFor).release).toEqual([]);
+    expect(book.record('b.example', ['203.0.113.11'], elementsFor).release).toEqual(elementsFor('203.0.113.9'));
+  });
+
+  it('forgets the least recently answered name past its size limit', () => {
+    const book = new HandedOutBook(4, 2);
+    book.record('a.example', ['203.0.113.1'], elementsFor);
+    book.record('b.example', ['203.0.113.2'], elementsFor);
+    book.record('c.example', ['203.0.113.3'], elementsFor);
+    expect(book.namesOf('203.0.113.1')).toEqual([]);
+    expect(book.namesOf('203.0.113.3')).toEqual(['c.example']);
+  });
+});
+
+describe('feederScript', () => {
+  it('refreshes with add, delete, add and removes with add, delete', () => {
+    const script = feederScript([
+      { kind: 'add', element: { set: 'host4_0_0', address: '203.0.113.7', port: 443 }, timeoutSeconds: 33 },
+      { kind: 'add', element: { set: 'host6_0_0', address: '2001:db8::7', port: 443 }, timeoutSeconds: 5 },
+      { kind: 'remove', element: { set: 'host4_0_0', address: '203.0.113.8', port: 443 } },
+    ]);
+    expect(script).toBe(
+      [
+        'add element inet portcullis host4_0_0 { 203.0.113.7 . 443 timeout 33s }',
+        'delete element inet portcullis host4_0_0 { 203.0.113.7 . 443 }',
+        'add element inet portcullis host4_0_0 { 203.0.113.7 . 443 timeout 33s }',
+        'add element inet portcullis host6_0_0 { 2001:db8::7 . 443 timeout 5s }',
+        'delete element inet portcullis host6_0_0 { 2001:db8::7 . 443 }',
+        'add element inet portcullis host6_0_0 { 2001:db8::7 . 443 timeout 5s }',
+        'add element inet portcullis host4_0_0 { 203.0.113.8 . 443 timeout 1s }',
+        'delete element inet portcullis host4_0_0 { 203.0.113.8 . 443 }',
+        '',
+      ].join('\n'),
+    );
+    expect(() => feederScript([{ kind: 'remove', element: { set: 'x; flush ruleset', address: '1.2.3.4', port: 1 } }])).toThrow(/not a set name/);
+  });
+});
+
+describe('flowEvents', () => {
+  const loaded = loadPolicyText(
+    `version: 1
+network_policies:
+  web:
+    endpoints:
+      - { host: "*.example.com", port: 443 }
+      - { allowed_ips: ["198.51.100.0/24"], port: 5432 }
+`,
+    'flows.yaml',
+  );
+  const kes = kernelEndpoints(loaded.policies);
+  const [host, cidr] = [kes[0]!, kes[1]!];
+  const names = (address: string): string | undefined => (address === '203.0.113.7' ? 'api.example.com' : undefined);
+
+  it('names handed-out addresses, leaves the rest bare, and skips silent counters', () => {
+    const members = new Map([
+      [hostSetName(host.id, 4), [{ address: '203.0.113.7', port: 443 }, { address: '203.0.113.8', port: 443 }]],
+      [hostSetName(host.id, 6), [{ address: '2001:db8::9', port: 443 }]],
+    ]);
+    const events = flowEvents(
+      [
+        { name: counterName(host.id), comment: 'web/0', packets: 12, bytes: 3400 },
+        { name: counterName(cidr.id), comment: 'web/1', packets: 0, bytes: 0 },
+        { name: REJECT_COUNTER, comment: '', packets: 3, bytes: 180 },
+        { name: 'allow_9_9', comment: 'gone/0', packets: 1, bytes: 60 },
+      ],
+      kes,
+      names,
+      members,
+      '2026-01-01T00:00:00.000Z',
+    );
+    expect(events).toEqual([
+      expect.objectContaining({
+        kind: 'flow',
+        time: '2026-01-01T00:00:00.000Z',
+        allow: true,
+        decision: 'allow',
+        policy: 'web',
+        endpoint: 'web/0',
+        host: '*.example.com',
+        port: 443,
+        packets: 12,
+        bytes: 3400,
+        destinations: ['api.example.com (203.0.113.7):443', '203.0.113.8:443', '[2001:db8::9]:443'],
+      }),
+      expect.objectContaining({ kind: 'flow', allow: false, decision: 'deny', policy: null, packets: 3, bytes: 180 }),
+    ]);
+    expect(nameAddress('203.0.113.8', names)).toBe('203.0.113.8');
+  });
+
+  it('reads set members from nft JSON', () => {
+    const json = JSON.stringify({
+      nftables: [
+        { set: { family: 'inet', table: 'portcullis', name: 'host4_0_0', elem: [{ elem: { val: { concat: ['203.0.113.7', 443] }, timeout: 30, expires: 29 } }, { concat: ['203.0.113.8', 443] }] } },
+        { set: { family: 'ip', table: 'other', name: 'host4_0_0', elem: [{ concat: ['192.0.2.1', 1] }] } },
+      ],
+    });
+    expect(parseSetMembers(json)).toEqual(new Map([['host4_0_0', [{ address: '203.0.113.7', port: 443 }, { address: '203.0.113.8', port: 443 }]]]));
+  });
+});
