@@ -201,8 +201,14 @@ async function startOpaServer(dataFile, work) {
   throw new Error(`opa run --server did not become ready: ${stderr}`);
 }
 
-function stopOpaServer(server) {
-  if (server && server.child.exitCode === null) server.child.kill('SIGTERM');
+/** Stops the server and waits for it to exit (SIGKILL after 5 s). */
+async function stopOpaServer(server) {
+  if (!server || server.child.exitCode !== null || server.child.signalCode !== null) return;
+  const exited = new Promise((resolve) => server.child.once('exit', resolve));
+  server.child.kill('SIGTERM');
+  const timer = setTimeout(() => server.child.kill('SIGKILL'), 5_000);
+  await exited;
+  clearTimeout(timer);
 }
 
 async function measureServer(server, inputs, expected) {
@@ -235,11 +241,11 @@ async function measureServer(server, inputs, expected) {
 const fmt = (n, digits = 1) => n.toFixed(digits);
 const work = mkdtempSync(join(tmpdir(), 'portcullis-bench-'));
 let server = null;
-const stop = () => {
-  stopOpaServer(server);
+const stop = async () => {
+  await stopOpaServer(server);
   rmSync(work, { recursive: true, force: true });
 };
-process.on('SIGINT', () => { stop(); process.exit(130); });
+process.on('SIGINT', () => { stop().finally(() => process.exit(130)); });
 
 try {
   const rows = [];
@@ -257,7 +263,7 @@ try {
     writeFileSync(dataFile, JSON.stringify({ portcullis: loaded.data }));
     server = await startOpaServer(dataFile, work);
     const overHttp = await measureServer(server, inputs, decisions);
-    stopOpaServer(server);
+    await stopOpaServer(server);
     server = null;
     rows.push({ size, endpoints: loaded.policies.reduce((n, p) => n + p.endpoints.length, 0), allowed, requests: inputs.length, inProcess, overHttp, labels, eachRequest, decisions });
   }
@@ -295,5 +301,5 @@ try {
   console.error(`engine bench failed: ${err.stack ?? err}`);
   process.exitCode = 1;
 } finally {
-  stop();
+  await stop();
 }
