@@ -176,6 +176,44 @@ describe('DNS proxy feeding nft host sets', () => {
     }
   });
 
+  it('coalesces concurrent set updates into few nft runs and skips elements that are still fresh', async () => {
+    const batchFeeder = new NftSetFeeder({ netns: lab.cli });
+    const set = setOf('api', 1, 4);
+    const elements = Array.from({ length: 200 }, (_, i) => ({ set, address: `203.0.113.${i % 100}`, port: 20000 + i, timeoutSeconds: 60 }));
+    await Promise.all(elements.map((e) => batchFeeder.add([e])));
+    expect(batchFeeder.runs).toBeLessThanOrEqual(2);
+    const text = await setText(set);
+    for (const e of elements.slice(0, 20)) expect(text).toContain(`${e.address} . ${e.port}`);
+    const before = batchFeeder.runs;
+    await Promise.all(elements.map((e) => batchFeeder.add([e])));
+    expect(batchFeeder.runs).toBe(before);
+    // A longer timeout than the kernel copy has left is written again.
+    await batchFeeder.add([{ ...elements[0]!, timeoutSeconds: 600 }]);
+    expect(batchFeeder.runs).toBe(before + 1);
+    await batchFeeder.remove(elements);
+    expect(await setText(set)).not.toContain(' . 20000');
+  });
+
+  it('reports nft refusals to the caller, and the proxy answers SERVFAIL rather than an answer it could not open', async () => {
+    const wrong = new NftSetFeeder({ netns: lab.cli });
+    await expect(wrong.add([{ set: 'host4_nosuch', address: '203.0.113.1', port: 1, timeoutSeconds: 5 }])).rejects.toThrow(/nft refused/);
+    // A policy the loaded ruleset was not rendered from: its host sets do not exist there.
+    const newer = loadPolicyText(`version: 1\nnetwork_policies:\n  zzz:\n    endpoints: [{ host: img.cdn.example.com, port: ${port} }]\n`, 'newer.yaml');
+    const p = await startDnsProxy({
+      listen: { host: '127.0.0.1', port: 0 },
+      upstream: { host: upstream.address, port: upstream.port },
+      policies: [...loaded.policies, ...newer.policies],
+      feeder: wrong,
+    });
+    try {
+      expect((await query(p.address.port, 'img.cdn.example.com', 'A')).rcode).toBe('SERVFAIL');
+      // Names that feed no set are unaffected.
+      expect((await query(p.address.port, 'tool.example.com', 'A')).rcode).toBe('NOERROR');
+    } finally {
+      await p.close();
+    }
+  });
+
   it('adds only addresses inside the endpoint allowed_ips', async () => {
     const r = await query(proxy.address.port, 'img.cdn.example.com', 'A');
     expect(r.answers.map((x) => x.data)).toEqual(['203.0.113.20', '203.0.113.200']);
