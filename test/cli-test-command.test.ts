@@ -85,6 +85,25 @@ describe('portcullis test', () => {
     expect(result.stdout).toMatch(/PASS: 1\/1/);
   });
 
+  it('runs the tests that live beside the extension in its --rego directory', async () => {
+    const ext = writeDir('ext-with-tests', {
+      'ext.rego': 'package portcullis.ext\n\ndeny contains "no telnet" if input.network.port == 23\n',
+      'ext_test.rego': `package portcullis.ext_test
+
+import data.portcullis.authz.decision
+
+test_telnet_denied if {
+	d := decision with input as {"exec": {"path": "/usr/bin/telnet", "ancestors": []}, "network": {"host": "git.example.com", "port": 23}}
+	d.reason == "blocked by an extension rule: no telnet"
+}
+`,
+    });
+    const result = await cli('test', '--policy', POLICY, '--rego', ext, '-v');
+    expect(result.stderr).toBe('');
+    expect(result.code).toBe(0);
+    expect(result.stdout).toMatch(/data\.portcullis\.ext_test\.test_telnet_denied: PASS/);
+  });
+
   it("evaluates against the given policy's data", async () => {
     const tests = writeDir('data', {
       'data_test.rego': `package data_test
