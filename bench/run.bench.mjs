@@ -1,0 +1,95 @@
+// portcullis run: set-up plus tear-down time of `run -- true` against `unshare -n true`, and an
+// HTTPS download of 100 MB from the simulated internet inside `run` against the same download
+// outside any sandbox. Only the simulated internet (a namespace this benchmark creates) and
+// loopback are contacted.
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startSimulatedInternet } from '../dist/sim/internet.js';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const CLI = join(ROOT, 'dist/cli/main.js');
+const STARTS = Number(process.env.BENCH_RUN_STARTS ?? 15);
+const DOWNLOADS = Number(process.env.BENCH_RUN_DOWNLOADS ?? 3);
+const BYTES = 100_000_000;
+
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+};
+
+function timed(cmd, args, opts = {}) {
+  const t0 = process.hrtime.bigint();
+  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: 120_000, ...opts });
+  const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
+  return { ms, stdout: r.stdout };
+}
+
+const work = mkdtempSync(join(tmpdir(), 'portcullis-bench-run-'));
+chmodSync(work, 0o755);
+const sim = await startSimulatedInternet({ hosts: { 'files.bench.example': {} } });
+try {
+  const host = sim.hosts['files.bench.example'];
+  const policy = join(work, 'policy.yaml');
+  writeFileSync(
+    policy,
+    [
+      'version: 1',
+      'network_policies:',
+      '  downloads:',
+      '    endpoints:',
+      '      - host: files.bench.example',
+      '        port: 443',
+      '        allowed_ips: ["203.0.113.0/24", "198.51.100.0/24", "2001:db8::/32"]',
+      '    binaries:',
+      '      - path: /usr/bin/curl',
+      '',
+    ].join('\n'),
+  );
+  const ca = join(work, 'ca.pem');
+  writeFileSync(ca, sim.ca.certPem, { mode: 0o644 });
+  const resolver = `${sim.dns.address}:${sim.dns.port}`;
+
+  // 1. Start-up and tear-down.
+  const runArgs = [CLI, 'run', '--policy', policy, '--resolver', resolver, '--quiet', '--', 'true'];
+  timed(process.execPath, runArgs); // warm the page cache and create the sandbox user
+  const runTimes = [];
+  const unshareTimes = [];
+  const nodeTimes = [];
+  for (let i = 0; i < STARTS; i++) {
+    runTimes.push(timed(process.execPath, runArgs).ms);
+    unshareTimes.push(timed('unshare', ['-n', 'true']).ms);
+    nodeTimes.push(timed(process.execPath, ['-e', '0']).ms);
+  }
+  const runMs = median(runTimes);
+  console.log(`run -- true          median ${runMs.toFixed(0)} ms (n=${STARTS}; target <= 300 ms)`);
+  console.log(`unshare -n true      median ${median(unshareTimes).toFixed(1)} ms   ratio run/unshare ${(runMs / median(unshareTimes)).toFixed(0)}x`);
+  console.log(`node -e 0            median ${median(nodeTimes).toFixed(0)} ms (the part of run that is Node starting)`);
+
+  // 2. 100 MB over HTTPS: curl's own transfer time, inside run and outside.
+  const url = `https://files.bench.example/bytes/${BYTES}`;
+  const curlArgs = ['-sS', '--fail', '--cacert', ca, '-o', '/dev/null', '-w', '%{time_total} %{size_download}\n', url];
+  const outside = [];
+  const inside = [];
+  for (let i = 0; i < DOWNLOADS; i++) {
+    const o = timed('curl', ['--resolve', `files.bench.example:443:${host.v4}`, ...curlArgs]).stdout.trim().split(' ');
+    if (Number(o[1]) !== BYTES) throw new Error(`outside download got ${o[1]} bytes`);
+    outside.push(Number(o[0]));
+    const r = timed(process.execPath, [CLI, 'run', '--policy', policy, '--resolver', resolver, '--quiet', '--', 'curl', ...curlArgs], { cwd: work });
+    const line = r.stdout.trim().split('\n').pop().split(' ');
+    if (Number(line[1]) !== BYTES) throw new Error(`inside download got ${line[1]} bytes`);
+    inside.push(Number(line[0]));
+  }
+  const mbps = (s) => (BYTES / s / 1e6).toFixed(0);
+  const o = median(outside);
+  const n = median(inside);
+  console.log(`100 MB HTTPS outside median ${o.toFixed(3)} s (${mbps(o)} MB/s)`);
+  console.log(`100 MB HTTPS in run  median ${n.toFixed(3)} s (${mbps(n)} MB/s, through the proxy)`);
+  console.log(`throughput ratio run/outside ${(o / n).toFixed(2)} (target >= 0.8)`);
+} finally {
+  await sim.close();
+  rmSync(work, { recursive: true, force: true });
+}
