@@ -39,20 +39,34 @@ function bigIntToBytes(value: bigint, length: number): number[] {
   return bytes;
 }
 
+const DOTTED_QUAD = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})(?:\/(\d{1,2}))?$/;
+
 /** Range of a canonical CIDR (`a.b.c.d/n`, `x::/n`) or single address. */
 export function parseRange(text: string): AddressRange {
-  const [addr, bits] = text.includes('/') ? ipaddr.parseCIDR(text) : (() => {
-    const a = ipaddr.parse(text);
-    return [a, a.kind() === 'ipv4' ? 32 : 128] as const;
-  })();
-  const family: Family = addr.kind() === 'ipv4' ? 4 : 6;
-  const hostBits = BigInt(BITS[family] - bits);
+  // IPv4 by hand: policies with thousands of CIDRs are compiled, and ipaddr.parseCIDR tries
+  // (and throws for) IPv6 first.
+  const quad = DOTTED_QUAD.exec(text);
+  if (quad !== null) {
+    const octets = quad.slice(1, 5).map(Number);
+    const bits = quad[5] === undefined ? 32 : Number(quad[5]);
+    if (octets.some((o) => o > 255) || bits > 32) throw new Error(`"${text}" is not an IPv4 address or CIDR`);
+    const value = BigInt(((octets[0]! << 24) | (octets[1]! << 16) | (octets[2]! << 8) | octets[3]!) >>> 0);
+    const hostBits = BigInt(32 - bits);
+    const base = (value >> hostBits) << hostBits;
+    return { family: 4, start: base, end: base + (1n << hostBits) - 1n };
+  }
+  const [addr, bits] = text.includes('/') ? ipaddr.IPv6.parseCIDR(text) : [ipaddr.IPv6.parse(text), 128];
+  const hostBits = BigInt(128 - bits);
   const base = (bytesToBigInt(addr.toByteArray()) >> hostBits) << hostBits;
-  return { family, start: base, end: base + (1n << hostBits) - 1n };
+  return { family: 6, start: base, end: base + (1n << hostBits) - 1n };
 }
 
 export function formatAddress(value: bigint, family: Family): string {
-  return ipaddr.fromByteArray(bigIntToBytes(value, family === 4 ? 4 : 16)).toString();
+  if (family === 4) {
+    const n = Number(value);
+    return `${n >>> 24}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`;
+  }
+  return ipaddr.fromByteArray(bigIntToBytes(value, 16)).toString();
 }
 
 /** Prefix length when [start, end] is exactly one CIDR block, else null. */

@@ -51,7 +51,8 @@ export function directRanges(ke: KernelEndpoint): AddressRange[] {
 
 export function planKernel(policies: Policy[]): KernelPlan {
   const endpoints = kernelEndpoints(policies);
-  const byFamilyPort = new Map<string, OwnedRange[]>();
+  // Keyed by family * 65536 + port, so numeric order is family, then port.
+  const byFamilyPort = new Map<number, OwnedRange[]>();
   const hosts: HostEndpoint[] = [];
   for (const [order, ke] of endpoints.entries()) {
     if (usesHostSets(ke.endpoint)) {
@@ -60,7 +61,7 @@ export function planKernel(policies: Policy[]): KernelPlan {
     }
     for (const range of directRanges(ke)) {
       for (const port of ke.endpoint.ports) {
-        const key = `${range.family}/${port}`;
+        const key = range.family * 65536 + port;
         const list = byFamilyPort.get(key) ?? [];
         list.push({ ...range, owner: order });
         byFamilyPort.set(key, list);
@@ -69,13 +70,10 @@ export function planKernel(policies: Policy[]): KernelPlan {
   }
   const direct: Record<Family, DirectElement[]> = { 4: [], 6: [] };
   const owners = new Set<number>();
-  const keys = [...byFamilyPort.keys()].sort((a, b) => {
-    const [fa, pa] = a.split('/').map(Number) as [number, number];
-    const [fb, pb] = b.split('/').map(Number) as [number, number];
-    return fa - fb || pa - pb;
-  });
+  const keys = [...byFamilyPort.keys()].sort((a, b) => a - b);
   for (const key of keys) {
-    const [family, port] = key.split('/').map(Number) as [Family, number];
+    const family = Math.floor(key / 65536) as Family;
+    const port = key % 65536;
     for (const piece of disjointRanges(byFamilyPort.get(key)!)) {
       owners.add(piece.owner);
       const { owner, ...range } = piece;
