@@ -3,6 +3,7 @@
 // can find and remove what a killed run left behind.
 import { execFile, execFileSync } from 'node:child_process';
 import { readdirSync, readlinkSync, rmSync, statSync } from 'node:fs';
+import { networkInterfaces } from 'node:os';
 import { promisify } from 'node:util';
 
 const execFileAsync = promisify(execFile);
@@ -61,12 +62,13 @@ export function interfaceName(tag: string, n: number, side: 'h' | 'n'): string {
   return name;
 }
 
+/** Named namespaces: the files `ip netns add` creates in /run/netns (read without a fork). */
 export async function listNamespaces(): Promise<string[]> {
-  const { stdout } = await runCommand('ip', ['netns', 'list']);
-  return stdout
-    .split('\n')
-    .map((line) => line.trim().split(/\s+/)[0] ?? '')
-    .filter((name) => name.length > 0);
+  try {
+    return readdirSync('/run/netns').sort();
+  } catch {
+    return [];
+  }
 }
 
 /** Creates `<prefix><pid>-<n>` with its loopback up, after removing stale ones of `prefix`. */
@@ -213,9 +215,10 @@ const LINK_BLOCKS: Record<LinkKind, { v4: [number, number]; v6: string }> = {
  * checked against the addresses already present in the root namespace.
  */
 export async function allocateLinkAddresses(kind: LinkKind, n: number): Promise<LinkAddresses> {
-  const { stdout } = await runCommand('ip', ['-o', 'addr', 'show']);
   const taken = new Set(
-    [...stdout.matchAll(/inet6? ([0-9a-f.:]+)\//g)].map((m) => m[1] ?? ''),
+    Object.values(networkInterfaces())
+      .flat()
+      .map((a) => a?.address ?? ''),
   );
   const block = LINK_BLOCKS[kind];
   for (let probe = 0; probe < 32768; probe++) {
