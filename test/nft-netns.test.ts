@@ -193,3 +193,66 @@ describe('nft fence in a network namespace', () => {
     await expectOpen([{ address: '203.0.113.9', port: ports.cidr }]);
   });
 });
+
+describe('SNI redirect: direct HTTPS lands at the SNI listener unless directly allowed', () => {
+  const SNI = '203.0.113.44';
+  let sniLoaded: LoadedPolicy;
+
+  beforeAll(async () => {
+    sniLoaded = loadPolicyText(
+      `version: 1
+network_policies:
+  web:
+    endpoints:
+      - allowed_ips: ["198.51.100.0/28"]
+        port: 443
+      - host: www.example.test
+        port: 443
+`,
+      'sni.yaml',
+    );
+    // The SNI listener is one of the server's ephemeral ports; nothing listens on 443, so a
+    // connection there that is not redirected is refused by the server itself.
+    const script = renderRuleset(sniLoaded.policies, { sni: { host: SNI, port: ports.other } });
+    await applyRuleset(script, { netns: lab.cli });
+  });
+
+  const counter = async (name: string): Promise<number> =>
+    (await readCounters({ netns: lab.cli })).find((c) => c.name === name)?.packets ?? -1;
+
+  it('HTTPS to an address no endpoint allows is redirected to the listener', async () => {
+    const before = await counter('allow_sni');
+    await expectOpen([
+      { address: '203.0.113.77', port: 443 },
+      { address: '198.51.100.99', port: 443 },
+    ]);
+    expect(await counter('allow_sni')).toBeGreaterThan(before);
+  });
+
+  it('directly allowed HTTPS goes to its own address (the server refuses: nothing listens on 443 there)', async () => {
+    const ep = counterName(kernelEndpoints(sniLoaded.policies)[0]!.id);
+    const before = await counter(ep);
+    const [result] = await lab.probe([{ address: '198.51.100.5', port: 443 }], { timeoutMs: 1000 });
+    expect(result).toBe('ECONNREFUSED');
+    expect(await counter(ep)).toBeGreaterThan(before);
+  });
+
+  it('HTTPS to an address in a hostname endpoint set is not redirected', async () => {
+    const ke = kernelEndpoints(sniLoaded.policies)[1]!;
+    await lab.nft(['add', 'element', 'inet', 'portcullis', hostSetName(ke.id, 4), '{ 203.0.113.78 . 443 timeout 60s }']);
+    const before = await counter(counterName(ke.id));
+    const [result] = await lab.probe([{ address: '203.0.113.78', port: 443 }], { timeoutMs: 1000 });
+    expect(result).toBe('ECONNREFUSED');
+    expect(await counter(counterName(ke.id))).toBeGreaterThan(before);
+  });
+
+  it('IPv6 HTTPS is not redirected to an IPv4 listener: the fence refuses it', async () => {
+    const before = await counter(REJECT_COUNTER);
+    await expectRefused([{ address: '2001:db8:5::77', port: 443 }]);
+    expect(await counter(REJECT_COUNTER)).toBeGreaterThan(before);
+  });
+
+  it('other ports are not redirected', async () => {
+    await expectRefused([{ address: '203.0.113.77', port: ports.cidr }]);
+  });
+});
