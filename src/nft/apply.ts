@@ -7,6 +7,8 @@ import { NFT_FAMILY, NFT_TABLE } from './names.js';
 export interface NftTarget {
   /** Name of a network namespace (as in `ip netns list`); absent: the current one. */
   netns?: string;
+  /** The nft binary (default `nft`, found on PATH). */
+  nft?: string;
 }
 
 export class NftError extends Error {
@@ -16,9 +18,10 @@ export class NftError extends Error {
 const TIMEOUT_MS = 60_000;
 
 function command(args: string[], target: NftTarget): [string, string[]] {
-  if (target.netns === undefined) return ['nft', args];
+  const nft = target.nft ?? 'nft';
+  if (target.netns === undefined) return [nft, args];
   if (!/^[A-Za-z0-9_.-]{1,64}$/.test(target.netns)) throw new NftError(`"${target.netns}" is not a network namespace name`);
-  return ['ip', ['netns', 'exec', target.netns, 'nft', ...args]];
+  return ['ip', ['netns', 'exec', target.netns, nft, ...args]];
 }
 
 async function runNft(args: string[], target: NftTarget, input?: string): Promise<{ ok: boolean; stdout: string; stderr: string }> {
@@ -60,7 +63,7 @@ export async function deleteRuleset(target: NftTarget = {}): Promise<void> {
  * CAP_NET_ADMIN (listing the ruleset needs it). `why` is meant to be printed once.
  */
 export async function nftAvailable(target: NftTarget = {}): Promise<{ ok: true } | { ok: false; why: string }> {
-  const version = await execa('nft', ['--version'], { reject: false, timeout: TIMEOUT_MS });
+  const version = await execa(target.nft ?? 'nft', ['--version'], { reject: false, timeout: TIMEOUT_MS });
   if (version.exitCode !== 0) {
     return { ok: false, why: 'the nft command is not installed (Debian: apt-get install nftables); L3 enforcement is off, the proxy still decides' };
   }
