@@ -3,8 +3,9 @@
 // process of the namespace). Also a connection redirected by nft DNAT inside the namespace.
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { promisify } from 'node:util';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { IdentityResolver } from '../src/identity/resolver.js';
+import { SockDiag } from '../src/identity/sock-diag.js';
 import type { ConnectionTuple } from '../src/identity/types.js';
 import { pythonBinary, readlinkF, waitFor } from './fixtures/identity/harness.js';
 
@@ -119,22 +120,36 @@ afterAll(() => {
 describe('a client inside a network namespace', () => {
   it('is not found through the proxy namespace table, and is found through its anchor', async () => {
     const { tuple, pid } = await command('curl');
-    const resolver = new IdentityResolver();
-
-    const wrongTable = await resolver.resolve(tuple);
-    expect(wrongTable).toMatchObject({ path: '<unresolved>', unresolved_reason: 'no_socket_row' });
-
-    const identity = await resolver.resolve(tuple, { anchorPid: anchor!.pid! });
     expect(readlinkF(`/proc/${anchor!.pid}/exe`)).toBe(PYTHON); // `ip netns exec` execs the command
-    expect(identity).toMatchObject({ path: CURL, pid });
-    // The chain stops at the anchor.
-    expect(identity.ancestors).toEqual([{ pid: anchor!.pid, path: PYTHON, sha256: expect.stringMatching(/^[0-9a-f]{64}$/) }]);
+    // Both sources: the namespace's /proc/<anchor>/net tables, and sock_diag inside it.
+    for (const socketSource of ['procfs', 'auto'] as const) {
+      const resolver = new IdentityResolver({ socketSource });
+      try {
+        const wrongTable = await resolver.resolve(tuple);
+        expect(wrongTable).toMatchObject({ path: '<unresolved>', unresolved_reason: 'no_socket_row' });
+
+        const identity = await resolver.resolve(tuple, { anchorPid: anchor!.pid! });
+        expect(identity).toMatchObject({ path: CURL, pid });
+        // The chain stops at the anchor.
+        expect(identity.ancestors).toEqual([{ pid: anchor!.pid, path: PYTHON, sha256: expect.stringMatching(/^[0-9a-f]{64}$/) }]);
+      } finally {
+        resolver.close();
+      }
+    }
+    const diag = new SockDiag();
+    try {
+      expect(await diag.lookup(tuple)).toBe('missing');
+      expect(await diag.lookup(tuple, anchor!.pid!)).toMatchObject({ state: 1 });
+    } finally {
+      diag.close();
+    }
   });
 
   it('resolves a DNAT-redirected connection on the client end and returns the original destination', async () => {
     const { tuple, pid } = await command('redirected');
     expect(tuple.proxyPort).toBe(port);
     const resolver = new IdentityResolver();
+    onTestFinished(() => resolver.close());
 
     const identity = await resolver.resolve(tuple, { anchorPid: anchor!.pid!, redirected: true });
     expect(identity).toMatchObject({ path: PYTHON, pid, original_destination: { address: '203.0.113.5', port: 80 } });

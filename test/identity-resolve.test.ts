@@ -8,6 +8,8 @@ import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { readAncestorPids, readExecutable } from '../src/identity/process-info.js';
 import { IdentityResolver } from '../src/identity/resolver.js';
+import { SockDiag } from '../src/identity/sock-diag.js';
+import { findClientSocket } from '../src/identity/socket-lookup.js';
 import { UnresolvedError } from '../src/identity/unresolved.js';
 import {
   childPids,
@@ -37,7 +39,17 @@ let dual: Listener;
 beforeAll(async () => {
   [v4, v6, dual] = await Promise.all([Listener.open('127.0.0.1'), Listener.open('::1'), Listener.open('::')]);
 });
-afterEach(() => children.killAll());
+const resolvers: IdentityResolver[] = [];
+/** A resolver whose sock_diag helper is stopped after the test. */
+function newResolver(): IdentityResolver {
+  const resolver = new IdentityResolver();
+  resolvers.push(resolver);
+  return resolver;
+}
+afterEach(() => {
+  children.killAll();
+  for (const r of resolvers.splice(0)) r.close();
+});
 afterAll(async () => {
   children.killAll();
   await Promise.all([v4?.close(), v6?.close(), dual?.close()]);
@@ -51,7 +63,7 @@ function bashHolding(bash: string, host: string, port: number, extra = ''): stri
 
 describe('resolving real clients', () => {
   it('curl over IPv4: the kernel path, its pid, the test process as parent, hash and command line', async () => {
-    const resolver = new IdentityResolver();
+    const resolver = newResolver();
     const child = children.spawn('/usr/bin/curl', ['-s', '-o', '/dev/null', `http://127.0.0.1:${v4.port}/from-curl`]);
     const socket = await v4.next();
     const identity = await resolver.resolve(tupleOf(socket));
@@ -65,7 +77,7 @@ describe('resolving real clients', () => {
   });
 
   it('curl started by python3 started by bash: ancestors nearest first, each with its hash', async () => {
-    const resolver = new IdentityResolver();
+    const resolver = newResolver();
     const script = `import subprocess, sys; subprocess.run(['/usr/bin/curl', '-s', '-o', '/dev/null', sys.argv[1]])`;
     const bash = children.spawn(BASH, ['-c', `'${PYTHON}' -c "${script}" http://127.0.0.1:${v4.port}/chain; true`]);
     const socket = await v4.next();
@@ -81,7 +93,7 @@ describe('resolving real clients', () => {
   });
 
   it('python3 over IPv6', async () => {
-    const resolver = new IdentityResolver();
+    const resolver = newResolver();
     const child = children.spawn(PYTHON, ['-c', `import socket; s = socket.create_connection(('::1', ${v6.port})); s.recv(1)`]);
     const socket = await v6.next();
     const identity = await resolver.resolve(tupleOf(socket));
@@ -91,7 +103,7 @@ describe('resolving real clients', () => {
   });
 
   it('node over IPv4 to a dual-stack listener (the proxy sees ::ffff:127.0.0.1)', async () => {
-    const resolver = new IdentityResolver();
+    const resolver = newResolver();
     const child = children.spawn(process.execPath, ['-e', `require('net').connect(${dual.port}, '127.0.0.1').on('data', () => process.exit(0))`]);
     const socket = await dual.next();
     expect(socket.remoteAddress).toBe('::ffff:127.0.0.1');
@@ -101,7 +113,7 @@ describe('resolving real clients', () => {
   });
 
   it('python3 with an IPv6 socket to an IPv4-mapped address (its row is in tcp6)', async () => {
-    const resolver = new IdentityResolver();
+    const resolver = newResolver();
     const child = children.spawn(PYTHON, [
       '-c',
       `import socket; s = socket.socket(socket.AF_INET6); s.connect(('::ffff:127.0.0.1', ${dual.port})); s.recv(1)`,
@@ -113,7 +125,7 @@ describe('resolving real clients', () => {
   });
 
   it('bash with /dev/tcp', async () => {
-    const resolver = new IdentityResolver();
+    const resolver = newResolver();
     const [cmd, ...args] = bashHolding('/usr/bin/bash', '127.0.0.1', v4.port);
     const child = children.spawn(cmd!, args);
     const socket = await v4.next();
@@ -122,7 +134,7 @@ describe('resolving real clients', () => {
   });
 
   it('a socket shared with a forked child running another program is ambiguous, never a guess', async () => {
-    const resolver = new IdentityResolver();
+    const resolver = newResolver();
     const [cmd, ...args] = bashHolding('/usr/bin/bash', '127.0.0.1', v4.port, 'sleep 60;');
     const bash = children.spawn(cmd!, args);
     const socket = await v4.next();
@@ -134,7 +146,7 @@ describe('resolving real clients', () => {
   });
 
   it('a socket shared by fork without exec resolves to the fork parent (same executable)', async () => {
-    const resolver = new IdentityResolver();
+    const resolver = newResolver();
     const script = [
       'import socket, os, sys, time',
       `s = socket.create_connection(('127.0.0.1', ${v4.port}))`,
@@ -154,7 +166,7 @@ describe('resolving real clients', () => {
   });
 
   it('a client that exited before resolution gets the sentinel', async () => {
-    const resolver = new IdentityResolver();
+    const resolver = newResolver();
     const child = children.spawn(process.execPath, ['-e', `require('net').connect(${v4.port}, '127.0.0.1', function () { this.end(); process.exit(0); })`]);
     const socket = await v4.next();
     const tuple = tupleOf(socket);
@@ -172,7 +184,7 @@ describe('resolving real clients', () => {
   });
 
   it('a tuple with no socket row, and an anchor that does not exist, get the sentinel', async () => {
-    const resolver = new IdentityResolver();
+    const resolver = newResolver();
     const ghost = await resolver.resolve({ clientAddress: '127.0.0.1', clientPort: 1, proxyAddress: '127.0.0.1', proxyPort: v4.port });
     expect(ghost).toMatchObject({ path: '<unresolved>', unresolved_reason: 'no_socket_row' });
     // What a destroyed socket reports: no address at all.
@@ -195,9 +207,50 @@ describe('resolving real clients', () => {
   });
 });
 
+describe('socket sources', () => {
+  it('sock_diag and the /proc/net tables find the same socket for IPv4, IPv6 and IPv4-mapped clients', async () => {
+    const diag = new SockDiag();
+    const viaDiag = new IdentityResolver();
+    const viaProcfs = new IdentityResolver({ socketSource: 'procfs' });
+    try {
+      const cases: Array<[Listener, string]> = [
+        [v4, `socket.create_connection(('127.0.0.1', ${v4.port}))`],
+        [v6, `socket.create_connection(('::1', ${v6.port}))`],
+        [dual, `socket.socket(socket.AF_INET6); s.connect(('::ffff:127.0.0.1', ${dual.port}))`],
+      ];
+      for (const [listener, connect] of cases) {
+        const child = children.spawn(PYTHON, ['-c', `import socket; s = ${connect}; s.recv(1)`]);
+        const socket = await listener.next();
+        const answer = await diag.lookup(tupleOf(socket));
+        const { row } = await findClientSocket(tupleOf(socket), { procRoot: '/proc/self', redirected: false });
+        expect(answer).toEqual({ inode: row.inode, state: 1 });
+        const [a, b] = await Promise.all([viaDiag.resolve(tupleOf(socket)), viaProcfs.resolve(tupleOf(socket))]);
+        expect(a).toMatchObject({ path: PYTHON, pid: child.pid });
+        expect(b).toEqual(a);
+        socket.end('x');
+      }
+      expect(await diag.lookup({ clientAddress: '127.0.0.1', clientPort: 1, proxyAddress: '127.0.0.1', proxyPort: v4.port })).toBe('missing');
+    } finally {
+      diag.close();
+      viaDiag.close();
+    }
+  });
+
+  it('without a usable helper, lookups report "unavailable" and resolution still works from procfs', async () => {
+    const broken = new SockDiag('/nonexistent/python3');
+    const child = children.spawn(PYTHON, ['-c', `import socket; s = socket.create_connection(('127.0.0.1', ${v4.port})); s.recv(1)`]);
+    const socket = await v4.next();
+    expect(await broken.lookup(tupleOf(socket))).toBe('unavailable');
+    broken.close();
+    const resolver = new IdentityResolver({ socketSource: 'procfs' });
+    expect(await resolver.resolve(tupleOf(socket))).toMatchObject({ path: PYTHON, pid: child.pid });
+    socket.end('x');
+  });
+});
+
 describe('binary integrity', () => {
   it('hashes a file once per fingerprint, and flags a binary replaced at the same path', async () => {
-    const resolver = new IdentityResolver();
+    const resolver = newResolver();
     const binary = join(dir, 'client-tool');
     copyFileSync(BASH, binary);
     chmodSync(binary, 0o755);
@@ -232,7 +285,7 @@ describe('binary integrity', () => {
   });
 
   it('a copy of a known binary at another path has its own identity and no violation', async () => {
-    const resolver = new IdentityResolver();
+    const resolver = newResolver();
     const [c1, ...a1] = bashHolding('/usr/bin/bash', '127.0.0.1', v4.port);
     children.spawn(c1!, a1);
     const original = await v4.next();
@@ -253,7 +306,7 @@ describe('binary integrity', () => {
   });
 
   it('hashing a 100 MB binary does not hold up other resolutions', async () => {
-    const resolver = new IdentityResolver();
+    const resolver = newResolver();
     const big = join(dir, 'big-shell');
     copyFileSync(BASH, big);
     const fd = openSync(big, 'r+');

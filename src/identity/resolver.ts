@@ -1,12 +1,16 @@
-// Who is behind an accepted connection: socket row → socket inode → owning process →
-// executable, ancestors and hashes. Every failure yields the `<unresolved>` sentinel with a
-// reason; nothing here throws to the caller.
+// Who is behind an accepted connection: socket (sock_diag exact lookup, or the namespace's
+// /proc/net/tcp{,6} table) → socket inode → owning process → executable, ancestors and
+// hashes. Every failure yields the `<unresolved>` sentinel with a reason; nothing here throws
+// to the caller.
 import { UNRESOLVED } from '../policy/types.js';
 import { BinaryIntegrity } from './integrity.js';
 import { findSocketOwners } from './owner.js';
 import { readAncestorPids, readCmdline, readExecutable, type ExecutablePath } from './process-info.js';
 import { ProcessTable } from './process-table.js';
+import type { Endpoint } from './proc-net-address.js';
+import { SockDiag } from './sock-diag.js';
 import { findClientSocket } from './socket-lookup.js';
+import { TCP_ESTABLISHED } from './socket-table.js';
 import type { AncestorIdentity, ConnectionTuple, ProcessIdentity, ResolveOptions } from './types.js';
 import { UnresolvedError, unresolvedFromFsError } from './unresolved.js';
 
@@ -16,6 +20,12 @@ export interface IdentityResolverOptions {
    * first holder and its fork family. Slower; also catches a socket passed to an unrelated process.
    */
   exhaustiveOwnerSearch?: boolean;
+  /**
+   * Where socket rows come from. `auto` (default): the kernel's sock_diag exact lookup through a
+   * helper process when it works, /proc/net/tcp{,6} otherwise and for redirected connections.
+   * `procfs`: always the tables.
+   */
+  socketSource?: 'auto' | 'procfs';
 }
 
 const RECENT_OWNERS = 8;
@@ -24,8 +34,29 @@ export class IdentityResolver {
   private readonly processes = new ProcessTable();
   private readonly integrity = new BinaryIntegrity();
   private recentOwners: number[] = [];
+  private readonly sockDiag: SockDiag | null;
 
-  constructor(private readonly options: IdentityResolverOptions = {}) {}
+  constructor(private readonly options: IdentityResolverOptions = {}) {
+    this.sockDiag = options.socketSource === 'procfs' ? null : new SockDiag();
+  }
+
+  /** Stops the sock_diag helper, if one was started. */
+  close(): void {
+    this.sockDiag?.close();
+  }
+
+  /** The client socket's inode (and, when redirected, where it was going). */
+  private async findSocket(tuple: ConnectionTuple, anchorPid: number | undefined, redirected: boolean): Promise<{ inode: number; remote: Endpoint | null }> {
+    if (!redirected && this.sockDiag) {
+      const answer = await this.sockDiag.lookup(tuple, anchorPid);
+      if (typeof answer === 'object' && answer.state === TCP_ESTABLISHED) return { inode: answer.inode, remote: null };
+      // Not there, or no helper: the tables decide (they also see sockets bound to a device,
+      // which an exact lookup without the interface index misses).
+    }
+    const procRoot = anchorPid === undefined ? '/proc/self' : `/proc/${anchorPid}`;
+    const { row } = await findClientSocket(tuple, { procRoot, redirected });
+    return { inode: row.inode, remote: row.remote };
+  }
 
   /** Files read and hashed so far (the rest came from the fingerprint cache). */
   get filesHashed(): number {
@@ -40,12 +71,11 @@ export class IdentityResolver {
       if (anchorPid !== undefined && !(Number.isInteger(anchorPid) && anchorPid > 0)) {
         throw new UnresolvedError('no_socket_row', `anchor pid ${String(anchorPid)} is not a pid`);
       }
-      const procRoot = anchorPid === undefined ? '/proc/self' : `/proc/${anchorPid}`;
-      const { row } = await findClientSocket(tuple, { procRoot, redirected: options.redirected === true });
-      if (options.redirected) originalDestination = { address: row.remote.address, port: row.remote.port };
-      if (row.inode === 0) throw new UnresolvedError('no_owner', 'the socket is no longer attached to a file');
+      const socket = await this.findSocket(tuple, anchorPid, options.redirected === true);
+      if (options.redirected && socket.remote) originalDestination = { address: socket.remote.address, port: socket.remote.port };
+      if (socket.inode === 0) throw new UnresolvedError('no_owner', 'the socket is no longer attached to a file');
       ownerPids = await findSocketOwners({
-        inode: row.inode,
+        inode: socket.inode,
         table: this.processes,
         ...(anchorPid !== undefined ? { anchorPid } : {}),
         recentOwners: this.recentOwners,

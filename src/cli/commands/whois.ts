@@ -66,6 +66,7 @@ export function registerWhois(program: Command): void {
           identity,
         });
       }
+      resolver.close();
       process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
     });
 }
