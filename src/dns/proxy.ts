@@ -40,6 +40,10 @@ export interface DnsProxyOptions {
 
 export interface RunningDnsProxy {
   address: { host: string; port: number };
+  /**
+   * Switches to new policies. With a feeder, call it once the ruleset rendered from the same
+   * policies is loaded: the feeder then forgets what it wrote into the old sets.
+   */
   setPolicies(policies: Policy[]): void;
   /** The name(s) this proxy handed `address` out for, or undefined when it never did. */
   handedOut(address: string): string | undefined;
@@ -116,40 +120,51 @@ export async function startDnsProxy(options: DnsProxyOptions): Promise<RunningDn
     ...fields,
   });
 
-  /** Puts the answer's addresses into the host sets of the covering kernel endpoints. */
+  /**
+   * The last answer recorded per name and the set elements of each of its addresses: an
+   * answer identical to the last skips the book and the element computation (the hot path).
+   */
+  let lastAnswer = new Map<string, { key: string; elements: Map<string, SetElement[]> }>();
+
+  /** Records the answer and puts its addresses into the host sets of the covering kernel endpoints. */
   const feed = async (name: string, coverage: NameCoverage, response: Buffer): Promise<void> => {
     const answered = answeredAddresses(response);
     if (answered.length === 0) return;
     const ttlOf = new Map<string, number>();
     const familyOf = new Map<string, 4 | 6>();
-    const order: string[] = [];
     for (const a of answered) {
-      const address = canonicalIpHost(a.address);
-      if (address === null) continue;
-      if (!ttlOf.has(address)) order.push(address);
-      ttlOf.set(address, Math.max(ttlOf.get(address) ?? 0, a.ttl));
-      familyOf.set(address, a.family);
+      ttlOf.set(a.address, Math.max(ttlOf.get(a.address) ?? 0, a.ttl));
+      familyOf.set(a.address, a.family);
     }
-    const elementsOf = (address: string): SetElement[] => {
-      const family = familyOf.get(address)!;
-      const parsed = ipaddr.parse(address);
-      const out: SetElement[] = [];
-      for (const target of coverage.targets) {
-        if (!addressAllowed(target, parsed)) continue;
-        for (const port of target.ports) out.push({ set: target.sets[family], address, port });
-      }
-      return out;
-    };
-    const { kept, release } = book.record(name, order, elementsOf);
-    if (feeder === undefined) return;
-    const elements: TimedSetElement[] = [];
-    for (const address of kept) {
+    const order = [...ttlOf.keys()];
+    const key = order.join(' ');
+    let last = lastAnswer.get(name);
+    if (last === undefined || last.key !== key) {
+      const elements = new Map<string, SetElement[]>();
+      const elementsOf = (address: string): SetElement[] => {
+        const family = familyOf.get(address)!;
+        const parsed = ipaddr.parse(address);
+        const out: SetElement[] = [];
+        for (const target of coverage.targets) {
+          if (!addressAllowed(target, parsed)) continue;
+          for (const port of target.ports) out.push({ set: target.sets[family], address, port });
+        }
+        elements.set(address, out);
+        return out;
+      };
+      const { release } = book.record(name, order, elementsOf);
+      if (release.length > 0) feeder?.remove(release).catch(() => undefined); // need not hold the answer back
+      if (lastAnswer.size >= COVERAGE_CACHE) lastAnswer = new Map();
+      last = { key, elements };
+      lastAnswer.set(name, last);
+    }
+    if (feeder === undefined || coverage.targets.length === 0) return;
+    const timed: TimedSetElement[] = [];
+    for (const [address, elements] of last.elements) {
       const timeoutSeconds = Math.max(ttlOf.get(address)!, ttlFloor);
-      for (const e of elementsOf(address)) elements.push({ ...e, timeoutSeconds });
+      for (const e of elements) timed.push({ set: e.set, address: e.address, port: e.port, timeoutSeconds });
     }
-    // Removal of evicted elements need not hold the answer back.
-    if (release.length > 0) feeder.remove(release).catch(() => undefined);
-    if (elements.length > 0) await feeder.add(elements);
+    if (timed.length > 0) await feeder.add(timed);
   };
 
   /** The answer to one query message, or null to say nothing. */
@@ -213,7 +228,7 @@ export async function startDnsProxy(options: DnsProxyOptions): Promise<RunningDn
   const onUdpMessage = (udp: dgram.Socket) => (message: Buffer, remote: dgram.RemoteInfo): void => {
     answer(message, 'udp', `${remote.address}:${remote.port}`)
       .then((reply) => {
-        if (reply !== null) udp.send(reply, remote.port, remote.address, () => undefined);
+        if (reply !== null) udp.send(reply, remote.port, remote.address);
       })
       .catch(() => undefined);
   };
@@ -287,6 +302,10 @@ export async function startDnsProxy(options: DnsProxyOptions): Promise<RunningDn
     setPolicies(policies) {
       index = new CoverageIndex(policies);
       coverageCache = new Map();
+      lastAnswer = new Map();
+      // The new ruleset has new, empty sets: nothing the old answers put there is held.
+      book.clearElements();
+      feeder?.reset();
     },
     handedOut(address) {
       const canonical = canonicalIpHost(address) ?? address;

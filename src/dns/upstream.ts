@@ -3,7 +3,7 @@
 // the same question, is taken as an answer. TCP queries use a connection each.
 import dgram from 'node:dgram';
 import net from 'node:net';
-import { randomInt } from 'node:crypto';
+import { randomFillSync } from 'node:crypto';
 import { matchResponse } from './wire.js';
 
 export interface UpstreamAddress {
@@ -19,15 +19,37 @@ interface Pending {
   question: Buffer;
   resolve: (message: Buffer) => void;
   reject: (err: Error) => void;
-  timer: NodeJS.Timeout;
+  /** When the query gives up (ms, performance.now()). */
+  deadline: number;
 }
 
 const MAX_PENDING = 16_384;
+/** How often timed-out queries are swept (one timer for all, not one per query). */
+const SWEEP_MS = 50;
+
+/** Random 16-bit message ids, drawn from a refilled pool (one syscall per 4,096 ids). */
+class RandomIds {
+  private pool = Buffer.alloc(8192);
+  private at = this.pool.length;
+
+  next(): number {
+    if (this.at >= this.pool.length) {
+      randomFillSync(this.pool);
+      this.at = 0;
+    }
+    const id = this.pool.readUInt16BE(this.at);
+    this.at += 2;
+    return id;
+  }
+}
 const MAX_TCP_RESPONSE = 65_535;
 
 export class UdpUpstream {
   private readonly socket: dgram.Socket;
+  /** In flight, oldest first (insertion order): the sweep stops at the first live one. */
   private readonly pending = new Map<number, Pending>();
+  private readonly ids = new RandomIds();
+  private readonly sweeper: NodeJS.Timeout;
   private closed = false;
 
   private constructor(
@@ -37,13 +59,26 @@ export class UdpUpstream {
     this.socket = dgram.createSocket(net.isIPv6(upstream.host) ? 'udp6' : 'udp4');
     this.socket.on('message', (message, remote) => this.onMessage(message, remote));
     this.socket.on('error', () => undefined); // e.g. ICMP port unreachable: the query times out
+    this.sweeper = setInterval(() => this.sweep(), SWEEP_MS);
+    this.sweeper.unref();
+  }
+
+  private sweep(): void {
+    const now = performance.now();
+    for (const [id, p] of this.pending) {
+      if (p.deadline > now) break;
+      this.pending.delete(id);
+      p.reject(new UpstreamError(`upstream ${this.upstream.host}:${this.upstream.port} did not answer within ${this.timeoutMs} ms`));
+    }
   }
 
   static async open(upstream: UpstreamAddress, timeoutMs: number): Promise<UdpUpstream> {
     const u = new UdpUpstream(upstream, timeoutMs);
     await new Promise<void>((resolve, reject) => {
       u.socket.once('error', reject);
-      u.socket.bind(0, () => {
+      // Connected: the kernel drops datagrams from anyone but the upstream, and sends need
+      // no per-datagram address.
+      u.socket.connect(upstream.port, upstream.host, () => {
         u.socket.off('error', reject);
         resolve();
       });
@@ -55,19 +90,14 @@ export class UdpUpstream {
   query(question: Buffer, build: (id: number) => Buffer): Promise<Buffer> {
     if (this.closed) return Promise.reject(new UpstreamError('upstream socket is closed'));
     if (this.pending.size >= MAX_PENDING) return Promise.reject(new UpstreamError('too many queries in flight upstream'));
-    let id = randomInt(0, 65_536);
+    let id = this.ids.next();
     while (this.pending.has(id)) id = (id + 1) & 0xffff;
     return new Promise<Buffer>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.pending.delete(id);
-        reject(new UpstreamError(`upstream ${this.upstream.host}:${this.upstream.port} did not answer within ${this.timeoutMs} ms`));
-      }, this.timeoutMs);
-      this.pending.set(id, { question, resolve, reject, timer });
-      this.socket.send(build(id), this.upstream.port, this.upstream.host, (err) => {
+      this.pending.set(id, { question, resolve, reject, deadline: performance.now() + this.timeoutMs });
+      this.socket.send(build(id), (err) => {
         if (!err) return;
         const p = this.pending.get(id);
         if (p === undefined) return;
-        clearTimeout(p.timer);
         this.pending.delete(id);
         p.reject(new UpstreamError(`cannot send to upstream: ${err.message}`));
       });
@@ -79,7 +109,6 @@ export class UdpUpstream {
     const id = message.readUInt16BE(0);
     const p = this.pending.get(id);
     if (p === undefined || matchResponse(message, p.question) === null) return;
-    clearTimeout(p.timer);
     this.pending.delete(id);
     p.resolve(message);
   }
@@ -87,8 +116,8 @@ export class UdpUpstream {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    clearInterval(this.sweeper);
     for (const p of this.pending.values()) {
-      clearTimeout(p.timer);
       p.reject(new UpstreamError('upstream socket closed'));
     }
     this.pending.clear();
