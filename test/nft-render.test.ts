@@ -1,7 +1,8 @@
 // The nft renderer: golden files (testdata/nft/*.yaml → *.nft; regenerate with UPDATE_GOLDEN=1),
 // determinism, the interval cutting, and `nft -c` accepting every golden inside a fresh
 // network namespace (nothing touches the host ruleset).
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
+import { promisify } from 'node:util';
 import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import fc from 'fast-check';
@@ -156,6 +157,18 @@ describe('compile --target nft', () => {
     expect(text).toContain('ip daddr 10.200.0.1 tcp dport 3128 counter name allow_proxy accept');
     expect(text).toContain('ip6 daddr fd00::53 meta l4proto { tcp, udp } th dport 53 counter name allow_dns accept');
   });
+  it('the built CLI prints the golden script; a bad --proxy exits non-zero with the reason', async () => {
+    const run = promisify(execFile);
+    const { stdout } = await run('node', ['dist/cli/main.js', 'compile', '--policy', path.join(DIR, 'overlap.yaml'), '--target', 'nft']);
+    expect(stdout).toBe(readFileSync(path.join(DIR, 'overlap.nft'), 'utf8'));
+    const failed = await run('node', ['dist/cli/main.js', 'compile', '--policy', path.join(DIR, 'overlap.yaml'), '--target', 'nft', '--proxy', 'nowhere:1']).then(
+      () => null,
+      (err: { code: number; stderr: string }) => err,
+    );
+    expect(failed?.code).not.toBe(0);
+    expect(failed?.stderr).toMatch(/proxy address "nowhere" must be an IP address/);
+  });
+
   it('refuses a name or a bad port with a clear message', () => {
     expect(() => compileNftCommand(loaded, { proxy: 'proxy.local:3128' })).toThrow(/must be an IP address/);
     expect(() => compileNftCommand(loaded, { dns: '10.0.0.1:99999' })).toThrow(/ADDR:PORT/);
