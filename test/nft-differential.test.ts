@@ -26,7 +26,7 @@ interface Lab {
 }
 
 const REFUSED = ['ECONNREFUSED', 'EHOSTUNREACH', 'ECONNRESET', 'EACCES', 'EPERM'];
-const ROUNDS = 3;
+const ROUNDS = 5;
 const TUPLES_PER_ROUND = 150;
 const SEED = Number(process.env.NFT_DIFF_SEED ?? Math.floor(Math.random() * 2 ** 31));
 
