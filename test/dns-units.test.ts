@@ -1,8 +1,11 @@
 // Pure parts of the DNS stage: the strict query parser and the query sent upstream, the book
 // of handed-out addresses with per-name eviction, the set feeder's nft script, flow events.
 import dnsPacket from 'dns-packet';
+import fc from 'fast-check';
+import ipaddr from 'ipaddr.js';
 import { describe, expect, it } from 'vitest';
 import { HandedOutBook } from '../src/dns/handed-out.js';
+import { AnswerParseError, answeredAddresses } from '../src/dns/answers.js';
 import { flowEvents, nameAddress } from '../src/dns/flows.js';
 import { parseSetMembers } from '../src/dns/flow-report.js';
 import { RCODE, buildReply, buildUpstreamQuery, matchResponse, parseQuery } from '../src/dns/wire.js';
@@ -82,6 +85,16 @@ describe('HandedOutBook', () => {
     // Answering an address again makes it the newest.
     book.record('a.example', ['203.0.113.2'], elementsFor);
     expect(book.record('a.example', ['203.0.113.4'], elementsFor).release).toEqual(elementsFor('203.0.113.3'));
+  });
+
+  it('counts A and AAAA addresses of a name separately', () => {
+    const book = new HandedOutBook(1);
+    book.record('a.example', ['203.0.113.1'], elementsFor, 4);
+    const v6 = (address: string): SetElement[] => [{ set: 'host6_0_0', address, port: 443 }];
+    expect(book.record('a.example', ['2001:db8::1'], v6, 6).release).toEqual([]);
+    expect(book.addressesOf('a.example', 4)).toEqual(['203.0.113.1']);
+    expect(book.addressesOf('a.example', 6)).toEqual(['2001:db8::1']);
+    expect(book.record('a.example', ['2001:db8::2'], v6, 6).release).toEqual(v6('2001:db8::1'));
   });
 
   it('keeps only the first N of one long answer', () => {
@@ -193,5 +206,57 @@ network_policies:
       ],
     });
     expect(parseSetMembers(json)).toEqual(new Map([['host4_0_0', [{ address: '203.0.113.7', port: 443 }, { address: '203.0.113.8', port: 443 }]]]));
+  });
+});
+
+describe('answeredAddresses', () => {
+  const response = (answers: dnsPacket.Answer[]): Buffer =>
+    dnsPacket.encode({ type: 'response', id: 1, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: 'A', name: 'www.example.com' }], answers });
+
+  it('reads A and AAAA of the answer section behind a CNAME chain, in canonical form', () => {
+    const message = response([
+      { type: 'CNAME', name: 'www.example.com', ttl: 30, data: 'edge.cdn.example.net' },
+      { type: 'A', name: 'edge.cdn.example.net', ttl: 20, data: '203.0.113.7' },
+      { type: 'AAAA', name: 'edge.cdn.example.net', ttl: 40, data: '2001:0db8:0000:0000:0000:0000:0000:0007' },
+      { type: 'TXT', name: 'edge.cdn.example.net', ttl: 40, data: 'hello' },
+    ]);
+    expect(answeredAddresses(message)).toEqual([
+      { family: 4, address: '203.0.113.7', ttl: 20 },
+      { family: 6, address: '2001:db8::7', ttl: 40 },
+    ]);
+  });
+
+  it('treats a TTL with the top bit set as zero', () => {
+    const message = response([{ type: 'A', name: 'www.example.com', ttl: 1, data: '203.0.113.7' }]);
+    const at = message.length - 10; // ttl of the last record: type(2) class(2) ttl(4) rdlength(2) rdata(4)
+    message.writeUInt32BE(0x80000001, at);
+    expect(answeredAddresses(message)).toEqual([{ family: 4, address: '203.0.113.7', ttl: 0 }]);
+  });
+
+  it('agrees with dns-packet on random answers, and throws only AnswerParseError on damaged ones', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.oneof(fc.ipV4().map((ip) => ({ type: 'A' as const, ip })), fc.ipV6().map((ip) => ({ type: 'AAAA' as const, ip }))), { maxLength: 8 }),
+        fc.nat(0x7fffffff),
+        fc.array(fc.tuple(fc.nat(), fc.nat(255)), { maxLength: 4 }),
+        (records, ttl, damage) => {
+          const message = response(records.map((r) => ({ type: r.type, name: 'www.example.com', ttl, data: r.ip })));
+          const expected = (dnsPacket.decode(message).answers ?? []).map((a) => ({
+            family: a.type === 'A' ? 4 : 6,
+            address: ipaddr.parse(a.data as string).toString(),
+            ttl,
+          }));
+          expect(answeredAddresses(message)).toEqual(expected);
+          const damaged = Buffer.from(message);
+          for (const [at, value] of damage) damaged[at % damaged.length] = value;
+          try {
+            answeredAddresses(damaged.subarray(0, damage.length > 0 ? damage[0]![0] % (damaged.length + 1) : damaged.length));
+          } catch (err) {
+            expect(err).toBeInstanceOf(AnswerParseError);
+          }
+        },
+      ),
+      { numRuns: 500, seed: 42 },
+    );
   });
 });

@@ -1,7 +1,8 @@
 // What the DNS proxy has handed out: which names each address was given for, and which set
 // elements each name holds. Pure (no clock, no I/O).
 //
-// A name keeps at most `maxAddressesPerName` addresses; answering a new one evicts the oldest,
+// A name keeps at most `maxAddressesPerName` addresses of each family (A and AAAA answers come
+// separately and must not push each other out); answering a new one evicts the oldest,
 // and the set elements only that address held are returned for removal (an element another
 // name still holds stays). The book itself is bounded: past `maxNames`, the least recently
 // answered name is forgotten (its elements are left to expire by their timeouts).
@@ -10,6 +11,7 @@ import type { SetElement } from '../nft/set-feeder.js';
 const elementKey = (e: SetElement): string => `${e.set}|${e.address}|${e.port}`;
 
 interface NameEntry {
+  name: string;
   /** Address → set elements it holds for this name; insertion order = oldest first. */
   addresses: Map<string, SetElement[]>;
 }
@@ -22,10 +24,11 @@ export interface RecordResult {
 }
 
 export class HandedOutBook {
+  /** `family name` → entry, least recently answered first. */
   private readonly names = new Map<string, NameEntry>();
   /** Address → names it was handed out for (most recent last). */
   private readonly byAddress = new Map<string, string[]>();
-  /** Element key → names holding it. */
+  /** Element key → holders (`family name`) of it. */
   private readonly holders = new Map<string, Set<string>>();
 
   constructor(
@@ -41,31 +44,32 @@ export class HandedOutBook {
    * Records an answer for `name`: its addresses in answer order (only the first
    * `maxAddressesPerName` are kept) and the set elements each feeds (`elementsOf`).
    */
-  record(name: string, addresses: string[], elementsOf: (address: string) => SetElement[]): RecordResult {
+  record(name: string, addresses: string[], elementsOf: (address: string) => SetElement[], family: 4 | 6 = 4): RecordResult {
     const kept = [...new Set(addresses)].slice(0, this.maxAddressesPerName);
-    let entry = this.names.get(name);
+    const holder = `${family} ${name}`;
+    let entry = this.names.get(holder);
     if (entry === undefined) {
-      entry = { addresses: new Map() };
+      entry = { name, addresses: new Map() };
     } else {
-      this.names.delete(name); // re-inserted below: most recently answered last
+      this.names.delete(holder); // re-inserted below: most recently answered last
     }
-    this.names.set(name, entry);
+    this.names.set(holder, entry);
     const release: SetElement[] = [];
     // Walk the answer backwards so its first address ends up the most recent.
     for (const address of [...kept].reverse()) {
       const old = entry.addresses.get(address) ?? [];
       entry.addresses.delete(address);
       const elements = elementsOf(address);
-      for (const e of elements) this.hold(elementKey(e), name);
+      for (const e of elements) this.hold(elementKey(e), holder);
       const now = new Set(elements.map(elementKey));
-      for (const e of old) if (!now.has(elementKey(e))) this.letGo(e, name, release);
+      for (const e of old) if (!now.has(elementKey(e))) this.letGo(e, holder, release);
       entry.addresses.set(address, elements);
       this.link(address, name);
     }
     while (entry.addresses.size > this.maxAddressesPerName) {
       const [oldest, elements] = entry.addresses.entries().next().value as [string, SetElement[]];
       entry.addresses.delete(oldest);
-      for (const e of elements) this.letGo(e, name, release);
+      for (const e of elements) this.letGo(e, holder, release);
       this.unlink(oldest, name);
     }
     while (this.names.size > this.maxNames) this.forgetOldestName();
@@ -78,8 +82,8 @@ export class HandedOutBook {
   }
 
   /** Addresses a name currently holds, oldest first. */
-  addressesOf(name: string): string[] {
-    return [...(this.names.get(name)?.addresses.keys() ?? [])];
+  addressesOf(name: string, family: 4 | 6 = 4): string[] {
+    return [...(this.names.get(`${family} ${name}`)?.addresses.keys() ?? [])];
   }
 
   /** Drops every element hold (the sets were replaced); names of addresses stay known. */
@@ -118,12 +122,12 @@ export class HandedOutBook {
   }
 
   private forgetOldestName(): void {
-    const [name, entry] = this.names.entries().next().value as [string, NameEntry];
-    this.names.delete(name);
+    const [holder, entry] = this.names.entries().next().value as [string, NameEntry];
+    this.names.delete(holder);
     for (const [address, elements] of entry.addresses) {
-      for (const e of elements) this.holders.get(elementKey(e))?.delete(name);
+      for (const e of elements) this.holders.get(elementKey(e))?.delete(holder);
       for (const e of elements) if (this.holders.get(elementKey(e))?.size === 0) this.holders.delete(elementKey(e));
-      this.unlink(address, name);
+      this.unlink(address, entry.name);
     }
   }
 }
