@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { readAncestorPids, readExecutable } from '../src/identity/process-info.js';
+import { ProcessTable } from '../src/identity/process-table.js';
 import { IdentityResolver } from '../src/identity/resolver.js';
 import { SockDiag } from '../src/identity/sock-diag.js';
 import { findClientSocket } from '../src/identity/socket-lookup.js';
@@ -204,6 +205,27 @@ describe('resolving real clients', () => {
     expect(() => readAncestorPids(gone.pid!, undefined)).toThrow(UnresolvedError);
     const kthreadd = readFileSync('/proc/2/stat', 'latin1').includes('(kthreadd)');
     if (kthreadd) expect(() => readExecutable(2)).toThrow(expect.objectContaining({ reason: 'unreadable_exe' }));
+  });
+});
+
+describe('process table', () => {
+  it('lists the most recently started first and finds descendants through parent links', async () => {
+    const table = new ProcessTable();
+    const bash = children.spawn('/usr/bin/bash', ['-c', 'sleep 60; true']);
+    const sleeper = await waitFor(() => childPids(bash.pid!)[0], 'the sleep child');
+    const pids = await table.refresh();
+    expect(pids.indexOf(sleeper)).toBeLessThan(pids.indexOf(bash.pid!));
+    expect(pids.indexOf(bash.pid!)).toBeLessThan(pids.indexOf(process.pid));
+    expect(table.parentOf(sleeper)).toBe(bash.pid);
+    expect(table.descendantsOf(process.pid)).toEqual(expect.arrayContaining([process.pid, bash.pid, sleeper]));
+    expect(table.childrenOf(bash.pid!)).toEqual([sleeper]);
+    // A listing younger than the allowed age is reused; a fresh one sees the exit.
+    bash.kill('SIGKILL');
+    process.kill(sleeper, 'SIGKILL');
+    await exited(bash);
+    await waitFor(() => !childPids(process.pid).includes(bash.pid!) || undefined, 'bash to be reaped');
+    expect(await table.refresh(60_000)).toContain(bash.pid);
+    expect(await table.refresh()).not.toContain(bash.pid);
   });
 });
 

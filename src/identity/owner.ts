@@ -3,9 +3,10 @@
 // Reading every process's fd table is the expensive part of resolution (a readlink per open
 // file), so the search looks where the owner most likely is and stops early:
 //   1. inside a sandbox, the anchor's descendants, all of them (the complete owner set there);
-//   2. otherwise the pids that owned recent connections, then every pid, newest first, up to
-//      the first holder; then the holder's parent, children and siblings, which is where a
-//      socket shared through fork lives.
+//   2. otherwise the pids that owned recent connections, then every pid, most recently started
+//      first, up to the first holder; then the holder's parent, children and siblings, which is
+//      where a socket shared through fork lives (as of a process listing at most a few
+//      milliseconds old: like any point-in-time look, it cannot see a fork that comes later).
 // `exhaustive` reads every process instead, for callers that must also catch a socket passed
 // to an unrelated process.
 import { readdirSync, readlinkSync } from 'node:fs';
@@ -21,11 +22,14 @@ export interface OwnerSearch {
   /** The resolver's own process (it holds the accepted ends): looked at last. */
   selfPid: number;
   exhaustive: boolean;
+  /** How old a process listing may be when a recent owner holds the socket (default 10 ms). */
+  listingMaxAgeMs?: number;
   procDir?: string;
 }
 
 /** A process's siblings are only worth reading when there are few of them. */
 const MAX_SIBLINGS = 32;
+const DEFAULT_LISTING_MAX_AGE_MS = 10;
 const READLINKS_BETWEEN_YIELDS = 256;
 
 class FdScanner {
@@ -81,7 +85,6 @@ class FdScanner {
 export async function findSocketOwners(search: OwnerSearch): Promise<number[]> {
   const procDir = search.procDir ?? '/proc';
   const scanner = new FdScanner(`socket:[${search.inode}]`, procDir);
-  const pids = await search.table.refresh();
   const owners = async (candidates: Iterable<number>): Promise<number[]> => {
     const out: number[] = [];
     for (const pid of candidates) if (await scanner.holds(pid)) out.push(pid);
@@ -89,22 +92,33 @@ export async function findSocketOwners(search: OwnerSearch): Promise<number[]> {
   };
 
   if (search.exhaustive) {
-    const all = await owners(pids);
+    const all = await owners(await search.table.refresh());
     if (all.length > 0) return all;
     throw noOwner(scanner);
   }
+
+  // A process that owned a recent connection usually owns this one too; when it does, a
+  // process listing a few milliseconds old is recent enough for the rest.
+  let first: number | undefined;
+  for (const pid of search.recentOwners) {
+    if (pid !== search.selfPid && (await scanner.holds(pid))) {
+      first = pid;
+      break;
+    }
+  }
+  const pids = await search.table.refresh(first === undefined ? 0 : search.listingMaxAgeMs ?? DEFAULT_LISTING_MAX_AGE_MS);
 
   if (search.anchorPid !== undefined) {
     const inSandbox = await owners(search.table.descendantsOf(search.anchorPid));
     if (inSandbox.length > 0) return inSandbox;
   }
 
-  let first: number | undefined;
-  const order = [...search.recentOwners, ...pids.filter((pid) => pid !== search.selfPid), search.selfPid];
-  for (const pid of order) {
-    if (await scanner.holds(pid)) {
-      first = pid;
-      break;
+  if (first === undefined) {
+    for (const pid of [...pids.filter((p) => p !== search.selfPid), search.selfPid]) {
+      if (await scanner.holds(pid)) {
+        first = pid;
+        break;
+      }
     }
   }
   if (first === undefined) throw noOwner(scanner);

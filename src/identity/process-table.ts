@@ -34,14 +34,14 @@ export function readProcStat(pid: number, procDir = '/proc'): ProcStat {
   return stat;
 }
 
-/** Every pid in /proc, highest (most recently started, usually) first. */
+/** Every pid in /proc. */
 export function listPids(procDir = '/proc'): number[] {
   const pids: number[] = [];
   for (const name of readdirSync(procDir)) {
     const code = name.charCodeAt(0);
     if (code >= 48 && code <= 57) pids.push(Number(name));
   }
-  return pids.sort((a, b) => b - a);
+  return pids;
 }
 
 /** Lets other connections be served during a long scan. */
@@ -49,52 +49,67 @@ export const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => se
 
 const READS_BETWEEN_YIELDS = 128;
 
+interface ProcessEntry {
+  ppid: number;
+  startTime: number;
+}
+
 export class ProcessTable {
-  private readonly parents = new Map<number, number>();
+  private readonly entries = new Map<number, ProcessEntry>();
   private pids: number[] = [];
+  private listedAt = -Infinity;
 
   constructor(private readonly procDir = '/proc') {}
 
-  /** Re-lists /proc; reads the parent of processes not seen before; forgets the exited. */
-  async refresh(): Promise<number[]> {
-    this.pids = listPids(this.procDir);
-    const alive = new Set(this.pids);
-    for (const pid of this.parents.keys()) if (!alive.has(pid)) this.parents.delete(pid);
+  /**
+   * Re-lists /proc, unless the last listing is younger than `maxAgeMs`; reads the parent and
+   * start time of processes not seen before; forgets the exited. Returns the pids, most
+   * recently started first (pid order would not do: pids wrap around).
+   */
+  async refresh(maxAgeMs = 0): Promise<readonly number[]> {
+    if (performance.now() - this.listedAt < maxAgeMs) return this.pids;
+    const listed = listPids(this.procDir);
+    const alive = new Set(listed);
+    for (const pid of this.entries.keys()) if (!alive.has(pid)) this.entries.delete(pid);
     let reads = 0;
-    for (const pid of this.pids) {
-      if (this.parents.has(pid)) continue;
+    for (const pid of listed) {
+      if (this.entries.has(pid)) continue;
       try {
-        this.parents.set(pid, readProcStat(pid, this.procDir).ppid);
+        const stat = readProcStat(pid, this.procDir);
+        this.entries.set(pid, { ppid: stat.ppid, startTime: stat.startTime });
       } catch {
         // Exited between the listing and the read: nothing to remember.
       }
       if (++reads % READS_BETWEEN_YIELDS === 0) await yieldToEventLoop();
     }
+    const start = (pid: number): number => this.entries.get(pid)?.startTime ?? Infinity;
+    this.pids = listed.filter((pid) => this.entries.has(pid)).sort((a, b) => start(b) - start(a) || b - a);
+    this.listedAt = performance.now();
     return this.pids;
   }
 
-  /** Pids from the last refresh, highest first. */
+  /** Pids from the last listing, most recently started first. */
   get currentPids(): readonly number[] {
     return this.pids;
   }
 
   parentOf(pid: number): number | undefined {
-    return this.parents.get(pid);
+    return this.entries.get(pid)?.ppid;
   }
 
   childrenOf(pid: number): number[] {
     const children: number[] = [];
-    for (const [child, parent] of this.parents) if (parent === pid && child !== pid) children.push(child);
+    for (const [child, entry] of this.entries) if (entry.ppid === pid && child !== pid) children.push(child);
     return children;
   }
 
-  /** The anchor and everything below it, breadth first (as of the last refresh). */
+  /** The anchor and everything below it, breadth first (as of the last listing). */
   descendantsOf(anchor: number): number[] {
     const byParent = new Map<number, number[]>();
-    for (const [child, parent] of this.parents) {
-      const list = byParent.get(parent);
+    for (const [child, { ppid }] of this.entries) {
+      const list = byParent.get(ppid);
       if (list) list.push(child);
-      else byParent.set(parent, [child]);
+      else byParent.set(ppid, [child]);
     }
     const out = [anchor];
     const seen = new Set(out);

@@ -1,0 +1,247 @@
+// Identity resolution latency (socket row → owner → executable, ancestors, hashes) with 10, 200
+// and 1,000 idle processes and 100 and 10,000 established sockets present, against one run of
+// `ss -tnp` (iproute2) answering the same question in the same run.
+//
+//   cold          a fresh IdentityResolver per lookup: empty process table, empty hash cache,
+//                 its sock_diag helper started on the way
+//   warm procfs   one resolver reading /proc/net/tcp{,6}; the same long-lived client opens a
+//                 new connection each time
+//   warm diag     the same with the default socket source (sock_diag exact lookup)
+//   warm-new      default source; a new curl process per connection (as a proxy sees most clients)
+//   ss -tnp       `ss -tnpH state established src C dst S`, process spawn included
+//
+// Loopback only; every process started here is killed at the end.
+import { execFileSync, spawn } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import net from 'node:net';
+import { IdentityResolver } from '../dist/identity/resolver.js';
+
+const PROCESS_COUNTS = [10, 200, 1000];
+const SOCKET_COUNTS = [100, 10_000];
+const COLD = Number(process.env.IDENTITY_BENCH_COLD ?? 8);
+const WARM = Number(process.env.IDENTITY_BENCH_WARM ?? 200);
+const WARM_NEW = Number(process.env.IDENTITY_BENCH_WARM_NEW ?? 40);
+const SS_RUNS = Number(process.env.IDENTITY_BENCH_SS ?? 8);
+const DEADLINE = Date.now() + 170_000;
+
+const started = [];
+function track(child) {
+  child.on('error', () => {});
+  started.push(child);
+  return child;
+}
+function killAll() {
+  for (const child of started) {
+    if (child.exitCode === null && child.signalCode === null) {
+      try {
+        process.kill(child.pid, 'SIGKILL');
+      } catch {}
+    }
+  }
+}
+process.on('exit', killAll);
+process.on('SIGINT', () => process.exit(130));
+
+const now = () => process.hrtime.bigint();
+const ms = (t0) => Number(now() - t0) / 1e6;
+const pct = (xs, p) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)];
+};
+const f = (x) => (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2));
+const tableRows = () => ['tcp', 'tcp6'].reduce((n, t) => n + readFileSync(`/proc/self/net/${t}`, 'latin1').split('\n').length - 2, 0);
+const processCount = () => readdirSync('/proc').filter((n) => /^\d+$/.test(n)).length;
+
+function lineReader(child) {
+  const lines = [];
+  const waiters = [];
+  let buf = '';
+  child.stdout.on('data', (d) => {
+    buf += d;
+    const parts = buf.split('\n');
+    buf = parts.pop();
+    for (const l of parts) (waiters.shift() ?? ((x) => lines.push(x)))(l);
+  });
+  return () => (lines.length ? Promise.resolve(lines.shift()) : new Promise((r) => waiters.push(r)));
+}
+
+// --- listener ---------------------------------------------------------------------------------
+const server = net.createServer();
+const accepted = [];
+const acceptWaiters = [];
+server.on('connection', (s) => {
+  s.on('error', () => {});
+  (acceptWaiters.shift() ?? ((x) => accepted.push(x)))(s);
+});
+await new Promise((r) => server.listen(0, '127.0.0.1', r));
+const PORT = server.address().port;
+const nextAccepted = () => (accepted.length ? Promise.resolve(accepted.shift()) : new Promise((r) => acceptWaiters.push(r)));
+const tupleOf = (s) => ({ clientAddress: s.remoteAddress, clientPort: s.remotePort, proxyAddress: s.localAddress, proxyPort: s.localPort });
+
+// --- load: idle processes and established sockets --------------------------------------------
+const sleepers = [];
+function growSleepers(target) {
+  while (sleepers.length < target) sleepers.push(track(spawn('sleep', ['600'], { stdio: 'ignore' })));
+}
+
+const HOLDER = `
+const net = require('net');
+const pairs = Number(process.argv[1]);
+const keep = [];
+const srv = net.createServer((s) => keep.push(s)).listen(0, '127.0.0.1', async () => {
+  for (let i = 0; i < pairs; i += 200) {
+    await Promise.all(Array.from({ length: Math.min(200, pairs - i) }, () => new Promise((r) => {
+      const c = net.connect(srv.address().port, '127.0.0.1', () => r()); keep.push(c);
+    })));
+  }
+  setTimeout(() => process.stdout.write('ready\\n'), 200);
+});
+// Reset instead of closing, so that no TIME_WAIT rows linger into the next measurement.
+process.stdin.on('end', () => { for (const s of keep) s.resetAndDestroy(); setTimeout(() => process.exit(0), 200); }).resume();`;
+async function startHolder(sockets) {
+  const holder = track(spawn(process.execPath, ['-e', HOLDER, String(sockets / 2)], { stdio: ['pipe', 'pipe', 'inherit'] }));
+  await lineReader(holder)();
+  return holder;
+}
+
+// A long-lived client: each input line opens a new connection and closes the previous one.
+const CLIENT = `
+import socket, sys
+prev = None
+for line in sys.stdin:
+    s = socket.create_connection(('127.0.0.1', ${PORT}))
+    if prev: prev.close()
+    prev = s
+`;
+
+async function waitForChild(parent) {
+  for (let i = 0; i < 400; i++) {
+    for (const name of readdirSync('/proc')) {
+      if (!/^\d+$/.test(name)) continue;
+      try {
+        const stat = readFileSync(`/proc/${name}/stat`, 'latin1');
+        if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === parent) return Number(name);
+      } catch {}
+    }
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  throw new Error('the client did not start');
+}
+
+async function measureRow(processes, sockets) {
+  growSleepers(processes);
+  const holder = await startHolder(sockets);
+  // The clients get a parent of their own (a shell), as real clients do, rather than being
+  // siblings of the load processes this benchmark starts.
+  const client = track(spawn('bash', ['-c', 'python3 -c "$0"; true', CLIENT], { stdio: ['pipe', 'ignore', 'inherit'] }));
+  const clientPid = await waitForChild(client.pid);
+  const connect = async () => {
+    client.stdin.write('\n');
+    return nextAccepted();
+  };
+  const row = { nominal: processes, processes: processCount(), sockets, rows: tableRows(), cold: [], warmProcfs: [], warm: [], warmNew: [], ss: [] };
+
+  let previous = null;
+  // Reset rather than close, so the loop itself leaves no TIME_WAIT rows behind.
+  const rotate = (s) => {
+    previous?.resetAndDestroy();
+    previous = s;
+  };
+
+  for (let i = 0; i < COLD && Date.now() < DEADLINE; i++) {
+    const s = await connect();
+    rotate(s);
+    const resolver = new IdentityResolver();
+    const t0 = now();
+    const id = await resolver.resolve(tupleOf(s));
+    row.cold.push(ms(t0));
+    resolver.close();
+    if (id.pid !== clientPid) throw new Error(`resolved ${JSON.stringify(id)} instead of the client ${clientPid}`);
+  }
+
+  const warmLoop = async (resolver, into) => {
+    await resolver.resolve(tupleOf(previous));
+    for (let i = 0; i < WARM && Date.now() < DEADLINE; i++) {
+      const s = await connect();
+      rotate(s);
+      const t0 = now();
+      const id = await resolver.resolve(tupleOf(s));
+      into.push(ms(t0));
+      if (id.pid !== clientPid) throw new Error(`resolved ${JSON.stringify(id)} instead of the client ${clientPid}`);
+    }
+  };
+  const procfsResolver = new IdentityResolver({ socketSource: 'procfs' });
+  await warmLoop(procfsResolver, row.warmProcfs);
+  const resolver = new IdentityResolver();
+  await warmLoop(resolver, row.warm);
+
+  for (let i = 0; i < WARM_NEW && Date.now() < DEADLINE; i++) {
+    const curl = track(spawn('bash', ['-c', `curl -s -o /dev/null http://127.0.0.1:${PORT}/; true`], { stdio: 'ignore' }));
+    const s = await nextAccepted();
+    const t0 = now();
+    const id = await resolver.resolve(tupleOf(s));
+    row.warmNew.push(ms(t0));
+    if (!id.path.endsWith('/curl') || id.ancestors[0]?.pid !== curl.pid) throw new Error(`resolved ${JSON.stringify(id)} instead of curl`);
+    s.end('HTTP/1.0 204 No Content\r\n\r\n');
+    await new Promise((r) => curl.once('exit', r));
+  }
+
+  for (let i = 0; i < SS_RUNS && Date.now() < DEADLINE; i++) {
+    const s = await connect();
+    rotate(s);
+    const t0 = now();
+    const out = execFileSync('ss', ['-tnpH', 'state', 'established', 'src', `127.0.0.1:${s.remotePort}`, 'dst', `127.0.0.1:${PORT}`], {
+      encoding: 'utf8',
+    });
+    row.ss.push(ms(t0));
+    if (!out.includes(`pid=${clientPid},`)) throw new Error(`ss did not name the client: ${out}`);
+  }
+
+  resolver.close();
+  previous?.resetAndDestroy();
+  client.stdin.end();
+  holder.stdin.end();
+  await new Promise((r) => holder.once('exit', r));
+  return row;
+}
+
+console.log(`identity resolution vs ss -tnp (loopback; cold n=${COLD}, warm n=${WARM}, warm-new n=${WARM_NEW}, ss n=${SS_RUNS}; ms)`);
+console.log('procs (total) sockets (table rows) | cold p50  p99 | warm procfs p50  p99 | warm diag p50  p99 | warm-new p50  p99 | ss -tnp p50  p99 | ss÷ procfs  diag  new (p50)');
+const rows = [];
+try {
+  for (const processes of PROCESS_COUNTS) {
+    for (const sockets of SOCKET_COUNTS) {
+      if (Date.now() > DEADLINE) break;
+      const r = await measureRow(processes, sockets);
+      rows.push(r);
+      const ss50 = pct(r.ss, 50);
+      const cell = (xs, w) => `${f(pct(xs, 50)).padStart(w)} ${f(pct(xs, 99)).padStart(5)}`;
+      console.log(
+        `${String(r.nominal).padStart(5)} (${String(r.processes).padStart(5)}) ${String(r.sockets).padStart(7)} (${String(r.rows).padStart(6)}) | ` +
+          `${cell(r.cold, 8)} | ${cell(r.warmProcfs, 15)} | ${cell(r.warm, 13)} | ${cell(r.warmNew, 12)} | ${cell(r.ss, 11)} | ` +
+          `${(ss50 / pct(r.warmProcfs, 50)).toFixed(1).padStart(9)}x ${(ss50 / pct(r.warm, 50)).toFixed(0).padStart(4)}x ${(ss50 / pct(r.warmNew, 50)).toFixed(0).padStart(3)}x`,
+      );
+    }
+  }
+  const at = (p, s) => rows.find((r) => r.sockets === s && r.nominal === p);
+  const grow = (a, b, key) => (a && b ? (pct(b[key], 50) / pct(a[key], 50)).toFixed(1) : 'n/a');
+  for (const [key, label] of [['warmProcfs', 'warm procfs'], ['warm', 'warm diag']]) {
+    console.log(`growth of ${label} p50: 10→1000 processes ×${grow(at(10, 100), at(1000, 100), key)} (100 sockets), ` +
+      `×${grow(at(10, 10_000), at(1000, 10_000), key)} (10000 sockets); 100→10000 sockets ×${grow(at(10, 100), at(10, 10_000), key)} (10 processes), ` +
+      `×${grow(at(1000, 100), at(1000, 10_000), key)} (1000 processes)`);
+  }
+  const target = at(1000, 10_000);
+  if (target) {
+    for (const [key, label] of [['warmProcfs', 'procfs'], ['warm', 'sock_diag']]) {
+      console.log(`target warm p99 <= 2 ms at 1000 processes / 10000 sockets, ${label}: ${f(pct(target[key], 99))} ms (${pct(target[key], 99) <= 2 ? 'met' : 'NOT met'})`);
+    }
+  }
+  for (const [key, label] of [['warmProcfs', 'warm procfs'], ['warm', 'warm diag'], ['warmNew', 'warm-new'], ['cold', 'cold']]) {
+    const slower = rows.filter((r) => pct(r[key], 50) >= pct(r.ss, 50));
+    console.log(`${label} faster than ss -tnp (p50) in every row: ${slower.length === 0 ? 'yes' : `no (${slower.length} rows)`}`);
+  }
+} finally {
+  server.close();
+  killAll();
+}
+process.exit(0);
