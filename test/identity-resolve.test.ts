@@ -1,7 +1,7 @@
 // Identity resolution against real processes and real sockets in this network namespace:
 // a listener accepts connections from curl, python3, node and bash, and resolves each.
 import { execFile } from 'node:child_process';
-import { appendFileSync, chmodSync, closeSync, copyFileSync, ftruncateSync, mkdirSync, mkdtempSync, openSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
+import { appendFileSync, chmodSync, existsSync, closeSync, copyFileSync, ftruncateSync, mkdirSync, mkdtempSync, openSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -163,6 +163,31 @@ describe('resolving real clients', () => {
     const identity = await resolver.resolve(tupleOf(socket));
     expect(identity).toMatchObject({ path: PYTHON, pid: parent.pid });
     process.kill(forked, 'SIGKILL');
+    socket.end('x');
+  });
+
+  it('the exhaustive search also sees a socket passed to an unrelated process', async () => {
+    // A connects and passes its socket over a unix socket to B, which is not in A's family
+    // (B's parent is a separate shell); both keep it.
+    const unixPath = join(dir, `pass-${process.pid}.sock`);
+    const receiver = children.spawn(
+      '/usr/bin/bash',
+      ['-c', `'${PYTHON}' -c "import socket, time; u = socket.socket(socket.AF_UNIX); u.bind('${unixPath}'); u.listen(1); c, _ = u.accept(); msg, fds, _, _ = socket.recv_fds(c, 16, 1); print(fds[0], flush=True); time.sleep(60)"; true`],
+      { stdout: true },
+    );
+    await waitFor(() => existsSync(unixPath), 'the unix socket');
+    const sender = children.spawn(PYTHON, [
+      '-c',
+      `import socket; s = socket.create_connection(('127.0.0.1', ${v4.port})); u = socket.socket(socket.AF_UNIX); u.connect('${unixPath}'); socket.send_fds(u, [b'x'], [s.fileno()]); s.recv(1)`,
+    ]);
+    await firstLine(receiver);
+    const socket = await v4.next();
+    const exhaustive = new IdentityResolver({ exhaustiveOwnerSearch: true });
+    const identity = await exhaustive.resolve(tupleOf(socket));
+    exhaustive.close();
+    expect(identity).toMatchObject({ path: '<unresolved>', unresolved_reason: 'ambiguous_owner' });
+    expect(identity.owner_pids).toContain(sender.pid);
+    expect(identity.owner_pids).toHaveLength(2);
     socket.end('x');
   });
 

@@ -21,6 +21,7 @@ export class SockDiag {
   private child: ChildProcessWithoutNullStreams | null = null;
   private broken = false;
   private failures = 0;
+  private errorsInARow = 0;
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
 
@@ -111,6 +112,10 @@ export class SockDiag {
     if (reply.missing) pending.resolve('missing');
     else if (typeof reply.inode === 'number' && typeof reply.state === 'number') pending.resolve({ inode: reply.inode, state: reply.state });
     else pending.resolve('unavailable');
+    // A helper that can only report errors (no netlink here, no right to enter namespaces)
+    // is not worth asking: after a few in a row, stop.
+    this.errorsInARow = reply.error === undefined ? 0 : this.errorsInARow + 1;
+    if (this.errorsInARow >= MAX_FAILURES) this.close();
   }
 
   /**
