@@ -1,13 +1,118 @@
-// `portcullis proxy`: not built yet.
-import type { Command } from 'commander';
+// `portcullis proxy`: the egress proxy in the foreground. Reloads the policy on SIGHUP and when
+// the file changes; on SIGTERM/SIGINT stops accepting, flushes the audit sink and exits 0.
+import { InvalidArgumentError, type Command } from 'commander';
+import { openAuditSink } from '../../audit/sink.js';
+import { PolicyEngine } from '../../engine/engine.js';
+import { loadPolicyFile, PolicyLoadError } from '../../policy/load.js';
+import { DEFAULT_LIMITS, type ProxyLimits } from '../../proxy/limits.js';
+import { watchPolicyFile } from '../../proxy/policy-watch.js';
+import { startProxy, type HostPort } from '../../proxy/server.js';
+import { collect } from '../repeatable.js';
+
+interface ProxyCommandOptions {
+  policy: string;
+  listen: HostPort;
+  sniListen?: HostPort;
+  audit?: string;
+  resolver?: HostPort;
+  reportOnly?: boolean;
+  anchor?: number;
+  rego?: string[];
+  watch: boolean;
+  maxHeaderBytes?: number;
+  headerTimeout?: number;
+  connectTimeout?: number;
+  idleTimeout?: number;
+  maxConnections?: number;
+  helloTimeout?: number;
+}
+
+/** `ADDR:PORT`; port 0 lets the system choose (the chosen one is printed). */
+function parseListen(text: string): HostPort {
+  const match = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(text);
+  const port = match ? Number(match[3]) : NaN;
+  if (!match || port > 65535) throw new InvalidArgumentError(`"${text}" is not ADDR:PORT (IPv6 as [::1]:PORT)`);
+  return { host: (match[1] ?? match[2])!, port };
+}
+
+function positive(text: string): number {
+  if (!/^\d+$/.test(text) || Number(text) <= 0) throw new InvalidArgumentError(`"${text}" must be a positive integer`);
+  return Number(text);
+}
+
+function show(a: HostPort): string {
+  return a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
+}
 
 export function registerProxy(program: Command): void {
   program
     .command('proxy')
-    .description('(not available yet)')
-    .allowUnknownOption()
-    .action(() => {
-      process.stderr.write('portcullis proxy: not available in this build\n');
-      process.exit(70);
+    .description('run the egress proxy (CONNECT, forward HTTP, SNI) in the foreground')
+    .requiredOption('--policy <file>', 'policy file (YAML)')
+    .requiredOption('--listen <addr:port>', 'address for CONNECT and forward HTTP', parseListen)
+    .option('--sni-listen <addr:port>', 'address for transparent TLS (traffic redirected by nft)', parseListen)
+    .option('--audit <file|->', 'audit log: JSON lines appended to FILE, or - for stdout')
+    .option('--resolver <addr:port>', 'DNS server for upstream lookups (default: the system resolver)', parseListen)
+    .option('--report-only', 'let every would-deny through, recorded with decision "audit"')
+    .option('--anchor <pid>', 'first process of the sandbox the clients live in (its network namespace)', positive)
+    .option('--rego <dir>', 'directory of extension Rego (repeatable)', collect)
+    .option('--no-watch', 'do not reload when the policy file changes (SIGHUP still reloads)')
+    .option('--max-header-bytes <n>', `largest request head (default ${DEFAULT_LIMITS.maxHeaderBytes})`, positive)
+    .option('--header-timeout <ms>', `time allowed for a request head (default ${DEFAULT_LIMITS.headerTimeoutMs})`, positive)
+    .option('--connect-timeout <ms>', `upstream connect timeout (default ${DEFAULT_LIMITS.connectTimeoutMs})`, positive)
+    .option('--idle-timeout <ms>', `idle tunnel timeout (default ${DEFAULT_LIMITS.idleTimeoutMs})`, positive)
+    .option('--max-connections <n>', `concurrent client connections (default ${DEFAULT_LIMITS.maxConnections})`, positive)
+    .option('--hello-timeout <ms>', `time allowed for a TLS ClientHello on the SNI listener (default ${DEFAULT_LIMITS.helloTimeoutMs})`, positive)
+    .action(async (opts: ProxyCommandOptions) => {
+      let engine: PolicyEngine;
+      try {
+        engine = await PolicyEngine.create(await loadPolicyFile(opts.policy), opts.rego ?? []);
+      } catch (err) {
+        process.stderr.write(`${(err as Error).message}\n`);
+        process.exit(err instanceof PolicyLoadError ? 2 : 1);
+      }
+      const limits: Partial<ProxyLimits> = {};
+      if (opts.maxHeaderBytes) limits.maxHeaderBytes = opts.maxHeaderBytes;
+      if (opts.headerTimeout) limits.headerTimeoutMs = opts.headerTimeout;
+      if (opts.connectTimeout) limits.connectTimeoutMs = opts.connectTimeout;
+      if (opts.idleTimeout) limits.idleTimeoutMs = opts.idleTimeout;
+      if (opts.maxConnections) limits.maxConnections = opts.maxConnections;
+      if (opts.helloTimeout) limits.helloTimeoutMs = opts.helloTimeout;
+      const audit = openAuditSink(opts.audit);
+      const proxy = await startProxy({
+        policyFile: opts.policy,
+        engine,
+        listen: opts.listen,
+        ...(opts.sniListen ? { sniListen: opts.sniListen } : {}),
+        audit,
+        ...(opts.resolver ? { resolver: opts.resolver } : {}),
+        reportOnly: opts.reportOnly === true,
+        ...(opts.anchor !== undefined ? { anchorPid: opts.anchor } : {}),
+        limits,
+        regoDirs: opts.rego ?? [],
+      });
+      process.stderr.write(
+        `portcullis proxy listening on ${show(proxy.address)}${proxy.sniAddress ? ` (sni ${show(proxy.sniAddress)})` : ''}${opts.reportOnly ? ' in report-only mode' : ''}\n`,
+      );
+      const reload = (): void => {
+        void proxy.reload().then((r) => {
+          process.stderr.write(r.ok ? `portcullis proxy: policy reloaded (${r.closed} connection(s) closed)\n` : `portcullis proxy: reload refused, previous policy stays:\n${r.error ?? ''}\n`);
+        });
+      };
+      const watcher = opts.watch ? watchPolicyFile(opts.policy, reload) : { close() {} };
+      process.on('SIGHUP', reload);
+      let stopping = false;
+      const stop = (): void => {
+        if (stopping) return;
+        stopping = true;
+        watcher.close();
+        void (async () => {
+          await proxy.close();
+          await audit.close();
+          process.exit(0);
+        })();
+      };
+      process.on('SIGTERM', stop);
+      process.on('SIGINT', stop);
     });
 }

@@ -1,0 +1,96 @@
+// The proxy's own HTTP answers: structured JSON denials (written for a human or an AI agent to
+// read) and plain errors. Pure: each returns the bytes to write before closing.
+
+export type ProxyErrorKind =
+  | 'policy_denied'
+  | 'ssrf_denied'
+  | 'integrity_violation'
+  | 'bad_request'
+  | 'use_connect'
+  | 'headers_too_large'
+  | 'header_timeout'
+  | 'not_implemented'
+  | 'length_required'
+  | 'dns_failed'
+  | 'upstream_unreachable'
+  | 'upstream_timeout'
+  | 'too_many_connections';
+
+const STATUS: Record<ProxyErrorKind, [number, string]> = {
+  policy_denied: [403, 'Forbidden'],
+  ssrf_denied: [403, 'Forbidden'],
+  integrity_violation: [403, 'Forbidden'],
+  bad_request: [400, 'Bad Request'],
+  use_connect: [400, 'Bad Request'],
+  headers_too_large: [431, 'Request Header Fields Too Large'],
+  header_timeout: [408, 'Request Timeout'],
+  not_implemented: [501, 'Not Implemented'],
+  length_required: [411, 'Length Required'],
+  dns_failed: [502, 'Bad Gateway'],
+  upstream_unreachable: [502, 'Bad Gateway'],
+  upstream_timeout: [504, 'Gateway Timeout'],
+  too_many_connections: [503, 'Service Unavailable'],
+};
+
+export function statusOf(kind: ProxyErrorKind): number {
+  return STATUS[kind][0];
+}
+
+export interface DenialFacts {
+  kind: ProxyErrorKind;
+  /** The specific reason (the engine's, or the proxy's). */
+  detail: string;
+  policy?: string | null;
+  binary?: string | null;
+  host?: string;
+  port?: number;
+}
+
+const NO_WORKAROUND =
+  'Retrying will get the same answer, and connecting directly (without the proxy) will not work either: outbound traffic from this environment is only possible through this proxy.';
+
+/** A sentence that says what happened, for the `message` field. */
+function explain(f: DenialFacts): string {
+  const where = f.host !== undefined ? `${f.host.includes(':') ? `[${f.host}]` : f.host}:${f.port ?? ''}` : 'the destination';
+  switch (f.kind) {
+    case 'policy_denied':
+      return `portcullis egress policy refused the connection to ${where} for ${f.binary ?? 'this program'}: ${f.detail}. ${NO_WORKAROUND} If this access is needed, ask the operator to add it to the egress policy.`;
+    case 'ssrf_denied':
+      return `portcullis refused to connect to ${where}: ${f.detail}. Connections to internal, loopback, link-local (cloud metadata) and other special addresses are blocked. ${NO_WORKAROUND}`;
+    case 'integrity_violation':
+      return `portcullis refused the connection to ${where}: ${f.detail}. ${NO_WORKAROUND}`;
+    case 'dns_failed':
+      return `portcullis could not resolve ${f.host ?? 'the host'}: ${f.detail}.`;
+    case 'upstream_unreachable':
+      return `portcullis could not connect to ${where}: ${f.detail}. The request was allowed; the destination did not accept the connection.`;
+    case 'upstream_timeout':
+      return `portcullis timed out connecting to ${where}: ${f.detail}.`;
+    case 'use_connect':
+      return `${f.detail}. Configure the client to use this proxy with CONNECT for https URLs (e.g. set https_proxy).`;
+    default:
+      return f.detail;
+  }
+}
+
+export function errorResponse(f: DenialFacts, extraHeaders: Record<string, string> = {}): Buffer {
+  const [status, text] = STATUS[f.kind];
+  const body: Record<string, unknown> = { error: f.kind, detail: f.detail, policy: f.policy ?? null, binary: f.binary ?? null };
+  if (f.host !== undefined) body.host = f.host;
+  if (f.port !== undefined) body.port = f.port;
+  body.message = explain(f);
+  const json = `${JSON.stringify(body)}\n`;
+  const decision = status === 403 ? 'deny' : 'error';
+  const headers = {
+    'Content-Type': 'application/json',
+    'Content-Length': String(Buffer.byteLength(json)),
+    'X-Portcullis-Decision': decision,
+    Connection: 'close',
+    ...extraHeaders,
+  };
+  const head = Object.entries(headers)
+    .map(([k, v]) => `${k}: ${v}\r\n`)
+    .join('');
+  return Buffer.from(`HTTP/1.1 ${status} ${text}\r\n${head}\r\n${json}`);
+}
+
+export const CONNECT_ESTABLISHED = Buffer.from('HTTP/1.1 200 Connection Established\r\n\r\n');

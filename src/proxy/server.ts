@@ -1,0 +1,534 @@
+// The egress proxy service: an HTTP listener (CONNECT and forward HTTP) and an optional
+// transparent SNI listener, deciding per connection who is calling and whether it may go.
+// No process-global side effects (signals, file watching): the CLI adds those.
+import net from 'node:net';
+import os from 'node:os';
+import type { AuditEvent } from '../audit/events.js';
+import type { AuditSink } from '../audit/sink.js';
+import { PolicyEngine } from '../engine/engine.js';
+import { IdentityResolver } from '../identity/resolver.js';
+import type { ConnectionTuple, ProcessIdentity, ResolveOptions } from '../identity/types.js';
+import { loadPolicyFile } from '../policy/load.js';
+import { UNRESOLVED } from '../policy/types.js';
+import { authorise, decisionInputFor, type AuthoriseContext, type RequestFacts } from './authorise.js';
+import { parseClientHello } from './client-hello.js';
+import { headerValues, parseRequestHead, requestBodyFraming, type RequestHead } from './http-head.js';
+import { resolveLimits, type ProxyLimits } from './limits.js';
+import { Relay, type CloseCause, type RelayStats } from './relay.js';
+import { CONNECT_ESTABLISHED, errorResponse, statusOf, type ProxyErrorKind } from './responses.js';
+import { canonicalAddress } from './ssrf.js';
+import { parseAbsoluteTarget, parseConnectTarget, parseHost } from './target.js';
+import { createUpstreamLookup } from './upstream-dns.js';
+
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
+export interface IdentitySource {
+  resolve(tuple: ConnectionTuple, options?: ResolveOptions): Promise<ProcessIdentity>;
+}
+
+export interface ProxyOptions {
+  policyFile: string;
+  engine?: PolicyEngine;
+  listen: HostPort;
+  sniListen?: HostPort;
+  audit: AuditSink;
+  resolver?: HostPort;
+  reportOnly?: boolean;
+  anchorPid?: number;
+  limits?: Partial<ProxyLimits>;
+  regoDirs?: string[];
+  /** Who is behind a connection; defaults to the procfs resolver. */
+  identity?: IdentitySource;
+}
+
+export interface ReloadResult {
+  ok: boolean;
+  error?: string;
+  /** Open tunnels closed because the new policy denies them. */
+  closed: number;
+}
+
+export interface ProxyStats {
+  connections: number;
+  accepted: number;
+  tunnels: number;
+  allowed: number;
+  denied: number;
+  audited: number;
+  errors: number;
+  reloads: number;
+}
+
+export interface RunningProxy {
+  address: HostPort;
+  sniAddress?: HostPort;
+  reload(): Promise<ReloadResult>;
+  close(): Promise<void>;
+  stats(): ProxyStats;
+}
+
+type ConnectionKind = 'connect' | 'http' | 'sni';
+
+interface OpenTunnel {
+  kind: ConnectionKind;
+  identity: ProcessIdentity;
+  facts: RequestFacts;
+  addresses: string[];
+  /** Ends the connection (both sides); its audit event says why. */
+  stop(cause: CloseCause): void;
+}
+
+/** What every audit event says about the caller. */
+function identityFields(identity: ProcessIdentity): Partial<AuditEvent> {
+  const out: Partial<AuditEvent> = {
+    binary: identity.path,
+    pid: identity.pid,
+    ancestors: identity.ancestors.map((a) => a.path),
+  };
+  if (identity.unresolved_reason !== undefined) {
+    out.unresolved_reason = identity.unresolved_reason;
+    if (identity.unresolved_detail !== undefined) out.unresolved_detail = identity.unresolved_detail;
+  }
+  if (identity.integrity_violation !== undefined) out.integrity_violation = identity.integrity_violation;
+  if (identity.original_destination !== undefined) out.original_destination = identity.original_destination;
+  return out;
+}
+
+function unresolvedIdentity(detail: string): ProcessIdentity {
+  return { path: UNRESOLVED, pid: null, ancestors: [], cmdline: [], sha256: null, unresolved_reason: 'no_socket_row', unresolved_detail: detail };
+}
+
+/** Addresses that name this proxy: the listen addresses, or every local one for a wildcard. */
+function ownAddresses(listens: HostPort[]): Set<string> {
+  const out = new Set<string>();
+  for (const { host } of listens) {
+    const canonical = canonicalAddress(host);
+    if (canonical === '0.0.0.0' || canonical === '::') {
+      for (const list of Object.values(os.networkInterfaces())) for (const a of list ?? []) out.add(canonicalAddress(a.address));
+    } else out.add(canonical);
+  }
+  return out;
+}
+
+function listen(server: net.Server, at: HostPort): Promise<HostPort> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(at.port, at.host, () => {
+      server.off('error', reject);
+      const a = server.address() as net.AddressInfo;
+      resolve({ host: a.address, port: a.port });
+    });
+  });
+}
+
+const HOP_BY_HOP = new Set(['connection', 'proxy-connection', 'keep-alive', 'proxy-authorization', 'proxy-authenticate', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'host']);
+
+/** The request head sent upstream: origin-form target, hop-by-hop fields dropped, one request per connection. */
+function upstreamHead(head: RequestHead, path: string, authority: string): Buffer {
+  const named = new Set(headerValues(head, 'connection').flatMap((v) => v.split(',').map((s) => s.trim().toLowerCase())));
+  let text = `${head.method} ${path} HTTP/1.1\r\nHost: ${authority}\r\n`;
+  for (const { name, value } of head.headers) {
+    const lower = name.toLowerCase();
+    if (HOP_BY_HOP.has(lower) || named.has(lower)) continue;
+    text += `${name}: ${value}\r\n`;
+  }
+  return Buffer.from(`${text}Connection: close\r\n\r\n`, 'latin1');
+}
+
+export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
+  const limits = resolveLimits(options.limits);
+  const engine = options.engine ?? (await PolicyEngine.fromFile(options.policyFile, options.regoDirs ?? []));
+  const audit = options.audit;
+  const identities: IdentitySource = options.identity ?? new IdentityResolver();
+  const reportOnly = options.reportOnly === true;
+  const counters: ProxyStats = { connections: 0, accepted: 0, tunnels: 0, allowed: 0, denied: 0, audited: 0, errors: 0, reloads: 0 };
+  const tunnels = new Set<OpenTunnel>();
+  const sockets = new Set<net.Socket>();
+  const ctx: AuthoriseContext = {
+    engine,
+    lookup: createUpstreamLookup(options.resolver, limits.dnsTimeoutMs),
+    ownAddresses: new Set(),
+    reportOnly,
+  };
+  let closing = false;
+
+  const resolveIdentity = (client: net.Socket, redirected: boolean): Promise<ProcessIdentity> => {
+    const tuple: ConnectionTuple = {
+      clientAddress: client.remoteAddress ?? '',
+      clientPort: client.remotePort ?? 0,
+      proxyAddress: client.localAddress ?? '',
+      proxyPort: client.localPort ?? 0,
+    };
+    const opts: ResolveOptions = { redirected };
+    if (options.anchorPid !== undefined) opts.anchorPid = options.anchorPid;
+    return identities.resolve(tuple, opts).catch((err: unknown) => unresolvedIdentity(`identity lookup failed: ${(err as Error).message}`));
+  };
+
+  const count = (decision: { decision: string }): void => {
+    if (decision.decision === 'allow') counters.allowed++;
+    else if (decision.decision === 'audit') counters.audited++;
+    else counters.denied++;
+  };
+
+  /** Accepts a connection unless over the limit; tracks it for close(). */
+  const admit = (client: net.Socket, refuse: () => void): boolean => {
+    client.on('error', () => client.destroy());
+    if (closing || counters.connections >= limits.maxConnections) {
+      counters.errors++;
+      refuse();
+      return false;
+    }
+    counters.connections++;
+    counters.accepted++;
+    sockets.add(client);
+    client.once('close', () => {
+      counters.connections--;
+      sockets.delete(client);
+    });
+    return true;
+  };
+
+  /** Dials the checked addresses in order; the first that answers wins. */
+  const dial = async (addresses: string[], port: number): Promise<net.Socket | { kind: ProxyErrorKind; detail: string }> => {
+    let last: { kind: ProxyErrorKind; detail: string } = { kind: 'upstream_unreachable', detail: 'no address to dial' };
+    for (const address of addresses) {
+      const result = await new Promise<net.Socket | { kind: ProxyErrorKind; detail: string }>((resolve) => {
+        const upstream = net.connect({ host: address, port, allowHalfOpen: true, noDelay: true });
+        const timer = setTimeout(() => {
+          upstream.destroy();
+          resolve({ kind: 'upstream_timeout', detail: `no answer from ${address} port ${port} within ${limits.connectTimeoutMs} ms` });
+        }, limits.connectTimeoutMs);
+        upstream.once('connect', () => {
+          clearTimeout(timer);
+          upstream.removeAllListeners('error');
+          resolve(upstream);
+        });
+        upstream.once('error', (err: NodeJS.ErrnoException) => {
+          clearTimeout(timer);
+          upstream.destroy();
+          resolve({ kind: 'upstream_unreachable', detail: `${address} port ${port}: ${err.code ?? err.message}` });
+        });
+      });
+      if (result instanceof net.Socket) return result;
+      last = result;
+    }
+    return last;
+  };
+
+  const track = (kind: ConnectionKind, identity: ProcessIdentity, facts: RequestFacts, addresses: string[], client: net.Socket, upstream: net.Socket, dialed: string): void => {
+    const started = process.hrtime.bigint();
+    const relay = new Relay(client, upstream, limits.idleTimeoutMs, (cause: CloseCause, stats: RelayStats) => {
+        tunnels.delete(tunnel);
+        counters.tunnels--;
+        audit.emit({
+          kind: 'tunnel',
+          via: kind,
+          host: facts.host,
+          port: facts.port,
+          dialed,
+          ...identityFields(identity),
+          bytes_up: stats.bytesUp,
+          bytes_down: stats.bytesDown,
+          duration_ms: Number(process.hrtime.bigint() - started) / 1e6,
+          closed_by: cause,
+        });
+    });
+    const tunnel: OpenTunnel = { kind, identity, facts, addresses, stop: (cause) => relay.stop(cause) };
+    tunnels.add(tunnel);
+    counters.tunnels++;
+  };
+
+  /** Decides, answers a refusal, or dials; emits the decision's audit event either way. */
+  const decideAndDial = async (
+    kind: ConnectionKind,
+    client: net.Socket,
+    identity: ProcessIdentity,
+    facts: RequestFacts,
+    onRefused: (kind: ProxyErrorKind, detail: string, policy: string | null) => void,
+  ): Promise<{ upstream: net.Socket; addresses: string[]; dialed: string } | null> => {
+    const auth = await authorise(ctx, identity, facts);
+    const event: AuditEvent = {
+      kind,
+      ...auth.decision,
+      host: facts.host,
+      port: facts.port,
+      ...identityFields(identity),
+      client: `${client.remoteAddress ?? ''}:${client.remotePort ?? 0}`,
+    };
+    delete event.explicit_ips;
+    if (facts.method !== undefined) event.method = facts.method;
+    if (facts.path !== undefined) event.path = facts.path;
+    if (auth.addresses) event.addresses = auth.addresses;
+    if (!auth.ok) {
+      event.error = auth.kind;
+      if (statusOf(auth.kind) === 403) count(auth.decision);
+      else counters.errors++;
+      audit.emit(event);
+      onRefused(auth.kind, auth.detail, auth.decision.policy);
+      return null;
+    }
+    if (client.destroyed) {
+      event.error = 'client_gone';
+      audit.emit(event);
+      return null;
+    }
+    const upstream = await dial(auth.addresses, facts.port);
+    if (!(upstream instanceof net.Socket)) {
+      event.error = upstream.kind;
+      event.error_detail = upstream.detail;
+      counters.errors++;
+      audit.emit(event);
+      onRefused(upstream.kind, upstream.detail, auth.decision.policy);
+      return null;
+    }
+    count(auth.decision);
+    event.dialed = upstream.remoteAddress;
+    audit.emit(event);
+    if (client.destroyed) {
+      upstream.destroy();
+      return null;
+    }
+    return { upstream, addresses: auth.addresses, dialed: upstream.remoteAddress ?? '' };
+  };
+
+  const httpConnection = (client: net.Socket): void => {
+    if (!admit(client, () => client.end(errorResponse({ kind: 'too_many_connections', detail: 'the proxy is at its connection limit; try again later' })))) return;
+    const identityPromise = resolveIdentity(client, false);
+    let buffered: Buffer = Buffer.alloc(0);
+    const reply = (kind: ProxyErrorKind, detail: string, extra: { policy?: string | null; binary?: string | null; host?: string; port?: number } = {}): void => {
+      if (client.writable) client.end(errorResponse({ kind, detail, ...extra }));
+      client.setTimeout(5_000, () => client.destroy());
+    };
+    const timer = setTimeout(() => {
+      client.off('data', onData);
+      audit.emit({ kind: 'error', error: 'header_timeout', client: `${client.remoteAddress ?? ''}:${client.remotePort ?? 0}` });
+      counters.errors++;
+      reply('header_timeout', `the request head did not arrive within ${limits.headerTimeoutMs} ms`);
+    }, limits.headerTimeoutMs);
+    client.once('close', () => clearTimeout(timer));
+    const onData = (chunk: Buffer): void => {
+      buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
+      const parsed = parseRequestHead(buffered, limits.maxHeaderBytes);
+      if (parsed.status === 'incomplete') return;
+      clearTimeout(timer);
+      client.off('data', onData);
+      client.pause();
+      if (parsed.status === 'error') {
+        counters.errors++;
+        audit.emit({ kind: 'error', error: parsed.code === 431 ? 'headers_too_large' : 'bad_request', detail: parsed.message, client: `${client.remoteAddress ?? ''}:${client.remotePort ?? 0}` });
+        reply(parsed.code === 431 ? 'headers_too_large' : parsed.code === 501 ? 'not_implemented' : 'bad_request', parsed.message);
+        return;
+      }
+      const rest = buffered.subarray(parsed.length);
+      void handleRequest(client, parsed.head, rest, identityPromise, reply).catch((err: unknown) => {
+        counters.errors++;
+        audit.emit({ kind: 'error', error: 'internal', detail: (err as Error).message });
+        client.destroy();
+      });
+    };
+    client.on('data', onData);
+  };
+
+  const handleRequest = async (
+    client: net.Socket,
+    head: RequestHead,
+    rest: Buffer,
+    identityPromise: Promise<ProcessIdentity>,
+    reply: (kind: ProxyErrorKind, detail: string, extra?: { policy?: string | null; binary?: string | null; host?: string; port?: number }) => void,
+  ): Promise<void> => {
+    if (head.method === 'CONNECT') {
+      const target = parseConnectTarget(head.target);
+      if (!target.ok) return reply('bad_request', target.message);
+      const facts: RequestFacts = { host: target.host, port: target.port, ip: target.ip };
+      const identity = await identityPromise;
+      const dialed = await decideAndDial('connect', client, identity, facts, (kind, detail, policy) =>
+        reply(kind, detail, { policy, binary: identity.path, host: facts.host, port: facts.port }),
+      );
+      if (!dialed) return;
+      client.write(CONNECT_ESTABLISHED);
+      if (rest.length > 0) dialed.upstream.write(rest);
+      track('connect', identity, facts, dialed.addresses, client, dialed.upstream, dialed.dialed);
+      client.resume();
+      return;
+    }
+    const target = parseAbsoluteTarget(head.target);
+    if (!target.ok) return reply(target.useConnect ? 'use_connect' : 'bad_request', target.message);
+    const framing = requestBodyFraming(head);
+    if (framing.kind === 'error') return reply(framing.code === 501 ? 'not_implemented' : 'bad_request', framing.message);
+    if (framing.kind === 'chunked') return reply('length_required', 'chunked request bodies are not supported by this proxy; send a Content-Length');
+    const facts: RequestFacts = { host: target.host, port: target.port, ip: target.ip, method: head.method, path: target.path };
+    const identity = await identityPromise;
+    const dialed = await decideAndDial('http', client, identity, facts, (kind, detail, policy) =>
+      reply(kind, detail, { policy, binary: identity.path, host: facts.host, port: facts.port }),
+    );
+    if (!dialed) return;
+    const { upstream } = dialed;
+    upstream.write(upstreamHead(head, target.path, target.authority));
+    // Exactly the declared body goes upstream; anything after it is never forwarded, so a
+    // second request cannot ride past the L7 check.
+    let remaining = framing.kind === 'length' ? framing.length : 0;
+    const first = rest.subarray(0, remaining);
+    if (first.length > 0) upstream.write(first);
+    remaining -= first.length;
+    const started = process.hrtime.bigint();
+    let bytesDown = 0;
+    const finish = (cause: string): void => {
+      if (!tunnels.has(entry)) return;
+      tunnels.delete(entry);
+      counters.tunnels--;
+      audit.emit({
+        kind: 'tunnel',
+        via: 'http',
+        host: facts.host,
+        port: facts.port,
+        dialed: dialed.dialed,
+        ...identityFields(identity),
+        bytes_up: (framing.kind === 'length' ? framing.length : 0) - remaining,
+        bytes_down: bytesDown,
+        duration_ms: Number(process.hrtime.bigint() - started) / 1e6,
+        closed_by: cause,
+      });
+    };
+    const stopBoth = (cause: CloseCause): void => {
+      finish(cause);
+      client.destroy();
+      upstream.destroy();
+    };
+    const entry: OpenTunnel = {
+      kind: 'http',
+      identity,
+      facts,
+      addresses: dialed.addresses,
+      stop: stopBoth,
+    };
+    tunnels.add(entry);
+    counters.tunnels++;
+    client.on('data', (chunk: Buffer) => {
+      if (remaining <= 0) return;
+      const piece = chunk.subarray(0, remaining);
+      remaining -= piece.length;
+      if (!upstream.write(piece)) {
+        client.pause();
+        upstream.once('drain', () => client.resume());
+      }
+    });
+    client.resume();
+    upstream.on('data', (chunk: Buffer) => (bytesDown += chunk.length));
+    upstream.pipe(client);
+    client.setTimeout(limits.idleTimeoutMs, () => stopBoth('idle'));
+    upstream.on('error', () => stopBoth('error'));
+    client.on('error', () => stopBoth('error'));
+    upstream.once('close', () => {
+      finish('finished');
+      client.end();
+    });
+    client.once('close', () => {
+      finish('finished');
+      upstream.destroy();
+    });
+  };
+
+  const sniConnection = (client: net.Socket): void => {
+    if (!admit(client, () => client.destroy())) return;
+    const identityPromise = resolveIdentity(client, true);
+    let buffered: Buffer = Buffer.alloc(0);
+    const fail = async (reason: string): Promise<void> => {
+      client.destroy();
+      counters.errors++;
+      const identity = await identityPromise;
+      audit.emit({
+        kind: 'sni',
+        allow: false,
+        decision: 'deny',
+        reason,
+        policy: null,
+        host: null,
+        port: 443,
+        ...identityFields(identity),
+        client: `${client.remoteAddress ?? ''}:${client.remotePort ?? 0}`,
+        error: 'bad_client_hello',
+      });
+    };
+    const timer = setTimeout(() => {
+      client.off('data', onData);
+      void fail(`no complete ClientHello within ${limits.helloTimeoutMs} ms`);
+    }, limits.helloTimeoutMs);
+    client.once('close', () => clearTimeout(timer));
+    const onData = (chunk: Buffer): void => {
+      buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
+      const parsed = parseClientHello(buffered, limits.maxHelloBytes);
+      if (parsed.status === 'incomplete') return;
+      clearTimeout(timer);
+      client.off('data', onData);
+      client.pause();
+      if (parsed.status === 'error') return void fail(`malformed ClientHello: ${parsed.message}`);
+      if (parsed.serverName === null) return void fail('ClientHello without a server name (SNI)');
+      const host = parseHost(parsed.serverName);
+      if (!host.ok) return void fail(`bad server name: ${host.message}`);
+      const facts: RequestFacts = { host: host.host, port: 443, ip: host.ip };
+      void (async () => {
+        const identity = await identityPromise;
+        const dialed = await decideAndDial('sni', client, identity, facts, () => client.destroy());
+        if (!dialed) return;
+        dialed.upstream.write(buffered);
+        track('sni', identity, facts, dialed.addresses, client, dialed.upstream, dialed.dialed);
+        client.resume();
+      })().catch(() => client.destroy());
+    };
+    client.on('data', onData);
+  };
+
+  const httpServer = net.createServer({ allowHalfOpen: true, noDelay: true }, httpConnection);
+  const address = await listen(httpServer, options.listen);
+  let sniServer: net.Server | undefined;
+  let sniAddress: HostPort | undefined;
+  try {
+    if (options.sniListen) {
+      sniServer = net.createServer({ allowHalfOpen: true, noDelay: true }, sniConnection);
+      sniAddress = await listen(sniServer, options.sniListen);
+    }
+  } catch (err) {
+    httpServer.close();
+    throw err;
+  }
+  for (const a of ownAddresses(sniAddress ? [address, sniAddress] : [address])) (ctx.ownAddresses as Set<string>).add(a);
+
+  const reload = async (): Promise<ReloadResult> => {
+    try {
+      engine.replace(await loadPolicyFile(options.policyFile));
+    } catch (err) {
+      const error = (err as Error).message;
+      audit.emit({ kind: 'reload', ok: false, error, policy_file: options.policyFile, detail: 'the new policy was refused; the previous one stays in force' });
+      return { ok: false, error, closed: 0 };
+    }
+    counters.reloads++;
+    let closed = 0;
+    if (!reportOnly) {
+      for (const tunnel of [...tunnels]) {
+        const decision = engine.decide(decisionInputFor(tunnel.identity, tunnel.facts, tunnel.addresses));
+        if (decision.allow) continue;
+        closed++;
+        audit.emit({ kind: tunnel.kind, ...decision, host: tunnel.facts.host, port: tunnel.facts.port, ...identityFields(tunnel.identity), detail: 'open connection closed: the reloaded policy denies it' });
+        tunnel.stop('policy_reload');
+      }
+    }
+    audit.emit({ kind: 'reload', ok: true, policy_file: options.policyFile, tunnels_closed: closed });
+    return { ok: true, closed };
+  };
+
+  const close = async (): Promise<void> => {
+    if (closing) return;
+    closing = true;
+    const closed = Promise.all(
+      [httpServer, sniServer].filter((s): s is net.Server => s !== undefined).map((s) => new Promise<void>((resolve) => s.close(() => resolve()))),
+    );
+    for (const tunnel of [...tunnels]) tunnel.stop('shutdown');
+    for (const socket of [...sockets]) socket.destroy();
+    await closed;
+  };
+
+  return { address, ...(sniAddress ? { sniAddress } : {}), reload, close, stats: () => ({ ...counters }) };
+}
