@@ -6,8 +6,10 @@
 // Hashing streams the file (reads happen off the event loop, in small chunks), so a 100 MB
 // binary does not hold up other connections.
 import { createHash } from 'node:crypto';
-import { statSync, type BigIntStats } from 'node:fs';
+import { readlinkSync, statSync, type BigIntStats } from 'node:fs';
 import { open } from 'node:fs/promises';
+import { parseExeLink } from './process-info.js';
+import { UnresolvedError } from './unresolved.js';
 
 export interface HashResult {
   sha256: string;
@@ -32,7 +34,14 @@ export class BinaryIntegrity {
    * `path`. Throws the fs error when the file cannot be read.
    */
   async check(pid: number, path: string): Promise<HashResult> {
-    const sha256 = await this.hashOf(`/proc/${pid}/exe`);
+    const exeLink = `/proc/${pid}/exe`;
+    const key = fingerprintOf(statSync(exeLink, { bigint: true }));
+    const sha256 = this.hashes.get(key) ?? (await this.hashOnce(exeLink, key));
+    // `path` was read before the stat: if the process exec'd another file in between, the hash
+    // would be of that file and must not be recorded against `path`.
+    if (parseExeLink(readlinkSync(exeLink)).path !== path) {
+      throw new UnresolvedError('process_gone', `process ${pid} replaced its executable during resolution`);
+    }
     const first = this.trusted.get(path);
     if (first === undefined) {
       this.trusted.set(path, sha256);
@@ -42,30 +51,28 @@ export class BinaryIntegrity {
     return { sha256, violation: `${path}: sha256 ${sha256} differs from ${first}, first seen at this path` };
   }
 
-  private async hashOf(exeLink: string): Promise<string> {
-    const key = fingerprintOf(statSync(exeLink, { bigint: true }));
-    const known = this.hashes.get(key) ?? (await this.pending.get(key));
-    if (known !== undefined) return known;
-    const work = this.hashFile(exeLink);
-    this.pending.set(key, work);
-    try {
-      return await work;
-    } finally {
-      this.pending.delete(key);
+  /** Hashes the file once even when several lookups want it at the same time. */
+  private async hashOnce(exeLink: string, key: string): Promise<string> {
+    let work = this.pending.get(key);
+    if (!work) {
+      work = this.hashFile(exeLink, key).finally(() => this.pending.delete(key));
+      this.pending.set(key, work);
     }
+    return work;
   }
 
-  private async hashFile(exeLink: string): Promise<string> {
+  private async hashFile(exeLink: string, expectedKey: string): Promise<string> {
     const handle = await open(exeLink, 'r');
     try {
-      // The fingerprint of what we actually opened, in case the file changed since the stat.
-      const key = fingerprintOf(await handle.stat({ bigint: true }));
+      if (fingerprintOf(await handle.stat({ bigint: true })) !== expectedKey) {
+        throw new UnresolvedError('process_gone', `${exeLink} changed while it was being opened`);
+      }
       const hash = createHash('sha256');
       for await (const chunk of handle.createReadStream({ autoClose: false, highWaterMark: 256 * 1024 })) {
         hash.update(chunk as Buffer);
       }
       const digest = hash.digest('hex');
-      this.hashes.set(key, digest);
+      this.hashes.set(expectedKey, digest);
       this.filesHashed += 1;
       return digest;
     } finally {
