@@ -44,6 +44,17 @@ export function listPids(procDir = '/proc'): number[] {
   return pids;
 }
 
+/** The most recently allocated pid (last field of /proc/loadavg), or null if unreadable. */
+export function readLastPid(procDir = '/proc'): number | null {
+  try {
+    const fields = readFileSync(`${procDir}/loadavg`, 'latin1').trim().split(/\s+/);
+    const pid = Number(fields[4]);
+    return fields.length === 5 && Number.isInteger(pid) && pid > 0 ? pid : null;
+  } catch {
+    return null;
+  }
+}
+
 /** Lets other connections be served during a long scan. */
 export const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
@@ -58,6 +69,7 @@ export class ProcessTable {
   private readonly entries = new Map<number, ProcessEntry>();
   private pids: number[] = [];
   private listedAt = -Infinity;
+  private lastPid: number | null = null;
 
   constructor(private readonly procDir = '/proc') {}
 
@@ -68,12 +80,17 @@ export class ProcessTable {
    */
   async refresh(maxAgeMs = 0): Promise<readonly number[]> {
     if (performance.now() - this.listedAt < maxAgeMs) return this.pids;
+    // No pid allocated since the last listing: no process was started, so the listing still
+    // holds every live process (exited ones linger harmlessly until the next listing; a scan
+    // of their fd table just finds nothing). Listing /proc costs far more than this check.
+    const lastPid = readLastPid(this.procDir);
+    if (lastPid !== null && lastPid === this.lastPid) return this.pids;
     const listed = listPids(this.procDir);
-    const alive = new Set(listed);
-    for (const pid of this.entries.keys()) if (!alive.has(pid)) this.entries.delete(pid);
+    let changed = listed.length !== this.entries.size;
     let reads = 0;
     for (const pid of listed) {
       if (this.entries.has(pid)) continue;
+      changed = true;
       try {
         const stat = readProcStat(pid, this.procDir);
         this.entries.set(pid, { ppid: stat.ppid, startTime: stat.startTime });
@@ -82,9 +99,14 @@ export class ProcessTable {
       }
       if (++reads % READS_BETWEEN_YIELDS === 0) await yieldToEventLoop();
     }
-    const start = (pid: number): number => this.entries.get(pid)?.startTime ?? Infinity;
-    this.pids = listed.filter((pid) => this.entries.has(pid)).sort((a, b) => start(b) - start(a) || b - a);
+    if (changed) {
+      const alive = new Set(listed);
+      for (const pid of this.entries.keys()) if (!alive.has(pid)) this.entries.delete(pid);
+      // Sorted only when the set of processes changed: most listings find the same set.
+      this.pids = [...this.entries.keys()].sort((a, b) => this.entries.get(b)!.startTime - this.entries.get(a)!.startTime || b - a);
+    }
     this.listedAt = performance.now();
+    this.lastPid = lastPid;
     return this.pids;
   }
 
