@@ -7,6 +7,7 @@ import type { PolicyEngine } from '../engine/engine.js';
 import type { ProcessIdentity } from '../identity/types.js';
 import type { Decision } from '../policy/types.js';
 import type { ProxyErrorKind } from './responses.js';
+import { addressesNamedByPolicy } from './report-only.js';
 import { checkAddresses } from './ssrf.js';
 import { DnsLookupError, type UpstreamLookup } from './upstream-dns.js';
 
@@ -88,7 +89,8 @@ export async function authorise(ctx: AuthoriseContext, identity: ProcessIdentity
   }
 
   // SSRF stays enforced in report-only mode: it protects the host, it is not policy.
-  const ssrf = checkAddresses(addresses, ctx.ownAddresses, second.allow && second.explicit_ips === true);
+  const explicit = second.allow ? second.explicit_ips === true : addressesNamedByPolicy(ctx.engine.data, facts.host, facts.port, addresses);
+  const ssrf = checkAddresses(addresses, ctx.ownAddresses, explicit);
   if (!ssrf.ok) {
     const detail =
       ssrf.cls === 'proxy-own-address'
