@@ -155,7 +155,7 @@ describe('SSRF classes', () => {
       '203.0.113.5': 'documentation', '198.19.255.1': 'benchmarking', '192.0.0.8': 'reserved',
       '::1': 'loopback', '::': 'unspecified', 'fc00::1': 'unique-local', 'fd12::1': 'unique-local', 'fe80::1': 'link-local',
       'fec0::1': 'site-local', 'ff02::1': 'multicast', '2001:db8::1': 'documentation', '::ffff:8.8.8.8': 'ipv4-mapped',
-      '64:ff9b::808:808': 'nat64', '64:ff9b:1::1': 'nat64', '2002:808:808::1': '6to4', '2001::1': 'teredo', '::1.2.3.4': 'ipv4-compatible',
+      '64:ff9b::808:808': 'nat64', '64:ff9b:1::1': 'nat64', '2002:808:808::1': '6to4', '2001::1': 'teredo', '::102:304': 'ipv4-compatible',
       '4000::1': 'reserved', 'not-an-ip': 'invalid',
     };
     for (const [address, cls] of Object.entries(cases)) expect(forbiddenAddressClass(address), address).toBe(cls);
