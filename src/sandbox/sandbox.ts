@@ -19,7 +19,7 @@ import { launchHeld, type HeldCommand } from './launch.js';
 import { createSandboxNetwork, type SandboxNetwork } from './network.js';
 import { liveLine, renderSummary, verdictOf } from './summary.js';
 import { startUsageSampler, type UsageSampler } from './usage.js';
-import { resolveSandboxUser, type SandboxUser } from './user.js';
+import { resolveSandboxUser, SandboxUserError, type SandboxUser } from './user.js';
 
 export interface HostPort {
   host: string;
@@ -240,7 +240,7 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<number> {
       held?.abort();
     } else {
       say(`portcullis run: ${(err as Error).message}`);
-      exitCode = 70;
+      exitCode = err instanceof SandboxUserError ? 2 : 70;
     }
   } finally {
     usage = await sampler?.stop();

@@ -2,6 +2,7 @@
 // nft fence, as an unprivileged user; exit code is CMD's.
 import type { Command } from 'commander';
 import { PolicyLoadError } from '../../policy/load.js';
+import { startSandboxEgress } from '../../sandbox/egress.js';
 import { runSandbox, RunUsageError } from '../../sandbox/sandbox.js';
 import { parseHostPort } from '../../sandbox/upstream-resolver.js';
 import { SandboxUserError } from '../../sandbox/user.js';
@@ -43,9 +44,7 @@ export function registerRun(program: Command): void {
           live: opts.live === true,
           quiet: opts.quiet === true,
           noFence: opts.fence === false,
-          startEgress: async () => {
-            throw new Error('the proxy is not part of this build yet');
-          },
+          startEgress: startSandboxEgress,
         });
       } catch (err) {
         process.stderr.write(`portcullis run: ${(err as Error).message}\n`);
