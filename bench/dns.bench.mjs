@@ -70,8 +70,9 @@ async function startUpstream() {
        'tool.example.com': { A: ['203.0.113.10'], ttl: 300 },
        'api.example.com': { A: ['203.0.113.7'], AAAA: ['2001:db8::7'], ttl: 300 },
      };
-     // The cold names: one address each, all different.
-     for (let i = 0; i < ${COLD_NAMES}; i++) records['n' + i + '.cold.example.com'] = { A: ['198.51.' + (100 + (i >> 8)) + '.' + (i & 255)], ttl: 300 };
+     // The cold names: one address each, all different, in the benchmarking range (named by
+     // the endpoint's allowed_ips; the addresses only go into a set in the benchmark's namespace).
+     for (let i = 0; i < ${COLD_NAMES}; i++) records['n' + i + '.cold.example.com'] = { A: ['198.18.' + (i >> 8) + '.' + (i & 255)], ttl: 300 };
      const s = await startDnsServer({ records });
      s.queries.push = () => 0; // keep memory flat under load
      console.log(JSON.stringify({ port: s.port }));`,
@@ -84,7 +85,7 @@ network_policies:
   any:
     endpoints:
       - { host: api.example.com, port: 443 }
-      - { host: "*.cold.example.com", port: 443 }
+      - { host: "*.cold.example.com", port: 443, allowed_ips: ["198.18.0.0/15"] }
   tools:
     binaries: [{ path: /usr/bin/git }]
     endpoints:
@@ -310,7 +311,7 @@ async function main() {
   console.log(`added p50 latency over the upstream: no kernel sets ${fmt(added(proxyPlain), 3)} ms, kernel sets fresh ${fmt(added(proxyFresh), 3)} ms (target ≤ ${TARGET_ADDED_P50_MS} ms)`);
   console.log(`qps vs upstream directly: no kernel sets ${fmt(proxyPlain.qps / direct.qps, 2)}x, kernel sets fresh ${fmt(proxyFresh.qps / direct.qps, 2)}x`);
   console.log(`qps vs dnsmasq: no kernel sets ${fmt(proxyPlain.qps / masq.qps, 2)}x, kernel sets fresh ${fmt(proxyFresh.qps / masq.qps, 2)}x; p50 vs dnsmasq ${fmt(proxyPlain.p50 - masq.p50, 3)} ms`);
-  console.log(`cold kernel-set answers: ${fmt(proxyCold.qps)} qps, ${setSize} elements in the IPv4 host set afterwards`);
+  console.log(`cold kernel-set answers: ${fmt(proxyCold.qps)} qps, ${setSize} of ${COLD_NAMES} addresses in the IPv4 host set afterwards`);
   const verdict = (ok) => (ok ? 'met' : 'NOT met');
   console.log(
     `target ≥ ${fmt(TARGET_QPS)} qps: no kernel sets ${verdict(proxyPlain.qps >= TARGET_QPS)}, kernel sets fresh ${verdict(proxyFresh.qps >= TARGET_QPS)}; ` +

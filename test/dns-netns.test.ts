@@ -14,6 +14,8 @@ import { loadPolicyText, type LoadedPolicy } from '../src/policy/load.js';
 import { startDnsServer, type DnsServer } from '../src/sim/dns-server.js';
 import { startDnsProxy, type RunningDnsProxy } from '../src/dns/proxy.js';
 import { readFlowEvents } from '../src/dns/flow-report.js';
+import type { AuditEvent } from '../src/audit/events.js';
+import { openAuditSink } from '../src/audit/sink.js';
 import { query } from './fixtures/dns/client.js';
 // @ts-expect-error plain JavaScript fixture shared with the nft tests
 import { createLab } from '../testdata/nft/lab.mjs';
@@ -83,9 +85,12 @@ network_policies:
     endpoints:
       - host: api.example.com
         port: ${port}
+        allowed_ips: ["203.0.113.0/24", "2001:db8:5::/48"]
       - host: "*.cdn.example.com"
         port: ${port}
         allowed_ips: ["203.0.113.0/25"]
+      - host: public.example.com
+        port: ${port}
   tools:
     binaries:
       - path: /usr/bin/curl
@@ -102,6 +107,8 @@ network_policies:
       'img.cdn.example.com': { A: ['203.0.113.20', '203.0.113.200'], ttl: 60 },
       'rot.cdn.example.com': { A: ['203.0.113.40'], ttl: 60 },
       'tool.example.com': { A: ['203.0.113.30'], ttl: 60 },
+      // Only the first is an ordinary public address; it goes into the set but is never dialled.
+      'public.example.com': { A: ['93.184.216.34', '169.254.169.254', '203.0.113.60', '10.1.2.3'], AAAA: ['::1', 'fd00::1'], ttl: 60 },
     },
   });
   feeder = new NftSetFeeder({ netns: lab.cli });
@@ -198,7 +205,7 @@ describe('DNS proxy feeding nft host sets', () => {
     const wrong = new NftSetFeeder({ netns: lab.cli });
     await expect(wrong.add([{ set: 'host4_nosuch', address: '203.0.113.1', port: 1, timeoutSeconds: 5 }])).rejects.toThrow(/nft refused/);
     // A policy the loaded ruleset was not rendered from: its host sets do not exist there.
-    const newer = loadPolicyText(`version: 1\nnetwork_policies:\n  zzz:\n    endpoints: [{ host: img.cdn.example.com, port: ${port} }]\n`, 'newer.yaml');
+    const newer = loadPolicyText(`version: 1\nnetwork_policies:\n  zzz:\n    endpoints: [{ host: img.cdn.example.com, port: ${port}, allowed_ips: [203.0.113.0/24] }]\n`, 'newer.yaml');
     const p = await startDnsProxy({
       listen: { host: '127.0.0.1', port: 0 },
       upstream: { host: upstream.address, port: upstream.port },
@@ -219,6 +226,34 @@ describe('DNS proxy feeding nft host sets', () => {
     expect(r.answers.map((x) => x.data)).toEqual(['203.0.113.20', '203.0.113.200']);
     await expectOpen([{ address: '203.0.113.20', port }]);
     await expectRefused([{ address: '203.0.113.200', port }]);
+  });
+
+  it('never opens special addresses (private, link-local, documentation, loopback) unless allowed_ips names them', async () => {
+    const seen: AuditEvent[] = [];
+    const sink = openAuditSink(undefined);
+    sink.onEvent((e) => seen.push(e));
+    const p = await startDnsProxy({
+      listen: { host: '127.0.0.1', port: 0 },
+      upstream: { host: upstream.address, port: upstream.port },
+      policies: loaded.policies,
+      feeder,
+      audit: sink,
+    });
+    try {
+      const a = await query(p.address.port, 'public.example.com', 'A');
+      expect(a.answers.map((x) => x.data)).toEqual(['93.184.216.34', '169.254.169.254', '203.0.113.60', '10.1.2.3']);
+      const aaaa = await query(p.address.port, 'public.example.com', 'AAAA');
+      expect(aaaa.answers.map((x) => x.data)).toEqual(['::1', 'fd00::1']);
+    } finally {
+      await p.close();
+    }
+    const v4 = await setText(setOf('api', 2, 4));
+    expect(v4).toContain('93.184.216.34');
+    for (const special of ['169.254.169.254', '203.0.113.60', '10.1.2.3']) expect(v4).not.toContain(special);
+    expect(await setText(setOf('api', 2, 6))).not.toContain('elements');
+    await expectRefused([{ address: '203.0.113.60', port }]);
+    const withheld = seen.filter((e) => e.kind === 'dns' && e.host === 'public.example.com').flatMap((e) => e.withheld as string[]);
+    expect(withheld.sort()).toEqual(['10.1.2.3 (private)', '169.254.169.254 (link-local)', '203.0.113.60 (documentation)', '::1 (loopback)', 'fd00::1 (unique-local)']);
   });
 
   it('forwards a name only a policy with binaries covers, and the kernel keeps it closed', async () => {

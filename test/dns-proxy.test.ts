@@ -108,6 +108,15 @@ describe('forwarding covered names', () => {
     expect(upstreamSaw('api.example.com', 'TXT')).toBe(true);
   });
 
+  it('audits forwarded answers with their addresses when asked to', async () => {
+    const sink = openAuditSink(undefined);
+    const seen: AuditEvent[] = [];
+    sink.onEvent((e) => seen.push(e));
+    const p = await another({ audit: sink, auditAnswers: true });
+    await query(p.address.port, 'api.example.com', 'AAAA');
+    expect(seen).toMatchObject([{ kind: 'dns', allow: true, decision: 'allow', policy: 'web', host: 'api.example.com', qtype: 'AAAA', rcode: 'NOERROR', addresses: ['2001:db8::7'] }]);
+  });
+
   it('remembers which name it handed each address out for, and only those', async () => {
     await query(proxy.address.port, 'api.example.com', 'A');
     expect(proxy.handedOut('203.0.113.7')).toBe('api.example.com');
@@ -165,6 +174,33 @@ describe('refusing everything else', () => {
     const event = events.find((e) => e.host === 'c2lnbmfs.exfil.example.net');
     expect(event).toMatchObject({ kind: 'dns', allow: false, decision: 'deny', qtype: 'TXT', rcode: 'REFUSED', policy: null });
     expect(String(event!.reason)).toMatch(/not named by any policy endpoint/);
+  });
+
+  it('bounds the audit events of a refusal flood, counting the ones it leaves out', async () => {
+    const sink = openAuditSink(undefined);
+    const seen: AuditEvent[] = [];
+    sink.onEvent((e) => seen.push(e));
+    const p = await startDnsProxy({ listen: { host: '127.0.0.1', port: 0 }, upstream: { host: upstream.address, port: upstream.port }, policies, audit: sink });
+    const total = 5000;
+    let answered = 0;
+    const socket = dgram.createSocket('udp4');
+    socket.on('message', () => answered++);
+    await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', () => resolve()));
+    try {
+      for (let i = 0; i < total; i += 250) {
+        const target = Math.min(total, i + 250);
+        for (let j = i; j < target; j++) socket.send(encodeQuery(`q${j}.flood.example.net`, 'A', j), p.address.port, '127.0.0.1');
+        for (let wait = 0; wait < 200 && answered < target; wait++) await new Promise((r) => setTimeout(r, 5));
+      }
+    } finally {
+      socket.close();
+      await p.close();
+    }
+    expect(answered).toBe(total);
+    const refusals = seen.filter((e) => e.rcode === 'REFUSED').length;
+    const suppressed = seen.reduce((sum, e) => sum + (typeof e.suppressed === 'number' ? e.suppressed : 0), 0);
+    expect(refusals + suppressed).toBe(total);
+    expect(suppressed).toBeGreaterThan(0);
   });
 
   it('refuses every name for a hostless (allowed_ips-only) endpoint: it names no host', async () => {
@@ -257,6 +293,32 @@ describe('malformed input', () => {
     expect(await rcodeOf(rawQuery({ flags: 0x2800 | 0x0100, body: Buffer.concat([QNAME, TYPE_A_IN]) }))).toBe('NOTIMP');
     expect(await rcodeOf(rawQuery({ flags: 0x8100, body: Buffer.concat([QNAME, TYPE_A_IN]) }))).toBeNull();
     expect(await udpExchange(proxy.address.port, Buffer.from([1, 2, 3]), 500)).toBeNull();
+  });
+
+  it('caps TCP connections and closes idle ones', async () => {
+    const open = (port: number): Promise<{ socket: net.Socket; closed: Promise<void> }> =>
+      new Promise((resolve) => {
+        const socket = net.connect({ host: '127.0.0.1', port });
+        socket.on('error', () => undefined);
+        const closed = new Promise<void>((r) => socket.on('close', () => r()));
+        socket.on('connect', () => resolve({ socket, closed }));
+      });
+    const capped = await another({ maxTcpConnections: 2, tcpIdleTimeoutMs: 60_000 });
+    const first = await open(capped.address.port);
+    const second = await open(capped.address.port);
+    await new Promise((r) => setTimeout(r, 50)); // both accepted by the proxy
+    const third = await open(capped.address.port);
+    await third.closed; // over the cap: closed at once
+    expect(first.socket.destroyed || second.socket.destroyed).toBe(false);
+    first.socket.destroy();
+    second.socket.destroy();
+    await Promise.all([first.closed, second.closed]);
+    await new Promise((r) => setTimeout(r, 50));
+    expect((await query(capped.address.port, 'api.example.com', 'A', 'tcp')).rcode).toBe('NOERROR');
+
+    const idle = await another({ tcpIdleTimeoutMs: 200 });
+    const quiet = await open(idle.address.port);
+    await quiet.closed; // never closes without the idle timeout: the test would time out
   });
 
   it('drops a TCP connection announcing an oversized frame', async () => {

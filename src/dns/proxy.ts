@@ -5,17 +5,18 @@
 // the answer is released, so the client's first connection cannot race the rule.
 import dgram from 'node:dgram';
 import net from 'node:net';
+import ipaddr from 'ipaddr.js';
 import { canonicalIpHost } from '../policy/host-pattern.js';
 import type { Policy } from '../policy/types.js';
 import type { AuditEvent } from '../audit/events.js';
 import type { AuditSink } from '../audit/sink.js';
 import type { NftSetFeeder, SetElement, TimedSetElement } from '../nft/set-feeder.js';
+import { forbiddenAddressClass } from '../proxy/ssrf.js';
 import { answeredAddresses } from './answers.js';
 import { CoverageIndex, addressAllowed, canonicalQueryName, type NameCoverage } from './coverage.js';
 import { HandedOutBook } from './handed-out.js';
 import { UdpUpstream, tcpQuery, type UpstreamAddress } from './upstream.js';
 import { RCODE, buildReply, buildUpstreamQuery, matchResponse, parseQuery, qtypeName, withId, type ParsedQuery, type Rcode } from './wire.js';
-import ipaddr from 'ipaddr.js';
 
 export interface DnsProxyOptions {
   listen: { host: string; port: number };
@@ -36,6 +37,8 @@ export interface DnsProxyOptions {
   /** TCP limits: simultaneous connections (default 128), idle time (default 10 s). */
   maxTcpConnections?: number;
   tcpIdleTimeoutMs?: number;
+  /** Also emit a `dns` audit event for every forwarded answer (default: refusals and failures only). */
+  auditAnswers?: boolean;
 }
 
 export interface RunningDnsProxy {
@@ -65,6 +68,8 @@ type Transport = 'udp' | 'tcp';
 const MAX_TCP_QUERY = 1024;
 const MAX_TCP_IN_FLIGHT = 32;
 const COVERAGE_CACHE = 10_000;
+const AUDIT_PER_SECOND = 1000;
+const RCODE_NAMES: Record<number, string> = Object.fromEntries(Object.entries(RCODE).map(([k, v]) => [v, k]));
 
 export class DnsProxyError extends Error {
   override name = 'DnsProxyError';
@@ -98,9 +103,36 @@ export async function startDnsProxy(options: DnsProxyOptions): Promise<RunningDn
     return c;
   };
 
-  const emit = (event: AuditEvent): void => {
+  // A flood of refused queries must not become a flood of audit lines: at most
+  // AUDIT_PER_SECOND events a second, and one line saying how many were left out.
+  let auditWindow = 0;
+  let auditCount = 0;
+  let auditSuppressed = 0;
+  const flushSuppressed = (): void => {
+    if (auditSuppressed === 0 || audit === undefined) return;
+    const suppressed = auditSuppressed;
+    auditSuppressed = 0;
     try {
-      audit?.emit(event);
+      audit.emit({ kind: 'dns', host: null, port: null, reason: `${suppressed} dns audit events left out (more than ${AUDIT_PER_SECOND} a second)`, suppressed });
+    } catch {
+      // as below
+    }
+  };
+  const emit = (event: AuditEvent): void => {
+    if (audit === undefined) return;
+    try {
+      const second = Math.floor(Date.now() / 1000);
+      if (second !== auditWindow) {
+        flushSuppressed();
+        auditWindow = second;
+        auditCount = 0;
+      }
+      if (auditCount >= AUDIT_PER_SECOND) {
+        auditSuppressed++;
+        return;
+      }
+      auditCount++;
+      audit.emit(event);
     } catch {
       // auditing must never take the resolver down
     }
@@ -121,15 +153,15 @@ export async function startDnsProxy(options: DnsProxyOptions): Promise<RunningDn
   });
 
   /**
-   * The last answer recorded per name and the set elements of each of its addresses: an
+   * The last answer recorded per name and query type, and the set elements of each of its addresses: an
    * answer identical to the last skips the book and the element computation (the hot path).
    */
   let lastAnswer = new Map<string, { key: string; elements: Map<string, SetElement[]> }>();
 
   /** Records the answer and puts its addresses into the host sets of the covering kernel endpoints. */
-  const feed = async (name: string, coverage: NameCoverage, response: Buffer): Promise<void> => {
+  const feed = async (name: string, qtype: number, coverage: NameCoverage, response: Buffer): Promise<string[]> => {
     const answered = answeredAddresses(response);
-    if (answered.length === 0) return;
+    if (answered.length === 0) return [];
     const ttlOf = new Map<string, number>();
     const familyOf = new Map<string, 4 | 6>();
     for (const a of answered) {
@@ -138,33 +170,59 @@ export async function startDnsProxy(options: DnsProxyOptions): Promise<RunningDn
     }
     const order = [...ttlOf.keys()];
     const key = order.join(' ');
-    let last = lastAnswer.get(name);
+    const memoKey = `${qtype} ${name}`;
+    let last = lastAnswer.get(memoKey);
     if (last === undefined || last.key !== key) {
       const elements = new Map<string, SetElement[]>();
+      const withheld: string[] = [];
       const elementsOf = (address: string): SetElement[] => {
         const family = familyOf.get(address)!;
         const parsed = ipaddr.parse(address);
+        // The kernel must not open what the proxy would refuse to dial: loopback, private,
+        // metadata and other special addresses only when `allowed_ips` names them.
+        const unsafe = feeder !== undefined && coverage.targets.length > 0 ? forbiddenAddressClass(address) : null;
         const out: SetElement[] = [];
         for (const target of coverage.targets) {
           if (!addressAllowed(target, parsed)) continue;
+          if (unsafe !== null && target.allowedIps.length === 0) {
+            withheld.push(`${address} (${unsafe})`);
+            continue;
+          }
           for (const port of target.ports) out.push({ set: target.sets[family], address, port });
         }
         elements.set(address, out);
         return out;
       };
-      const { release } = book.record(name, order, elementsOf);
+      const release: SetElement[] = [];
+      for (const family of [4, 6] as const) {
+        const ofFamily = order.filter((address) => familyOf.get(address) === family);
+        if (ofFamily.length > 0) release.push(...book.record(name, ofFamily, elementsOf, family).release);
+      }
+      if (withheld.length > 0) {
+        emit({
+          kind: 'dns',
+          host: name,
+          port: null,
+          allow: true,
+          decision: 'allow',
+          policy: coverage.targets[0]!.policy,
+          reason: `answered, but not opened in the kernel: ${[...new Set(withheld)].join(', ')} is outside the endpoint's allowed_ips`,
+          withheld: [...new Set(withheld)],
+        });
+      }
       if (release.length > 0) feeder?.remove(release).catch(() => undefined); // need not hold the answer back
       if (lastAnswer.size >= COVERAGE_CACHE) lastAnswer = new Map();
       last = { key, elements };
-      lastAnswer.set(name, last);
+      lastAnswer.set(memoKey, last);
     }
-    if (feeder === undefined || coverage.targets.length === 0) return;
+    if (feeder === undefined || coverage.targets.length === 0) return order;
     const timed: TimedSetElement[] = [];
     for (const [address, elements] of last.elements) {
       const timeoutSeconds = Math.max(ttlOf.get(address)!, ttlFloor);
       for (const e of elements) timed.push({ set: e.set, address: e.address, port: e.port, timeoutSeconds });
     }
     if (timed.length > 0) await feeder.add(timed);
+    return order;
   };
 
   /** The answer to one query message, or null to say nothing. */
@@ -201,9 +259,10 @@ export async function startDnsProxy(options: DnsProxyOptions): Promise<RunningDn
       return servfail(query, transport, client, coverage, `upstream failure: ${(err as Error).message}`);
     }
     const match = matchResponse(response, query.question);
+    let addresses: string[] = [];
     if (match !== null && match.rcode === RCODE.NOERROR) {
       try {
-        await feed(name!, coverage, response);
+        addresses = await feed(name!, query.qtype, coverage, response);
       } catch (err) {
         // The answer is only released once its addresses are in the sets; without sets to
         // fill, an answer the proxy cannot read is still the upstream's to give.
@@ -213,6 +272,18 @@ export async function startDnsProxy(options: DnsProxyOptions): Promise<RunningDn
       }
     }
     stats.forwarded++;
+    if (options.auditAnswers) {
+      emit(
+        dnsEvent(query, transport, client, {
+          allow: true,
+          decision: 'allow',
+          policy: coverage.policies[0] ?? null,
+          reason: `forwarded: ${name} is named by policy ${coverage.policies.join(', ')}`,
+          rcode: RCODE_NAMES[match?.rcode ?? -1] ?? 'unknown',
+          addresses,
+        }),
+      );
+    }
     return withId(response, query.id);
   };
 
@@ -313,6 +384,7 @@ export async function startDnsProxy(options: DnsProxyOptions): Promise<RunningDn
       return names.length === 0 ? undefined : [...names].sort().join(', ');
     },
     async close() {
+      flushSuppressed();
       for (const socket of tcpSockets) socket.destroy();
       udpUpstream.close();
       await Promise.all([

@@ -169,9 +169,8 @@ function lowerAscii(byte: number): number {
   return byte >= 0x41 && byte <= 0x5a ? byte | 0x20 : byte;
 }
 
-/** Copies a response with another message id (the client's). */
+/** Gives a response another message id (the client's), in place. */
 export function withId(buf: Buffer, id: number): Buffer {
-  const out = Buffer.from(buf);
-  out.writeUInt16BE(id, 0);
-  return out;
+  buf.writeUInt16BE(id, 0);
+  return buf;
 }
