@@ -9,7 +9,7 @@ import { launchArgv } from '../src/sandbox/launch.js';
 import { resolvConf } from '../src/sandbox/network.js';
 import { eventBytes, formatBytes, liveLine, renderSummary } from '../src/sandbox/summary.js';
 import { firstNameserver, parseHostPort } from '../src/sandbox/upstream-resolver.js';
-import { parentPidOf } from '../src/sandbox/usage.js';
+import { cpuTicksOf, parentPidOf } from '../src/sandbox/usage.js';
 import { findInPasswd } from '../src/sandbox/user.js';
 
 const deny = (over: Partial<AuditEvent>): AuditEvent => ({ kind: 'connect', allow: false, decision: 'deny', policy: null, reason: 'no', ...over });
@@ -142,5 +142,7 @@ describe('capabilities, exit codes, parsing', () => {
     expect(findInPasswd(passwd, 'nobody')).toBeNull();
     expect(parentPidOf('123 (a) b) c) S 77 123 123 0')).toBe(77);
     expect(parentPidOf('garbage')).toBeNull();
+    expect(cpuTicksOf('9 (x) y) S 1 0 0 0 0 0 0 0 0 0 5 6 7 8 20 0')).toBe(26);
+    expect(cpuTicksOf('garbage')).toBe(0);
   });
 });

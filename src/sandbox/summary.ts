@@ -158,7 +158,7 @@ export function renderSummary(input: SummaryInput): string {
       const total = [...hosts.values()].reduce((sum, h) => sum + h.count, 0);
       let first = true;
       for (const [host, h] of sortedEntries(hosts)) {
-        const head = first ? `${MARK[verdict]} ${LABEL[verdict]} ${String(total).padStart(3)}` : ' '.repeat(15);
+        const head = first ? `${MARK[verdict]} ${LABEL[verdict]} ${String(total).padStart(3)}` : ' '.repeat(13);
         const times = h.count > 1 ? ` ×${h.count}` : '';
         const why = h.reason ? `  — ${h.reason}` : '';
         lines.push(`    ${head}  ${host}${times}${why}`);
