@@ -2,6 +2,7 @@
 // a listener accepts connections from curl, python3, node and bash, and resolves each.
 import { execFile } from 'node:child_process';
 import { appendFileSync, chmodSync, existsSync, closeSync, copyFileSync, ftruncateSync, mkdirSync, mkdtempSync, openSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -265,6 +266,15 @@ describe('socket sources', () => {
     const diag = new SockDiag();
     const viaDiag = new IdentityResolver();
     const viaProcfs = new IdentityResolver({ socketSource: 'procfs' });
+    // Some hundreds of other connections, so the tables span many pages (one page per read).
+    const filler = await Listener.open('127.0.0.1');
+    const fillers = await Promise.all(
+      Array.from({ length: 300 }, () => new Promise<net.Socket>((resolve) => {
+        const c = net.connect(filler.port, '127.0.0.1', () => resolve(c));
+        c.on('error', () => {});
+      })),
+    );
+    expect(readFileSync('/proc/self/net/tcp', 'latin1').length).toBeGreaterThan(20 * 4096);
     try {
       const cases: Array<[Listener, string]> = [
         [v4, `socket.create_connection(('127.0.0.1', ${v4.port}))`],
@@ -284,6 +294,8 @@ describe('socket sources', () => {
       }
       expect(await diag.lookup({ clientAddress: '127.0.0.1', clientPort: 1, proxyAddress: '127.0.0.1', proxyPort: v4.port })).toBe('missing');
     } finally {
+      for (const c of fillers) c.destroy();
+      await filler.close();
       diag.close();
       viaDiag.close();
     }

@@ -12,6 +12,12 @@ import type { ConnectionTuple } from './types.js';
 import { UnresolvedError, unresolvedFromFsError } from './unresolved.js';
 
 const CHUNK_BYTES = 64 * 1024;
+/**
+ * The kernel fills each read up to a page, less at most one row; a shorter read can only be
+ * the last. Stopping there saves the read that would return 0, which costs a second walk of
+ * the kernel's whole socket hash table (milliseconds when the table is large).
+ */
+const LAST_READ_BELOW_BYTES = 4096 - 512;
 const READS_BETWEEN_YIELDS = 16;
 
 export interface SocketLookup {
@@ -60,9 +66,10 @@ export async function findClientSocket(tuple: ConnectionTuple, lookup: SocketLoo
     try {
       for (let reads = 1; ; reads++) {
         const bytesRead = readSync(fd, buffer, 0, CHUNK_BYTES, null);
-        const row = bytesRead === 0 ? matcher.finish() : matcher.feed(buffer.toString('latin1', 0, bytesRead));
+        const last = bytesRead < LAST_READ_BELOW_BYTES;
+        const row = bytesRead === 0 ? matcher.finish() : matcher.feed(buffer.toString('latin1', 0, bytesRead)) ?? (last ? matcher.finish() : null);
         if (row) return { row, family: needle.family };
-        if (bytesRead === 0) break;
+        if (last) break;
         if (reads % READS_BETWEEN_YIELDS === 0) await yieldToEventLoop();
       }
     } catch (err) {
