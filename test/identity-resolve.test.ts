@@ -349,6 +349,20 @@ describe('binary integrity', () => {
     second.end('done\n');
   });
 
+  it('a binary deleted after it started keeps its path, is flagged, and is hashed through /proc/<pid>/exe', async () => {
+    const resolver = newResolver();
+    const doomed = join(dir, 'doomed-shell');
+    copyFileSync(BASH, doomed);
+    chmodSync(doomed, 0o755);
+    const [cmd, ...args] = bashHolding(doomed, '127.0.0.1', v4.port);
+    children.spawn(cmd!, args);
+    const socket = await v4.next();
+    rmSync(doomed);
+    const identity = await resolver.resolve(tupleOf(socket));
+    expect(identity).toMatchObject({ path: doomed, exe_deleted: true, sha256: await sha256File(BASH) });
+    socket.end('done\n');
+  });
+
   it('a copy of a known binary at another path has its own identity and no violation', async () => {
     const resolver = newResolver();
     const [c1, ...a1] = bashHolding('/usr/bin/bash', '127.0.0.1', v4.port);
