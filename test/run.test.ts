@@ -299,6 +299,33 @@ describe('portcullis run: several at once and leftovers', () => {
     expect(b.stdout).toContain('"path":"/b"');
   });
 
+  it('after a run is killed outright (SIGKILL), the next run removes its namespace, files and processes', async () => {
+    const { child } = startRun(['--quiet'], ['sh', '-c', 'echo started; exec sleep 600']);
+    // 'exit', not 'close': the orphaned sleep keeps the output pipes open.
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    const deadline = Date.now() + 20_000;
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    while (!out.includes('started') && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+    const pid = child.pid!;
+    const sleeper = spawnSync('pgrep', ['-u', 'portcullis-sandbox', '-x', 'sleep']).stdout.toString().trim().split('\n').map(Number).filter((p) => p > 0);
+    expect(sleeper.length).toBeGreaterThan(0);
+    child.kill('SIGKILL');
+    await exited;
+    const left = (await listNamespaces()).filter((n) => n.startsWith(`pcrun-${pid}-`));
+    expect(left.length).toBe(1); // nothing could clean up after SIGKILL
+    expect(existsSync(`/etc/netns/${left[0]}`)).toBe(true);
+    const r = await run(['true']);
+    expect(r.code).toBe(0);
+    await expectNothingLeft(pid);
+    // Killed: gone, or a zombie waiting for whoever inherited it to reap it.
+    for (const p of sleeper) {
+      const stat = existsSync(`/proc/${p}/stat`) ? readFileSync(`/proc/${p}/stat`, 'utf8') : '';
+      expect(stat === '' || / Z /.test(stat.slice(stat.lastIndexOf(')')))).toBe(true);
+    }
+    expect(existsSync(join(tmpdir(), `portcullis-home-${pid}-0`))).toBe(false);
+  });
+
   it('removes the leftovers of a killed earlier run', async () => {
     const dead = spawnSync('true').pid!;
     const stale = `pcrun-${dead}-0`;
