@@ -145,7 +145,10 @@ export class NftSetFeeder {
 
   /** Resolves when nothing is queued or running. */
   async idle(): Promise<void> {
-    while (this.running !== null || this.queued !== null) await (this.running ?? Promise.resolve());
+    while (this.running !== null || this.queued !== null) {
+      // A queued batch starts on the next turn of the event loop: wait for it there.
+      await (this.running ?? new Promise<void>((resolve) => setImmediate(resolve)));
+    }
   }
 
   private enqueue(ops: Op[]): Promise<void> {
