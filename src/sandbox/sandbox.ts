@@ -210,11 +210,20 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<number> {
       });
       const h = held;
       teardown.add('CMD', async () => void h.child.kill('SIGKILL'), () => void h.child.kill('SIGKILL'));
-      const running = await opts.startEgress({ ...base, plan, netns: network.netns, anchorPid: held.pid });
-      egress = running;
-      teardown.add('the proxy', () => running.close());
-      checkInterrupted();
-      await applyRuleset(renderRuleset(loaded.policies, { proxy: plan.proxy, ...(plan.dns ? { dns: plan.dns } : {}), ...(plan.sni ? { sni: plan.sni } : {}) }), { netns: network.netns });
+      // The proxies and the fence are independent: set them up at the same time. CMD is still
+      // held, so nothing can slip out before both are in place.
+      const script = renderRuleset(loaded.policies, { proxy: plan.proxy, ...(plan.dns ? { dns: plan.dns } : {}), ...(plan.sni ? { sni: plan.sni } : {}) });
+      const [started, fence] = await Promise.allSettled([
+        opts.startEgress({ ...base, plan, netns: network.netns, anchorPid: held.pid }),
+        applyRuleset(script, { netns: network.netns }),
+      ]);
+      if (started.status === 'fulfilled') {
+        const running = started.value;
+        egress = running;
+        teardown.add('the proxy', () => running.close());
+      }
+      if (started.status === 'rejected') throw started.reason;
+      if (fence.status === 'rejected') throw fence.reason;
       checkInterrupted();
     } else {
       const running = await opts.startEgress({ ...base, plan });

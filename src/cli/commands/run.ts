@@ -2,10 +2,7 @@
 // nft fence, as an unprivileged user; exit code is CMD's.
 import type { Command } from 'commander';
 import { PolicyLoadError } from '../../policy/load.js';
-import { startSandboxEgress } from '../../sandbox/egress.js';
-import { runSandbox, RunUsageError } from '../../sandbox/sandbox.js';
 import { parseHostPort } from '../../sandbox/upstream-resolver.js';
-import { SandboxUserError } from '../../sandbox/user.js';
 
 interface RunOptions {
   policy: string;
@@ -32,6 +29,10 @@ export function registerRun(program: Command): void {
     .option('--no-fence', 'proxy environment only: no namespace, no nft (weaker; for comparison)')
     .argument('<command...>', 'the command to run, after --')
     .action(async (command: string[], opts: RunOptions) => {
+      // Loaded here, not at start-up: the other sub-commands need none of the sandbox.
+      const { startSandboxEgress } = await import('../../sandbox/egress.js');
+      const { runSandbox, RunUsageError } = await import('../../sandbox/sandbox.js');
+      const { SandboxUserError } = await import('../../sandbox/user.js');
       let code: number;
       try {
         code = await runSandbox({
