@@ -206,7 +206,7 @@ export async function startDnsProxy(options: DnsProxyOptions): Promise<RunningDn
           allow: true,
           decision: 'allow',
           policy: coverage.targets[0]!.policy,
-          reason: `answered, but not opened in the kernel: ${[...new Set(withheld)].join(', ')} is outside the endpoint's allowed_ips`,
+          reason: `answered, but not opened in the kernel: ${[...new Set(withheld)].join(', ')}; special addresses are opened only where an endpoint's allowed_ips names them`,
           withheld: [...new Set(withheld)],
         });
       }
