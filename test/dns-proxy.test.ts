@@ -414,6 +414,56 @@ describe('fuzz', () => {
     expect(good.answers).toMatchObject([{ data: '203.0.113.7' }]);
   });
 
+  it('survives a hostile upstream sending damaged answers, and answers a good query after', async () => {
+    const rand = prng(99);
+    let hostile = true;
+    const fake = dgram.createSocket('udp4');
+    fake.on('message', (q, r) => {
+      const good = dnsPacket.encode({
+        type: 'response',
+        id: q.readUInt16BE(0),
+        flags: dnsPacket.RECURSION_DESIRED,
+        questions: dnsPacket.decode(q).questions,
+        answers: [
+          { type: 'CNAME', name: 'api.example.com', ttl: 60, data: 'edge.example.net' },
+          { type: 'A', name: 'edge.example.net', ttl: 60, data: '203.0.113.7' },
+        ],
+      });
+      if (!hostile) return void fake.send(good, r.port, r.address);
+      // Keep the header and question (so it is taken as the answer), damage the rest.
+      const questionEnd = q.length - (q.readUInt16BE(10) > 0 ? 11 : 0);
+      const bytes = [...good];
+      for (let e = 0; e < 1 + Math.floor(rand() * 6); e++) {
+        const at = questionEnd + Math.floor(rand() * Math.max(1, bytes.length - questionEnd));
+        if (rand() < 0.5) bytes[at] = Math.floor(rand() * 256);
+        else bytes.length = Math.max(questionEnd, at);
+      }
+      if (rand() < 0.3) bytes[6] = Math.floor(rand() * 256); // answer count
+      if (rand() < 0.2) bytes.splice(questionEnd, 0, 0xc0, Math.floor(rand() * bytes.length)); // pointer, loops included
+      fake.send(Buffer.from(bytes), r.port, r.address);
+    });
+    await new Promise<void>((resolve) => fake.bind(0, '127.0.0.1', () => resolve()));
+    try {
+      const p = await another({ upstream: { host: '127.0.0.1', port: fake.address().port } });
+      let replies = 0;
+      for (let i = 0; i < 600; i++) {
+        const reply = await udpExchange(p.address.port, encodeQuery(i % 2 === 0 ? 'api.example.com' : 'a.b.docs.example.org', 'A', i), 1000);
+        if (reply === null) continue;
+        replies++;
+        expect(reply.readUInt16BE(0)).toBe(i);
+        expect(reply[2]! & 0x80).toBe(0x80);
+      }
+      expect(replies).toBeGreaterThan(500);
+      hostile = false;
+      const good = await query(p.address.port, 'api.example.com', 'A');
+      expect(good.answers.map((a) => a.data)).toEqual(['edge.example.net', '203.0.113.7']);
+      // Both names were answered with this address (some damaged answers kept the record intact).
+      expect(p.handedOut('203.0.113.7')?.split(', ')).toContain('api.example.com');
+    } finally {
+      fake.close();
+    }
+  });
+
   it('survives random and mutated frames over TCP, and answers a good query after', async () => {
     const cases = fuzzCases(1500, 0xfeed);
     const rand = prng(7);
