@@ -117,6 +117,23 @@ describe('forwarding covered names', () => {
     expect(seen).toMatchObject([{ kind: 'dns', allow: true, decision: 'allow', policy: 'web', host: 'api.example.com', qtype: 'AAAA', rcode: 'NOERROR', addresses: ['2001:db8::7'] }]);
   });
 
+  it('listens on IPv6 loopback too (UDP and TCP)', async () => {
+    const p = await another({ listen: { host: '::1', port: 0 } });
+    expect(p.address.host).toBe('::1');
+    for (const transport of ['udp', 'tcp'] as const) {
+      const message = encodeQuery('api.example.com', 'A');
+      const reply = await new Promise<Buffer | null>((resolve) => {
+        if (transport === 'tcp') return void tcpExchange(p.address.port, message, 3000, '::1').then(resolve);
+        const socket = dgram.createSocket('udp6');
+        const timer = setTimeout(() => (socket.close(), resolve(null)), 3000);
+        socket.once('message', (m) => (clearTimeout(timer), socket.close(), resolve(m)));
+        socket.send(message, p.address.port, '::1');
+      });
+      expect(reply, transport).not.toBeNull();
+      expect(decodeAnswer(reply!).answers).toMatchObject([{ data: '203.0.113.7' }]);
+    }
+  });
+
   it('remembers which name it handed each address out for, and only those', async () => {
     await query(proxy.address.port, 'api.example.com', 'A');
     expect(proxy.handedOut('203.0.113.7')).toBe('api.example.com');
