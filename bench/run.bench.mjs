@@ -97,6 +97,7 @@ try {
   const curlArgs = ['-sS', '--fail', '--cacert', ca, '-o', '/dev/null', '-w', '%{time_total} %{size_download}\n', url];
   const outside = [];
   const inside = [];
+  const proxyOnly = [];
   for (let i = 0; i < DOWNLOADS; i++) {
     const o = (await timed('curl', ['--resolve', `files.bench.example:443:${host.v4}`, ...curlArgs])).stdout.trim().split(' ');
     if (Number(o[1]) !== BYTES) throw new Error(`outside download got ${o[1]} bytes`);
@@ -105,13 +106,20 @@ try {
     const line = r.stdout.trim().split('\n').pop().split(' ');
     if (Number(line[1]) !== BYTES) throw new Error(`inside download got ${line[1]} bytes`);
     inside.push(Number(line[0]));
+    // The same proxy without namespace or fence (--no-fence): what the proxy itself costs.
+    const p = await timed(process.execPath, [CLI, 'run', '--no-fence', '--policy', policy, '--resolver', resolver, '--quiet', '--', 'curl', ...curlArgs], { cwd: work });
+    const pl = p.stdout.trim().split('\n').pop().split(' ');
+    if (Number(pl[1]) !== BYTES) throw new Error(`proxy-only download got ${pl[1]} bytes`);
+    proxyOnly.push(Number(pl[0]));
   }
   const mbps = (s) => (BYTES / s / 1e6).toFixed(0);
   const o = median(outside);
   const n = median(inside);
   console.log(`100 MB HTTPS outside median ${o.toFixed(3)} s (${mbps(o)} MB/s)`);
   console.log(`100 MB HTTPS in run  median ${n.toFixed(3)} s (${mbps(n)} MB/s, through the proxy)`);
-  console.log(`throughput ratio run/outside ${(o / n).toFixed(2)} (target >= 0.8)`);
+  const p = median(proxyOnly);
+  console.log(`100 MB HTTPS proxy only (run --no-fence) median ${p.toFixed(3)} s (${mbps(p)} MB/s)`);
+  console.log(`throughput ratio run/outside ${(o / n).toFixed(2)} (target >= 0.8); run/proxy-only ${(p / n).toFixed(2)} (what the namespace and fence add)`);
 } finally {
   await sim.close();
   rmSync(work, { recursive: true, force: true });
