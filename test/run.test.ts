@@ -290,6 +290,24 @@ describe('portcullis run: without the fence', () => {
   });
 });
 
+describe('portcullis run: started without privileges', () => {
+  it('says once that there is no fence and runs CMD with the proxy environment only', async () => {
+    const home = join(work, 'nobody-home');
+    spawnSync('mkdir', ['-p', home]);
+    spawnSync('chown', ['65534:65534', home]);
+    const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, CLI, 'run', '--policy', policy, '--resolver', `${sim.dns.address}:${sim.dns.port}`, '--', 'sh', '-c', 'echo "proxy=$HTTPS_PROXY"; exit 4'], {
+      cwd: work,
+      encoding: 'utf8',
+      timeout: 30_000,
+      env: { ...process.env, HOME: home, XDG_CACHE_HOME: join(home, '.cache') },
+    });
+    expect(r.status).toBe(4);
+    expect(r.stderr.match(/WEAKER/g)?.length).toBe(1);
+    expect(r.stderr).toMatch(/not root \(missing CAP_NET_ADMIN/);
+    expect(r.stdout).toMatch(/^proxy=http:\/\/127\.0\.0\.1:\d+$/m);
+  });
+});
+
 describe('portcullis run: several at once and leftovers', () => {
   it('runs two sandboxes at the same time without a clash', async () => {
     const [a, b] = await Promise.all([run(curl('https://api.runtest.example/a')), run(curl('https://api.runtest.example/b'))]);

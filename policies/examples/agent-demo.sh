@@ -7,7 +7,11 @@ set -u
 export PATH=/usr/local/bin:/usr/bin:/bin
 CA="${DEMO_CA:?}"
 
-step() { printf '\n\033[1;36magent ▸ %s\033[0m\n' "$*"; }
+# On a terminal, a short pause before each step lets a person follow along.
+step() {
+  if [ -t 1 ]; then sleep "${DEMO_PAUSE:-0.8}"; fi
+  printf '\n\033[1;36magent ▸ %s\033[0m\n' "$*"
+}
 note() { printf '        %s\n' "$*"; }
 
 step "1/6  call the LLM API over HTTPS with curl               (the policy allows curl → api.llm.example:443)"
