@@ -9,8 +9,12 @@ CA="${DEMO_CA:?}"
 
 # On a terminal, a short pause before each step lets a person follow along.
 step() {
-  if [ -t 1 ]; then sleep "${DEMO_PAUSE:-0.8}"; fi
-  printf '\n\033[1;36magent ▸ %s\033[0m\n' "$*"
+  if [ -t 1 ]; then
+    sleep "${DEMO_PAUSE:-0.8}"
+    printf '\n\033[1;36magent ▸ %s\033[0m\n' "$*"
+  else
+    printf '\nagent ▸ %s\n' "$*"
+  fi
 }
 note() { printf '        %s\n' "$*"; }
 
@@ -43,7 +47,8 @@ const net = require("net"); const t0 = Date.now();
 const s = net.connect({ host: process.argv[1], port: 80, timeout: 5000 });
 s.on("connect", () => { console.log("        node: connected (this should not happen)"); s.destroy(); });
 s.on("timeout", () => { console.log("        node: timed out"); s.destroy(); });
-s.on("error", (e) => console.log(`        node: ${e.code} after ${Date.now() - t0} ms`));
+s.on("error", (e) => console.log(`        node: ${e.code} after ${Date.now() - t0} ms` +
+  (e.code === "ECONNREFUSED" ? " (a TCP reset from the nftables fence: the proxy never saw it)" : "")));
 ' "$DEMO_DIRECT_IP"
 
 step "6/6  smuggle a secret out inside a DNS name with node"
