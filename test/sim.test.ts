@@ -238,6 +238,14 @@ describe('simulated internet', () => {
     expect(echoed).toBe('ping');
   });
 
+  it('refuses an address another simulated internet already routes, and cleans up after itself', async () => {
+    const taken = sim.hosts['api.example.test']!.v4!;
+    const ours = async () => (await listNamespaces()).filter((n) => n.startsWith(`pcsim-${process.pid}-`));
+    const before = await ours();
+    await expect(startSimulatedInternet({ hosts: { 'clash.example.test': { v4: taken } } })).rejects.toThrow(/already routed/);
+    expect(await ours()).toEqual(before);
+  });
+
   it('close() leaves no namespace, no route and no process behind', async () => {
     const api = sim.hosts['api.example.test']!;
     expect(process.kill(servePid, 0)).toBe(true);

@@ -76,7 +76,7 @@ async function routedDestinations(): Promise<Set<string>> {
 }
 
 /** Fills in addresses for hosts given none: 203.0.113.x / 198.51.100.x and 2001:db8:5133::x. */
-async function assignAddresses(hosts: Record<string, SimHost>): Promise<Record<string, SimHost>> {
+async function assignAddresses(hosts: Record<string, SimHost>, attempt: number): Promise<Record<string, SimHost>> {
   const taken = await routedDestinations();
   for (const h of Object.values(hosts)) {
     if (h.v4) taken.add(h.v4);
@@ -84,7 +84,8 @@ async function assignAddresses(hosts: Record<string, SimHost>): Promise<Record<s
   }
   const pool: number[] = [];
   for (let i = 0; i < 508; i++) pool.push(i);
-  let cursor = (process.pid * 37) % pool.length;
+  // Different processes start at different places; a retry after a clash starts at random.
+  let cursor = attempt === 0 ? (process.pid * 37) % pool.length : Math.floor(Math.random() * pool.length);
   const nextFree = (): { v4: string; v6: string } => {
     for (let tries = 0; tries < pool.length; tries++) {
       const i = pool[cursor % pool.length] ?? 0;
@@ -127,7 +128,21 @@ function waitForReady(child: ChildProcess): Promise<void> {
   });
 }
 
+/** Another simulated internet took an address between our check and our route. */
+class AddressClashError extends Error {}
+
 export async function startSimulatedInternet(opts: SimulatedInternetOptions): Promise<SimulatedInternet> {
+  const automatic = Object.values(opts.hosts).some((h) => !h.v4 && !h.v6);
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await startOnce(opts, attempt);
+    } catch (err) {
+      if (!(err instanceof AddressClashError) || !automatic || attempt >= 4) throw err;
+    }
+  }
+}
+
+async function startOnce(opts: SimulatedInternetOptions, attempt: number): Promise<SimulatedInternet> {
   const ca = opts.ca ?? (await createCertificateAuthority());
   const n = nextCounter();
   const netns = await createNamespace(SIM_NAMESPACE_PREFIX, n);
@@ -153,7 +168,7 @@ export async function startSimulatedInternet(opts: SimulatedInternetOptions): Pr
     // forwarded on to the sandbox's veth: IPv4 forwarding for this interface only.
     writeFileSync(`/proc/sys/net/ipv4/conf/${hostInterface}/forwarding`, '1');
 
-    const hosts = await assignAddresses(opts.hosts);
+    const hosts = await assignAddresses(opts.hosts, attempt);
     const records: Record<string, DnsRecords> = {};
     for (const [name, h] of Object.entries(hosts)) {
       records[name] = { A: h.v4 ? [h.v4] : [], AAAA: h.v6 ? [h.v6] : [] };
@@ -221,7 +236,7 @@ async function routeOrExplain(args: string[], address: string): Promise<void> {
     await runCommand('ip', args);
   } catch (err) {
     if (/File exists/.test((err as Error).message)) {
-      throw new Error(`simulated internet: ${address} is already routed in this machine (another simulated internet?); pick other addresses or leave them out to get unique ones`);
+      throw new AddressClashError(`simulated internet: ${address} is already routed in this machine (another simulated internet?); pick other addresses or leave them out to get unique ones`);
     }
     throw err;
   }
