@@ -264,6 +264,7 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
     if (auth.addresses) event.addresses = auth.addresses;
     if (!auth.ok) {
       event.error = auth.kind;
+      if (statusOf(auth.kind) !== 403) event.error_detail = auth.detail;
       if (statusOf(auth.kind) === 403) count(auth.decision);
       else counters.errors++;
       audit.emit(event);
@@ -296,7 +297,6 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
 
   const httpConnection = (client: net.Socket): void => {
     if (!admit(client, () => client.end(errorResponse({ kind: 'too_many_connections', detail: 'the proxy is at its connection limit; try again later' })))) return;
-    const identityPromise = resolveIdentity(client, false);
     let buffered: Buffer = Buffer.alloc(0);
     const reply = (kind: ProxyErrorKind, detail: string, extra: { policy?: string | null; binary?: string | null; host?: string; port?: number } = {}): void => {
       if (client.writable) client.end(errorResponse({ kind, detail, ...extra }));
@@ -323,7 +323,8 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
         return;
       }
       const rest = buffered.subarray(parsed.length);
-      void handleRequest(client, parsed.head, rest, identityPromise, reply).catch((err: unknown) => {
+      // Identity is looked up only for a complete request: a slow or junk connection costs no procfs work.
+      void handleRequest(client, parsed.head, rest, () => resolveIdentity(client, false), reply).catch((err: unknown) => {
         counters.errors++;
         audit.emit({ kind: 'error', error: 'internal', detail: (err as Error).message });
         client.destroy();
@@ -336,14 +337,14 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
     client: net.Socket,
     head: RequestHead,
     rest: Buffer,
-    identityPromise: Promise<ProcessIdentity>,
+    identityOf: () => Promise<ProcessIdentity>,
     reply: (kind: ProxyErrorKind, detail: string, extra?: { policy?: string | null; binary?: string | null; host?: string; port?: number }) => void,
   ): Promise<void> => {
     if (head.method === 'CONNECT') {
       const target = parseConnectTarget(head.target);
       if (!target.ok) return reply('bad_request', target.message);
       const facts: RequestFacts = { host: target.host, port: target.port, ip: target.ip };
-      const identity = await identityPromise;
+      const identity = await identityOf();
       const dialed = await decideAndDial('connect', client, identity, facts, (kind, detail, policy) =>
         reply(kind, detail, { policy, binary: identity.path, host: facts.host, port: facts.port }),
       );
@@ -360,7 +361,7 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
     if (framing.kind === 'error') return reply(framing.code === 501 ? 'not_implemented' : 'bad_request', framing.message);
     if (framing.kind === 'chunked') return reply('length_required', 'chunked request bodies are not supported by this proxy; send a Content-Length');
     const facts: RequestFacts = { host: target.host, port: target.port, ip: target.ip, method: head.method, path: target.path };
-    const identity = await identityPromise;
+    const identity = await identityOf();
     const dialed = await decideAndDial('http', client, identity, facts, (kind, detail, policy) =>
       reply(kind, detail, { policy, binary: identity.path, host: facts.host, port: facts.port }),
     );
@@ -433,12 +434,15 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
 
   const sniConnection = (client: net.Socket): void => {
     if (!admit(client, () => client.destroy())) return;
-    const identityPromise = resolveIdentity(client, true);
+    const peer = `${client.remoteAddress ?? ''}:${client.remotePort ?? 0}`;
+    let identityPromise: Promise<ProcessIdentity> | undefined;
+    const identityOf = (): Promise<ProcessIdentity> => (identityPromise ??= resolveIdentity(client, true));
     let buffered: Buffer = Buffer.alloc(0);
     const fail = async (reason: string): Promise<void> => {
-      client.destroy();
       counters.errors++;
-      const identity = await identityPromise;
+      // Who sent it is looked up before closing, while the socket row still exists.
+      const identity = await identityOf();
+      client.destroy();
       audit.emit({
         kind: 'sni',
         allow: false,
@@ -448,7 +452,7 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
         host: null,
         port: 443,
         ...identityFields(identity),
-        client: `${client.remoteAddress ?? ''}:${client.remotePort ?? 0}`,
+        client: peer,
         error: 'bad_client_hello',
       });
     };
@@ -470,7 +474,7 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
       if (!host.ok) return void fail(`bad server name: ${host.message}`);
       const facts: RequestFacts = { host: host.host, port: 443, ip: host.ip };
       void (async () => {
-        const identity = await identityPromise;
+        const identity = await identityOf();
         const dialed = await decideAndDial('sni', client, identity, facts, () => client.destroy());
         if (!dialed) return;
         dialed.upstream.write(buffered);
