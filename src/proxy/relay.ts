@@ -21,8 +21,11 @@ export class Relay {
     idleTimeoutMs: number,
     private readonly onClose: (cause: CloseCause, stats: RelayStats) => void,
   ) {
-    client.on('data', (chunk: Buffer) => (this.stats.bytesUp += chunk.length));
-    upstream.on('data', (chunk: Buffer) => (this.stats.bytesDown += chunk.length));
+    // Counted from the upstream socket's own totals at close: no per-chunk callback on the hot path.
+    upstream.once('close', () => {
+      this.stats.bytesUp = upstream.bytesWritten;
+      this.stats.bytesDown = upstream.bytesRead;
+    });
     client.pipe(upstream);
     upstream.pipe(client);
     // The client socket sees traffic both ways (reads up, writes down): one timer covers both.

@@ -1,0 +1,313 @@
+// Proxy benchmark: four ways to reach the same upstream in the simulated internet (a TCP
+// server in its namespace), measured in the same run: direct, through portcullis (CLI process,
+// identity resolution on, policy + SSRF checks), through squid with an equivalent allowlist
+// ACL, and through tinyproxy with an allowlist filter. All clients CONNECT to the upstream's
+// IP literal (tinyproxy would otherwise use the system resolver). Figures: new tunnels per
+// second with 50 concurrent clients, p50/p99 time to first byte, bulk throughput over one
+// tunnel (1 GiB), RSS of the proxy with 1,000 open tunnels. Needs `npm run build`.
+import { spawn } from 'node:child_process';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startSimulatedInternet } from '../dist/sim/internet.js';
+
+const UPSTREAM_PORT = 9000;
+const CONCURRENCY = 50;
+const RATE_SECONDS = 4;
+const TTFB_SAMPLES = 400;
+const BULK_BYTES = 1024 ** 3;
+const OPEN_TUNNELS = 1000;
+const CLI = fileURLToPath(new URL('../dist/cli/main.js', import.meta.url));
+
+const dir = mkdtempSync(join(tmpdir(), 'pc-proxy-bench-'));
+chmodSync(dir, 0o777);
+const children = [];
+let sim;
+
+function freePort() {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+function start(cmd, args, readyPattern, opts = {}) {
+  const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], ...opts });
+  children.push(child);
+  let out = '';
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${cmd} did not start: ${out}`)), 20_000);
+    const onData = (c) => {
+      out += c.toString();
+      const m = readyPattern ? readyPattern.exec(out) : null;
+      if (!readyPattern || m) {
+        clearTimeout(timer);
+        resolve({ child, match: m });
+      }
+    };
+    child.stdout.on('data', onData);
+    child.stderr.on('data', onData);
+    child.once('exit', (code) => reject(new Error(`${cmd} exited with ${code}: ${out}`)));
+    if (!readyPattern) setTimeout(() => onData(''), 10);
+  });
+}
+
+/** Waits until something accepts TCP connections on 127.0.0.1:port. */
+async function waitForPort(port) {
+  const deadline = Date.now() + 20_000;
+  while (Date.now() < deadline) {
+    const ok = await new Promise((r) => {
+      const s = net.connect(port, '127.0.0.1', () => { s.destroy(); r(true); });
+      s.on('error', () => r(false));
+    });
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`nothing listens on ${port}`);
+}
+
+// The upstream, run inside the simulated internet's namespace: "P\n" → "P" (and stays open),
+// "B<n>\n" → n bytes then end.
+const UPSTREAM = `
+const net = require('net');
+const chunk = Buffer.alloc(1 << 20, 120);
+net.createServer({ noDelay: true }, (s) => {
+  s.on('error', () => {});
+  s.once('data', (d) => {
+    const line = d.toString();
+    if (line[0] === 'P') return s.write('P');
+    let left = Number(line.slice(1));
+    const pump = () => {
+      while (left > 0) {
+        const n = Math.min(left, chunk.length);
+        left -= n;
+        if (!s.write(n === chunk.length ? chunk : chunk.subarray(0, n))) return s.once('drain', pump);
+      }
+      s.end();
+    };
+    pump();
+  });
+}).listen(${UPSTREAM_PORT}, '::', () => console.log('ready'));
+process.stdin.on('end', () => process.exit(0));
+process.stdin.resume();
+`;
+
+// --- the client ------------------------------------------------------------------------------
+
+/** Opens a connection to the upstream (directly or through a CONNECT proxy); resolves with the socket. */
+function openPath(path, address) {
+  return new Promise((resolve, reject) => {
+    if (!path.proxyPort) {
+      const s = net.connect({ host: address, port: UPSTREAM_PORT, noDelay: true }, () => resolve(s));
+      s.once('error', reject);
+      return;
+    }
+    const s = net.connect({ host: '127.0.0.1', port: path.proxyPort, noDelay: true });
+    s.once('error', reject);
+    let buf = Buffer.alloc(0);
+    const onData = (c) => {
+      buf = Buffer.concat([buf, c]);
+      const end = buf.indexOf('\r\n\r\n');
+      if (end === -1) return;
+      s.off('data', onData);
+      const status = buf.toString('latin1').split(' ')[1];
+      if (status !== '200') return reject(new Error(`CONNECT answered ${status}: ${buf.toString().slice(0, 300)}`));
+      if (buf.length > end + 4) s.unshift(buf.subarray(end + 4));
+      resolve(s);
+    };
+    s.on('data', onData);
+    s.on('connect', () => s.write(`CONNECT ${address}:${UPSTREAM_PORT} HTTP/1.1\r\nHost: ${address}:${UPSTREAM_PORT}\r\n\r\n`));
+  });
+}
+
+/** One tunnel setup: connect, CONNECT, ping, first byte back. Returns ms to first byte. */
+async function pingOnce(path, address, keep) {
+  const t0 = performance.now();
+  const s = await openPath(path, address);
+  await new Promise((resolve, reject) => {
+    s.once('data', resolve);
+    s.once('error', reject);
+    s.write('P\n');
+  });
+  const ms = performance.now() - t0;
+  if (keep) return { ms, socket: s };
+  s.destroy();
+  return { ms };
+}
+
+async function tunnelsPerSecond(path, address) {
+  const deadline = performance.now() + RATE_SECONDS * 1000;
+  let done = 0;
+  let failed = 0;
+  await Promise.all(
+    Array.from({ length: CONCURRENCY }, async () => {
+      while (performance.now() < deadline) {
+        try {
+          await pingOnce(path, address);
+          done++;
+        } catch {
+          failed++;
+          if (failed > 1000) return;
+        }
+      }
+    }),
+  );
+  return { rate: done / RATE_SECONDS, failed };
+}
+
+async function ttfb(path, address) {
+  const samples = [];
+  for (let i = 0; i < TTFB_SAMPLES; i++) samples.push((await pingOnce(path, address)).ms);
+  samples.sort((a, b) => a - b);
+  const q = (p) => samples[Math.min(samples.length - 1, Math.floor(p * samples.length))];
+  return { p50: q(0.5), p99: q(0.99) };
+}
+
+async function bulk(path, address) {
+  const s = await openPath(path, address);
+  const t0 = performance.now();
+  let got = 0;
+  await new Promise((resolve, reject) => {
+    s.on('data', (c) => (got += c.length));
+    s.once('end', resolve);
+    s.once('error', reject);
+    s.write(`B${BULK_BYTES}\n`);
+  });
+  const seconds = (performance.now() - t0) / 1000;
+  s.destroy();
+  if (got !== BULK_BYTES) throw new Error(`bulk: got ${got} of ${BULK_BYTES} bytes`);
+  return (got / seconds) / 1024 ** 2;
+}
+
+function rssKiB(pid) {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
+}
+
+async function rssWithTunnels(path, address, pid) {
+  if (!pid) return null;
+  const before = rssKiB(pid);
+  const sockets = [];
+  try {
+    for (let i = 0; i < OPEN_TUNNELS; i += 50) {
+      const batch = await Promise.all(Array.from({ length: Math.min(50, OPEN_TUNNELS - i) }, () => pingOnce(path, address, true)));
+      for (const b of batch) sockets.push(b.socket);
+    }
+    await new Promise((r) => setTimeout(r, 300));
+    return { before, during: rssKiB(pid) };
+  } finally {
+    for (const s of sockets) s.destroy();
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+// --- the proxies -----------------------------------------------------------------------------
+
+async function startPortcullis(address) {
+  const policy = join(dir, 'portcullis.yaml');
+  writeFileSync(policy, `version: 1\nnetwork_policies:\n  bench:\n    endpoints:\n      - { host: "${address}", port: ${UPSTREAM_PORT}, allowed_ips: ["${address}/32"] }\n    binaries:\n      - path: ${process.execPath}\n`);
+  const { child, match } = await start(process.execPath, [CLI, 'proxy', '--policy', policy, '--listen', '127.0.0.1:0', '--resolver', `${sim.dns.address}:${sim.dns.port}`, '--audit', join(dir, 'audit.jsonl')], /listening on 127\.0\.0\.1:(\d+)/);
+  return { proxyPort: Number(match[1]), pid: child.pid };
+}
+
+async function startSquid(address) {
+  const port = await freePort();
+  const hosts = join(dir, 'hosts');
+  writeFileSync(hosts, '');
+  const conf = join(dir, 'squid.conf');
+  writeFileSync(conf, `http_port 127.0.0.1:${port}
+acl bench_dst dst ${address}/32
+acl bench_port port ${UPSTREAM_PORT}
+acl CONNECT method CONNECT
+http_access allow CONNECT bench_dst bench_port
+http_access deny all
+hosts_file ${hosts}
+dns_nameservers 127.0.0.1
+pid_filename ${join(dir, 'squid.pid')}
+cache_log ${join(dir, 'squid-cache.log')}
+access_log none
+cache deny all
+cache_mem 8 MB
+coredump_dir ${dir}
+shutdown_lifetime 0 seconds
+max_filedescriptors 16384
+`);
+  const { child } = await start('/usr/sbin/squid', ['-N', '-f', conf], null);
+  await waitForPort(port);
+  return { proxyPort: port, pid: child.pid };
+}
+
+async function startTinyproxy(address) {
+  const port = await freePort();
+  const filter = join(dir, 'tinyproxy.filter');
+  writeFileSync(filter, `^${address.replace(/\./g, '\\.')}$\n`);
+  const conf = join(dir, 'tinyproxy.conf');
+  writeFileSync(conf, `Port ${port}
+Listen 127.0.0.1
+User nobody
+Group nogroup
+Timeout 600
+MaxClients 2000
+ConnectPort ${UPSTREAM_PORT}
+Filter "${filter}"
+FilterDefaultDeny Yes
+FilterURLs Off
+LogLevel Critical
+LogFile "${join(dir, 'tinyproxy.log')}"
+`);
+  const { child } = await start('/usr/bin/tinyproxy', ['-d', '-c', conf], null);
+  await waitForPort(port);
+  return { proxyPort: port, pid: child.pid };
+}
+
+// --- run -------------------------------------------------------------------------------------
+
+const fmt = (n, d = 0) => (n === null || n === undefined ? 'n/a' : n.toFixed(d));
+
+try {
+  sim = await startSimulatedInternet({ hosts: { 'bench.sim.test': {} } });
+  const address = sim.hosts['bench.sim.test'].v4;
+  await start('ip', ['netns', 'exec', sim.netns, process.execPath, '-e', UPSTREAM], /ready/);
+
+  const paths = [
+    { name: 'direct', setup: async () => ({}) },
+    { name: 'portcullis', setup: startPortcullis },
+    { name: 'squid', setup: startSquid },
+    { name: 'tinyproxy', setup: startTinyproxy },
+  ];
+  const results = {};
+  for (const p of paths) {
+    const path = await p.setup(address);
+    await pingOnce(path, address); // warm-up, and a check that the path works
+    for (let i = 0; i < 200; i++) await pingOnce(path, address);
+    const rate = await tunnelsPerSecond(path, address);
+    const latency = await ttfb(path, address);
+    const mibps = await bulk(path, address);
+    const rss = await rssWithTunnels(path, address, path.pid);
+    results[p.name] = { ...rate, ...latency, mibps, rss };
+    console.log(
+      `${p.name.padEnd(11)} tunnels/s ${fmt(rate.rate).padStart(6)} (failed ${rate.failed})  ttfb p50 ${fmt(latency.p50, 2)} ms p99 ${fmt(latency.p99, 2)} ms  bulk ${fmt(mibps)} MiB/s  RSS ${rss ? `${fmt(rss.before / 1024, 1)} MiB idle, ${fmt(rss.during / 1024, 1)} MiB with ${OPEN_TUNNELS} tunnels` : 'n/a'}`,
+    );
+  }
+  const pc = results.portcullis;
+  console.log('\nratios');
+  console.log(`  throughput portcullis/direct      ${fmt(pc.mibps / results.direct.mibps, 2)}  (target >= 0.8)`);
+  console.log(`  tunnels/s portcullis/squid        ${fmt(pc.rate / results.squid.rate, 2)}  (target >= 1)`);
+  console.log(`  tunnels/s portcullis/tinyproxy    ${fmt(pc.rate / results.tinyproxy.rate, 2)}  (target >= 1)`);
+  console.log(`  p99 setup portcullis              ${fmt(pc.p99, 2)} ms (target <= 2 ms; direct ${fmt(results.direct.p99, 2)} ms)`);
+  console.log(`  RSS with ${OPEN_TUNNELS} tunnels portcullis/squid/tinyproxy  ${fmt(pc.rss.during / 1024, 1)} / ${fmt(results.squid.rss.during / 1024, 1)} / ${fmt(results.tinyproxy.rss.during / 1024, 1)} MiB`);
+} finally {
+  for (const c of children) {
+    c.stdin?.end();
+    c.kill('SIGTERM');
+  }
+  await new Promise((r) => setTimeout(r, 500));
+  for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+  await sim?.close();
+  rmSync(dir, { recursive: true, force: true });
+}
