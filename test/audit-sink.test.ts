@@ -1,0 +1,61 @@
+// The audit sink: emit() returns at once whatever the stream does, lines come out whole and in
+// order, and close() resolves only after everything queued has been written.
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { afterAll, describe, expect, it } from 'vitest';
+import { auditLine } from '../src/audit/events.js';
+import { openAuditSink, StreamAuditSink } from '../src/audit/sink.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'pc-audit-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+/** A stream that accepts one small write at a time, late: the slow disk or pipe case. */
+class SlowStream extends Writable {
+  lines: string[] = [];
+  constructor() {
+    super({ highWaterMark: 64 });
+  }
+  override _write(chunk: Buffer, _enc: BufferEncoding, done: () => void): void {
+    setTimeout(() => {
+      this.lines.push(...chunk.toString().split('\n').filter(Boolean));
+      done();
+    }, 2);
+  }
+}
+
+describe('audit sink', () => {
+  it('writes every event of a burst to the file, in order, by the time close() resolves', async () => {
+    const file = join(dir, 'audit.jsonl');
+    const sink = openAuditSink(file);
+    for (let i = 0; i < 50_000; i++) sink.emit({ kind: 'connect', host: `h${i}.example`, port: 443, allow: true, decision: 'allow', reason: 'r', policy: 'p' });
+    await sink.close();
+    const lines = readFileSync(file, 'utf8').trim().split('\n');
+    expect(lines).toHaveLength(50_000);
+    expect(JSON.parse(lines[0]!)).toMatchObject({ kind: 'connect', host: 'h0.example' });
+    expect(JSON.parse(lines[49_999]!).host).toBe('h49999.example');
+    expect(lines.every((l) => typeof JSON.parse(l).time === 'string')).toBe(true);
+  });
+
+  it('never makes the emitter wait on a slow stream, and still loses nothing', async () => {
+    const stream = new SlowStream();
+    const sink = new StreamAuditSink(stream, false);
+    const seen: string[] = [];
+    sink.onEvent((e) => seen.push(String(e.host)));
+    for (let i = 0; i < 2_000; i++) sink.emit({ kind: 'tunnel', host: `t${i}`, bytes_up: i, bytes_down: i, duration_ms: 1 });
+    // All 2,000 were accepted synchronously although the stream has written almost nothing yet.
+    expect(seen).toHaveLength(2_000);
+    expect(stream.lines.length).toBeLessThan(2_000);
+    await sink.close();
+    expect(stream.lines).toHaveLength(2_000);
+    expect(stream.lines.map((l) => JSON.parse(l).host)).toEqual(seen);
+  });
+
+  it('one event is one line of JSON with the time first', () => {
+    const line = auditLine({ kind: 'sni', host: 'a\nb', time: '2026-01-01T00:00:00.000Z' });
+    expect(line.endsWith('\n')).toBe(true);
+    expect(line.slice(0, -1).includes('\n')).toBe(false);
+    expect(Object.keys(JSON.parse(line))[0]).toBe('time');
+  });
+});
