@@ -2,7 +2,7 @@
 // urllib, a TLS client on the SNI listener) through the proxy to HTTPS/HTTP servers in a
 // simulated internet (its own namespace, CA and DNS server). Identity is resolved from procfs.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import tls from 'node:tls';
@@ -246,6 +246,26 @@ describe('identity', () => {
     const allowed = await run('curl', ['-sS', '-x', url, 'http://open.sim.test/any']);
     expect(JSON.parse(allowed.stdout)).toMatchObject({ host: 'open.sim.test', path: '/any' });
     expect(await waitForEvent(events, (e) => e.host === 'open.sim.test')).toMatchObject({ allow: true, binary: '<unresolved>', unresolved_reason: 'no_socket_row' });
+  });
+});
+
+describe('binary integrity', () => {
+  it('a program whose executable changed since it was first seen at its path is refused', async () => {
+    const { events, url } = await proxy();
+    const bin = join(dir, 'curl-copy');
+    copyFileSync('/usr/bin/curl', bin);
+    chmodSync(bin, 0o755);
+    const first = await run(bin, ['-sS', '-x', url, 'http://open.sim.test/trusted']);
+    expect(JSON.parse(first.stdout)).toMatchObject({ path: '/trusted' });
+    // Same path, different content (a new file renamed over it).
+    writeFileSync(`${bin}.new`, Buffer.concat([readFileSync('/usr/bin/curl'), Buffer.from('changed')]));
+    chmodSync(`${bin}.new`, 0o755);
+    renameSync(`${bin}.new`, bin);
+    const second = await run(bin, ['-sS', '-x', url, 'http://open.sim.test/changed']);
+    expect(JSON.parse(second.stdout)).toMatchObject({ error: 'integrity_violation', binary: bin });
+    const event = await waitForEvent(events, (e) => e.path === '/changed');
+    expect(event).toMatchObject({ decision: 'deny', error: 'integrity_violation' });
+    expect(String(event.integrity_violation)).toContain(bin);
   });
 });
 
