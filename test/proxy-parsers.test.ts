@@ -4,6 +4,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import fc from 'fast-check';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { ChunkedBodyScanner } from '../src/proxy/chunked.js';
 import { parseClientHello } from '../src/proxy/client-hello.js';
 import { parseRequestHead, requestBodyFraming } from '../src/proxy/http-head.js';
 import { classifyHostLiteral } from '../src/proxy/ip-literal.js';
@@ -88,6 +89,48 @@ describe('request head', () => {
     expect(head('Transfer-Encoding: chunked')).toEqual({ kind: 'chunked' });
     expect(head('Transfer-Encoding: gzip, chunked')).toMatchObject({ kind: 'error', code: 501 });
     expect(head('X: y')).toEqual({ kind: 'none' });
+  });
+});
+
+describe('chunked request bodies', () => {
+  const encode = (parts: Buffer[], trailer = '') =>
+    Buffer.concat([...parts.flatMap((p) => [Buffer.from(`${p.length.toString(16)}\r\n`), p, Buffer.from('\r\n')]), Buffer.from(`0\r\n${trailer}\r\n`)]);
+
+  it('finds the exact end of any chunked body, however the bytes are split', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.uint8Array({ minLength: 1, maxLength: 300 }), { maxLength: 8 }),
+        fc.constantFrom('', 'X-Sum: 1\r\n'),
+        fc.array(fc.nat(), { maxLength: 6 }),
+        (parts, trailer, cuts) => {
+          const body = encode(parts.map((p) => Buffer.from(p)), trailer);
+          const wire = Buffer.concat([body, Buffer.from('GET http://smuggled/ HTTP/1.1\r\n\r\n')]);
+          const points = [...new Set(cuts.map((c) => c % wire.length))].sort((a, b) => a - b);
+          const scanner = new ChunkedBodyScanner();
+          let consumed = 0;
+          let done = false;
+          let from = 0;
+          for (const to of [...points, wire.length]) {
+            if (done || to <= from) continue;
+            const fed = scanner.feed(wire.subarray(from, to));
+            if ('error' in fed) throw new Error(fed.error);
+            consumed += fed.consumed;
+            done = fed.done;
+            from = to;
+          }
+          expect(done).toBe(true);
+          expect(consumed).toBe(body.length);
+        },
+      ),
+      { numRuns: 2_000 },
+    );
+  });
+
+  it('refuses bad sizes and missing CRLFs', () => {
+    for (const bad of ['x\r\n', '5\nhello\r\n', '5\r\nhelloXX', '1234567890abcdef0\r\n', '\r\n', '0\r\nX: y\n']) {
+      const fed = new ChunkedBodyScanner().feed(Buffer.from(bad));
+      expect('error' in fed, JSON.stringify(bad)).toBe(true);
+    }
   });
 });
 

@@ -296,6 +296,19 @@ describe('L7 rules on forward HTTP', () => {
     expect(res.body).toContain('"path":"/first"');
     expect(res.body).not.toContain('/v1/admin/secret');
   });
+
+  it('a chunked POST body is forwarded whole, and nothing after its last chunk', async () => {
+    const { proxy: p } = await proxy();
+    const smuggled = 'GET http://rest.sim.test/v1/admin/secret HTTP/1.1\r\nHost: rest.sim.test\r\n\r\n';
+    const res = await rawExchange(
+      p.address.port,
+      `POST http://open.sim.test/chunked HTTP/1.1\r\nHost: open.sim.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n${smuggled}`,
+    );
+    expect(res.status).toBe(200);
+    expect(res.body).toContain('"path":"/chunked"');
+    expect(res.body).toContain('"bodyBytes":11');
+    expect(res.body).not.toContain('/v1/admin/secret');
+  });
 });
 
 describe('report-only', () => {

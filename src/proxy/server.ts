@@ -12,7 +12,8 @@ import { loadPolicyFile } from '../policy/load.js';
 import { UNRESOLVED } from '../policy/types.js';
 import { authorise, decisionInputFor, type AuthoriseContext, type RequestFacts } from './authorise.js';
 import { parseClientHello } from './client-hello.js';
-import { headerValues, parseRequestHead, requestBodyFraming, type RequestHead } from './http-head.js';
+import { ChunkedBodyScanner } from './chunked.js';
+import { headerValues, parseRequestHead, requestBodyFraming, type BodyFraming, type RequestHead } from './http-head.js';
 import { resolveLimits, type ProxyLimits } from './limits.js';
 import { Relay, type CloseCause, type RelayStats } from './relay.js';
 import { CONNECT_ESTABLISHED, errorResponse, statusOf, type ProxyErrorKind } from './responses.js';
@@ -127,7 +128,7 @@ function listen(server: net.Server, at: HostPort): Promise<HostPort> {
 const HOP_BY_HOP = new Set(['connection', 'proxy-connection', 'keep-alive', 'proxy-authorization', 'proxy-authenticate', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'host']);
 
 /** The request head sent upstream: origin-form target, hop-by-hop fields dropped, one request per connection. */
-function upstreamHead(head: RequestHead, path: string, authority: string): Buffer {
+function upstreamHead(head: RequestHead, path: string, authority: string, chunked: boolean): Buffer {
   const named = new Set(headerValues(head, 'connection').flatMap((v) => v.split(',').map((s) => s.trim().toLowerCase())));
   let text = `${head.method} ${path} HTTP/1.1\r\nHost: ${authority}\r\n`;
   for (const { name, value } of head.headers) {
@@ -135,7 +136,41 @@ function upstreamHead(head: RequestHead, path: string, authority: string): Buffe
     if (HOP_BY_HOP.has(lower) || named.has(lower)) continue;
     text += `${name}: ${value}\r\n`;
   }
+  if (chunked) text += 'Transfer-Encoding: chunked\r\n';
   return Buffer.from(`${text}Connection: close\r\n\r\n`, 'latin1');
+}
+
+/** Hands out the bytes of one request body and nothing after it; null on a framing error. */
+function bodyTaker(framing: BodyFraming): { done: boolean; take(chunk: Buffer): Buffer | null } {
+  if (framing.kind === 'length') {
+    let remaining = framing.length;
+    return {
+      get done() {
+        return remaining === 0;
+      },
+      take(chunk) {
+        const piece = chunk.subarray(0, remaining);
+        remaining -= piece.length;
+        return piece;
+      },
+    };
+  }
+  if (framing.kind === 'chunked') {
+    const scanner = new ChunkedBodyScanner();
+    let done = false;
+    return {
+      get done() {
+        return done;
+      },
+      take(chunk) {
+        const fed = scanner.feed(chunk);
+        if ('error' in fed) return null;
+        done = fed.done;
+        return chunk.subarray(0, fed.consumed);
+      },
+    };
+  }
+  return { done: true, take: () => Buffer.alloc(0) };
 }
 
 export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
@@ -359,7 +394,6 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
     if (!target.ok) return reply(target.useConnect ? 'use_connect' : 'bad_request', target.message);
     const framing = requestBodyFraming(head);
     if (framing.kind === 'error') return reply(framing.code === 501 ? 'not_implemented' : 'bad_request', framing.message);
-    if (framing.kind === 'chunked') return reply('length_required', 'chunked request bodies are not supported by this proxy; send a Content-Length');
     const facts: RequestFacts = { host: target.host, port: target.port, ip: target.ip, method: head.method, path: target.path };
     const identity = await identityOf();
     const dialed = await decideAndDial('http', client, identity, facts, (kind, detail, policy) =>
@@ -367,13 +401,21 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
     );
     if (!dialed) return;
     const { upstream } = dialed;
-    upstream.write(upstreamHead(head, target.path, target.authority));
+    upstream.write(upstreamHead(head, target.path, target.authority, framing.kind === 'chunked'));
     // Exactly the declared body goes upstream; anything after it is never forwarded, so a
     // second request cannot ride past the L7 check.
-    let remaining = framing.kind === 'length' ? framing.length : 0;
-    const first = rest.subarray(0, remaining);
-    if (first.length > 0) upstream.write(first);
-    remaining -= first.length;
+    const body = bodyTaker(framing);
+    let bytesUp = 0;
+    const forward = (chunk: Buffer): boolean => {
+      if (body.done) return true;
+      const taken = body.take(chunk);
+      if (taken === null) {
+        stopBoth('error');
+        return false;
+      }
+      bytesUp += taken.length;
+      return taken.length === 0 || upstream.write(taken);
+    };
     const started = process.hrtime.bigint();
     let bytesDown = 0;
     const finish = (cause: string): void => {
@@ -387,7 +429,7 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
         port: facts.port,
         dialed: dialed.dialed,
         ...identityFields(identity),
-        bytes_up: (framing.kind === 'length' ? framing.length : 0) - remaining,
+        bytes_up: bytesUp,
         bytes_down: bytesDown,
         duration_ms: Number(process.hrtime.bigint() - started) / 1e6,
         closed_by: cause,
@@ -408,15 +450,13 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
     tunnels.add(entry);
     counters.tunnels++;
     client.on('data', (chunk: Buffer) => {
-      if (remaining <= 0) return;
-      const piece = chunk.subarray(0, remaining);
-      remaining -= piece.length;
-      if (!upstream.write(piece)) {
+      if (!forward(chunk)) {
         client.pause();
         upstream.once('drain', () => client.resume());
       }
     });
-    client.resume();
+    if (forward(rest)) client.resume();
+    else upstream.once('drain', () => client.resume());
     upstream.on('data', (chunk: Buffer) => (bytesDown += chunk.length));
     upstream.pipe(client);
     client.setTimeout(limits.idleTimeoutMs, () => stopBoth('idle'));
