@@ -125,6 +125,9 @@ function listen(server: net.Server, at: HostPort): Promise<HostPort> {
   });
 }
 
+// Relay buffers: a 64 KiB read fits a write without pausing the reader on every chunk.
+const RELAY_HIGH_WATER_MARK = 256 * 1024;
+
 const HOP_BY_HOP = new Set(['connection', 'proxy-connection', 'keep-alive', 'proxy-authorization', 'proxy-authenticate', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'host']);
 
 /** The request head sent upstream: origin-form target, hop-by-hop fields dropped, one request per connection. */
@@ -231,7 +234,8 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
     let last: { kind: ProxyErrorKind; detail: string } = { kind: 'upstream_unreachable', detail: 'no address to dial' };
     for (const address of addresses) {
       const result = await new Promise<net.Socket | { kind: ProxyErrorKind; detail: string }>((resolve) => {
-        const upstream = net.connect({ host: address, port, allowHalfOpen: true, noDelay: true });
+        // highWaterMark reaches the socket's Duplex options (the typings of net.connect omit it).
+        const upstream = net.connect({ host: address, port, allowHalfOpen: true, noDelay: true, highWaterMark: RELAY_HIGH_WATER_MARK } as net.NetConnectOpts);
         const timer = setTimeout(() => {
           upstream.destroy();
           resolve({ kind: 'upstream_timeout', detail: `no answer from ${address} port ${port} within ${limits.connectTimeoutMs} ms` });
@@ -525,13 +529,13 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
     client.on('data', onData);
   };
 
-  const httpServer = net.createServer({ allowHalfOpen: true, noDelay: true }, httpConnection);
+  const httpServer = net.createServer({ allowHalfOpen: true, noDelay: true, highWaterMark: RELAY_HIGH_WATER_MARK }, httpConnection);
   const address = await listen(httpServer, options.listen);
   let sniServer: net.Server | undefined;
   let sniAddress: HostPort | undefined;
   try {
     if (options.sniListen) {
-      sniServer = net.createServer({ allowHalfOpen: true, noDelay: true }, sniConnection);
+      sniServer = net.createServer({ allowHalfOpen: true, noDelay: true, highWaterMark: RELAY_HIGH_WATER_MARK }, sniConnection);
       sniAddress = await listen(sniServer, options.sniListen);
     }
   } catch (err) {
