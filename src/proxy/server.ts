@@ -243,6 +243,8 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
         upstream.once('connect', () => {
           clearTimeout(timer);
           upstream.removeAllListeners('error');
+          // Until the relay takes over, an error just ends the socket (never an uncaught 'error').
+          upstream.on('error', () => upstream.destroy());
           resolve(upstream);
         });
         upstream.once('error', (err: NodeJS.ErrnoException) => {
