@@ -70,8 +70,47 @@ host_matches(ep) if {
 
 host_matches(ep) if {
 	ep.host_kind == "wildcard"
-	glob.match(ep.host, ["."], host)
+	_wildcard_host_matches(ep.host)
 }
+
+# glob.match compiles its pattern on every call in wasm (µs each), so the common wildcard
+# forms are matched with string functions and only the rest reach glob.match. Same semantics:
+# `*` matches a run without a dot, `**` any run. Host patterns hold no other glob syntax.
+
+# One `*` (e.g. "*.example.com", "api-*.example.net").
+_wildcard_host_matches(pattern) if {
+	parts := split(pattern, "*")
+	count(parts) == 2
+	_affixes_match(parts[0], parts[1], host)
+	not contains(_middle(parts[0], parts[1], host), ".")
+}
+
+# "**.example.com".
+_wildcard_host_matches(pattern) if _double_star_suffix_matches(pattern)
+
+_wildcard_host_matches(pattern) if {
+	count(split(pattern, "*")) > 2
+	not _double_star_suffix(pattern)
+	glob.match(pattern, ["."], host)
+}
+
+_double_star_suffix(pattern) if {
+	startswith(pattern, "**.")
+	not contains(substring(pattern, 2, -1), "*")
+}
+
+_double_star_suffix_matches(pattern) if {
+	_double_star_suffix(pattern)
+	endswith(host, substring(pattern, 2, -1))
+}
+
+_affixes_match(prefix, suffix, text) if {
+	startswith(text, prefix)
+	endswith(text, suffix)
+	count(text) >= count(prefix) + count(suffix)
+}
+
+_middle(prefix, suffix, text) := substring(text, count(prefix), (count(text) - count(prefix)) - count(suffix))
 
 # No address constraint, or not resolved yet (the proxy asks again with the addresses).
 addresses_ok(ep) if count(ep.allowed_ips) == 0
@@ -96,12 +135,44 @@ binary_allowed(name) if count(object.get(policies[name], "binaries", [])) == 0
 binary_allowed(name) if {
 	some pattern in policies[name].binaries
 	some p in exec_paths
+	_binary_matches(pattern, p)
+}
+
+# A pattern without `*` compares as a string; glob.match (costly in wasm) runs only when the
+# path starts with the literal text before the pattern's first `*`. Binary patterns hold no
+# other glob syntax.
+_binary_matches(pattern, p) if pattern == p
+
+_binary_matches(pattern, p) if {
+	contains(pattern, "*")
+	startswith(p, split(pattern, "*")[0])
 	glob.match(pattern, ["/"], p)
 }
 
 rule_matches(rule) if {
 	rule.method in {"*", request_method}
-	glob.match(rule.path, ["/"], request_path)
+	_rule_path_matches(rule.path)
+}
+
+# "/prefix/**" (the usual form) is a prefix test; other paths go to glob.match.
+_rule_path_matches(pattern) if {
+	_prefix_pattern(pattern)
+	startswith(request_path, trim_suffix(pattern, "**"))
+}
+
+_rule_path_matches(pattern) if {
+	not _prefix_pattern(pattern)
+	glob.match(pattern, ["/"], request_path)
+}
+
+_prefix_pattern(pattern) if {
+	endswith(pattern, "/**")
+	prefix := trim_suffix(pattern, "**")
+	not contains(prefix, "*")
+	not contains(prefix, "?")
+	not contains(prefix, "[")
+	not contains(prefix, "{")
+	not contains(prefix, "\\")
 }
 
 denied_by_rule(ep) if {
@@ -165,14 +236,17 @@ binary_passing contains ref if {
 	binary_allowed(ref[0])
 }
 
+# The L7 verdict of each endpoint that passed host, port and binary, evaluated once.
+l7_verdicts[ref] := l7_verdict(_endpoint(ref)) if some ref in binary_passing
+
 allowing contains ref if {
 	some ref in binary_passing
-	l7_verdict(_endpoint(ref)) == "ok"
+	l7_verdicts[ref] == "ok"
 }
 
 auditing contains ref if {
 	some ref in binary_passing
-	l7_verdict(_endpoint(ref)) != "ok"
+	l7_verdicts[ref] != "ok"
 	_endpoint(ref).enforcement == "audit"
 }
 
@@ -187,9 +261,19 @@ ext_denials contains reason if {
 	reason := _ext_reason(item)
 }
 
+# A member without a usable reason (a number, an object without a string `reason`, the values
+# of an object-valued `deny[x] := v`) still denies: an extension must never fail open.
+ext_denials contains "an extension rule denied the request without a reason" if {
+	some item in data.portcullis.ext.deny
+	not _ext_reason(item)
+}
+
 _ext_reason(item) := item if is_string(item)
 
-_ext_reason(item) := item.reason if is_object(item)
+_ext_reason(item) := item.reason if {
+	is_object(item)
+	is_string(item.reason)
+}
 
 # --- reasons ------------------------------------------------------------------------------
 
@@ -213,19 +297,19 @@ request_text := concat(" ", [request_method, request_path])
 
 l7_reasons contains [ref[0], reason] if {
 	some ref in binary_passing
-	l7_verdict(_endpoint(ref)) == "deny_rule"
+	l7_verdicts[ref] == "deny_rule"
 	reason := concat("", [request_text, " to ", target, " is blocked by a deny rule of policy ", ref[0]])
 }
 
 l7_reasons contains [ref[0], reason] if {
 	some ref in binary_passing
-	l7_verdict(_endpoint(ref)) == "not_permitted"
+	l7_verdicts[ref] == "not_permitted"
 	reason := concat("", [request_text, " to ", target, " is not permitted by the method/path rules of policy ", ref[0]])
 }
 
 l7_reasons contains [ref[0], reason] if {
 	some ref in binary_passing
-	l7_verdict(_endpoint(ref)) == "opaque"
+	l7_verdicts[ref] == "opaque"
 	reason := concat("", [
 		target, " needs HTTP method/path inspection (protocol: rest in policy ", ref[0],
 		"), which an opaque tunnel does not allow; send plain HTTP through the proxy",

@@ -299,3 +299,42 @@ test_extension_deny_object_reason if {
 		with data.portcullis.ext.deny as {{"reason": "object reason"}}
 	d.reason == "blocked by an extension rule: object reason"
 }
+
+# --- wildcard forms matched without glob.match, and extension members without a reason ------
+
+_multi_star_policies := {"p": {
+	"name": "p",
+	"binaries": [],
+	"endpoints": [{
+		"host": "a*b*.example.com", "host_kind": "wildcard", "ports": [443], "protocol": "",
+		"enforcement": "enforce", "rules": [], "deny_rules": [], "allowed_ips": [],
+	}],
+}}
+
+_to_multi_star(host) := d if {
+	d := authz.decision with input as {"exec": {"path": curl, "ancestors": []}, "network": {"host": host, "port": 443}}
+		with data.portcullis.policies as _multi_star_policies
+		with data.portcullis.index as {"exact": {}, "wildcard": {"example.com": [["p", 0]]}, "hostless": {}}
+}
+
+test_host_pattern_with_two_wildcards if {
+	_to_multi_star("axxbyy.example.com").allow
+	_to_multi_star("ab.example.com").allow
+	not _to_multi_star("axxyy.example.com").allow
+	not _to_multi_star("a.b.example.com").allow
+}
+
+_with_ext(deny) := d if {
+	d := authz.decision with input as {"exec": {"path": git, "ancestors": []}, "network": {"host": "api.github.com", "port": 443}}
+		with data.portcullis.policies as fixture.policies
+		with data.portcullis.index as fixture.index
+		with data.portcullis.ext.deny as deny
+}
+
+test_extension_member_without_reason_denies if {
+	_with_ext({7}).reason == "blocked by an extension rule: an extension rule denied the request without a reason"
+	_with_ext({{"why": "x"}}).reason == "blocked by an extension rule: an extension rule denied the request without a reason"
+	not _with_ext({{"reason": 5}}).allow
+	_with_ext({{"reason": "r"}}).reason == "blocked by an extension rule: r"
+	_with_ext(set()).allow
+}

@@ -1,27 +1,36 @@
 #!/usr/bin/env node
-// The `portcullis` command line: one sub-command per module in ./commands.
+// The `portcullis` command line: one sub-command per module in ./commands. Only the module of
+// the sub-command being run is loaded (start-up time matters for `portcullis run`); `--help`
+// and unknown commands load them all.
 import { Command } from 'commander';
-import { registerCheck } from './commands/check.js';
-import { registerCompile } from './commands/compile.js';
-import { registerEval } from './commands/eval.js';
-import { registerProxy } from './commands/proxy.js';
-import { registerRun } from './commands/run.js';
-import { registerTest } from './commands/test.js';
-import { registerWhois } from './commands/whois.js';
 
-const program = new Command('portcullis')
-  .description('Egress policy engine: which program may reach which host and port')
-  .showHelpAfterError()
-  .exitOverride((err) => {
-    // Usage errors exit 2, like `check` does for a bad policy; --help and --version exit 0.
-    process.exit(err.exitCode === 0 ? 0 : 2);
-  });
+type Register = (program: Command) => void;
 
-for (const register of [registerCheck, registerEval, registerTest, registerCompile, registerProxy, registerWhois, registerRun]) {
-  register(program);
+const COMMANDS: Record<string, () => Promise<Register>> = {
+  check: async () => (await import('./commands/check.js')).registerCheck,
+  eval: async () => (await import('./commands/eval.js')).registerEval,
+  test: async () => (await import('./commands/test.js')).registerTest,
+  compile: async () => (await import('./commands/compile.js')).registerCompile,
+  proxy: async () => (await import('./commands/proxy.js')).registerProxy,
+  whois: async () => (await import('./commands/whois.js')).registerWhois,
+  run: async () => (await import('./commands/run.js')).registerRun,
+};
+
+async function main(): Promise<void> {
+  const program = new Command('portcullis')
+    .description('Egress policy engine: which program may reach which host and port')
+    .showHelpAfterError()
+    .exitOverride((err) => {
+      // Usage errors exit 2, like `check` does for a bad policy; --help and --version exit 0.
+      process.exit(err.exitCode === 0 ? 0 : 2);
+    });
+  const requested = process.argv[2];
+  const names = requested !== undefined && requested in COMMANDS ? [requested] : Object.keys(COMMANDS);
+  for (const name of names) (await COMMANDS[name]!())(program);
+  await program.parseAsync(process.argv);
 }
 
-program.parseAsync(process.argv).catch((err: unknown) => {
+main().catch((err: unknown) => {
   process.stderr.write(`portcullis: ${err instanceof Error ? err.message : String(err)}\n`);
   process.exit(1);
 });

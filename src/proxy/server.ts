@@ -577,6 +577,8 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
     );
     for (const tunnel of [...tunnels]) tunnel.stop('shutdown');
     for (const socket of [...sockets]) socket.destroy();
+    // A resolver made here owns a helper process; one passed in belongs to the caller.
+    if (!options.identity && identities instanceof IdentityResolver) identities.close();
     await closed;
   };
 

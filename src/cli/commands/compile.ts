@@ -12,6 +12,7 @@ interface CompileOptions {
   rego?: string[];
   proxy?: string;
   dns?: string;
+  sni?: string;
 }
 
 export function registerCompile(program: Command): void {
@@ -24,6 +25,7 @@ export function registerCompile(program: Command): void {
     .option('--rego <dir>', 'directory of extension Rego (repeatable)', collect)
     .option('--proxy <addr:port>', 'address of the proxy the fence lets through (nft)')
     .option('--dns <addr:port>', 'address of the DNS proxy the fence lets through (nft)')
+    .option('--sni <addr:port>', 'transparent SNI listener: direct TCP/443 not otherwise allowed is redirected there (nft)')
     .action(async (opts: CompileOptions) => {
       let loaded: LoadedPolicy;
       try {
