@@ -214,6 +214,9 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
   /** Accepts a connection unless over the limit; tracks it for close(). */
   const admit = (client: net.Socket, refuse: () => void): boolean => {
     client.on('error', () => client.destroy());
+    // Refused sockets are tracked too: close() must not wait for a client that keeps one open.
+    sockets.add(client);
+    client.once('close', () => sockets.delete(client));
     if (closing || counters.connections >= limits.maxConnections) {
       counters.errors++;
       refuse();
@@ -221,11 +224,7 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
     }
     counters.connections++;
     counters.accepted++;
-    sockets.add(client);
-    client.once('close', () => {
-      counters.connections--;
-      sockets.delete(client);
-    });
+    client.once('close', () => counters.connections--);
     return true;
   };
 
