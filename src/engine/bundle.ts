@@ -5,7 +5,6 @@ import { createHash } from 'node:crypto';
 import { mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { homedir, tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
-import { execa } from 'execa';
 import { BUILTIN_REGO_DIR, ENTRYPOINT, opaBinary } from './opa-cli.js';
 
 export class BundleBuildError extends Error {
@@ -32,9 +31,15 @@ export async function regoSources(dirs: string[]): Promise<string[]> {
   return files.sort();
 }
 
+/** execa is loaded only when a bundle has to be built: the wasm is usually cached. */
+async function execaLazily(): Promise<typeof import('execa').execa> {
+  return (await import('execa')).execa;
+}
+
 async function runOpaBuild(sources: string[], outFile: string, dataFile?: string): Promise<void> {
   const args = ['build', '-t', 'wasm', '-e', ENTRYPOINT, '-o', outFile, ...sources];
   if (dataFile) args.push(dataFile);
+  const execa = await execaLazily();
   const result = await execa(opaBinary(), args, { reject: false, timeout: 120_000 });
   if (result.exitCode !== 0) {
     throw new BundleBuildError(`opa build failed:\n${result.stderr || result.stdout || result.message}`);
@@ -42,6 +47,7 @@ async function runOpaBuild(sources: string[], outFile: string, dataFile?: string
 }
 
 async function extractFromBundle(bundle: string, member: string, outDir: string): Promise<Buffer> {
+  const execa = await execaLazily();
   const result = await execa('tar', ['-xzf', bundle, '-C', outDir, member], { reject: false });
   if (result.exitCode !== 0) throw new BundleBuildError(`cannot unpack ${member} from ${bundle}: ${result.stderr}`);
   return readFile(join(outDir, member));
