@@ -4,7 +4,7 @@
 import { createHash } from 'node:crypto';
 import { mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { homedir, tmpdir } from 'node:os';
-import { join, relative } from 'node:path';
+import { join } from 'node:path';
 import { BUILTIN_REGO_DIR, ENTRYPOINT, opaBinary } from './opa-cli.js';
 
 export class BundleBuildError extends Error {
@@ -60,10 +60,11 @@ function cacheDir(): string {
 /** The compiled policy.wasm for the built-in Rego plus `extraDirs`, built once per source hash. */
 export async function compiledWasm(extraDirs: string[] = []): Promise<Buffer> {
   const sources = await regoSources([BUILTIN_REGO_DIR, ...extraDirs]);
+  // The compiled module depends on the sources' contents, not on where they live: key the
+  // cache by the sorted content hashes, so temporary copies of the same Rego share one entry.
+  const digests = await Promise.all(sources.map(async (file) => createHash('sha256').update(await readFile(file)).digest('hex')));
   const hash = createHash('sha256');
-  for (const file of sources) {
-    hash.update(relative('/', file)).update('\0').update(await readFile(file)).update('\0');
-  }
+  for (const digest of digests.sort()) hash.update(digest);
   const key = hash.digest('hex').slice(0, 32);
   const cached = join(cacheDir(), `${key}.wasm`);
   try {
