@@ -390,7 +390,7 @@ describe('SSRF', () => {
     v6multicast: 'ff02::1',
     v6doc: '2001:db8::1',
     v6mapped: '::ffff:127.0.0.1',
-    v6mappedpublic: '::ffff:8.8.8.8',
+    v6mappedpublic: '::ffff:11.22.33.44',
     nat64: '64:ff9b::a00:1',
     nat64local: '64:ff9b:1::1',
     sixtofour: '2002:a00:1::1',

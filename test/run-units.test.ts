@@ -133,7 +133,7 @@ describe('capabilities, exit codes, parsing', () => {
     expect(parseHostPort('10.0.0.1')).toEqual({ host: '10.0.0.1', port: 53 });
     expect(() => parseHostPort('dns.example:53')).toThrow(/ADDR:PORT/);
     expect(() => parseHostPort('1.2.3.4:70000')).toThrow(/port/);
-    expect(firstNameserver('# c\nsearch x\nnameserver 192.0.2.53\nnameserver 1.1.1.1\n')).toEqual({ host: '192.0.2.53', port: 53 });
+    expect(firstNameserver('# c\nsearch x\nnameserver 192.0.2.53\nnameserver 192.0.2.54\n')).toEqual({ host: '192.0.2.53', port: 53 });
     expect(firstNameserver('search x\n')).toBeNull();
     expect(resolvConf('198.19.0.0')).toMatch(/^nameserver 198\.19\.0\.0$/m);
     const passwd = 'root:x:0:0::/root:/bin/bash\nportcullis-sandbox:x:995:994::/nonexistent:/usr/sbin/nologin\n';
