@@ -283,7 +283,7 @@ _list(s) := concat(", ", sort(s))
 
 binary_text := "<unresolved> (the calling program could not be identified)" if exec_path == unresolved
 
-binary_text := concat("", [exec_path, " (ancestors: ", _list({p | some p in ancestor_paths}), ")"]) if {
+binary_text := concat("", [exec_path, " (ancestors: ", concat(" <- ", ancestor_paths), ")"]) if {
 	exec_path != unresolved
 	count(ancestor_paths) > 0
 }

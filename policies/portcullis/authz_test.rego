@@ -338,3 +338,8 @@ test_extension_member_without_reason_denies if {
 	_with_ext({{"reason": "r"}}).reason == "blocked by an extension rule: r"
 	_with_ext(set()).allow
 }
+
+test_ancestors_listed_nearest_first if {
+	d := run_with_ancestors("/usr/bin/wget", ["/bin/sh", "/usr/bin/python3"], "api.github.com", 443)
+	contains(d.reason, "binary /usr/bin/wget (ancestors: /bin/sh <- /usr/bin/python3)")
+}
