@@ -2,7 +2,7 @@
 // nftables script (`--target nft`).
 import type { Command } from 'commander';
 import { writeWasmBundle } from '../../engine/bundle.js';
-import { loadPolicyFile, PolicyLoadError, type LoadedPolicy } from '../../policy/load.js';
+import { loadPolicyOrExit } from '../policy-or-exit.js';
 import { collect } from '../repeatable.js';
 
 interface CompileOptions {
@@ -27,13 +27,7 @@ export function registerCompile(program: Command): void {
     .option('--dns <addr:port>', 'address of the DNS proxy the fence lets through (nft)')
     .option('--sni <addr:port>', 'transparent SNI listener: direct TCP/443 not otherwise allowed is redirected there (nft)')
     .action(async (opts: CompileOptions) => {
-      let loaded: LoadedPolicy;
-      try {
-        loaded = await loadPolicyFile(opts.policy);
-      } catch (err) {
-        process.stderr.write(`${(err as Error).message}\n`);
-        process.exit(err instanceof PolicyLoadError ? 2 : 1);
-      }
+      const loaded = await loadPolicyOrExit(opts.policy);
       if (opts.target === 'wasm') {
         if (!opts.out) {
           process.stderr.write('portcullis compile: --target wasm needs --out DIR\n');

@@ -1,8 +1,7 @@
 // `portcullis eval`: one decision, printed as JSON. No --binary means the `<unresolved>` sentinel.
 import type { Command } from 'commander';
 import { buildDecisionInput } from '../../engine/input.js';
-import { PolicyEngine } from '../../engine/engine.js';
-import { loadPolicyFile, PolicyLoadError } from '../../policy/load.js';
+import { engineOrExit } from '../policy-or-exit.js';
 import { collect, parsePort } from '../repeatable.js';
 
 interface EvalOptions {
@@ -31,13 +30,7 @@ export function registerEval(program: Command): void {
     .option('--path <path>', 'HTTP path, for protocol: rest endpoints')
     .option('--rego <dir>', 'directory of extension Rego (repeatable)', collect)
     .action(async (opts: EvalOptions) => {
-      let engine: PolicyEngine;
-      try {
-        engine = await PolicyEngine.create(await loadPolicyFile(opts.policy), opts.rego ?? []);
-      } catch (err) {
-        process.stderr.write(`${(err as Error).message}\n`);
-        process.exit(err instanceof PolicyLoadError ? 2 : 1);
-      }
+      const engine = await engineOrExit(opts.policy, opts.rego ?? []);
       const input = buildDecisionInput({
         host: opts.host,
         port: opts.port,

@@ -2,11 +2,10 @@
 // the file changes; on SIGTERM/SIGINT stops accepting, flushes the audit sink and exits 0.
 import { InvalidArgumentError, type Command } from 'commander';
 import { openAuditSink } from '../../audit/sink.js';
-import { PolicyEngine } from '../../engine/engine.js';
-import { loadPolicyFile, PolicyLoadError } from '../../policy/load.js';
 import { DEFAULT_LIMITS, type ProxyLimits } from '../../proxy/limits.js';
 import { watchPolicyFile } from '../../proxy/policy-watch.js';
 import { startProxy, type HostPort } from '../../proxy/server.js';
+import { engineOrExit } from '../policy-or-exit.js';
 import { collect } from '../repeatable.js';
 
 interface ProxyCommandOptions {
@@ -64,13 +63,7 @@ export function registerProxy(program: Command): void {
     .option('--max-connections <n>', `concurrent client connections (default ${DEFAULT_LIMITS.maxConnections})`, positive)
     .option('--hello-timeout <ms>', `time allowed for a TLS ClientHello on the SNI listener (default ${DEFAULT_LIMITS.helloTimeoutMs})`, positive)
     .action(async (opts: ProxyCommandOptions) => {
-      let engine: PolicyEngine;
-      try {
-        engine = await PolicyEngine.create(await loadPolicyFile(opts.policy), opts.rego ?? []);
-      } catch (err) {
-        process.stderr.write(`${(err as Error).message}\n`);
-        process.exit(err instanceof PolicyLoadError ? 2 : 1);
-      }
+      const engine = await engineOrExit(opts.policy, opts.rego ?? []);
       const limits: Partial<ProxyLimits> = {};
       if (opts.maxHeaderBytes) limits.maxHeaderBytes = opts.maxHeaderBytes;
       if (opts.headerTimeout) limits.headerTimeoutMs = opts.headerTimeout;
