@@ -7,11 +7,15 @@
 //      first, up to the first holder; then the holder's parent, children and siblings, which is
 //      where a socket shared through fork lives (as of a process listing at most a few
 //      milliseconds old: like any point-in-time look, it cannot see a fork that comes later).
+//      Children and siblings running the holder's own executable are not read: as co-holders
+//      they could not make the owner ambiguous (that takes another executable), and the
+//      identity's binaries (executable and ancestors' executables) would be the same set.
+//      The parent is always read, so a fork without exec still resolves to the fork parent.
 // `exhaustive` reads every process instead, for callers that must also catch a socket passed
 // to an unrelated process.
-import { readdirSync, readlinkSync } from 'node:fs';
+import type { FdSnapshots } from './fd-snapshots.js';
 import { yieldToEventLoop, type ProcessTable } from './process-table.js';
-import { errnoOf, UnresolvedError } from './unresolved.js';
+import { UnresolvedError } from './unresolved.js';
 
 export interface OwnerSearch {
   inode: number;
@@ -21,10 +25,15 @@ export interface OwnerSearch {
   recentOwners: readonly number[];
   /** The resolver's own process (it holds the accepted ends): looked at last. */
   selfPid: number;
+  /** A process's executable path, or undefined when it cannot be read. */
+  executableOf: (pid: number) => string | undefined;
   exhaustive: boolean;
   /** How old a process listing may be when a recent owner holds the socket (default 10 ms). */
   listingMaxAgeMs?: number;
-  procDir?: string;
+  /** Fd tables read by earlier searches (see fd-snapshots.ts). */
+  snapshots: FdSnapshots;
+  /** A moment at which the socket already existed (e.g. when resolution began). */
+  notBefore: number;
 }
 
 /** A process's siblings are only worth reading when there are few of them. */
@@ -32,59 +41,34 @@ const MAX_SIBLINGS = 32;
 const DEFAULT_LISTING_MAX_AGE_MS = 10;
 const READLINKS_BETWEEN_YIELDS = 256;
 
+/** One search's view of the fd tables: snapshots where they can tell, fresh reads otherwise. */
 class FdScanner {
   private readlinks = 0;
-  private readonly scanned = new Map<number, boolean>();
   permissionDenied = 0;
 
   constructor(
-    private readonly target: string,
-    private readonly procDir: string,
+    private readonly inode: number,
+    private readonly snapshots: FdSnapshots,
+    /** When the connection was already known to exist: older snapshots cannot show its absence. */
+    private readonly notBefore: number,
   ) {}
 
-  /** Whether `pid` holds the socket; false when it is gone or unreadable. Cached per search. */
+  /** Whether `pid` holds the socket; false when it is gone or unreadable. */
   async holds(pid: number): Promise<boolean> {
-    const known = this.scanned.get(pid);
-    if (known !== undefined) return known;
-    const found = this.scan(pid);
-    this.scanned.set(pid, found);
+    const answer = this.snapshots.holds(pid, this.inode, this.notBefore);
+    if (answer.permissionDenied && !answer.held) this.permissionDenied += 1;
+    this.readlinks += answer.readlinks;
     if (this.readlinks >= READLINKS_BETWEEN_YIELDS) {
       this.readlinks = 0;
       await yieldToEventLoop();
     }
-    return found;
-  }
-
-  private scan(pid: number): boolean {
-    const dir = `${this.procDir}/${pid}/fd`;
-    let fds: string[];
-    try {
-      fds = readdirSync(dir);
-    } catch (err) {
-      this.note(err);
-      return false;
-    }
-    for (const fd of fds) {
-      this.readlinks += 1;
-      try {
-        if (readlinkSync(`${dir}/${fd}`) === this.target) return true;
-      } catch (err) {
-        this.note(err);
-      }
-    }
-    return false;
-  }
-
-  private note(err: unknown): void {
-    const code = errnoOf(err);
-    if (code === 'EACCES' || code === 'EPERM') this.permissionDenied += 1;
+    return answer.held;
   }
 }
 
 /** Pids holding the socket (at least one), or throws UnresolvedError (no_owner / permission). */
 export async function findSocketOwners(search: OwnerSearch): Promise<number[]> {
-  const procDir = search.procDir ?? '/proc';
-  const scanner = new FdScanner(`socket:[${search.inode}]`, procDir);
+  const scanner = new FdScanner(search.inode, search.snapshots, search.notBefore);
   const owners = async (candidates: Iterable<number>): Promise<number[]> => {
     const out: number[] = [];
     for (const pid of candidates) if (await scanner.holds(pid)) out.push(pid);
@@ -123,17 +107,24 @@ export async function findSocketOwners(search: OwnerSearch): Promise<number[]> {
   }
   if (first === undefined) throw noOwner(scanner);
 
-  const family = new Set<number>();
-  const parent = search.table.parentOf(first);
-  if (parent !== undefined && parent > 1) {
-    family.add(parent);
-    const siblings = search.table.childrenOf(parent);
-    if (siblings.length <= MAX_SIBLINGS) for (const sibling of siblings) family.add(sibling);
+  return [first, ...(await owners(forkFamily(first, search)))];
+}
+
+/** Where a socket shared through fork may also live: the parent, and children and siblings that run another executable. */
+function forkFamily(owner: number, search: OwnerSearch): number[] {
+  const family: number[] = [];
+  const parent = search.table.parentOf(owner);
+  if (parent !== undefined && parent > 1 && parent !== search.selfPid) family.push(parent);
+  const siblings = parent !== undefined && parent > 1 ? search.table.childrenOf(parent) : [];
+  const relatives = [...(siblings.length <= MAX_SIBLINGS ? siblings : []), ...search.table.childrenOf(owner)];
+  const ownExecutable = search.executableOf(owner);
+  for (const pid of relatives) {
+    if (pid === owner || pid === search.selfPid || family.includes(pid)) continue;
+    const executable = search.executableOf(pid);
+    // Unreadable executables are read like different ones: they might be anything.
+    if (ownExecutable === undefined || executable !== ownExecutable) family.push(pid);
   }
-  for (const child of search.table.childrenOf(first)) family.add(child);
-  family.delete(first);
-  family.delete(search.selfPid);
-  return [first, ...(await owners(family))];
+  return family;
 }
 
 function noOwner(scanner: FdScanner): UnresolvedError {

@@ -4,6 +4,7 @@
 // to the caller.
 import { UNRESOLVED } from '../policy/types.js';
 import { BinaryIntegrity } from './integrity.js';
+import { FdSnapshots } from './fd-snapshots.js';
 import { findSocketOwners } from './owner.js';
 import { readAncestorPids, readCmdline, readExecutable, type ExecutablePath } from './process-info.js';
 import { ProcessTable } from './process-table.js';
@@ -30,8 +31,17 @@ export interface IdentityResolverOptions {
 
 const RECENT_OWNERS = 8;
 
+function executablePathOrUndefined(pid: number): string | undefined {
+  try {
+    return readExecutable(pid).path;
+  } catch {
+    return undefined;
+  }
+}
+
 export class IdentityResolver {
   private readonly processes = new ProcessTable();
+  private readonly fdSnapshots = new FdSnapshots();
   private readonly integrity = new BinaryIntegrity();
   private recentOwners: number[] = [];
   private readonly sockDiag: SockDiag | null;
@@ -65,6 +75,8 @@ export class IdentityResolver {
 
   async resolve(tuple: ConnectionTuple, options: ResolveOptions = {}): Promise<ProcessIdentity> {
     const anchorPid = options.anchorPid;
+    // The connection was accepted before this call: the client's socket exists by now.
+    const startedAt = performance.now();
     let originalDestination: ProcessIdentity['original_destination'];
     let ownerPids: number[] | undefined;
     try {
@@ -80,6 +92,9 @@ export class IdentityResolver {
         ...(anchorPid !== undefined ? { anchorPid } : {}),
         recentOwners: this.recentOwners,
         selfPid: process.pid,
+        executableOf: executablePathOrUndefined,
+        snapshots: this.fdSnapshots,
+        notBefore: startedAt,
         exhaustive: this.options.exhaustiveOwnerSearch === true,
       });
       const { pid, exe } = this.chooseOwner(ownerPids, anchorPid);

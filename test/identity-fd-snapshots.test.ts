@@ -1,0 +1,77 @@
+// Fd table snapshots against this process's own real sockets: what a snapshot may answer
+// (a socket it saw; a socket missing after the moment it was known to exist) and what needs a
+// fresh read of /proc/<pid>/fd.
+import { readlinkSync } from 'node:fs';
+import net from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FdSnapshots, socketInodeOfLink } from '../src/identity/fd-snapshots.js';
+
+describe('socketInodeOfLink', () => {
+  it('reads the inode of a socket link and nothing else', () => {
+    expect(socketInodeOfLink('socket:[123456]')).toBe(123456);
+    for (const other of ['pipe:[123]', 'socket:[]', 'socket:[12a]', 'socket:[-1]', 'socket:[0]', '/dev/null', 'socket:123', 'anon_inode:[eventpoll]']) {
+      expect(socketInodeOfLink(other), other).toBeNull();
+    }
+  });
+});
+
+describe('FdSnapshots', () => {
+  let server: net.Server;
+  let port: number;
+  const open: net.Socket[] = [];
+
+  beforeAll(async () => {
+    server = net.createServer((s) => open.push(s));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    port = (server.address() as net.AddressInfo).port;
+  });
+  afterAll(async () => {
+    for (const s of open) s.destroy();
+    await new Promise((resolve) => server.close(resolve));
+  });
+
+  async function connectAndGetInode(): Promise<{ socket: net.Socket; inode: number }> {
+    const socket = net.connect(port, '127.0.0.1');
+    await new Promise((resolve) => socket.once('connect', resolve));
+    open.push(socket);
+    const fd = (socket as unknown as { _handle: { fd: number } })._handle.fd;
+    const inode = socketInodeOfLink(readlinkSync(`/proc/self/fd/${fd}`));
+    if (inode === null) throw new Error('no socket inode');
+    return { socket, inode };
+  }
+
+  it('answers from a snapshot for sockets it saw, and reads again for a socket made after it', async () => {
+    const snapshots = new FdSnapshots();
+    const first = await connectAndGetInode();
+    const firstAsked = performance.now();
+    const fresh = snapshots.holds(process.pid, first.inode, firstAsked);
+    expect(fresh.held).toBe(true);
+    expect(fresh.readlinks).toBeGreaterThan(0);
+
+    // Seen in the snapshot: no new read.
+    expect(snapshots.holds(process.pid, first.inode, performance.now())).toMatchObject({ held: true, readlinks: 0 });
+
+    const second = await connectAndGetInode();
+    // Asked as of a moment before the snapshot: the snapshot's miss is an answer...
+    expect(snapshots.holds(process.pid, second.inode, firstAsked - 1)).toMatchObject({ held: false, readlinks: 0 });
+    // ...but not for a socket known only after the snapshot: the table is read again.
+    const reread = snapshots.holds(process.pid, second.inode, performance.now());
+    expect(reread.held).toBe(true);
+    expect(reread.readlinks).toBeGreaterThan(0);
+  });
+
+  it('does not use a snapshot older than its maximum age', async () => {
+    const snapshots = new FdSnapshots('/proc', 0);
+    const { socket, inode } = await connectAndGetInode();
+    expect(snapshots.holds(process.pid, inode, performance.now()).held).toBe(true);
+    socket.destroy();
+    await new Promise((resolve) => socket.once('close', resolve));
+    const answer = snapshots.holds(process.pid, inode, 0, performance.now() + 1);
+    expect(answer.held).toBe(false);
+    expect(answer.readlinks).toBeGreaterThan(0);
+  });
+
+  it('says no for a process that does not exist', () => {
+    expect(new FdSnapshots().holds(2 ** 22 + 7, 1, 0)).toMatchObject({ held: false, permissionDenied: false });
+  });
+});
