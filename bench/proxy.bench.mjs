@@ -5,6 +5,8 @@
 // IP literal (tinyproxy would otherwise use the system resolver). Figures: new tunnels per
 // second with 50 concurrent clients, p50/p99 time to first byte, bulk throughput over one
 // tunnel (1 GiB), RSS of the proxy with 1,000 open tunnels. Needs `npm run build`.
+// Env: PROXY_BENCH_PATHS (comma-separated subset of direct,portcullis,squid,tinyproxy; default all),
+// PROXY_BENCH_NODE_ARGS (extra node flags for the portcullis process, e.g. --cpu-prof).
 import { spawn } from 'node:child_process';
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
@@ -211,7 +213,7 @@ async function rssWithTunnels(path, address, pid) {
 async function startPortcullis(address) {
   const policy = join(dir, 'portcullis.yaml');
   writeFileSync(policy, `version: 1\nnetwork_policies:\n  bench:\n    endpoints:\n      - { host: "${address}", port: ${UPSTREAM_PORT}, allowed_ips: ["${address}/32"] }\n    binaries:\n      - path: ${process.execPath}\n`);
-  const { child, match } = await start(process.execPath, [CLI, 'proxy', '--policy', policy, '--listen', '127.0.0.1:0', '--resolver', `${sim.dns.address}:${sim.dns.port}`, '--audit', join(dir, 'audit.jsonl')], /listening on 127\.0\.0\.1:(\d+)/);
+  const { child, match } = await start(process.execPath, [...(process.env.PROXY_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean), CLI, 'proxy', '--policy', policy, '--listen', '127.0.0.1:0', '--resolver', `${sim.dns.address}:${sim.dns.port}`, '--audit', join(dir, 'audit.jsonl')], /listening on 127\.0\.0\.1:(\d+)/);
   return { proxyPort: Number(match[1]), pid: child.pid };
 }
 
@@ -280,8 +282,9 @@ try {
     { name: 'squid', setup: startSquid },
     { name: 'tinyproxy', setup: startTinyproxy },
   ];
+  const wanted = (process.env.PROXY_BENCH_PATHS ?? '').split(',').filter(Boolean);
   const results = {};
-  for (const p of paths) {
+  for (const p of paths.filter((q) => wanted.length === 0 || wanted.includes(q.name))) {
     const path = await p.setup(address);
     await pingOnce(path, address); // warm-up, and a check that the path works
     for (let i = 0; i < 200; i++) await pingOnce(path, address);
@@ -295,12 +298,14 @@ try {
     );
   }
   const pc = results.portcullis;
-  console.log('\nratios');
-  console.log(`  throughput portcullis/direct      ${fmt(pc.mibps / results.direct.mibps, 2)}  (target >= 0.8)`);
-  console.log(`  tunnels/s portcullis/squid        ${fmt(pc.rate / results.squid.rate, 2)}  (target >= 1)`);
-  console.log(`  tunnels/s portcullis/tinyproxy    ${fmt(pc.rate / results.tinyproxy.rate, 2)}  (target >= 1)`);
-  console.log(`  p99 setup portcullis              ${fmt(pc.p99, 2)} ms (target <= 2 ms; direct ${fmt(results.direct.p99, 2)} ms)`);
-  console.log(`  RSS with ${OPEN_TUNNELS} tunnels portcullis/squid/tinyproxy  ${fmt(pc.rss.during / 1024, 1)} / ${fmt(results.squid.rss.during / 1024, 1)} / ${fmt(results.tinyproxy.rss.during / 1024, 1)} MiB`);
+  if (pc && results.direct && results.squid && results.tinyproxy) {
+    console.log('\nratios');
+    console.log(`  throughput portcullis/direct      ${fmt(pc.mibps / results.direct.mibps, 2)}  (target >= 0.8)`);
+    console.log(`  tunnels/s portcullis/squid        ${fmt(pc.rate / results.squid.rate, 2)}  (target >= 1)`);
+    console.log(`  tunnels/s portcullis/tinyproxy    ${fmt(pc.rate / results.tinyproxy.rate, 2)}  (target >= 1)`);
+    console.log(`  p99 setup portcullis              ${fmt(pc.p99, 2)} ms (target <= 2 ms; direct ${fmt(results.direct.p99, 2)} ms)`);
+    console.log(`  RSS with ${OPEN_TUNNELS} tunnels portcullis/squid/tinyproxy  ${fmt(pc.rss.during / 1024, 1)} / ${fmt(results.squid.rss.during / 1024, 1)} / ${fmt(results.tinyproxy.rss.during / 1024, 1)} MiB`);
+  }
 } finally {
   for (const c of children) {
     c.stdin?.end();
