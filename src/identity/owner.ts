@@ -14,6 +14,7 @@
 // `exhaustive` reads every process instead, for callers that must also catch a socket passed
 // to an unrelated process.
 import type { FdSnapshots } from './fd-snapshots.js';
+import type { Relatives } from './kernel-relatives.js';
 import { yieldToEventLoop, type ProcessTable } from './process-table.js';
 import { UnresolvedError } from './unresolved.js';
 
@@ -30,6 +31,8 @@ export interface OwnerSearch {
   exhaustive: boolean;
   /** How old a process listing may be when a recent owner holds the socket (default 10 ms). */
   listingMaxAgeMs?: number;
+  /** Parents and children read from the kernel per question, when it offers them. */
+  kernel: Relatives | null;
   /** Fd tables read by earlier searches (see fd-snapshots.ts). */
   snapshots: FdSnapshots;
   /** A moment at which the socket already existed (e.g. when resolution began). */
@@ -90,14 +93,19 @@ export async function findSocketOwners(search: OwnerSearch): Promise<number[]> {
       break;
     }
   }
-  const pids = await search.table.refresh(first === undefined ? 0 : search.listingMaxAgeMs ?? DEFAULT_LISTING_MAX_AGE_MS);
+  // Parents and children straight from the kernel when it can tell, else from a listing.
+  const listed = async (): Promise<Relatives> => {
+    await search.table.refresh(first === undefined ? 0 : search.listingMaxAgeMs ?? DEFAULT_LISTING_MAX_AGE_MS);
+    return search.table;
+  };
 
   if (search.anchorPid !== undefined) {
-    const inSandbox = await owners(search.table.descendantsOf(search.anchorPid));
+    const inSandbox = await owners((search.kernel ?? (await listed())).descendantsOf(search.anchorPid));
     if (inSandbox.length > 0) return inSandbox;
   }
 
   if (first === undefined) {
+    const pids = await search.table.refresh(0);
     for (const pid of [...pids.filter((p) => p !== search.selfPid), search.selfPid]) {
       if (await scanner.holds(pid)) {
         first = pid;
@@ -107,18 +115,18 @@ export async function findSocketOwners(search: OwnerSearch): Promise<number[]> {
   }
   if (first === undefined) throw noOwner(scanner);
 
-  return [first, ...(await owners(forkFamily(first, search)))];
+  return [first, ...(await owners(forkFamily(first, search, search.kernel ?? (await listed()))))];
 }
 
 /** Where a socket shared through fork may also live: the parent, and children and siblings that run another executable. */
-function forkFamily(owner: number, search: OwnerSearch): number[] {
+function forkFamily(owner: number, search: OwnerSearch, relatives: Relatives): number[] {
   const family: number[] = [];
-  const parent = search.table.parentOf(owner);
+  const parent = relatives.parentOf(owner);
   if (parent !== undefined && parent > 1 && parent !== search.selfPid) family.push(parent);
-  const siblings = parent !== undefined && parent > 1 ? search.table.childrenOf(parent) : [];
-  const relatives = [...(siblings.length <= MAX_SIBLINGS ? siblings : []), ...search.table.childrenOf(owner)];
+  const siblings = parent !== undefined && parent > 1 ? relatives.childrenOf(parent) : [];
+  const relativesToRead = [...(siblings.length <= MAX_SIBLINGS ? siblings : []), ...relatives.childrenOf(owner)];
   const ownExecutable = search.executableOf(owner);
-  for (const pid of relatives) {
+  for (const pid of relativesToRead) {
     if (pid === owner || pid === search.selfPid || family.includes(pid)) continue;
     const executable = search.executableOf(pid);
     // Unreadable executables are read like different ones: they might be anything.

@@ -3,8 +3,10 @@
 // hashes. Every failure yields the `<unresolved>` sentinel with a reason; nothing here throws
 // to the caller.
 import { UNRESOLVED } from '../policy/types.js';
+import { AncestryCache } from './ancestry.js';
 import { BinaryIntegrity } from './integrity.js';
 import { FdSnapshots } from './fd-snapshots.js';
+import { kernelRelatives } from './kernel-relatives.js';
 import { findSocketOwners } from './owner.js';
 import { readAncestorPids, readCmdline, readExecutable, type ExecutablePath } from './process-info.js';
 import { ProcessTable } from './process-table.js';
@@ -42,7 +44,9 @@ function executablePathOrUndefined(pid: number): string | undefined {
 export class IdentityResolver {
   private readonly processes = new ProcessTable();
   private readonly fdSnapshots = new FdSnapshots();
+  private readonly kernelRelatives = kernelRelatives();
   private readonly integrity = new BinaryIntegrity();
+  private readonly ancestries = new AncestryCache(this.integrity);
   private recentOwners: number[] = [];
   private readonly sockDiag: SockDiag | null;
 
@@ -94,6 +98,7 @@ export class IdentityResolver {
         selfPid: process.pid,
         executableOf: executablePathOrUndefined,
         snapshots: this.fdSnapshots,
+        kernel: this.kernelRelatives,
         notBefore: startedAt,
         exhaustive: this.options.exhaustiveOwnerSearch === true,
       });
@@ -146,32 +151,20 @@ export class IdentityResolver {
 
   private async describe(pid: number, exe: ExecutablePath, anchorPid: number | undefined): Promise<ProcessIdentity> {
     const cmdline = readCmdline(pid);
-    const ancestors: AncestorIdentity[] = [];
-    for (const ancestorPid of readAncestorPids(pid, anchorPid)) {
-      try {
-        ancestors.push({ pid: ancestorPid, path: readExecutable(ancestorPid).path });
-      } catch {
-        break; // the chain is only as long as it is readable
-      }
-    }
-    const [own, ...ancestorHashes] = await Promise.allSettled([
-      this.integrity.check(pid, exe.path),
-      ...ancestors.map((a) => this.integrity.check(a.pid, a.path)),
+    const [own, ancestry] = await Promise.all([
+      this.integrity.check(pid, exe.path).catch((err: unknown) => {
+        throw unresolvedFromFsError(err, 'unreadable_exe', `hashing ${exe.path}`);
+      }),
+      this.ancestries.of(pid, anchorPid),
     ]);
-    if (own!.status === 'rejected') throw unresolvedFromFsError(own!.reason, 'unreadable_exe', `hashing ${exe.path}`);
-    const violations: string[] = [];
-    if (own!.value.violation) violations.push(own!.value.violation);
-    ancestorHashes.forEach((result, i) => {
-      if (result.status !== 'fulfilled') return;
-      ancestors[i]!.sha256 = result.value.sha256;
-      if (result.value.violation) violations.push(result.value.violation);
-    });
+    const violations = [...(own.violation ? [own.violation] : []), ...ancestry.violations];
     return {
       path: exe.path,
       pid,
-      ancestors,
+      // Copies: the kept ancestry is shared between lookups.
+      ancestors: ancestry.ancestors.map((a) => ({ ...a })),
       cmdline,
-      sha256: own!.value.sha256,
+      sha256: own.sha256,
       ...(exe.deleted ? { exe_deleted: true } : {}),
       ...(violations.length > 0 ? { integrity_violation: violations.join('; ') } : {}),
     };

@@ -1,0 +1,75 @@
+// A process's parent and children read from the kernel on demand, where a listing of every
+// process would be the slower way: /proc/<pid>/task/<tid>/children lists the children that
+// each thread started (it needs CONFIG_PROC_CHILDREN), and /proc/<pid>/stat names the parent.
+// Each answer is as of the moment it is read, like a fresh process listing.
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { readProcStat } from './process-table.js';
+
+export interface Relatives {
+  parentOf(pid: number): number | undefined;
+  childrenOf(pid: number): number[];
+  /** The anchor and everything below it, breadth first. */
+  descendantsOf(anchor: number): number[];
+}
+
+/** Parses a `children` file: pids separated by spaces. Pure. */
+export function parseChildrenList(text: string): number[] {
+  const pids: number[] = [];
+  for (const field of text.split(' ')) {
+    const pid = Number(field);
+    if (field !== '' && Number.isInteger(pid) && pid > 0) pids.push(pid);
+  }
+  return pids;
+}
+
+/** Reads relatives from procfs per question; null when this kernel has no `children` files. */
+export function kernelRelatives(procDir = '/proc'): Relatives | null {
+  return existsSync(`${procDir}/self/task/${process.pid}/children`) ? new KernelRelatives(procDir) : null;
+}
+
+/** Bounds the walk below an anchor (a fork bomb must not make one lookup unbounded). */
+const MAX_DESCENDANTS = 4096;
+
+class KernelRelatives implements Relatives {
+  constructor(private readonly procDir: string) {}
+
+  parentOf(pid: number): number | undefined {
+    try {
+      return readProcStat(pid, this.procDir).ppid;
+    } catch {
+      return undefined;
+    }
+  }
+
+  childrenOf(pid: number): number[] {
+    let threads: string[];
+    try {
+      threads = readdirSync(`${this.procDir}/${pid}/task`);
+    } catch {
+      return []; // gone
+    }
+    const children: number[] = [];
+    for (const tid of threads) {
+      try {
+        children.push(...parseChildrenList(readFileSync(`${this.procDir}/${pid}/task/${tid}/children`, 'latin1')));
+      } catch {
+        // The thread ended since the listing.
+      }
+    }
+    return children;
+  }
+
+  descendantsOf(anchor: number): number[] {
+    const out = [anchor];
+    const seen = new Set(out);
+    for (let i = 0; i < out.length && out.length < MAX_DESCENDANTS; i++) {
+      for (const child of this.childrenOf(out[i]!)) {
+        if (!seen.has(child)) {
+          seen.add(child);
+          out.push(child);
+        }
+      }
+    }
+    return out;
+  }
+}
