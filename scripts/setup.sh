@@ -21,6 +21,8 @@ fi
 if [ ! -d node_modules/@open-policy-agent/opa-wasm ] || [ package.json -nt node_modules/.package-lock.json ]; then
   npm install --no-audit --no-fund --loglevel=error
 fi
+# The in-process sock_diag lookup for identity (optional; see the script).
+bash scripts/build-native.sh
 # The CLI runs from dist/; rebuild when a source is newer than the last build.
 if [ ! -f dist/cli/main.js ] || [ -n "$(find src -newer dist/cli/main.js -name '*.ts' -print -quit)" ]; then
   npm run --silent build

@@ -2,6 +2,7 @@
 // namespace's table, so resolution must read /proc/<anchor>/net/… (the anchor is the first
 // process of the namespace). Also a connection redirected by nft DNAT inside the namespace.
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { readlinkSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { IdentityResolver } from '../src/identity/resolver.js';
@@ -136,12 +137,17 @@ describe('a client inside a network namespace', () => {
         resolver.close();
       }
     }
-    const diag = new SockDiag();
-    try {
-      expect(await diag.lookup(tuple)).toBe('missing');
-      expect(await diag.lookup(tuple, anchor!.pid!)).toMatchObject({ state: 1 });
-    } finally {
-      diag.close();
+    // In process (entering the namespace on this thread and back) and through the helper.
+    const ownNamespace = readlinkSync('/proc/thread-self/ns/net');
+    for (const diag of [new SockDiag(), new SockDiag({ native: false })]) {
+      try {
+        expect(await diag.lookup(tuple)).toBe('missing');
+        expect(await diag.lookup(tuple, anchor!.pid!)).toMatchObject({ state: 1 });
+        // This thread came back to its own namespace.
+        expect(readlinkSync('/proc/thread-self/ns/net')).toBe(ownNamespace);
+      } finally {
+        diag.close();
+      }
     }
   });
 

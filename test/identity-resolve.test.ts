@@ -262,8 +262,13 @@ describe('process table', () => {
 });
 
 describe('socket sources', () => {
-  it('sock_diag and the /proc/net tables find the same socket for IPv4, IPv6 and IPv4-mapped clients', async () => {
-    const diag = new SockDiag();
+  it('sock_diag (in process and through the helper) and the /proc/net tables find the same socket for IPv4, IPv6 and IPv4-mapped clients', async () => {
+    const native = new SockDiag();
+    const helper = new SockDiag({ native: false });
+    // scripts/setup.sh builds the addon: a build that silently stopped working would leave
+    // every lookup to the slower helper.
+    expect(native.via).toBe('native');
+    expect(helper.via).toBe('helper');
     const viaDiag = new IdentityResolver();
     const viaProcfs = new IdentityResolver({ socketSource: 'procfs' });
     // Some hundreds of other connections, so the tables span many pages (one page per read).
@@ -284,25 +289,29 @@ describe('socket sources', () => {
       for (const [listener, connect] of cases) {
         const child = children.spawn(PYTHON, ['-c', `import socket; s = ${connect}; s.recv(1)`]);
         const socket = await listener.next();
-        const answer = await diag.lookup(tupleOf(socket));
         const { row } = await findClientSocket(tupleOf(socket), { procRoot: '/proc/self', redirected: false });
-        expect(answer).toEqual({ inode: row.inode, state: 1 });
+        expect(await native.lookup(tupleOf(socket))).toEqual({ inode: row.inode, state: 1 });
+        expect(await helper.lookup(tupleOf(socket))).toEqual({ inode: row.inode, state: 1 });
         const [a, b] = await Promise.all([viaDiag.resolve(tupleOf(socket)), viaProcfs.resolve(tupleOf(socket))]);
         expect(a).toMatchObject({ path: PYTHON, pid: child.pid });
         expect(b).toEqual(a);
         socket.end('x');
       }
-      expect(await diag.lookup({ clientAddress: '127.0.0.1', clientPort: 1, proxyAddress: '127.0.0.1', proxyPort: v4.port })).toBe('missing');
+      for (const diag of [native, helper]) {
+        expect(await diag.lookup({ clientAddress: '127.0.0.1', clientPort: 1, proxyAddress: '127.0.0.1', proxyPort: v4.port })).toBe('missing');
+      }
+      expect(native.via).toBe('native');
     } finally {
       for (const c of fillers) c.destroy();
       await filler.close();
-      diag.close();
+      native.close();
+      helper.close();
       viaDiag.close();
     }
   });
 
   it('without a usable helper, lookups report "unavailable" and resolution still works from procfs', async () => {
-    const broken = new SockDiag('/nonexistent/python3');
+    const broken = new SockDiag({ native: false }, '/nonexistent/python3');
     const child = children.spawn(PYTHON, ['-c', `import socket; s = socket.create_connection(('127.0.0.1', ${v4.port})); s.recv(1)`]);
     const socket = await v4.next();
     expect(await broken.lookup(tupleOf(socket))).toBe('unavailable');

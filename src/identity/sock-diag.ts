@@ -1,11 +1,23 @@
-// Exact socket lookups through the kernel's sock_diag interface, via the helper child process
-// (sock-diag-helper.ts). Optional: when python3 or netlink is not available, or the helper
-// misbehaves, callers fall back to reading /proc/net/tcp{,6}.
+// Exact socket lookups through the kernel's sock_diag interface: in process through the native
+// addon when it is built (native-sock-diag.ts), else via the helper child process
+// (sock-diag-helper.ts). Optional: when neither works, callers fall back to reading
+// /proc/net/tcp{,6}.
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createInterface } from 'node:readline';
+import { loadSockDiagAddon, NativeSockDiag } from './native-sock-diag.js';
 import { canonicalAddress } from './proc-net-address.js';
 import { SOCK_DIAG_HELPER } from './sock-diag-helper.js';
 import type { ConnectionTuple } from './types.js';
+
+interface DiagRequest {
+  anchorPid: number | undefined;
+  family: 4 | 6;
+  /** The client's end. */
+  src: string;
+  sport: number;
+  dst: string;
+  dport: number;
+}
 
 export type DiagAnswer = { inode: number; state: number } | 'missing' | 'unavailable';
 
@@ -25,7 +37,20 @@ export class SockDiag {
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
 
-  constructor(private readonly python = process.env.PORTCULLIS_PYTHON ?? 'python3') {}
+  private native: NativeSockDiag | null;
+
+  constructor(
+    options: { native?: boolean } = {},
+    private readonly python = process.env.PORTCULLIS_PYTHON ?? 'python3',
+  ) {
+    const addon = options.native === false ? null : loadSockDiagAddon();
+    this.native = addon ? new NativeSockDiag(addon) : null;
+  }
+
+  /** Which way lookups go now. */
+  get via(): 'native' | 'helper' | 'none' {
+    return this.native ? 'native' : this.broken ? 'none' : 'helper';
+  }
 
   /**
    * The socket whose local end is the client's and remote end the proxy's, in the network
@@ -35,8 +60,7 @@ export class SockDiag {
     const client = canonicalAddress(tuple.clientAddress);
     const proxy = canonicalAddress(tuple.proxyAddress);
     if (!client || !proxy || client.kind !== proxy.kind) return 'unavailable';
-    const ns = anchorPid === undefined ? null : `/proc/${anchorPid}/ns/net`;
-    const request = { ns, src: client.text, sport: tuple.clientPort, dst: proxy.text, dport: tuple.proxyPort };
+    const request = { anchorPid, src: client.text, sport: tuple.clientPort, dst: proxy.text, dport: tuple.proxyPort };
     if (client.kind === 'ipv6') return this.ask({ ...request, family: 6 });
     const v4 = await this.ask({ ...request, family: 4 });
     if (v4 !== 'missing') return v4;
@@ -45,6 +69,8 @@ export class SockDiag {
 
   /** Stops the helper for good. */
   close(): void {
+    this.native?.close();
+    this.native = null;
     this.stop();
     this.broken = true;
   }
@@ -60,15 +86,35 @@ export class SockDiag {
     this.pending.clear();
   }
 
-  private ask(request: Record<string, unknown>): Promise<DiagAnswer> {
+  private ask(request: DiagRequest): Promise<DiagAnswer> {
+    if (this.native) return Promise.resolve(this.askNative(request));
     const child = this.helper();
     if (!child) return Promise.resolve('unavailable');
     const id = this.nextId++;
+    const { anchorPid, ...rest } = request;
+    const line = JSON.stringify({ id, ns: anchorPid === undefined ? null : `/proc/${anchorPid}/ns/net`, ...rest });
     return new Promise((resolve) => {
       const timer = setTimeout(() => this.fail(), ANSWER_TIMEOUT_MS);
       this.pending.set(id, { resolve, timer });
-      child.stdin.write(`${JSON.stringify({ id, ...request })}\n`);
+      child.stdin.write(`${line}\n`);
     });
+  }
+
+  private askNative(request: DiagRequest): DiagAnswer {
+    try {
+      const found = this.native!.lookup(request.anchorPid, request.family, request.src, request.sport, request.dst, request.dport);
+      this.errorsInARow = 0;
+      return found ? { state: found[0], inode: found[1] } : 'missing';
+    } catch {
+      // As with the helper: a lookup that can only fail (no netlink, no right to enter the
+      // namespace) is not worth making; after a few in a row, the helper process is tried.
+      if (++this.errorsInARow >= MAX_FAILURES) {
+        this.native?.close();
+        this.native = null;
+        this.errorsInARow = 0;
+      }
+      return 'unavailable';
+    }
   }
 
   private helper(): ChildProcessWithoutNullStreams | null {
