@@ -93,14 +93,17 @@ export async function findSocketOwners(search: OwnerSearch): Promise<number[]> {
       break;
     }
   }
-  // Parents and children straight from the kernel when it can tell, else from a listing.
+  // Parents and children from the process listing when no process was started since it was
+  // made (free), else from the kernel's children files when it has them (cheaper than a new
+  // listing of every process), else from a new listing.
   const listed = async (): Promise<Relatives> => {
+    if (search.kernel && !search.table.isCurrent()) return search.kernel;
     await search.table.refresh(first === undefined ? 0 : search.listingMaxAgeMs ?? DEFAULT_LISTING_MAX_AGE_MS);
     return search.table;
   };
 
   if (search.anchorPid !== undefined) {
-    const inSandbox = await owners((search.kernel ?? (await listed())).descendantsOf(search.anchorPid));
+    const inSandbox = await owners((await listed()).descendantsOf(search.anchorPid));
     if (inSandbox.length > 0) return inSandbox;
   }
 
@@ -115,7 +118,7 @@ export async function findSocketOwners(search: OwnerSearch): Promise<number[]> {
   }
   if (first === undefined) throw noOwner(scanner);
 
-  return [first, ...(await owners(forkFamily(first, search, search.kernel ?? (await listed()))))];
+  return [first, ...(await owners(forkFamily(first, search, await listed())))];
 }
 
 /** Where a socket shared through fork may also live: the parent, and children and siblings that run another executable. */

@@ -110,6 +110,14 @@ export class ProcessTable {
     return this.pids;
   }
 
+  /**
+   * Whether the last listing still holds every live process: no pid was allocated since.
+   * (Processes that exited since linger in it; a read of their fd table just finds nothing.)
+   */
+  isCurrent(): boolean {
+    return this.lastPid !== null && readLastPid(this.procDir) === this.lastPid;
+  }
+
   /** Pids from the last listing, most recently started first. */
   get currentPids(): readonly number[] {
     return this.pids;
