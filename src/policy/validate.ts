@@ -2,11 +2,11 @@
 // a list of problems out. Each problem carries the path of the offending node so the caller can
 // turn it into file:line:col.
 import type { ErrorObject } from 'ajv';
-import { Ajv } from 'ajv';
 import { parseBinaryPattern } from './binary-pattern.js';
 import { parseAllowedIp } from './cidr.js';
 import { parseHostPattern } from './host-pattern.js';
-import { policyFileSchema } from './schema.js';
+// schema.ts compiled by Ajv at build time (scripts/generate-structure-check.mjs).
+import { checkStructure } from './structure-check.js';
 import type { Endpoint, L7Rule, Policy } from './types.js';
 
 export type NodePath = Array<string | number>;
@@ -26,9 +26,6 @@ export const ACCESS_PRESETS: Record<string, string[]> = {
 };
 
 const METHOD = /^([A-Z]+|\*)$/;
-
-const ajv = new Ajv({ allErrors: true, strict: true });
-const checkStructure = ajv.compile(policyFileSchema);
 
 function pathOf(instancePath: string): NodePath {
   if (instancePath === '') return [];
