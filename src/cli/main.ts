@@ -1,36 +1,35 @@
 #!/usr/bin/env node
-// The `portcullis` command line: one sub-command per module in ./commands. Only the module of
-// the sub-command being run is loaded (start-up time matters for `portcullis run`); `--help`
-// and unknown commands load them all.
-import { Command } from 'commander';
+// The `portcullis` command: loads the program (program.ts and everything it uses, bundled into
+// one CommonJS file by scripts/bundle-cli.mjs) and runs it. Start-up time matters for
+// `portcullis run`, so the bundle is compiled with V8's code cache (./code-cache.ts) rather than
+// through Node's module loader, which has no code cache for ES modules in Node 20.
+import { createRequire } from 'node:module';
+import { readFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import vm from 'node:vm';
+import { openCodeCache } from './code-cache.js';
+import { isSubcommand } from './subcommands.js';
 
-type Register = (program: Command) => void;
+const BUNDLE = fileURLToPath(new URL('./program.cjs', import.meta.url));
 
-const COMMANDS: Record<string, () => Promise<Register>> = {
-  check: async () => (await import('./commands/check.js')).registerCheck,
-  eval: async () => (await import('./commands/eval.js')).registerEval,
-  test: async () => (await import('./commands/test.js')).registerTest,
-  compile: async () => (await import('./commands/compile.js')).registerCompile,
-  proxy: async () => (await import('./commands/proxy.js')).registerProxy,
-  whois: async () => (await import('./commands/whois.js')).registerWhois,
-  run: async () => (await import('./commands/run.js')).registerRun,
-};
-
-async function main(): Promise<void> {
-  const program = new Command('portcullis')
-    .description('Egress policy engine: which program may reach which host and port')
-    .showHelpAfterError()
-    .exitOverride((err) => {
-      // Usage errors exit 2, like `check` does for a bad policy; --help and --version exit 0.
-      process.exit(err.exitCode === 0 ? 0 : 2);
-    });
+function runBundle(): void {
+  // Wrapped as Node wraps a CommonJS module, on the bundle's first line so line numbers match.
+  const source = `(function (exports, require, module, __filename, __dirname) {${readFileSync(BUNDLE, 'utf8')}\n})`;
   const requested = process.argv[2];
-  const names = requested !== undefined && requested in COMMANDS ? [requested] : Object.keys(COMMANDS);
-  for (const name of names) (await COMMANDS[name]!())(program);
-  await program.parseAsync(process.argv);
+  const cache = openCodeCache(BUNDLE, isSubcommand(requested) ? requested : 'help');
+  const script = new vm.Script(source, {
+    filename: BUNDLE,
+    ...(cache.data ? { cachedData: cache.data } : {}),
+    importModuleDynamically: vm.constants.USE_MAIN_CONTEXT_DEFAULT_LOADER,
+  });
+  if (cache.data === undefined || script.cachedDataRejected === true) {
+    // At exit the cache holds what this run compiled, not only the top level.
+    process.once('exit', () => cache.save(script.createCachedData()));
+  }
+  const module = { exports: {} };
+  const load = script.runInThisContext() as (...args: unknown[]) => void;
+  load(module.exports, createRequire(BUNDLE), module, BUNDLE, dirname(BUNDLE));
 }
 
-main().catch((err: unknown) => {
-  process.stderr.write(`portcullis: ${err instanceof Error ? err.message : String(err)}\n`);
-  process.exit(1);
-});
+runBundle();
