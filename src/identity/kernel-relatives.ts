@@ -1,7 +1,9 @@
 // A process's parent and children read from the kernel on demand, where a listing of every
 // process would be the slower way: /proc/<pid>/task/<tid>/children lists the children that
 // each thread started (it needs CONFIG_PROC_CHILDREN), and /proc/<pid>/stat names the parent.
-// Each answer is as of the moment it is read, like a fresh process listing.
+// Each answer is as of the moment it is read, like a fresh process listing. A list of children
+// read after a connection existed answers for that connection too (a fork after the read is
+// missed either way), so concurrent lookups share reads, as with fd snapshots.
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { readProcStat } from './process-table.js';
 
@@ -22,18 +24,32 @@ export function parseChildrenList(text: string): number[] {
   return pids;
 }
 
-/** Reads relatives from procfs per question; null when this kernel has no `children` files. */
-export function kernelRelatives(procDir = '/proc'): Relatives | null {
+/** Reads relatives from procfs; null when this kernel has no `children` files. */
+export function kernelRelatives(procDir = '/proc'): KernelRelatives | null {
   return existsSync(`${procDir}/self/task/${process.pid}/children`) ? new KernelRelatives(procDir) : null;
 }
 
 /** Bounds the walk below an anchor (a fork bomb must not make one lookup unbounded). */
 const MAX_DESCENDANTS = 4096;
 
-class KernelRelatives implements Relatives {
+/** Children lists kept for sharing between concurrent lookups; far more than are ever in flight. */
+const MAX_KEPT = 256;
+
+export class KernelRelatives {
+  private readonly kept = new Map<number, { takenAt: number; children: number[] }>();
+
   constructor(private readonly procDir: string) {}
 
-  parentOf(pid: number): number | undefined {
+  /** Relatives as of a moment no earlier than `notBefore`. */
+  asOf(notBefore: number): Relatives {
+    return {
+      parentOf: (pid) => this.parentOf(pid),
+      childrenOf: (pid) => this.childrenOf(pid, notBefore),
+      descendantsOf: (anchor) => this.descendantsOf(anchor, notBefore),
+    };
+  }
+
+  private parentOf(pid: number): number | undefined {
     try {
       return readProcStat(pid, this.procDir).ppid;
     } catch {
@@ -41,7 +57,21 @@ class KernelRelatives implements Relatives {
     }
   }
 
-  childrenOf(pid: number): number[] {
+  private childrenOf(pid: number, notBefore: number): number[] {
+    const kept = this.kept.get(pid);
+    if (kept && kept.takenAt >= notBefore) return kept.children;
+    const takenAt = performance.now();
+    const children = this.readChildren(pid);
+    this.kept.delete(pid);
+    this.kept.set(pid, { takenAt, children });
+    for (const [oldest] of this.kept) {
+      if (this.kept.size <= MAX_KEPT) break;
+      this.kept.delete(oldest);
+    }
+    return children;
+  }
+
+  private readChildren(pid: number): number[] {
     let threads: string[];
     try {
       threads = readdirSync(`${this.procDir}/${pid}/task`);
@@ -59,11 +89,11 @@ class KernelRelatives implements Relatives {
     return children;
   }
 
-  descendantsOf(anchor: number): number[] {
+  private descendantsOf(anchor: number, notBefore: number): number[] {
     const out = [anchor];
     const seen = new Set(out);
     for (let i = 0; i < out.length && out.length < MAX_DESCENDANTS; i++) {
-      for (const child of this.childrenOf(out[i]!)) {
+      for (const child of this.childrenOf(out[i]!, notBefore)) {
         if (!seen.has(child)) {
           seen.add(child);
           out.push(child);

@@ -14,7 +14,7 @@
 // `exhaustive` reads every process instead, for callers that must also catch a socket passed
 // to an unrelated process.
 import type { FdSnapshots } from './fd-snapshots.js';
-import type { Relatives } from './kernel-relatives.js';
+import type { KernelRelatives, Relatives } from './kernel-relatives.js';
 import { yieldToEventLoop, type ProcessTable } from './process-table.js';
 import { UnresolvedError } from './unresolved.js';
 
@@ -32,7 +32,7 @@ export interface OwnerSearch {
   /** How old a process listing may be when a recent owner holds the socket (default 10 ms). */
   listingMaxAgeMs?: number;
   /** Parents and children read from the kernel per question, when it offers them. */
-  kernel: Relatives | null;
+  kernel: KernelRelatives | null;
   /** Fd tables read by earlier searches (see fd-snapshots.ts). */
   snapshots: FdSnapshots;
   /** A moment at which the socket already existed (e.g. when resolution began). */
@@ -97,7 +97,7 @@ export async function findSocketOwners(search: OwnerSearch): Promise<number[]> {
   // made (free), else from the kernel's children files when it has them (cheaper than a new
   // listing of every process), else from a new listing.
   const listed = async (): Promise<Relatives> => {
-    if (search.kernel && !search.table.isCurrent()) return search.kernel;
+    if (search.kernel && !search.table.isCurrent()) return search.kernel.asOf(search.notBefore);
     await search.table.refresh(first === undefined ? 0 : search.listingMaxAgeMs ?? DEFAULT_LISTING_MAX_AGE_MS);
     return search.table;
   };
