@@ -1,7 +1,7 @@
 // The sandbox's way out, started on the root-namespace side of its veth: the proxy
 // (CONNECT/forward HTTP, plus the SNI listener nft redirects direct TCP/443 to) and the DNS
 // proxy (answers only names the policy covers, fills the nft host sets in the sandbox).
-import { startDnsProxy, type RunningDnsProxy } from '../dns/proxy.js';
+import { startDnsProxy } from '../dns/proxy.js';
 import { NftSetFeeder } from '../nft/set-feeder.js';
 import { startProxy } from '../proxy/server.js';
 import type { EgressContext, RunningEgress } from './sandbox.js';
@@ -9,37 +9,41 @@ import { systemResolver } from './upstream-resolver.js';
 
 export async function startSandboxEgress(ctx: EgressContext): Promise<RunningEgress> {
   const resolver = ctx.resolver ?? systemResolver() ?? undefined;
-  const proxy = await startProxy({
-    policyFile: ctx.policyFile,
-    listen: ctx.plan.proxy,
-    ...(ctx.plan.sni ? { sniListen: ctx.plan.sni } : {}),
-    audit: ctx.audit,
-    ...(resolver ? { resolver } : {}),
-    reportOnly: ctx.reportOnly,
-    ...(ctx.anchorPid !== undefined ? { anchorPid: ctx.anchorPid } : {}),
-  });
-  let dns: RunningDnsProxy | undefined;
-  try {
-    if (ctx.plan.dns) {
-      if (!resolver) throw new Error('no upstream DNS server: give --resolver ADDR:PORT');
-      dns = await startDnsProxy({
-        listen: ctx.plan.dns,
-        upstream: resolver,
-        policies: ctx.loaded.policies,
-        feeder: new NftSetFeeder(ctx.netns !== undefined ? { netns: ctx.netns } : {}),
-        audit: ctx.audit,
-      });
-    }
-  } catch (err) {
-    await proxy.close();
-    throw err;
+  if (ctx.plan.dns && !resolver) throw new Error('no upstream DNS server: give --resolver ADDR:PORT');
+  // Independent listeners: start both at once (the proxy spends most of its start waiting for
+  // the policy engine's wasm to compile).
+  const [proxy, dns] = await Promise.allSettled([
+    startProxy({
+      policyFile: ctx.policyFile,
+      listen: ctx.plan.proxy,
+      ...(ctx.plan.sni ? { sniListen: ctx.plan.sni } : {}),
+      audit: ctx.audit,
+      ...(resolver ? { resolver } : {}),
+      reportOnly: ctx.reportOnly,
+      ...(ctx.anchorPid !== undefined ? { anchorPid: ctx.anchorPid } : {}),
+    }),
+    ctx.plan.dns && resolver
+      ? startDnsProxy({
+          listen: ctx.plan.dns,
+          upstream: resolver,
+          policies: ctx.loaded.policies,
+          feeder: new NftSetFeeder(ctx.netns !== undefined ? { netns: ctx.netns } : {}),
+          audit: ctx.audit,
+        })
+      : undefined,
+  ]);
+  if (proxy.status === 'rejected' || dns.status === 'rejected') {
+    // Close the one that started; report the failure (the proxy's, if both failed).
+    if (proxy.status === 'fulfilled') await proxy.value.close();
+    if (dns.status === 'fulfilled') await dns.value?.close();
+    throw proxy.status === 'rejected' ? proxy.reason : (dns as PromiseRejectedResult).reason;
   }
-  const running = dns;
+  const running = dns.value;
   return {
-    proxy: proxy.address,
+    proxy: proxy.value.address,
     ...(running ? { names: (address: string) => running.handedOut(address) } : {}),
     async close() {
-      await Promise.allSettled([proxy.close(), running?.close()]);
+      await Promise.allSettled([proxy.value.close(), running?.close()]);
     },
   };
 }

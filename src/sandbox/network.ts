@@ -1,7 +1,7 @@
 // The sandbox's network: a namespace `pcrun-<pid>-<n>`, a veth pair with point-to-point
 // addresses of its own (198.19.0.0/16, fd70:6363:2::/48), default routes towards the root
 // namespace, and /etc/netns/<ns>/resolv.conf naming the DNS proxy (`ip netns exec` mounts it
-// over /etc/resolv.conf). Few forks: the links are set up with two `ip -batch` runs.
+// over /etc/resolv.conf). Few forks: two `ip -batch` runs, one per side of the veth pair.
 import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import {
   allocateLinkAddresses,
@@ -24,6 +24,11 @@ export interface SandboxNetwork {
   hostInterface: string;
   nsInterface: string;
   link: LinkAddresses;
+  /**
+   * Removes the veth pair only, the slow part of tear-down (the kernel waits for RCU grace
+   * periods): it can run while the namespace's nft counters are still being read.
+   */
+  deleteLink(): Promise<void>;
   /** Kills what is left in the namespace and removes it, the veth pair and its files. */
   close(): Promise<void>;
   /** The same, synchronously (process 'exit' handler). */
@@ -66,8 +71,10 @@ export async function createSandboxNetwork(): Promise<SandboxNetwork> {
     }
     rmSync(`${NETNS_ETC}/${netns}`, { recursive: true, force: true });
   };
+  const deleteLink = async (): Promise<void> => void (await runCommand('ip', ['link', 'del', hostInterface]));
   const close = async (): Promise<void> => {
     for (const pid of namespacePids(netns)) killQuietly(pid);
+    // -force carries on past a link deleteLink() has already removed.
     await runCommand('ip', ['-force', '-batch', '-'], `link del ${hostInterface}\nnetns del ${netns}\n`).catch(() => undefined);
     rmSync(`${NETNS_ETC}/${netns}`, { recursive: true, force: true });
   };
@@ -75,8 +82,8 @@ export async function createSandboxNetwork(): Promise<SandboxNetwork> {
   try {
     mkdirSync(`${NETNS_ETC}/${netns}`, { recursive: true, mode: 0o755 });
     writeFileSync(`${NETNS_ETC}/${netns}/resolv.conf`, resolvConf(link.hostV4), { mode: 0o644 });
-    await runCommand('ip', ['netns', 'add', netns]);
     await runCommand('ip', ['-batch', '-'], [
+      `netns add ${netns}`,
       `link add ${hostInterface} type veth peer name ${nsInterface} netns ${netns}`,
       `link set ${hostInterface} up`,
       `addr add ${link.hostV4}/${link.v4PrefixLength} dev ${hostInterface}`,
@@ -99,7 +106,7 @@ export async function createSandboxNetwork(): Promise<SandboxNetwork> {
     await close();
     throw err;
   }
-  return { netns, hostInterface, nsInterface, link, close, closeSync };
+  return { netns, hostInterface, nsInterface, link, deleteLink, close, closeSync };
 }
 
 function killQuietly(pid: number): void {

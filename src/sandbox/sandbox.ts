@@ -5,9 +5,7 @@
 import type { Writable } from 'node:stream';
 import type { AuditEvent } from '../audit/events.js';
 import { openAuditSink, type StreamAuditSink } from '../audit/sink.js';
-import { readFlowEvents } from '../dns/flow-report.js';
 import type { AddressNamer } from '../dns/flows.js';
-import { applyRuleset } from '../nft/apply.js';
 import { renderRuleset } from '../nft/render.js';
 import { loadPolicyFile, type LoadedPolicy } from '../policy/load.js';
 import { nextCounter } from '../sim/netns.js';
@@ -73,6 +71,11 @@ export interface RunSandboxOptions {
   /** Force the weaker proxy-environment-only mode even with privileges (tests, benchmarks). */
   noFence?: boolean;
   startEgress: EgressStarter;
+  /**
+   * Loads the modules startEgress needs, when it loads them itself: called while the sandbox
+   * network is being built, so that the loading overlaps the `ip` commands.
+   */
+  loadEgress?: () => Promise<unknown>;
   /** Where messages, live lines and the summary go (default: stderr). */
   out?: Writable;
 }
@@ -87,6 +90,26 @@ const DNS_PORT = 53;
 const KILL_GRACE_MS = 5000;
 const FORWARDED_SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'];
 const SIGNAL_EXIT: Record<string, number> = { SIGINT: 130, SIGTERM: 143, SIGHUP: 129, SIGQUIT: 131 };
+
+/** What a fenced run needs once its network exists; both bring execa, slow to load. */
+interface FenceTools {
+  applyRuleset: typeof import('../nft/apply.js').applyRuleset;
+  readFlowEvents: typeof import('../dns/flow-report.js').readFlowEvents;
+}
+
+async function loadFenceTools(): Promise<FenceTools> {
+  const [{ applyRuleset }, { readFlowEvents }] = await Promise.all([import('../nft/apply.js'), import('../dns/flow-report.js')]);
+  return { applyRuleset, readFlowEvents };
+}
+
+/**
+ * Runs `load` on the next turn of the event loop. Building the network is work for `ip`
+ * processes, loading modules is work for this thread: started after the first `ip` command,
+ * the loading happens while it runs instead of before it.
+ */
+function loadOnNextTurn<T>(load: () => Promise<T>): Promise<T> {
+  return new Promise<void>((resolve) => setImmediate(resolve)).then(load);
+}
 
 /** Cleanup steps, undone last-first; each runs once, async or (process 'exit') sync. */
 class Teardown {
@@ -172,6 +195,7 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<number> {
   let sampler: UsageSampler | undefined;
   let usage;
   let egress: RunningEgress | undefined;
+  let tools: FenceTools | undefined;
   try {
     let plan: EgressPlan;
     let user: SandboxUser | undefined;
@@ -179,9 +203,19 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<number> {
     const n = nextCounter();
     if (fenced) {
       user = await resolveSandboxUser(opts.user);
-      network = await createSandboxNetwork();
+      const [built, loadedTools] = await Promise.allSettled([
+        createSandboxNetwork(),
+        loadOnNextTurn(async () => {
+          const [fenceTools] = await Promise.all([loadFenceTools(), opts.loadEgress?.()]);
+          return fenceTools;
+        }),
+      ]);
+      if (built.status === 'rejected') throw built.reason;
+      network = built.value;
       const net = network;
       teardown.add('the sandbox network', () => net.close(), () => net.closeSync());
+      if (loadedTools.status === 'rejected') throw loadedTools.reason;
+      tools = loadedTools.value;
       const host = net.link.hostV4;
       plan = { proxy: { host, port: PROXY_PORT }, sni: { host, port: SNI_PORT }, dns: { host, port: DNS_PORT } };
       home = createSandboxHome(user, n);
@@ -200,7 +234,7 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<number> {
       ...(opts.resolver ? { resolver: opts.resolver } : {}),
       reportOnly: opts.reportOnly === true,
     };
-    if (fenced && network && user) {
+    if (fenced && network && user && tools) {
       // CMD first, held before exec: its pid anchors identity before any connection exists.
       held = launchHeld({
         netns: network.netns,
@@ -215,7 +249,7 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<number> {
       const script = renderRuleset(loaded.policies, { proxy: plan.proxy, ...(plan.dns ? { dns: plan.dns } : {}), ...(plan.sni ? { sni: plan.sni } : {}) });
       const [started, fence] = await Promise.allSettled([
         opts.startEgress({ ...base, plan, netns: network.netns, anchorPid: held.pid }),
-        applyRuleset(script, { netns: network.netns }),
+        tools.applyRuleset(script, { netns: network.netns }),
       ]);
       if (started.status === 'fulfilled') {
         const running = started.value;
@@ -253,13 +287,16 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<number> {
     }
   } finally {
     usage = await sampler?.stop();
-    if (network) {
-      try {
-        const names = egress?.names ?? (() => undefined);
-        for (const event of await readFlowEvents({ netns: network.netns, policies: loaded.policies, names })) audit.emit(event);
-      } catch {
-        // the namespace may already be gone (set-up failed before nft)
-      }
+    if (network && tools) {
+      // The counters are read inside the namespace and need no veth pair, whose deletion is the
+      // slow part of the tear-down: both at once.
+      const names = egress?.names ?? (() => undefined);
+      const [flows] = await Promise.allSettled([
+        tools.readFlowEvents({ netns: network.netns, policies: loaded.policies, names }),
+        network.deleteLink(),
+      ]);
+      // Without flows (set-up failed before nft) there is nothing to report.
+      if (flows.status === 'fulfilled') for (const event of flows.value) audit.emit(event);
     }
     await teardown.runAll(say);
     for (const signal of FORWARDED_SIGNALS) process.off(signal, onSignal);

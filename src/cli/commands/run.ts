@@ -29,10 +29,11 @@ export function registerRun(program: Command): void {
     .option('--no-fence', 'proxy environment only: no namespace, no nft (weaker; for comparison)')
     .argument('<command...>', 'the command to run, after --')
     .action(async (command: string[], opts: RunOptions) => {
-      // Loaded here, not at start-up: the other sub-commands need none of the sandbox.
-      const { startSandboxEgress } = await import('../../sandbox/egress.js');
+      // Loaded here, not at start-up: the other sub-commands need none of the sandbox. The
+      // proxies and the policy engine are loaded by runSandbox, while it builds the network.
       const { runSandbox, RunUsageError } = await import('../../sandbox/sandbox.js');
       const { SandboxUserError } = await import('../../sandbox/user.js');
+      const loadEgress = () => import('../../sandbox/egress.js');
       let code: number;
       try {
         code = await runSandbox({
@@ -45,7 +46,8 @@ export function registerRun(program: Command): void {
           live: opts.live === true,
           quiet: opts.quiet === true,
           noFence: opts.fence === false,
-          startEgress: startSandboxEgress,
+          startEgress: async (ctx) => (await loadEgress()).startSandboxEgress(ctx),
+          loadEgress,
         });
       } catch (err) {
         process.stderr.write(`portcullis run: ${(err as Error).message}\n`);
