@@ -7,7 +7,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { PolicyEngine } from '../src/engine/engine.js';
 import { buildDecisionInput } from '../src/engine/input.js';
 import { CoverageIndex, canonicalQueryName, patternRegex } from '../src/dns/coverage.js';
-import { hostSetName, kernelEndpoints } from '../src/nft/names.js';
+import { kernelEndpoints } from '../src/nft/names.js';
 import { loadPolicyText, type LoadedPolicy } from '../src/policy/load.js';
 
 const LABELS = ['a', 'b', 'api', 'x-1', 'docs', 'img-2'];
@@ -131,7 +131,7 @@ network_policies:
     expect(api.covered).toBe(true);
     expect(api.policies).toEqual(['any', 'tools']);
     expect(api.targets).toHaveLength(1);
-    expect(api.targets[0]).toMatchObject({ sets: { 4: hostSetName(id(0), 4), 6: hostSetName(id(0), 6) }, ports: [443, 8443], allowedIps: [] });
+    expect(api.targets[0]).toMatchObject({ id: id(0), ports: [443, 8443], allowedIps: [] });
     const cdn = index.lookup('img.cdn.example.com');
     expect(cdn.targets.map((t) => t.id)).toEqual([id(1)]);
     expect(cdn.targets[0]!.allowedIps.map(([a, b]) => `${a.toString()}/${b}`)).toEqual(['203.0.113.0/25']);

@@ -1,19 +1,19 @@
 // The DNS proxy feeding the kernel: a hostname endpoint is unreachable until the proxy has
-// answered for it, reachable right after the answer (the sets are filled before the answer is
-// released), unreachable for new connections once the TTL has run out, while an established
+// answered for it, reachable right after the answer (the host maps are filled before the answer
+// is released), unreachable for new connections once the TTL has run out, while an established
 // connection survives. Real nft in a client namespace the test creates, real listeners in a
 // server namespace, a real upstream DNS server on loopback. The proxy runs in this process
-// (root namespace, loopback) and its set feeder targets the client namespace; the queries come
+// (root namespace, loopback) and its feeder targets the client namespace; the queries come
 // from here, the connections from inside the client namespace.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { applyRuleset, nftAvailable } from '../src/nft/apply.js';
-import { hostSetName, kernelEndpoints } from '../src/nft/names.js';
+import { applyRuleset, nftAvailable, readCounters } from '../src/nft/apply.js';
+import { counterName, hostMapName, kernelEndpoints } from '../src/nft/names.js';
 import { renderRuleset } from '../src/nft/render.js';
 import { NftSetFeeder } from '../src/nft/set-feeder.js';
 import { loadPolicyText, type LoadedPolicy } from '../src/policy/load.js';
 import { startDnsServer, type DnsServer } from '../src/sim/dns-server.js';
 import { startDnsProxy, type RunningDnsProxy } from '../src/dns/proxy.js';
-import { readFlowEvents } from '../src/dns/flow-report.js';
+import { parseHostMembers, readFlowEvents } from '../src/dns/flow-report.js';
 import type { AuditEvent } from '../src/audit/events.js';
 import { openAuditSink } from '../src/audit/sink.js';
 import { query } from './fixtures/dns/client.js';
@@ -57,20 +57,32 @@ async function expectOpen(tuples: Tuple[]): Promise<void> {
   results.forEach((r, i) => expect(r, JSON.stringify(tuples[i])).toBe('open'));
 }
 
-const setOf = (policy: string, index: number, family: 4 | 6): string =>
-  hostSetName(kernelEndpoints(loaded.policies).find((k) => k.policy === policy && k.index === index)!.id, family);
+const idOf = (policy: string, index: number): string => kernelEndpoints(loaded.policies).find((k) => k.policy === policy && k.index === index)!.id;
 
-async function setText(set: string): Promise<string> {
-  return lab.nft(['list', 'set', 'inet', 'portcullis', set]);
+/** `address . port` elements the host maps send to an endpoint's chain now, both families. */
+async function held(id: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const family of [4, 6] as const) {
+    const json = await lab.nft(['-j', 'list', 'map', 'inet', 'portcullis', hostMapName(family)]);
+    for (const m of parseHostMembers(json).get(id) ?? []) out.push(`${m.address} . ${m.port}`);
+  }
+  return out;
 }
 
-/** Waits (bounded) until a host set no longer holds `address`, i.e. its timeout has passed. */
-async function waitUntilGone(set: string, address: string): Promise<void> {
+/** The endpoint whose chain the host map sends `address . port` to, or undefined. */
+async function ownerOf(address: string, p: number): Promise<string | undefined> {
+  const json = await lab.nft(['-j', 'list', 'map', 'inet', 'portcullis', hostMapName(address.includes(':') ? 6 : 4)]);
+  for (const [id, members] of parseHostMembers(json)) if (members.some((m) => m.address === address && m.port === p)) return id;
+  return undefined;
+}
+
+/** Waits (bounded) until no host-map element sends `address` to the endpoint, i.e. its timeout has passed. */
+async function waitUntilGone(id: string, address: string): Promise<void> {
   for (let i = 0; i < 150; i++) {
-    if (!(await setText(set)).includes(address)) return;
+    if (!(await held(id)).some((e) => e.startsWith(`${address} . `))) return;
     await new Promise((r) => setTimeout(r, 200));
   }
-  throw new Error(`${set} still holds ${address} after 30 s`);
+  throw new Error(`the host maps still send ${address} to ${id} after 30 s`);
 }
 
 beforeAll(async () => {
@@ -107,7 +119,7 @@ network_policies:
       'img.cdn.example.com': { A: ['203.0.113.20', '203.0.113.200'], ttl: 60 },
       'rot.cdn.example.com': { A: ['203.0.113.40'], ttl: 60 },
       'tool.example.com': { A: ['203.0.113.30'], ttl: 60 },
-      // Only the first is an ordinary public address; it goes into the set but is never dialled.
+      // Only the first is an ordinary public address; it goes into the map but is never dialled.
       'public.example.com': { A: ['93.184.216.34', '169.254.169.254', '203.0.113.60', '10.1.2.3'], AAAA: ['::1', 'fd00::1'], ttl: 60 },
     },
   });
@@ -128,7 +140,7 @@ afterAll(async () => {
   await lab?.close();
 });
 
-describe('DNS proxy feeding nft host sets', () => {
+describe('DNS proxy feeding the nft host maps', () => {
   it('a hostname endpoint is unreachable before the answer, reachable after, and only for new connections until its TTL', async () => {
     const v4 = { address: '203.0.113.7', port };
     const v6 = { address: '2001:db8:5::7', port };
@@ -137,7 +149,7 @@ describe('DNS proxy feeding nft host sets', () => {
     const a = await query(proxy.address.port, 'api.example.com', 'A', 'udp');
     expect(a.rcode).toBe('NOERROR');
     expect(a.answers.map((r) => r.data)).toEqual(['203.0.113.7']);
-    // No wait: the element was in the set before the answer left the proxy.
+    // No wait: the element was in the map before the answer left the proxy.
     await expectOpen([v4]);
     await expectRefused([v6]);
 
@@ -151,8 +163,8 @@ describe('DNS proxy feeding nft host sets', () => {
     try {
       expect(await session.next()).toBe('connected');
       expect(await session.ping()).toBe('pong');
-      await waitUntilGone(setOf('api', 0, 4), '203.0.113.7');
-      await waitUntilGone(setOf('api', 0, 6), '2001:db8:5::7');
+      await waitUntilGone(idOf('api', 0), '203.0.113.7');
+      await waitUntilGone(idOf('api', 0), '2001:db8:5::7');
       await expectRefused([v4, v6]);
       // The established connection is not cut by the expiry.
       expect(await session.ping()).toBe('pong');
@@ -165,7 +177,7 @@ describe('DNS proxy feeding nft host sets', () => {
     await expectOpen([v4]);
   });
 
-  it('releases the answer only after its addresses are in the set, even when nft is slow', async () => {
+  it('releases the answer only after its addresses are in the map, even when nft is slow', async () => {
     const slowFeeder = new NftSetFeeder({ netns: lab.cli, nft: new URL('./fixtures/dns/slow-nft.sh', import.meta.url).pathname });
     upstream.setRecords('slow.cdn.example.com', { A: ['203.0.113.50'], ttl: 60 });
     const slowProxy = await startDnsProxy({
@@ -177,19 +189,19 @@ describe('DNS proxy feeding nft host sets', () => {
     try {
       const r = await query(slowProxy.address.port, 'slow.cdn.example.com', 'A');
       expect(r.answers.map((x) => x.data)).toEqual(['203.0.113.50']);
-      expect(await setText(setOf('api', 1, 4))).toContain('203.0.113.50');
+      expect(await held(idOf('api', 1))).toContain(`203.0.113.50 . ${port}`);
     } finally {
       await slowProxy.close();
     }
   });
 
-  it('coalesces concurrent set updates into few nft runs and skips elements that are still fresh', async () => {
+  it('coalesces concurrent map updates into few nft runs and skips elements that are still fresh', async () => {
     const batchFeeder = new NftSetFeeder({ netns: lab.cli });
-    const set = setOf('api', 1, 4);
-    const elements = Array.from({ length: 200 }, (_, i) => ({ set, address: `203.0.113.${i % 100}`, port: 20000 + i, timeoutSeconds: 60 }));
+    const endpoint = idOf('api', 1);
+    const elements = Array.from({ length: 200 }, (_, i) => ({ endpoint, address: `203.0.113.${i % 100}`, port: 20000 + i, timeoutSeconds: 60 }));
     await Promise.all(elements.map((e) => batchFeeder.add([e])));
     expect(batchFeeder.runs).toBeLessThanOrEqual(2);
-    const text = await setText(set);
+    const text = await held(endpoint);
     for (const e of elements.slice(0, 20)) expect(text).toContain(`${e.address} . ${e.port}`);
     const before = batchFeeder.runs;
     await Promise.all(elements.map((e) => batchFeeder.add([e])));
@@ -198,13 +210,40 @@ describe('DNS proxy feeding nft host sets', () => {
     await batchFeeder.add([{ ...elements[0]!, timeoutSeconds: 600 }]);
     expect(batchFeeder.runs).toBe(before + 1);
     await batchFeeder.remove(elements);
-    expect(await setText(set)).not.toContain(' . 20000');
+    expect((await held(endpoint)).filter((e) => e.endsWith(' . 20000'))).toEqual([]);
+  });
+
+  it('an address two endpoints hold counts on the first in policy order, and passes on when it lets go', async () => {
+    const ownFeeder = new NftSetFeeder({ netns: lab.cli });
+    const [first, second] = [idOf('api', 1), idOf('api', 2)];
+    const address = '203.0.113.70';
+    const packets = async (id: string): Promise<number> => (await readCounters({ netns: lab.cli })).find((c) => c.name === counterName(id))!.packets;
+    await ownFeeder.add([{ endpoint: second, address, port, timeoutSeconds: 60 }]);
+    expect(await ownerOf(address, port)).toBe(second);
+    // The first endpoint answers later, for less time: it owns the element, which lives as long as the longest hold.
+    await ownFeeder.add([{ endpoint: first, address, port, timeoutSeconds: 20 }]);
+    expect(await ownerOf(address, port)).toBe(first);
+    expect(await lab.nft(['list', 'map', 'inet', 'portcullis', hostMapName(4)])).toMatch(new RegExp(`203\\.0\\.113\\.70 \\. ${port} timeout 1m`));
+    const before = { first: await packets(first), second: await packets(second) };
+    await expectOpen([{ address, port }]);
+    expect(await packets(first)).toBeGreaterThan(before.first);
+    expect(await packets(second)).toBe(before.second);
+    // Answering again for the second endpoint changes nothing: the first still holds it.
+    await ownFeeder.add([{ endpoint: second, address, port, timeoutSeconds: 60 }]);
+    expect(await ownerOf(address, port)).toBe(first);
+    await ownFeeder.remove([{ endpoint: first, address, port }]);
+    expect(await ownerOf(address, port)).toBe(second);
+    await expectOpen([{ address, port }]);
+    expect(await packets(second)).toBeGreaterThan(before.second);
+    await ownFeeder.remove([{ endpoint: second, address, port }]);
+    expect(await ownerOf(address, port)).toBeUndefined();
+    await expectRefused([{ address, port }]);
   });
 
   it('reports nft refusals to the caller, and the proxy answers SERVFAIL rather than an answer it could not open', async () => {
     const wrong = new NftSetFeeder({ netns: lab.cli });
-    await expect(wrong.add([{ set: 'host4_nosuch', address: '203.0.113.1', port: 1, timeoutSeconds: 5 }])).rejects.toThrow(/nft refused/);
-    // A policy the loaded ruleset was not rendered from: its host sets do not exist there.
+    await expect(wrong.add([{ endpoint: '99_0', address: '203.0.113.1', port: 1, timeoutSeconds: 5 }])).rejects.toThrow(/nft refused/);
+    // A policy the loaded ruleset was not rendered from: its endpoint chains do not exist there.
     const newer = loadPolicyText(`version: 1\nnetwork_policies:\n  zzz:\n    endpoints: [{ host: img.cdn.example.com, port: ${port}, allowed_ips: [203.0.113.0/24] }]\n`, 'newer.yaml');
     const p = await startDnsProxy({
       listen: { host: '127.0.0.1', port: 0 },
@@ -214,7 +253,7 @@ describe('DNS proxy feeding nft host sets', () => {
     });
     try {
       expect((await query(p.address.port, 'img.cdn.example.com', 'A')).rcode).toBe('SERVFAIL');
-      // Names that feed no set are unaffected.
+      // Names that feed no host map are unaffected.
       expect((await query(p.address.port, 'tool.example.com', 'A')).rcode).toBe('NOERROR');
     } finally {
       await p.close();
@@ -247,10 +286,8 @@ describe('DNS proxy feeding nft host sets', () => {
     } finally {
       await p.close();
     }
-    const v4 = await setText(setOf('api', 2, 4));
-    expect(v4).toContain('93.184.216.34');
-    for (const special of ['169.254.169.254', '203.0.113.60', '10.1.2.3']) expect(v4).not.toContain(special);
-    expect(await setText(setOf('api', 2, 6))).not.toContain('elements');
+    const opened = await held(idOf('api', 2));
+    expect(opened).toEqual([`93.184.216.34 . ${port}`]);
     await expectRefused([{ address: '203.0.113.60', port }]);
     const withheld = seen.filter((e) => e.kind === 'dns' && e.host === 'public.example.com').flatMap((e) => e.withheld as string[]);
     expect(withheld.sort()).toEqual(['10.1.2.3 (private)', '169.254.169.254 (link-local)', '203.0.113.60 (documentation)', '::1 (loopback)', 'fd00::1 (unique-local)']);
@@ -263,8 +300,8 @@ describe('DNS proxy feeding nft host sets', () => {
     await expectRefused([{ address: '203.0.113.30', port }]);
   });
 
-  it('keeps at most N addresses per name: the oldest leaves the set', async () => {
-    const set = setOf('api', 1, 4);
+  it('keeps at most N addresses per name: the oldest leaves the map', async () => {
+    const endpoint = idOf('api', 1);
     await query(proxy.address.port, 'rot.cdn.example.com', 'A');
     upstream.setRecords('rot.cdn.example.com', { A: ['203.0.113.41'], ttl: 60 });
     await query(proxy.address.port, 'rot.cdn.example.com', 'A');
@@ -272,7 +309,7 @@ describe('DNS proxy feeding nft host sets', () => {
     upstream.setRecords('rot.cdn.example.com', { A: ['203.0.113.42'], ttl: 60 });
     await query(proxy.address.port, 'rot.cdn.example.com', 'A');
     await feeder.idle();
-    const text = await setText(set);
+    const text = (await held(endpoint)).join(', ');
     expect(text).not.toContain('203.0.113.40');
     expect(text).toContain('203.0.113.41');
     expect(text).toContain('203.0.113.42');
@@ -283,7 +320,7 @@ describe('DNS proxy feeding nft host sets', () => {
 
   it('turns the counters into flow events, naming only addresses the proxy handed out', async () => {
     // An element the proxy never handed out (put there directly) must stay a bare address.
-    await feeder.add([{ set: setOf('api', 1, 4), address: '203.0.113.99', port, timeoutSeconds: 60 }]);
+    await feeder.add([{ endpoint: idOf('api', 1), address: '203.0.113.99', port, timeoutSeconds: 60 }]);
     await expectOpen([{ address: '203.0.113.99', port }]);
     const events = await readFlowEvents({ netns: lab.cli, policies: loaded.policies, names: (a) => proxy.handedOut(a) });
     const cdn = events.find((e) => e.endpoint === 'api/1');

@@ -1,5 +1,6 @@
 // Pure parts of the DNS stage: the strict query parser and the query sent upstream, the book
-// of handed-out addresses with per-name eviction, the set feeder's nft script, flow events.
+// of handed-out addresses with per-name eviction, who owns a host-map element, the feeder's nft
+// script, flow events.
 import dnsPacket from 'dns-packet';
 import fc from 'fast-check';
 import ipaddr from 'ipaddr.js';
@@ -7,10 +8,11 @@ import { describe, expect, it } from 'vitest';
 import { HandedOutBook } from '../src/dns/handed-out.js';
 import { AnswerParseError, answeredAddresses } from '../src/dns/answers.js';
 import { flowEvents, nameAddress } from '../src/dns/flows.js';
-import { parseSetMembers } from '../src/dns/flow-report.js';
+import { parseHostMembers } from '../src/dns/flow-report.js';
 import { RCODE, buildReply, buildUpstreamQuery, matchResponse, parseQuery } from '../src/dns/wire.js';
-import { counterName, hostSetName, kernelEndpoints, REJECT_COUNTER } from '../src/nft/names.js';
-import { feederScript, type SetElement } from '../src/nft/set-feeder.js';
+import { HostHolds } from '../src/nft/host-holds.js';
+import { compareEndpointIds, counterName, kernelEndpoints, REJECT_COUNTER } from '../src/nft/names.js';
+import { feederScript, type HostElement } from '../src/nft/set-feeder.js';
 import { loadPolicyText } from '../src/policy/load.js';
 
 describe('wire', () => {
@@ -72,7 +74,7 @@ describe('wire', () => {
 });
 
 describe('HandedOutBook', () => {
-  const elementsFor = (address: string): SetElement[] => [{ set: 'host4_0_0', address, port: 443 }];
+  const elementsFor = (address: string): HostElement[] => [{ endpoint: '0_0', address, port: 443 }];
 
   it('keeps at most N addresses per name and releases the oldest', () => {
     const book = new HandedOutBook(2);
@@ -90,7 +92,7 @@ describe('HandedOutBook', () => {
   it('counts A and AAAA addresses of a name separately', () => {
     const book = new HandedOutBook(1);
     book.record('a.example', ['203.0.113.1'], elementsFor, 4);
-    const v6 = (address: string): SetElement[] => [{ set: 'host6_0_0', address, port: 443 }];
+    const v6 = (address: string): HostElement[] => [{ endpoint: '0_0', address, port: 443 }];
     expect(book.record('a.example', ['2001:db8::1'], v6, 6).release).toEqual([]);
     expect(book.addressesOf('a.example', 4)).toEqual(['203.0.113.1']);
     expect(book.addressesOf('a.example', 6)).toEqual(['2001:db8::1']);
@@ -123,27 +125,72 @@ describe('HandedOutBook', () => {
   });
 });
 
+describe('HostHolds', () => {
+  it('orders endpoint ids as the policy does, numerically', () => {
+    expect(['10_0', '2_1', '2_0', '2_10', '0_3'].sort(compareEndpointIds)).toEqual(['0_3', '2_0', '2_1', '2_10', '10_0']);
+  });
+
+  it('gives a slot to its first holder in policy order, whatever order the holds came in', () => {
+    const holds = new HostHolds();
+    holds.hold('203.0.113.7|443', '10_0', 5_000);
+    holds.hold('203.0.113.7|443', '2_0', 3_000);
+    expect(holds.owner('203.0.113.7|443', 1_000)).toBe('2_0');
+    expect(holds.lastUntil('203.0.113.7|443', 1_000)).toBe(5_000);
+    // The first holder's time runs out: the next one owns it, until its own time runs out.
+    expect(holds.owner('203.0.113.7|443', 3_000)).toBe('10_0');
+    expect(holds.owner('203.0.113.7|443', 5_000)).toBeNull();
+    expect(holds.size).toBe(0);
+  });
+
+  it('a released hold passes the slot on; a later hold never shortens an earlier one', () => {
+    const holds = new HostHolds();
+    holds.hold('s', '1_0', 9_000);
+    holds.hold('s', '1_0', 2_000);
+    holds.hold('s', '3_0', 4_000);
+    holds.release('s', '1_0');
+    expect(holds.owner('s', 0)).toBe('3_0');
+    expect(holds.lastUntil('s', 0)).toBe(4_000);
+    holds.release('s', '3_0');
+    expect(holds.owner('s', 0)).toBeNull();
+    expect(holds.lastUntil('s', 0)).toBe(0);
+  });
+});
+
 describe('feederScript', () => {
-  it('refreshes with add, delete, add and removes with add, delete', () => {
-    const script = feederScript([
-      { kind: 'add', element: { set: 'host4_0_0', address: '203.0.113.7', port: 443 }, timeoutSeconds: 33 },
-      { kind: 'add', element: { set: 'host6_0_0', address: '2001:db8::7', port: 443 }, timeoutSeconds: 5 },
-      { kind: 'remove', element: { set: 'host4_0_0', address: '203.0.113.8', port: 443 } },
-    ]);
+  it('writes with add, delete, add, removes with add, delete, and carries the verdict the kernel holds', () => {
+    const kernel = new Map([['203.0.113.8|443', '0_1']]);
+    const script = feederScript(
+      [
+        { kind: 'set', endpoint: '0_0', address: '203.0.113.7', port: 443, timeoutSeconds: 33 },
+        { kind: 'set', endpoint: '1_0', address: '2001:db8::7', port: 443, timeoutSeconds: 5 },
+        { kind: 'remove', endpoint: '0_0', address: '203.0.113.8', port: 443 },
+        // A second write of a slot in the same script: its placeholder carries the first one's owner.
+        { kind: 'set', endpoint: '0_2', address: '203.0.113.7', port: 443, timeoutSeconds: 9 },
+      ],
+      (address, port) => kernel.get(`${address}|${port}`),
+    );
     expect(script).toBe(
       [
-        'add element inet portcullis host4_0_0 { 203.0.113.7 . 443 timeout 33s }',
-        'delete element inet portcullis host4_0_0 { 203.0.113.7 . 443 }',
-        'add element inet portcullis host4_0_0 { 203.0.113.7 . 443 timeout 33s }',
-        'add element inet portcullis host6_0_0 { 2001:db8::7 . 443 timeout 5s }',
-        'delete element inet portcullis host6_0_0 { 2001:db8::7 . 443 }',
-        'add element inet portcullis host6_0_0 { 2001:db8::7 . 443 timeout 5s }',
-        'add element inet portcullis host4_0_0 { 203.0.113.8 . 443 timeout 1s }',
-        'delete element inet portcullis host4_0_0 { 203.0.113.8 . 443 }',
+        'add element inet portcullis hosts4 { 203.0.113.7 . 443 timeout 1s : "allow_0_0" }',
+        'delete element inet portcullis hosts4 { 203.0.113.7 . 443 }',
+        'add element inet portcullis hosts4 { 203.0.113.7 . 443 timeout 33s : "allow_0_0" }',
+        'add element inet portcullis hosts6 { 2001:db8::7 . 443 timeout 1s : "allow_1_0" }',
+        'delete element inet portcullis hosts6 { 2001:db8::7 . 443 }',
+        'add element inet portcullis hosts6 { 2001:db8::7 . 443 timeout 5s : "allow_1_0" }',
+        'add element inet portcullis hosts4 { 203.0.113.8 . 443 timeout 1s : "allow_0_1" }',
+        'delete element inet portcullis hosts4 { 203.0.113.8 . 443 }',
+        'add element inet portcullis hosts4 { 203.0.113.7 . 443 timeout 1s : "allow_0_0" }',
+        'delete element inet portcullis hosts4 { 203.0.113.7 . 443 }',
+        'add element inet portcullis hosts4 { 203.0.113.7 . 443 timeout 9s : "allow_0_2" }',
         '',
       ].join('\n'),
     );
-    expect(() => feederScript([{ kind: 'remove', element: { set: 'x; flush ruleset', address: '1.2.3.4', port: 1 } }])).toThrow(/not a set name/);
+  });
+
+  it('refuses anything that is not an endpoint id, an address and a port', () => {
+    expect(() => feederScript([{ kind: 'remove', endpoint: '0_0 }; flush ruleset', address: '1.2.3.4', port: 1 }])).toThrow(/not an endpoint id/);
+    expect(() => feederScript([{ kind: 'remove', endpoint: '0_0', address: '1.2.3.4 }', port: 1 }])).toThrow(/not an IP address/);
+    expect(() => feederScript([{ kind: 'remove', endpoint: '0_0', address: '1.2.3.4', port: 70000 }])).toThrow(/not a port/);
   });
 });
 
@@ -164,8 +211,7 @@ network_policies:
 
   it('names handed-out addresses, leaves the rest bare, and skips silent counters', () => {
     const members = new Map([
-      [hostSetName(host.id, 4), [{ address: '203.0.113.7', port: 443 }, { address: '203.0.113.8', port: 443 }]],
-      [hostSetName(host.id, 6), [{ address: '2001:db8::9', port: 443 }]],
+      [host.id, [{ address: '203.0.113.7', port: 443 }, { address: '203.0.113.8', port: 443 }, { address: '2001:db8::9', port: 443 }]],
     ]);
     const events = flowEvents(
       [
@@ -198,14 +244,27 @@ network_policies:
     expect(nameAddress('203.0.113.8', names)).toBe('203.0.113.8');
   });
 
-  it('reads set members from nft JSON', () => {
+  it('reads the host maps from nft JSON, per owning endpoint', () => {
+    const element = (address: string, port: number, counter: string, wrapped: boolean): unknown[] => [
+      wrapped ? { elem: { val: { concat: [address, port] }, timeout: 30, expires: 29 } } : { concat: [address, port] },
+      counter,
+    ];
     const json = JSON.stringify({
       nftables: [
-        { set: { family: 'inet', table: 'portcullis', name: 'host4_0_0', elem: [{ elem: { val: { concat: ['203.0.113.7', 443] }, timeout: 30, expires: 29 } }, { concat: ['203.0.113.8', 443] }] } },
-        { set: { family: 'ip', table: 'other', name: 'host4_0_0', elem: [{ concat: ['192.0.2.1', 1] }] } },
+        { map: { family: 'inet', table: 'portcullis', name: 'hosts4', map: 'counter', elem: [element('203.0.113.7', 443, 'allow_0_0', true), element('203.0.113.8', 443, 'allow_1_2', false)] } },
+        { map: { family: 'inet', table: 'portcullis', name: 'hosts6', map: 'counter', elem: [element('2001:db8::9', 443, 'allow_0_0', true)] } },
+        // Other maps, other tables and counters that are no endpoint's are not destinations.
+        { map: { family: 'inet', table: 'portcullis', name: 'direct4', map: 'counter', elem: [element('198.51.100.0', 443, 'allow_0_1', false)] } },
+        { map: { family: 'ip', table: 'other', name: 'hosts4', map: 'counter', elem: [element('192.0.2.1', 1, 'allow_0_0', false)] } },
+        { map: { family: 'inet', table: 'portcullis', name: 'hosts4', map: 'counter', elem: [element('192.0.2.2', 1, 'allow_proxy', false)] } },
       ],
     });
-    expect(parseSetMembers(json)).toEqual(new Map([['host4_0_0', [{ address: '203.0.113.7', port: 443 }, { address: '203.0.113.8', port: 443 }]]]));
+    expect(parseHostMembers(json)).toEqual(
+      new Map([
+        ['0_0', [{ address: '203.0.113.7', port: 443 }, { address: '2001:db8::9', port: 443 }]],
+        ['1_2', [{ address: '203.0.113.8', port: 443 }]],
+      ]),
+    );
   });
 });
 

@@ -3,7 +3,7 @@
 // refusal can only come from the fence (the baseline test shows every tuple connects without it).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { applyRuleset, deleteRuleset, nftAvailable, readCounters } from '../src/nft/apply.js';
-import { counterName, hostSetName, kernelEndpoints, REJECT_COUNTER } from '../src/nft/names.js';
+import { counterName, hostMapName, kernelEndpoints, REJECT_COUNTER } from '../src/nft/names.js';
 import { renderRuleset } from '../src/nft/render.js';
 import { loadPolicyText, type LoadedPolicy } from '../src/policy/load.js';
 // @ts-expect-error plain JavaScript fixture shared with the benchmark
@@ -51,14 +51,20 @@ async function expectOpen(tuples: Tuple[]): Promise<void> {
   results.forEach((r, i) => expect(r, JSON.stringify(tuples[i])).toBe('open'));
 }
 
-/** Waits (bounded) until a host set holds no element, i.e. its timeout has passed. */
-async function waitUntilEmpty(set: string): Promise<void> {
+/** Waits (bounded) until a host map holds no element, i.e. its timeout has passed. */
+async function waitUntilEmpty(map: string): Promise<void> {
   for (let i = 0; i < 100; i++) {
-    const text = await lab.nft(['list', 'set', 'inet', 'portcullis', set]);
+    const text = await lab.nft(['list', 'map', 'inet', 'portcullis', map]);
     if (!text.includes('elements')) return;
     await new Promise((r) => setTimeout(r, 200));
   }
-  throw new Error(`${set} still holds elements after 20 s`);
+  throw new Error(`${map} still holds elements after 20 s`);
+}
+
+/** Puts `address . port` into its family's host map, counted on an endpoint's counter. */
+async function addHostElement(address: string, port: number, id: string, timeout: string): Promise<void> {
+  const map = hostMapName(address.includes(':') ? 6 : 4);
+  await lab.nft(['add', 'element', 'inet', 'portcullis', map, `{ ${address} . ${port} timeout ${timeout} : "${counterName(id)}" }`]);
 }
 
 const refusedTuples = (): Tuple[] => [
@@ -66,7 +72,7 @@ const refusedTuples = (): Tuple[] => [
   { address: '198.51.100.5', port: ports.other }, // allowed address, other port
   { address: '203.0.113.9', port: ports.cidr }, // only a policy with binaries allows it
   { address: '2001:db8:5::9', port: ports.cidr }, // outside the allowed IPv6 /64
-  { address: '198.51.100.200', port: ports.host }, // hostname endpoint, set still empty
+  { address: '198.51.100.200', port: ports.host }, // hostname endpoint, map still empty
   { address: '2001:db8:5::200', port: ports.host },
   { address: PROXY, port: ports.dns }, // the proxy's address, another port
   { address: DNS, port: ports.proxy },
@@ -146,10 +152,9 @@ describe('nft fence in a network namespace', () => {
     [4, '198.51.100.200'],
     [6, '2001:db8:5::200'],
   ] as const) {
-    it(`IPv${family} hostname endpoint: reachable while its set holds the address; established connections survive expiry`, async () => {
-      const set = hostSetName(idOf('any', 1), family);
+    it(`IPv${family} hostname endpoint: reachable while its host map holds the address; established connections survive expiry`, async () => {
       await expectRefused([{ address, port: ports.host }]);
-      await lab.nft(['add', 'element', 'inet', 'portcullis', set, `{ ${address} . ${ports.host} timeout 3s }`]);
+      await addHostElement(address, ports.host, idOf('any', 1), '3s');
       await expectOpen([{ address, port: ports.host }]);
       // Only the named port of the element is opened.
       await expectRefused([{ address, port: ports.other }]);
@@ -157,7 +162,7 @@ describe('nft fence in a network namespace', () => {
       try {
         expect(await session.next()).toBe('connected');
         expect(await session.ping()).toBe('pong');
-        await waitUntilEmpty(set);
+        await waitUntilEmpty(hostMapName(family));
         await expectRefused([{ address, port: ports.host }]);
         expect(await session.ping()).toBe('pong');
       } finally {
@@ -166,11 +171,13 @@ describe('nft fence in a network namespace', () => {
     });
   }
 
-  it('wildcard hostname endpoints get host sets too', async () => {
-    const set = hostSetName(idOf('any', 2), 4);
+  it('wildcard hostname endpoints go through the host maps too, counted on their own counter', async () => {
+    const counter = async (): Promise<number> => (await readCounters({ netns: lab.cli })).find((c) => c.name === counterName(idOf('any', 2)))!.packets;
     await expectRefused([{ address: '198.51.100.201', port: ports.wild }]);
-    await lab.nft(['add', 'element', 'inet', 'portcullis', set, `{ 198.51.100.201 . ${ports.wild} timeout 30s }`]);
+    const before = await counter();
+    await addHostElement('198.51.100.201', ports.wild, idOf('any', 2), '30s');
     await expectOpen([{ address: '198.51.100.201', port: ports.wild }]);
+    expect(await counter()).toBeGreaterThan(before);
   });
 
   it('counters count allows and rejects, with policy/endpoint comments', async () => {
@@ -237,9 +244,9 @@ network_policies:
     expect(await counter(ep)).toBeGreaterThan(before);
   });
 
-  it('HTTPS to an address in a hostname endpoint set is not redirected', async () => {
+  it('HTTPS to an address in the host map is not redirected', async () => {
     const ke = kernelEndpoints(sniLoaded.policies)[1]!;
-    await lab.nft(['add', 'element', 'inet', 'portcullis', hostSetName(ke.id, 4), '{ 203.0.113.78 . 443 timeout 60s }']);
+    await lab.nft(['add', 'element', 'inet', 'portcullis', hostMapName(4), `{ 203.0.113.78 . 443 timeout 60s : "${counterName(ke.id)}" }`]);
     const before = await counter(counterName(ke.id));
     const [result] = await lab.probe([{ address: '203.0.113.78', port: 443 }], { timeoutMs: 1000 });
     expect(result).toBe('ECONNREFUSED');

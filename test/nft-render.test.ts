@@ -11,7 +11,7 @@ import { compileNftCommand } from '../src/cli/commands/compile-nft.js';
 import { checkRuleset } from '../src/nft/apply.js';
 import { parseCounters } from '../src/nft/counters.js';
 import { disjointRanges, formatRange, parseRange, type OwnedRange } from '../src/nft/intervals.js';
-import { counterName, hostSetName, kernelEndpoints } from '../src/nft/names.js';
+import { counterName, hostMapName, kernelEndpoints } from '../src/nft/names.js';
 import { planKernel } from '../src/nft/plan.js';
 import { renderRuleset, type RenderOptions } from '../src/nft/render.js';
 import { loadPolicyFileSync, loadPolicyText } from '../src/policy/load.js';
@@ -104,12 +104,27 @@ describe('what reaches the kernel', () => {
   it('an IP-literal host outside its own allowed_ips allows nothing', () => {
     expect(plan.directIds).not.toContain('0_2');
   });
-  it('a hostname with allowed_ips gets host sets, not a CIDR allow', () => {
+  it('a hostname with allowed_ips goes through the host maps, not a CIDR allow', () => {
     expect(plan.hosts).toEqual([{ id: '0_3', ports: [5432] }]);
     const text = renderRuleset(policy.policies);
-    expect(text).toContain(`set ${hostSetName('0_3', 4)} {`);
-    expect(text).toContain(`set ${hostSetName('0_3', 6)} {`);
+    expect(text).toContain(`map ${hostMapName(4)} {\n\t\ttype ipv4_addr . inet_service : counter\n\t\tflags timeout\n\t}`);
+    expect(text).toContain(`map ${hostMapName(6)} {\n\t\ttype ipv6_addr . inet_service : counter\n\t\tflags timeout\n\t}`);
     expect(text).not.toMatch(/203\.0\.113\.0\/24 \. 5432/);
+  });
+  it('one lookup per kind and family, however many endpoints', () => {
+    const many = loadPolicyText(
+      ['version: 1', 'network_policies:', '  many:', '    endpoints:', ...Array.from({ length: 50 }, (_, i) => `      - { host: h${i}.example.com, port: 443 }`)].join('\n'),
+      'many.yaml',
+    );
+    const text = renderRuleset([...policy.policies, ...many.policies]);
+    // direct4, hosts4, hosts6 (the policy has no IPv6 direct allow).
+    expect(text.match(/ \. th dport map @/g)).toHaveLength(3);
+    expect(text).toContain(`counter name ip daddr . th dport map @${hostMapName(4)} accept\n`);
+    expect(text).toContain(`counter name ip6 daddr . th dport map @${hostMapName(6)} accept\n`);
+    expect(text).toContain(`198.51.100.0/24 . 5432 : "${counterName('0_0')}"`);
+    // One chain per family, none per endpoint; a counter per endpoint.
+    expect(text.match(/\tchain /g)).toHaveLength(4);
+    expect(text.match(/\tcounter allow_\d+_\d+ \{/g)).toHaveLength(54);
   });
   it('rest endpoints and policies with binaries stay with the proxy', () => {
     expect(kernelEndpoints(policy.policies).map((k) => k.id)).toEqual(['0_0', '0_1', '0_2', '0_3']);

@@ -1,4 +1,4 @@
-// Which query names the DNS proxy answers, and which nft host sets an answer feeds. Pure.
+// Which query names the DNS proxy answers, and which kernel endpoints an answer opens. Pure.
 //
 // A name is covered when some endpoint of some policy names it: an exact host, or a host
 // pattern with the Rego's `glob.match(pattern, ["."], name)` semantics (`*` is a run of
@@ -6,21 +6,21 @@
 // binaries count too: programs they allow may resolve the name before connecting. A hostless
 // (`allowed_ips`-only) endpoint names no host, so it covers no name: queries for it are refused.
 //
-// Only kernel endpoints (policies without binaries, no L7 rules) that use host sets are fed:
-// their sets are the only place an answered address opens anything.
+// Only kernel endpoints (policies without binaries, no L7 rules) that use the host maps are fed:
+// their map elements are the only place an answered address opens anything.
 import ipaddr from 'ipaddr.js';
 import { canonicalIpHost } from '../policy/host-pattern.js';
 import type { Endpoint, Policy } from '../policy/types.js';
-import { hostSetName, kernelEndpoints, usesHostSets } from '../nft/names.js';
+import { compareEndpointIds, kernelEndpoints, usesHostMaps } from '../nft/names.js';
 
 const MAX_NAME = 253;
 const MAX_LABEL = 63;
 
-/** One kernel host-set endpoint matching a name: where its addresses go. */
-export interface SetTarget {
+/** One kernel hostname endpoint matching a name: its addresses go into the host maps for it. */
+export interface HostTarget {
+  /** Kernel endpoint id: the map elements for it name its counter. */
   id: string;
   policy: string;
-  sets: { 4: string; 6: string };
   ports: number[];
   /** Parsed `allowed_ips`; empty means any address of the answer. */
   allowedIps: Array<[ipaddr.IPv4 | ipaddr.IPv6, number]>;
@@ -30,13 +30,14 @@ export interface NameCoverage {
   covered: boolean;
   /** Policies whose endpoints name it, sorted (for audit events). */
   policies: string[];
-  targets: SetTarget[];
+  /** Kernel hostname endpoints whose host-map elements an answer feeds, in policy order. */
+  targets: HostTarget[];
 }
 
 interface PatternEntry {
   regex: RegExp;
   policy: string;
-  target: SetTarget | null;
+  target: HostTarget | null;
 }
 
 /**
@@ -76,29 +77,28 @@ function wildcardSuffix(pattern: string): string {
   return labels.slice(last + 1).join('.');
 }
 
-function parseAllowed(cidrs: string[]): SetTarget['allowedIps'] {
+function parseAllowed(cidrs: string[]): HostTarget['allowedIps'] {
   return cidrs.map((text) => (text.includes('/') ? ipaddr.parseCIDR(text) : [ipaddr.parse(text), text.includes(':') ? 128 : 32]));
 }
 
 /** Whether an answered address may go into a target's sets (inside its `allowed_ips`). */
-export function addressAllowed(target: SetTarget, address: ipaddr.IPv4 | ipaddr.IPv6): boolean {
+export function addressAllowed(target: HostTarget, address: ipaddr.IPv4 | ipaddr.IPv6): boolean {
   if (target.allowedIps.length === 0) return true;
   return target.allowedIps.some(([net, bits]) => net.kind() === address.kind() && address.match(net, bits));
 }
 
 /** Index of every named endpoint: exact hosts by name, wildcards by literal suffix. */
 export class CoverageIndex {
-  private readonly exact = new Map<string, Array<{ policy: string; target: SetTarget | null }>>();
+  private readonly exact = new Map<string, Array<{ policy: string; target: HostTarget | null }>>();
   private readonly wildcard = new Map<string, PatternEntry[]>();
 
   constructor(policies: Policy[]) {
-    const targets = new Map<Endpoint, SetTarget>();
+    const targets = new Map<Endpoint, HostTarget>();
     for (const ke of kernelEndpoints(policies)) {
-      if (!usesHostSets(ke.endpoint)) continue;
+      if (!usesHostMaps(ke.endpoint)) continue;
       targets.set(ke.endpoint, {
         id: ke.id,
         policy: ke.policy,
-        sets: { 4: hostSetName(ke.id, 4), 6: hostSetName(ke.id, 6) },
         ports: [...ke.endpoint.ports],
         allowedIps: parseAllowed(ke.endpoint.allowed_ips),
       });
@@ -124,8 +124,8 @@ export class CoverageIndex {
   /** Coverage of a canonical name (see canonicalQueryName). */
   lookup(name: string): NameCoverage {
     const policies = new Set<string>();
-    const targets = new Map<string, SetTarget>();
-    const take = (policy: string, target: SetTarget | null): void => {
+    const targets = new Map<string, HostTarget>();
+    const take = (policy: string, target: HostTarget | null): void => {
       policies.add(policy);
       if (target !== null) targets.set(target.id, target);
     };
@@ -139,7 +139,7 @@ export class CoverageIndex {
     return {
       covered: policies.size > 0,
       policies: [...policies].sort(),
-      targets: [...targets.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)),
+      targets: [...targets.values()].sort((a, b) => compareEndpointIds(a.id, b.id)),
     };
   }
 }

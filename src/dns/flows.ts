@@ -2,9 +2,10 @@
 //
 // The kernel counts per endpoint, not per address, so an event says how many packets and
 // bytes went through one endpoint's allow (or the final reject). Where the destinations of a
-// hostname endpoint are known (the elements of its host sets), they are listed, each named by
-// the DNS proxy's own record of what it handed out: `api.example.com (203.0.113.7):443`. An
-// address the proxy never handed out stays a bare address; no name is ever guessed.
+// hostname endpoint are known (the host-map elements that name its counter), they are listed,
+// each named by the DNS proxy's own record of what it handed out:
+// `api.example.com (203.0.113.7):443`. An address the proxy never handed out stays a bare
+// address; no name is ever guessed.
 import type { AuditEvent } from '../audit/events.js';
 import {
   DNS_COUNTER,
@@ -12,8 +13,7 @@ import {
   REJECT_COUNTER,
   SNI_COUNTER,
   counterName,
-  hostSetName,
-  usesHostSets,
+  usesHostMaps,
   type KernelEndpoint,
 } from '../nft/names.js';
 
@@ -24,7 +24,7 @@ export interface CounterValue {
   bytes: number;
 }
 
-export interface SetMember {
+export interface HostMember {
   address: string;
   port: number;
 }
@@ -44,20 +44,20 @@ export function nameAddress(address: string, names: AddressNamer): string {
   return name === undefined ? address : `${name} (${address})`;
 }
 
-function destination(member: SetMember, names: AddressNamer): string {
+function destination(member: HostMember, names: AddressNamer): string {
   const shown = nameAddress(member.address, names);
   return member.address.includes(':') && shown === member.address ? `[${shown}]:${member.port}` : `${shown}:${member.port}`;
 }
 
 /**
- * One `flow` event per counter that saw packets. `setMembers` (set name → elements) lists a
- * hostname endpoint's current destinations; without it the event carries none.
+ * One `flow` event per counter that saw packets. `hostMembers` (endpoint id → host-map elements
+ * owned by it) lists a hostname endpoint's current destinations; without it the event carries none.
  */
 export function flowEvents(
   counters: CounterValue[],
   endpoints: KernelEndpoint[],
   names: AddressNamer,
-  setMembers: ReadonlyMap<string, SetMember[]> = new Map(),
+  hostMembers: ReadonlyMap<string, HostMember[]> = new Map(),
   time: string = new Date().toISOString(),
 ): AuditEvent[] {
   const byCounter = new Map(endpoints.map((ke) => [counterName(ke.id), ke]));
@@ -97,9 +97,8 @@ export function flowEvents(
       ports: [...ep.ports],
       reason: `allowed in the kernel by policy ${ke.policy} (endpoint ${ke.index}: ${ep.host ?? (ep.allowed_ips.join(', ') || 'any host')} on ${ep.ports.join(', ')})`,
     };
-    if (usesHostSets(ep)) {
-      const members = [...(setMembers.get(hostSetName(ke.id, 4)) ?? []), ...(setMembers.get(hostSetName(ke.id, 6)) ?? [])];
-      event.destinations = members.map((m) => destination(m, names));
+    if (usesHostMaps(ep)) {
+      event.destinations = (hostMembers.get(ke.id) ?? []).map((m) => destination(m, names));
     } else if (ep.allowed_ips.length > 0) {
       event.destinations = [...ep.allowed_ips];
     }

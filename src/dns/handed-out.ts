@@ -1,26 +1,26 @@
-// What the DNS proxy has handed out: which names each address was given for, and which set
+// What the DNS proxy has handed out: which names each address was given for, and which host-map
 // elements each name holds. Pure (no clock, no I/O).
 //
 // A name keeps at most `maxAddressesPerName` addresses of each family (A and AAAA answers come
 // separately and must not push each other out); answering a new one evicts the oldest,
-// and the set elements only that address held are returned for removal (an element another
-// name still holds stays). The book itself is bounded: past `maxNames`, the least recently
+// and the elements only that address held are returned for removal (an element another name
+// still holds stays). The book itself is bounded: past `maxNames`, the least recently
 // answered name is forgotten (its elements are left to expire by their timeouts).
-import type { SetElement } from '../nft/set-feeder.js';
+import type { HostElement } from '../nft/set-feeder.js';
 
-const elementKey = (e: SetElement): string => `${e.set}|${e.address}|${e.port}`;
+const elementKey = (e: HostElement): string => `${e.endpoint}|${e.address}|${e.port}`;
 
 interface NameEntry {
   name: string;
-  /** Address → set elements it holds for this name; insertion order = oldest first. */
-  addresses: Map<string, SetElement[]>;
+  /** Address → elements it holds for this name; insertion order = oldest first. */
+  addresses: Map<string, HostElement[]>;
 }
 
 export interface RecordResult {
   /** Addresses of the answer this name keeps (at most the per-name limit). */
   kept: string[];
-  /** Set elements no name holds any more: remove them from the kernel. */
-  release: SetElement[];
+  /** Elements no name holds any more: let go of them in the kernel. */
+  release: HostElement[];
 }
 
 export class HandedOutBook {
@@ -42,9 +42,9 @@ export class HandedOutBook {
 
   /**
    * Records an answer for `name`: its addresses in answer order (only the first
-   * `maxAddressesPerName` are kept) and the set elements each feeds (`elementsOf`).
+   * `maxAddressesPerName` are kept) and the host-map elements each feeds (`elementsOf`).
    */
-  record(name: string, addresses: string[], elementsOf: (address: string) => SetElement[], family: 4 | 6 = 4): RecordResult {
+  record(name: string, addresses: string[], elementsOf: (address: string) => HostElement[], family: 4 | 6 = 4): RecordResult {
     const kept = [...new Set(addresses)].slice(0, this.maxAddressesPerName);
     const holder = `${family} ${name}`;
     let entry = this.names.get(holder);
@@ -54,7 +54,7 @@ export class HandedOutBook {
       this.names.delete(holder); // re-inserted below: most recently answered last
     }
     this.names.set(holder, entry);
-    const release: SetElement[] = [];
+    const release: HostElement[] = [];
     // Walk the answer backwards so its first address ends up the most recent.
     for (const address of [...kept].reverse()) {
       const old = entry.addresses.get(address) ?? [];
@@ -67,7 +67,7 @@ export class HandedOutBook {
       this.link(address, name);
     }
     while (entry.addresses.size > this.maxAddressesPerName) {
-      const [oldest, elements] = entry.addresses.entries().next().value as [string, SetElement[]];
+      const [oldest, elements] = entry.addresses.entries().next().value as [string, HostElement[]];
       entry.addresses.delete(oldest);
       for (const e of elements) this.letGo(e, holder, release);
       this.unlink(oldest, name);
@@ -86,7 +86,7 @@ export class HandedOutBook {
     return [...(this.names.get(`${family} ${name}`)?.addresses.keys() ?? [])];
   }
 
-  /** Drops every element hold (the sets were replaced); names of addresses stay known. */
+  /** Drops every element hold (the maps were replaced); names of addresses stay known. */
   clearElements(): void {
     this.holders.clear();
     for (const entry of this.names.values()) for (const address of entry.addresses.keys()) entry.addresses.set(address, []);
@@ -98,7 +98,7 @@ export class HandedOutBook {
     set.add(name);
   }
 
-  private letGo(e: SetElement, name: string, release: SetElement[]): void {
+  private letGo(e: HostElement, name: string, release: HostElement[]): void {
     const key = elementKey(e);
     const set = this.holders.get(key);
     if (set === undefined) return;

@@ -1,7 +1,7 @@
 // The DNS proxy (I/O): UDP and TCP on one port. A query for a name some policy endpoint names
 // is forwarded upstream; any other name is refused (REFUSED, or NXDOMAIN if configured) with a
 // `dns` audit event, which also stops exfiltration through queries under foreign domains. For
-// names an any-binary policy covers, every answered address goes into the nft host sets before
+// names an any-binary policy covers, every answered address goes into the nft host maps before
 // the answer is released, so the client's first connection cannot race the rule.
 import dgram from 'node:dgram';
 import net from 'node:net';
@@ -10,7 +10,7 @@ import { canonicalIpHost } from '../policy/host-pattern.js';
 import type { Policy } from '../policy/types.js';
 import type { AuditEvent } from '../audit/events.js';
 import type { AuditSink } from '../audit/sink.js';
-import type { NftSetFeeder, SetElement, TimedSetElement } from '../nft/set-feeder.js';
+import type { HostElement, NftSetFeeder, TimedHostElement } from '../nft/set-feeder.js';
 import { forbiddenAddressClass } from '../proxy/ssrf.js';
 import { answeredAddresses } from './answers.js';
 import { CoverageIndex, addressAllowed, canonicalQueryName, type NameCoverage } from './coverage.js';
@@ -23,14 +23,14 @@ export interface DnsProxyOptions {
   upstream: UpstreamAddress;
   /** Normalised policies (src/policy/load.ts). */
   policies: Policy[];
-  /** Fills the nft host sets; without it nothing is added (proxy-only enforcement). */
+  /** Fills the nft host maps; without it nothing is added (proxy-only enforcement). */
   feeder?: NftSetFeeder;
   audit?: AuditSink;
   /** Answer for names no endpoint covers (default REFUSED). */
   refusal?: 'refused' | 'nxdomain';
-  /** Set elements live at least this long, whatever the TTL (default 30 s). */
+  /** Host-map elements live at least this long, whatever the TTL (default 30 s). */
   ttlFloorSeconds?: number;
-  /** Addresses kept in the sets per name; the oldest is evicted (default 16). */
+  /** Addresses kept in the maps per name; the oldest is evicted (default 16). */
   maxAddressesPerName?: number;
   /** SERVFAIL when the upstream has not answered by then (default 2000 ms). */
   upstreamTimeoutMs?: number;
@@ -45,7 +45,7 @@ export interface RunningDnsProxy {
   address: { host: string; port: number };
   /**
    * Switches to new policies. With a feeder, call it once the ruleset rendered from the same
-   * policies is loaded: the feeder then forgets what it wrote into the old sets.
+   * policies is loaded: the feeder then forgets what it wrote into the old maps.
    */
   setPolicies(policies: Policy[]): void;
   /** The name(s) this proxy handed `address` out for, or undefined when it never did. */
@@ -153,12 +153,12 @@ export async function startDnsProxy(options: DnsProxyOptions): Promise<RunningDn
   });
 
   /**
-   * The last answer recorded per name and query type, and the set elements of each of its addresses: an
+   * The last answer recorded per name and query type, and the host-map elements of each of its addresses: an
    * answer identical to the last skips the book and the element computation (the hot path).
    */
-  let lastAnswer = new Map<string, { key: string; elements: Map<string, SetElement[]> }>();
+  let lastAnswer = new Map<string, { key: string; elements: Map<string, HostElement[]> }>();
 
-  /** Records the answer and puts its addresses into the host sets of the covering kernel endpoints. */
+  /** Records the answer and puts its addresses into the host maps for the covering kernel endpoints. */
   const feed = async (name: string, qtype: number, coverage: NameCoverage, response: Buffer): Promise<string[]> => {
     const answered = answeredAddresses(response);
     if (answered.length === 0) return [];
@@ -173,27 +173,26 @@ export async function startDnsProxy(options: DnsProxyOptions): Promise<RunningDn
     const memoKey = `${qtype} ${name}`;
     let last = lastAnswer.get(memoKey);
     if (last === undefined || last.key !== key) {
-      const elements = new Map<string, SetElement[]>();
+      const elements = new Map<string, HostElement[]>();
       const withheld: string[] = [];
-      const elementsOf = (address: string): SetElement[] => {
-        const family = familyOf.get(address)!;
+      const elementsOf = (address: string): HostElement[] => {
         const parsed = ipaddr.parse(address);
         // The kernel must not open what the proxy would refuse to dial: loopback, private,
         // metadata and other special addresses only when `allowed_ips` names them.
         const unsafe = feeder !== undefined && coverage.targets.length > 0 ? forbiddenAddressClass(address) : null;
-        const out: SetElement[] = [];
+        const out: HostElement[] = [];
         for (const target of coverage.targets) {
           if (!addressAllowed(target, parsed)) continue;
           if (unsafe !== null && target.allowedIps.length === 0) {
             withheld.push(`${address} (${unsafe})`);
             continue;
           }
-          for (const port of target.ports) out.push({ set: target.sets[family], address, port });
+          for (const port of target.ports) out.push({ endpoint: target.id, address, port });
         }
         elements.set(address, out);
         return out;
       };
-      const release: SetElement[] = [];
+      const release: HostElement[] = [];
       for (const family of [4, 6] as const) {
         const ofFamily = order.filter((address) => familyOf.get(address) === family);
         if (ofFamily.length > 0) release.push(...book.record(name, ofFamily, elementsOf, family).release);
@@ -216,10 +215,10 @@ export async function startDnsProxy(options: DnsProxyOptions): Promise<RunningDn
       lastAnswer.set(memoKey, last);
     }
     if (feeder === undefined || coverage.targets.length === 0) return order;
-    const timed: TimedSetElement[] = [];
+    const timed: TimedHostElement[] = [];
     for (const [address, elements] of last.elements) {
       const timeoutSeconds = Math.max(ttlOf.get(address)!, ttlFloor);
-      for (const e of elements) timed.push({ set: e.set, address: e.address, port: e.port, timeoutSeconds });
+      for (const e of elements) timed.push({ endpoint: e.endpoint, address: e.address, port: e.port, timeoutSeconds });
     }
     if (timed.length > 0) await feeder.add(timed);
     return order;
@@ -264,7 +263,7 @@ export async function startDnsProxy(options: DnsProxyOptions): Promise<RunningDn
       try {
         addresses = await feed(name!, query.qtype, coverage, response);
       } catch (err) {
-        // The answer is only released once its addresses are in the sets; without sets to
+        // The answer is only released once its addresses are in the maps; without maps to
         // fill, an answer the proxy cannot read is still the upstream's to give.
         if (coverage.targets.length > 0) {
           return servfail(query, transport, client, coverage, `could not open the answered addresses in nftables: ${(err as Error).message}`);
@@ -374,7 +373,7 @@ export async function startDnsProxy(options: DnsProxyOptions): Promise<RunningDn
       index = new CoverageIndex(policies);
       coverageCache = new Map();
       lastAnswer = new Map();
-      // The new ruleset has new, empty sets: nothing the old answers put there is held.
+      // The new ruleset has new, empty maps: nothing the old answers put there is held.
       book.clearElements();
       feeder?.reset();
     },

@@ -1,8 +1,8 @@
-// Names shared by the nft renderer and the DNS proxy that fills its sets. Pure.
+// Names shared by the nft renderer and the DNS proxy that fills its host maps. Pure.
 //
 // Only endpoints of policies without binaries (any program) and without L7 rules can be
 // enforced in the kernel; each gets a stable id from its position in the sorted policy list,
-// so the renderer and the DNS proxy agree on set names without sharing state.
+// so the renderer and the DNS proxy agree on counter names without sharing state.
 import { canonicalIpHost } from '../policy/host-pattern.js';
 import type { Endpoint, Policy } from '../policy/types.js';
 
@@ -31,19 +31,40 @@ export function kernelEndpoints(policies: Policy[]): KernelEndpoint[] {
   return out;
 }
 
-/** Set of `address . port` elements the DNS proxy fills for a hostname endpoint. */
-export function hostSetName(id: string, family: 4 | 6): string {
-  return `host${family}_${id}`;
+/**
+ * Map of `address . port` → the named counter of the endpoint that owns the element, one per
+ * family, with timeouts: the DNS proxy fills it with the answers for hostname endpoints.
+ */
+export function hostMapName(family: 4 | 6): string {
+  return `hosts${family}`;
 }
 
-/** Interval set of `allowed_ips . port` for a hostless (CIDR) endpoint. */
-export function cidrSetName(id: string, family: 4 | 6): string {
-  return `cidr${family}_${id}`;
+const ENDPOINT_ID = /^(\d+)_(\d+)$/;
+
+/** True for the shape of a kernel endpoint id (`3_0`). */
+export function isEndpointId(text: string): boolean {
+  return ENDPOINT_ID.test(text);
 }
 
-/** Named counter of an endpoint's allow rule. */
+/**
+ * Orders endpoint ids as `kernelEndpoints` does (policy, then endpoint index). Where several
+ * hostname endpoints allow the same `address . port`, the first in this order owns the element.
+ */
+export function compareEndpointIds(a: string, b: string): number {
+  const [, ap, ae] = ENDPOINT_ID.exec(a) ?? [];
+  const [, bp, be] = ENDPOINT_ID.exec(b) ?? [];
+  return Number(ap) - Number(bp) || Number(ae) - Number(be) || (a < b ? -1 : a > b ? 1 : 0);
+}
+
+/** Named counter of an endpoint's allows (also what its map elements point to). */
 export function counterName(id: string): string {
   return `allow_${id}`;
+}
+
+/** The endpoint id of an endpoint's counter name, or null for any other counter. */
+export function endpointIdOfCounter(counter: string): string | null {
+  const id = counter.startsWith('allow_') ? counter.slice(6) : '';
+  return isEndpointId(id) ? id : null;
 }
 
 export const REJECT_COUNTER = 'reject_all';
@@ -54,11 +75,11 @@ export const DNS_COUNTER = 'allow_dns';
 export const SNI_COUNTER = 'allow_sni';
 
 /**
- * True when the kernel allows this endpoint through host sets filled by the DNS proxy (an exact
- * hostname or a wildcard); false when it is a direct address allow (hostless `allowed_ips`, or
+ * True when the kernel allows this endpoint through the host maps filled by the DNS proxy (an
+ * exact hostname or a wildcard); false when it is a direct address allow (hostless `allowed_ips`, or
  * an exact host that is an IP literal).
  */
-export function usesHostSets(endpoint: Endpoint): boolean {
+export function usesHostMaps(endpoint: Endpoint): boolean {
   if (endpoint.host === null) return false;
   if (endpoint.host_kind === 'wildcard') return true;
   return canonicalIpHost(endpoint.host) === null;

@@ -2,14 +2,16 @@
 //
 // Only endpoints of policies without binaries (and without L7 rules) reach the kernel, as in
 // `kernelEndpoints`. Each becomes either a direct allow of `address . port` (hostless
-// `allowed_ips`, or a host that is an IP literal) or a pair of host sets the DNS proxy fills.
+// `allowed_ips`, or a host that is an IP literal) or a hostname endpoint whose addresses the DNS
+// proxy puts into the host maps.
 // The direct allows follow the engine exactly: a hostless endpoint allows every address of its
 // `allowed_ips`; an IP-literal host allows that address, and only when its own `allowed_ips`
-// (if any) cover it. A hostname endpoint with `allowed_ips` gets host sets, never a CIDR allow:
-// the engine would deny an IP literal sent there.
+// (if any) cover it. A hostname endpoint with `allowed_ips` goes through the host maps, never a
+// CIDR allow: the engine would deny an IP literal sent there.
+
 import type { Policy } from '../policy/types.js';
 import { disjointRanges, parseRange, type AddressRange, type Family, type OwnedRange } from './intervals.js';
-import { counterComment, counterName, kernelEndpoints, usesHostSets, type KernelEndpoint } from './names.js';
+import { counterComment, counterName, kernelEndpoints, usesHostMaps, type KernelEndpoint } from './names.js';
 
 export interface DirectElement {
   range: AddressRange;
@@ -30,7 +32,7 @@ export interface KernelPlan {
   direct: Record<Family, DirectElement[]>;
   /** Ids of endpoints with at least one direct element, in kernel order. */
   directIds: string[];
-  /** Endpoints allowed through host sets, in kernel order. */
+  /** Endpoints allowed through the host maps, in kernel order. */
   hosts: HostEndpoint[];
 }
 
@@ -41,7 +43,7 @@ function contains(outer: AddressRange, inner: AddressRange): boolean {
 /** Address ranges an endpoint allows directly (empty for hostname endpoints). */
 export function directRanges(ke: KernelEndpoint): AddressRange[] {
   const ep = ke.endpoint;
-  if (usesHostSets(ep)) return [];
+  if (usesHostMaps(ep)) return [];
   const cidrs = ep.allowed_ips.map(parseRange);
   if (ep.host === null) return cidrs;
   const literal = parseRange(ep.host);
@@ -55,7 +57,7 @@ export function planKernel(policies: Policy[]): KernelPlan {
   const byFamilyPort = new Map<number, OwnedRange[]>();
   const hosts: HostEndpoint[] = [];
   for (const [order, ke] of endpoints.entries()) {
-    if (usesHostSets(ke.endpoint)) {
+    if (usesHostMaps(ke.endpoint)) {
       hosts.push({ id: ke.id, ports: [...ke.endpoint.ports] });
       continue;
     }

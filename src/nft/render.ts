@@ -7,10 +7,12 @@
 // `forward` chain with policy drop makes that explicit at no cost.
 //
 // Order in the output chain: loopback and established/related first (the cheap, common case),
-// then the proxy, DNS proxy and SNI listener, then one lookup in an interval verdict map for all
-// direct allows (one jump per endpoint, to count on its named counter), then one rule per
-// hostname endpoint and family against the host sets the DNS proxy fills, then the counted
-// reject: TCP reset for TCP, ICMP admin-prohibited otherwise, so a bypass fails at once.
+// then the proxy, DNS proxy and SNI listener, then per family two map lookups: the interval map
+// of all direct allows, and the host map the DNS proxy fills for every hostname endpoint
+// (`address . port` with a timeout). Each element names the owning endpoint's counter: one
+// lookup finds it, counts the packet there, and the rule accepts, so the cost of a new
+// connection does not grow with the number of endpoints. Then the counted reject: TCP reset
+// for TCP, ICMP admin-prohibited otherwise, so a bypass fails at once.
 import { canonicalIpHost } from '../policy/host-pattern.js';
 import type { Policy } from '../policy/types.js';
 import { formatRange, type Family } from './intervals.js';
@@ -22,7 +24,7 @@ import {
   REJECT_COUNTER,
   SNI_COUNTER,
   counterName,
-  hostSetName,
+  hostMapName,
 } from './names.js';
 import { planKernel, type DirectElement, type KernelPlan } from './plan.js';
 
@@ -76,10 +78,6 @@ function directKey(e: DirectElement): string {
   return `${formatRange(e.range)} . ${e.port}`;
 }
 
-function endpointChain(id: string): string {
-  return `ep_${id}`;
-}
-
 function declarations(plan: KernelPlan, sni: Destination | null): string[] {
   const out: string[] = [];
   const counters = [
@@ -90,14 +88,9 @@ function declarations(plan: KernelPlan, sni: Destination | null): string[] {
     { name: REJECT_COUNTER, comment: 'rejected: no allow matched' },
   ];
   for (const c of counters) out.push(`\tcounter ${c.name} {`, `\t\tcomment "${c.comment}"`, '\t}');
-  for (const host of plan.hosts) {
+  if (plan.hosts.length > 0) {
     for (const family of [4, 6] as const) {
-      out.push(
-        `\tset ${hostSetName(host.id, family)} {`,
-        `\t\ttype ipv${family}_addr . inet_service`,
-        '\t\tflags timeout',
-        '\t}',
-      );
+      out.push(`\tmap ${hostMapName(family)} {`, `\t\ttype ipv${family}_addr . inet_service : counter`, '\t\tflags timeout', '\t}');
     }
   }
   for (const family of [4, 6] as const) {
@@ -105,9 +98,9 @@ function declarations(plan: KernelPlan, sni: Destination | null): string[] {
     if (elements.length === 0) continue;
     out.push(
       `\tmap direct${family} {`,
-      `\t\ttype ipv${family}_addr . inet_service : verdict`,
+      `\t\ttype ipv${family}_addr . inet_service : counter`,
       '\t\tflags interval',
-      ...elementList(elements.map((e) => `${directKey(e)} : jump ${endpointChain(e.id)}`), '\t\t'),
+      ...elementList(elements.map((e) => `${directKey(e)} : "${counterName(e.id)}"`), '\t\t'),
       '\t}',
     );
     // The SNI redirect must leave direct-allowed HTTPS alone: the same keys, port 443 only.
@@ -127,14 +120,11 @@ function declarations(plan: KernelPlan, sni: Destination | null): string[] {
 
 function familyChains(plan: KernelPlan): { lines: string[]; families: Family[] } {
   const lines: string[] = [];
-  for (const id of plan.directIds) lines.push(`\tchain ${endpointChain(id)} {`, `\t\tcounter name ${counterName(id)} accept`, '\t}');
   const families: Family[] = [];
   for (const family of [4, 6] as const) {
     const rules: string[] = [];
-    if (plan.direct[family].length > 0) rules.push(`\t\t${daddr(family)} . th dport vmap @direct${family}`);
-    for (const host of plan.hosts) {
-      rules.push(`\t\t${daddr(family)} . th dport @${hostSetName(host.id, family)} counter name ${counterName(host.id)} accept`);
-    }
+    if (plan.direct[family].length > 0) rules.push(`\t\tcounter name ${daddr(family)} . th dport map @direct${family} accept`);
+    if (plan.hosts.length > 0) rules.push(`\t\tcounter name ${daddr(family)} . th dport map @${hostMapName(family)} accept`);
     if (rules.length === 0) continue;
     families.push(family);
     lines.push(`\tchain allow${family} {`, ...rules, '\t}');
@@ -166,9 +156,8 @@ function sniChain(plan: KernelPlan, sni: Destination, fenceAddresses: Destinatio
     const own = [...new Set(fenceAddresses.filter((d) => d.family === family).map((d) => d.address))].sort();
     if (own.length > 0) rules.push(`${daddr(family)} { ${own.join(', ')} } accept`);
     if (plan.direct[family].some((e) => e.port === HTTPS_PORT)) rules.push(`${daddr(family)} . tcp dport @https_direct${family} accept`);
-    for (const host of plan.hosts) {
-      if (host.ports.includes(HTTPS_PORT)) rules.push(`${daddr(family)} . tcp dport @${hostSetName(host.id, family)} accept`);
-    }
+    // Membership in the host map, whichever endpoint owns the element.
+    if (plan.hosts.some((host) => host.ports.includes(HTTPS_PORT))) rules.push(`${daddr(family)} . tcp dport @${hostMapName(family)} accept`);
   }
   const target = sni.family === 4 ? `${sni.address}:${sni.port}` : `[${sni.address}]:${sni.port}`;
   rules.push(`meta nfproto ipv${sni.family} tcp dport ${HTTPS_PORT} dnat ip${sni.family === 4 ? '' : '6'} to ${target}`);

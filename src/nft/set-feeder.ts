@@ -1,23 +1,34 @@
-// Adds the DNS proxy's answers to the host sets of `table inet portcullis` (the I/O edge
+// Puts the DNS proxy's answers into the host maps of `table inet portcullis` (the I/O edge
 // between DNS and nft).
 //
-// Each element is refreshed with add + delete + add in one `nft -f -` transaction: the first
-// add makes the delete safe when the element is absent, the second sets the new timeout (nft
-// 1.0.6 cannot change the timeout of an existing element in place). Spawning nft for every
-// answer would cap the proxy at a few hundred answers a second, so elements queued in the same
-// tick go out in one run, only one run is in flight at a time, and an element is written only
-// when the kernel's copy (as tracked here) would expire before the answer's TTL runs out.
+// Each element `address . port : "allow_ID"` lets a new connection through, counted on the
+// counter of the endpoint that owns it (see host-holds.ts: the first holder in policy order). An
+// element is (re)written with add + delete + add in one `nft -f -` transaction: the first add
+// makes the delete safe when the element is absent (it must name the counter the kernel's copy
+// may name, or nft refuses it as a clash), the second sets the owner and timeout (nft 1.0.6
+// cannot change an existing element in place). Spawning nft for every answer would cap the
+// proxy at a few hundred answers a second, so elements queued in the same tick go out in one
+// run, only one run is in flight at a time, and an element is written only when the kernel's
+// copy (as tracked here) has another owner or would expire before the answer's TTL runs out.
 // Written elements get a little slack over the TTL so that repeated answers can skip nft.
+//
+// The feeder assumes it is the only writer of the host maps while a ruleset is loaded; `reset()`
+// when the ruleset is replaced (the maps start empty again).
 import { spawn } from 'node:child_process';
-import { NFT_FAMILY, NFT_TABLE } from './names.js';
+import { isIP } from 'node:net';
+import { HostHolds } from './host-holds.js';
+import { NFT_FAMILY, NFT_TABLE, counterName, hostMapName, isEndpointId } from './names.js';
 
-export interface SetElement {
-  set: string;
+/** One `address . port` a hostname endpoint allows. */
+export interface HostElement {
+  /** Kernel endpoint id (names.ts): the element names its counter. */
+  endpoint: string;
+  /** Canonical IPv4 or IPv6 address. */
   address: string;
   port: number;
 }
 
-export interface TimedSetElement extends SetElement {
+export interface TimedHostElement extends HostElement {
   timeoutSeconds: number;
 }
 
@@ -37,10 +48,22 @@ export class NftSetFeederError extends Error {
   override name = 'NftSetFeederError';
 }
 
-type Op = { kind: 'add'; element: SetElement; timeoutSeconds: number } | { kind: 'remove'; element: SetElement };
+/** One write to a host map: `address . port` counts on `endpoint` for a while, or is removed. */
+export type HostMapOp =
+  | { kind: 'set'; address: string; port: number; endpoint: string; timeoutSeconds: number }
+  /** `endpoint`: the holder letting go, the owner assumed when nothing else is known. */
+  | { kind: 'remove'; address: string; port: number; endpoint: string };
+
+/** What the kernel holds (or will, once a queued write has run) for one `address . port`. */
+interface SlotState {
+  /** Owner the element names; null for a removal on its way. */
+  endpoint: string | null;
+  /** Earliest time (ms since epoch) the kernel's copy expires. */
+  until: number;
+}
 
 interface Batch {
-  ops: Op[];
+  ops: HostMapOp[];
   done: Promise<void>;
   settle: (err: Error | null) => void;
 }
@@ -49,29 +72,37 @@ interface Batch {
 const WRITE_MARGIN_MS = 1_000;
 const NFT_TIMEOUT_MS = 30_000;
 const PRUNE_AT = 50_000;
+/** Knowledge of an element is kept this long past its expiry before it is pruned (ms). */
+const FORGET_AFTER_MS = 60_000;
 
-const keyOf = (e: SetElement): string => `${e.set}|${e.address}|${e.port}`;
+const slotOf = (e: { address: string; port: number }): string => `${e.address}|${e.port}`;
 
-function elementText(e: SetElement, timeoutSeconds?: number): string {
-  const timeout = timeoutSeconds === undefined ? '' : ` timeout ${timeoutSeconds}s`;
-  return `${e.address} . ${e.port}${timeout}`;
+function checkElement(e: HostElement): void {
+  if (!isEndpointId(e.endpoint)) throw new NftSetFeederError(`"${e.endpoint}" is not an endpoint id`);
+  if (isIP(e.address) === 0) throw new NftSetFeederError(`"${e.address}" is not an IP address`);
+  if (!Number.isInteger(e.port) || e.port < 0 || e.port > 65535) throw new NftSetFeederError(`${e.port} is not a port`);
 }
 
-/** The nft script for a list of operations, in order, grouped per set. Pure. */
-export function feederScript(ops: Op[]): string {
+/**
+ * The nft script for a list of writes, in order. `kernelOwner` says which endpoint the kernel's
+ * element names now, where known; later writes in the same script see the earlier ones. Pure.
+ */
+export function feederScript(ops: HostMapOp[], kernelOwner: (address: string, port: number) => string | undefined = () => undefined): string {
   const table = `${NFT_FAMILY} ${NFT_TABLE}`;
+  const owners = new Map<string, string>();
   const lines: string[] = [];
   for (const op of ops) {
-    const e = op.element;
-    if (!/^[A-Za-z0-9_]+$/.test(e.set)) throw new NftSetFeederError(`"${e.set}" is not a set name`);
-    if (op.kind === 'add') {
-      lines.push(`add element ${table} ${e.set} { ${elementText(e, op.timeoutSeconds)} }`);
-      lines.push(`delete element ${table} ${e.set} { ${elementText(e)} }`);
-      lines.push(`add element ${table} ${e.set} { ${elementText(e, op.timeoutSeconds)} }`);
-    } else {
-      lines.push(`add element ${table} ${e.set} { ${elementText(e, 1)} }`);
-      lines.push(`delete element ${table} ${e.set} { ${elementText(e)} }`);
+    checkElement(op);
+    const map = hostMapName(op.address.includes(':') ? 6 : 4);
+    const key = `${op.address} . ${op.port}`;
+    const slot = slotOf(op);
+    const current = owners.get(slot) ?? kernelOwner(op.address, op.port) ?? op.endpoint;
+    lines.push(`add element ${table} ${map} { ${key} timeout 1s : "${counterName(current)}" }`);
+    lines.push(`delete element ${table} ${map} { ${key} }`);
+    if (op.kind === 'set') {
+      lines.push(`add element ${table} ${map} { ${key} timeout ${op.timeoutSeconds}s : "${counterName(op.endpoint)}" }`);
     }
+    owners.set(slot, op.endpoint);
   }
   return `${lines.join('\n')}\n`;
 }
@@ -82,11 +113,13 @@ export class NftSetFeeder {
   private readonly maxSlackSeconds: number;
   private readonly maxTimeoutSeconds: number;
   private readonly nft: string;
-  /** Element key → when (ms since epoch) the kernel's copy expires at the earliest. */
-  private readonly expiry = new Map<string, number>();
+  /** Which endpoints hold each `address . port`, and until when. */
+  private readonly holds = new HostHolds();
+  /** What the kernel holds per slot, as of the last successful run. */
+  private readonly kernel = new Map<string, SlotState>();
+  /** Writes queued or in flight: slot → the state they leave and the batch carrying them. */
+  private readonly pending = new Map<string, SlotState & { done: Promise<void> }>();
   private queued: Batch | null = null;
-  /** Writes queued or in flight: element key → its timeout and the batch carrying it. */
-  private readonly pending = new Map<string, { timeoutSeconds: number; done: Promise<void> }>();
   private running: Promise<void> | null = null;
   /** nft runs so far (for benchmarks and tests). */
   runs = 0;
@@ -106,40 +139,54 @@ export class NftSetFeeder {
    * Makes every element present for at least its timeout from now. Resolves once the kernel
    * has them (at once when they are already fresh); rejects with nft's message on failure.
    */
-  add(elements: TimedSetElement[]): Promise<void> {
+  add(elements: TimedHostElement[]): Promise<void> {
     const now = Date.now();
-    const ops: Op[] = [];
     const waits = new Set<Promise<void>>();
     for (const e of elements) {
-      const key = keyOf(e);
+      checkElement(e);
+      const slot = slotOf(e);
       const wanted = Math.min(Math.max(1, Math.ceil(e.timeoutSeconds)), this.maxTimeoutSeconds);
-      const known = this.expiry.get(key);
-      if (known !== undefined && known - now >= wanted * 1000 + WRITE_MARGIN_MS) continue;
-      // A write already on its way with enough time: wait for it instead of writing again.
-      const onItsWay = this.pending.get(key);
-      if (onItsWay !== undefined && onItsWay.timeoutSeconds >= wanted + 1) {
-        waits.add(onItsWay.done);
+      this.holds.hold(slot, e.endpoint, now + wanted * 1000);
+      const owner = this.holds.owner(slot, now)!;
+      const onItsWay = this.pending.get(slot);
+      const current = onItsWay ?? this.kernel.get(slot);
+      if (current !== undefined && current.endpoint === owner && current.until - now >= wanted * 1000 + WRITE_MARGIN_MS) {
+        // Fresh in the kernel, or a write with enough time is on its way: wait for that one.
+        if (onItsWay !== undefined) waits.add(onItsWay.done);
         continue;
       }
-      const slack = Math.min(this.maxSlackSeconds, Math.ceil(wanted * this.slackFraction));
-      const timeoutSeconds = Math.min(wanted + slack, this.maxTimeoutSeconds);
-      ops.push({ kind: 'add', element: { set: e.set, address: e.address, port: e.port }, timeoutSeconds });
+      waits.add(this.enqueue([this.setOp(e, owner, now)]));
     }
-    if (ops.length > 0) waits.add(this.enqueue(ops));
     if (waits.size === 0) return Promise.resolve();
     if (waits.size === 1) return waits.values().next().value as Promise<void>;
     return Promise.all(waits).then(() => undefined);
   }
 
-  /** Removes elements (absent ones are fine). */
-  remove(elements: SetElement[]): Promise<void> {
-    if (elements.length === 0) return Promise.resolve();
-    return this.enqueue(elements.map((e) => ({ kind: 'remove', element: { set: e.set, address: e.address, port: e.port } })));
+  /**
+   * Lets go of elements (the name no longer holds these addresses). An element no other endpoint
+   * holds is removed (absent ones are fine); one that others hold passes to the next owner.
+   */
+  remove(elements: HostElement[]): Promise<void> {
+    const now = Date.now();
+    const ops: HostMapOp[] = [];
+    for (const e of elements) {
+      checkElement(e);
+      const slot = slotOf(e);
+      this.holds.release(slot, e.endpoint);
+      const owner = this.holds.owner(slot, now);
+      if (owner === null) {
+        ops.push({ kind: 'remove', address: e.address, port: e.port, endpoint: e.endpoint });
+      } else if ((this.pending.get(slot) ?? this.kernel.get(slot))?.endpoint !== owner) {
+        ops.push(this.setOp(e, owner, now));
+      }
+    }
+    return ops.length === 0 ? Promise.resolve() : this.enqueue(ops);
   }
 
-  /** Forgets what is known about the kernel's sets: call after the ruleset was replaced. */
+  /** Forgets what is known about the kernel's maps: call after the ruleset was replaced. */
   reset(): void {
-    this.expiry.clear();
+    this.holds.clear();
+    this.kernel.clear();
     this.pending.clear();
   }
 
@@ -151,7 +198,15 @@ export class NftSetFeeder {
     }
   }
 
-  private enqueue(ops: Op[]): Promise<void> {
+  /** A write of the slot to its owner, living as long as its longest hold plus slack. */
+  private setOp(e: HostElement, owner: string, now: number): HostMapOp {
+    const lifetime = Math.max(1, Math.ceil((this.holds.lastUntil(slotOf(e), now) - now) / 1000));
+    const slack = Math.min(this.maxSlackSeconds, Math.ceil(lifetime * this.slackFraction));
+    const timeoutSeconds = Math.min(lifetime + slack, this.maxTimeoutSeconds);
+    return { kind: 'set', address: e.address, port: e.port, endpoint: owner, timeoutSeconds };
+  }
+
+  private enqueue(ops: HostMapOp[]): Promise<void> {
     if (this.queued === null) {
       let settle: Batch['settle'] = () => undefined;
       const done = new Promise<void>((resolve, reject) => {
@@ -165,10 +220,10 @@ export class NftSetFeeder {
     }
     const batch = this.queued;
     batch.ops.push(...ops);
+    const now = Date.now();
     for (const op of ops) {
-      const key = keyOf(op.element);
-      if (op.kind === 'add') this.pending.set(key, { timeoutSeconds: op.timeoutSeconds, done: batch.done });
-      else this.pending.delete(key);
+      const state = op.kind === 'set' ? { endpoint: op.endpoint, until: now + op.timeoutSeconds * 1000 } : { endpoint: null, until: 0 };
+      this.pending.set(slotOf(op), { ...state, done: batch.done });
     }
     return batch.done;
   }
@@ -187,23 +242,26 @@ export class NftSetFeeder {
     const started = Date.now();
     let failure: Error | null = null;
     try {
-      await this.exec(feederScript(batch.ops));
+      await this.exec(feederScript(batch.ops, (address, port) => this.kernel.get(slotOf({ address, port }))?.endpoint ?? undefined));
     } catch (err) {
       failure = err instanceof Error ? err : new Error(String(err));
     }
     for (const op of batch.ops) {
-      const key = keyOf(op.element);
-      if (this.pending.get(key)?.done === batch.done) this.pending.delete(key);
-      // On failure nothing of the batch is known to be in place (nft transactions are atomic).
-      if (op.kind === 'remove' || failure !== null) this.expiry.delete(key);
-      else this.expiry.set(key, started + op.timeoutSeconds * 1000);
+      const slot = slotOf(op);
+      if (this.pending.get(slot)?.done === batch.done) this.pending.delete(slot);
+      // On failure the kernel is as it was (nft transactions are atomic): nothing to learn.
+      if (failure !== null) continue;
+      if (op.kind === 'remove') this.kernel.delete(slot);
+      else this.kernel.set(slot, { endpoint: op.endpoint, until: started + op.timeoutSeconds * 1000 });
     }
-    if (this.expiry.size > PRUNE_AT) this.prune(Date.now());
+    if (this.kernel.size > PRUNE_AT) this.prune(Date.now());
     batch.settle(failure);
   }
 
+  /** Forgets elements long expired in the kernel (an expired element is absent to nft). */
   private prune(now: number): void {
-    for (const [key, until] of this.expiry) if (until <= now) this.expiry.delete(key);
+    for (const [slot, state] of this.kernel) if (state.until + FORGET_AFTER_MS <= now) this.kernel.delete(slot);
+    this.holds.prune(now);
   }
 
   private exec(script: string): Promise<void> {
