@@ -4,11 +4,14 @@
 // ACL, and through tinyproxy with an allowlist filter. All clients CONNECT to the upstream's
 // IP literal (tinyproxy would otherwise use the system resolver). Figures: new tunnels per
 // second with 50 concurrent clients, p50/p99 time to first byte, bulk throughput over one
-// tunnel (1 GiB), RSS of the proxy with 1,000 open tunnels. Needs `npm run build`.
-// Env: PROXY_BENCH_PATHS (comma-separated subset of direct,portcullis,squid,tinyproxy; default all),
+// tunnel (1 GiB), RSS of the proxy with 1,000 open tunnels, and the proxy's CPU time per tunnel
+// (which, unlike tunnels/s, does not depend on what else the machine is doing). A fifth row,
+// node-floor, is a bare CONNECT proxy in Node: the reference for what Node itself costs.
+// Needs `npm run build`.
+// Env: PROXY_BENCH_PATHS (comma-separated subset of direct,portcullis,squid,tinyproxy,node-floor; default all),
 // PROXY_BENCH_NODE_ARGS (extra node flags for the portcullis process, e.g. --cpu-prof).
 import { spawn } from 'node:child_process';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -186,6 +189,40 @@ async function bulk(path, address) {
   return (got / seconds) / 1024 ** 2;
 }
 
+/** CPU seconds (user + system) used so far by a process and everything below it. */
+function treeCpuSeconds(pid) {
+  const ticks = 100; // USER_HZ on Linux
+  let total = 0;
+  const byParent = new Map();
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, 'latin1');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      const ppid = Number(fields[1]);
+      if (!byParent.has(ppid)) byParent.set(ppid, []);
+      byParent.get(ppid).push({ pid: Number(name), cpu: (Number(fields[11]) + Number(fields[12])) / ticks });
+    } catch {
+      // exited
+    }
+  }
+  const walk = (p) => {
+    for (const child of byParent.get(p) ?? []) {
+      total += child.cpu;
+      walk(child.pid);
+    }
+  };
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    total += (Number(fields[11]) + Number(fields[12])) / ticks;
+  } catch {
+    return null;
+  }
+  walk(pid);
+  return total;
+}
+
 function rssKiB(pid) {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
@@ -214,6 +251,34 @@ async function startPortcullis(address) {
   const policy = join(dir, 'portcullis.yaml');
   writeFileSync(policy, `version: 1\nnetwork_policies:\n  bench:\n    endpoints:\n      - { host: "${address}", port: ${UPSTREAM_PORT}, allowed_ips: ["${address}/32"] }\n    binaries:\n      - path: ${process.execPath}\n`);
   const { child, match } = await start(process.execPath, [...(process.env.PROXY_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean), CLI, 'proxy', '--policy', policy, '--listen', '127.0.0.1:0', '--resolver', `${sim.dns.address}:${sim.dns.port}`, '--audit', join(dir, 'audit.jsonl')], /listening on 127\.0\.0\.1:(\d+)/);
+  return { proxyPort: Number(match[1]), pid: child.pid };
+}
+
+// A reference, not a contender: the least a CONNECT proxy written for Node does (parse, dial,
+// answer 200, pipe; no identity, no policy, no audit, no limits). What portcullis costs above it
+// is its own work; what it costs below the C proxies is Node's.
+const NODE_FLOOR = `
+const net = require('net');
+const server = net.createServer({ noDelay: true }, (c) => {
+  c.on('error', () => {});
+  c.once('data', (d) => {
+    const m = /^CONNECT ([^ :]+):(\\d+) /.exec(d.toString('latin1'));
+    if (!m) return c.destroy();
+    const u = net.connect({ host: m[1], port: Number(m[2]), noDelay: true }, () => {
+      c.write('HTTP/1.1 200 Connection Established\\r\\n\\r\\n');
+      c.pipe(u);
+      u.pipe(c);
+    });
+    u.on('error', () => c.destroy());
+  });
+});
+server.listen(0, '127.0.0.1', () => console.log('listening on 127.0.0.1:' + server.address().port));
+process.stdin.on('end', () => process.exit(0));
+process.stdin.resume();
+`;
+
+async function startNodeFloor() {
+  const { child, match } = await start(process.execPath, ['-e', NODE_FLOOR], /listening on 127\.0\.0\.1:(\d+)/);
   return { proxyPort: Number(match[1]), pid: child.pid };
 }
 
@@ -280,6 +345,7 @@ try {
     { name: 'direct', setup: async () => ({}) },
     { name: 'portcullis', setup: startPortcullis },
     { name: 'squid', setup: startSquid },
+    { name: 'node-floor', setup: startNodeFloor },
     { name: 'tinyproxy', setup: startTinyproxy },
   ];
   const wanted = (process.env.PROXY_BENCH_PATHS ?? '').split(',').filter(Boolean);
@@ -288,13 +354,17 @@ try {
     const path = await p.setup(address);
     await pingOnce(path, address); // warm-up, and a check that the path works
     for (let i = 0; i < 200; i++) await pingOnce(path, address);
+    const cpuBefore = path.pid ? treeCpuSeconds(path.pid) : null;
     const rate = await tunnelsPerSecond(path, address);
+    const cpuAfter = path.pid ? treeCpuSeconds(path.pid) : null;
+    // CPU per tunnel does not depend on what else the machine is doing, unlike tunnels/s.
+    rate.cpuMsPerTunnel = cpuBefore === null || cpuAfter === null ? null : ((cpuAfter - cpuBefore) * 1000) / (rate.rate * RATE_SECONDS);
     const latency = await ttfb(path, address);
     const mibps = await bulk(path, address);
     const rss = await rssWithTunnels(path, address, path.pid);
     results[p.name] = { ...rate, ...latency, mibps, rss };
     console.log(
-      `${p.name.padEnd(11)} tunnels/s ${fmt(rate.rate).padStart(6)} (failed ${rate.failed})  ttfb p50 ${fmt(latency.p50, 2)} ms p99 ${fmt(latency.p99, 2)} ms  bulk ${fmt(mibps)} MiB/s  RSS ${rss ? `${fmt(rss.before / 1024, 1)} MiB idle, ${fmt(rss.during / 1024, 1)} MiB with ${OPEN_TUNNELS} tunnels` : 'n/a'}`,
+      `${p.name.padEnd(11)} tunnels/s ${fmt(rate.rate).padStart(6)} (failed ${rate.failed}, CPU ${fmt(rate.cpuMsPerTunnel, 3)} ms/tunnel)  ttfb p50 ${fmt(latency.p50, 2)} ms p99 ${fmt(latency.p99, 2)} ms  bulk ${fmt(mibps)} MiB/s  RSS ${rss ? `${fmt(rss.before / 1024, 1)} MiB idle, ${fmt(rss.during / 1024, 1)} MiB with ${OPEN_TUNNELS} tunnels` : 'n/a'}`,
     );
   }
   const pc = results.portcullis;
@@ -303,7 +373,12 @@ try {
     console.log(`  throughput portcullis/direct      ${fmt(pc.mibps / results.direct.mibps, 2)}  (target >= 0.8)`);
     console.log(`  tunnels/s portcullis/squid        ${fmt(pc.rate / results.squid.rate, 2)}  (target >= 1)`);
     console.log(`  tunnels/s portcullis/tinyproxy    ${fmt(pc.rate / results.tinyproxy.rate, 2)}  (target >= 1)`);
-    console.log(`  p99 setup portcullis              ${fmt(pc.p99, 2)} ms (target <= 2 ms; direct ${fmt(results.direct.p99, 2)} ms)`);
+    if (results['node-floor']) {
+    const floor = results['node-floor'];
+    console.log(`  tunnels/s portcullis/node-floor   ${fmt(pc.rate / floor.rate, 2)}  (reference: a bare Node CONNECT proxy)`);
+    console.log(`  CPU ms/tunnel portcullis/node-floor/squid/tinyproxy  ${[pc, floor, results.squid, results.tinyproxy].map((r) => fmt(r.cpuMsPerTunnel, 3)).join(' / ')}`);
+  }
+  console.log(`  p99 setup portcullis              ${fmt(pc.p99, 2)} ms (target <= 2 ms; direct ${fmt(results.direct.p99, 2)} ms)`);
     console.log(`  RSS with ${OPEN_TUNNELS} tunnels portcullis/squid/tinyproxy  ${fmt(pc.rss.during / 1024, 1)} / ${fmt(results.squid.rss.during / 1024, 1)} / ${fmt(results.tinyproxy.rss.during / 1024, 1)} MiB`);
   }
 } finally {
