@@ -1,10 +1,10 @@
 // Fd table snapshots against this process's own real sockets: what a snapshot may answer
 // (a socket it saw; a socket missing after the moment it was known to exist) and what needs a
 // fresh read of /proc/<pid>/fd.
-import { readlinkSync } from 'node:fs';
+import { closeSync, openSync, readlinkSync } from 'node:fs';
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FdSnapshots, socketInodeOfLink } from '../src/identity/fd-snapshots.js';
+import { FdSnapshots, likeliestFirst, socketInodeOfLink } from '../src/identity/fd-snapshots.js';
 
 describe('socketInodeOfLink', () => {
   it('reads the inode of a socket link and nothing else', () => {
@@ -12,6 +12,14 @@ describe('socketInodeOfLink', () => {
     for (const other of ['pipe:[123]', 'socket:[]', 'socket:[12a]', 'socket:[-1]', 'socket:[0]', '/dev/null', 'socket:123', 'anon_inode:[eventpoll]']) {
       expect(socketInodeOfLink(other), other).toBeNull();
     }
+  });
+});
+
+describe('likeliestFirst', () => {
+  it('orders fd numbers not seen before, then former sockets, then the rest', () => {
+    const links = new Map([['0', 0], ['3', 77], ['4', 0], ['5', 78]]);
+    expect(likeliestFirst(['0', '3', '4', '5', '6', '9'], links)).toEqual(['6', '9', '3', '5', '0', '4']);
+    expect(likeliestFirst(['2', '1'], null)).toEqual(['2', '1']);
   });
 });
 
@@ -58,6 +66,30 @@ describe('FdSnapshots', () => {
     const reread = snapshots.holds(process.pid, second.inode, performance.now());
     expect(reread.held).toBe(true);
     expect(reread.readlinks).toBeGreaterThan(0);
+  });
+
+  it('finds a socket that took a closed socket\'s fd number without reading the whole table', async () => {
+    const files = Array.from({ length: 300 }, () => openSync('/dev/null', 'r'));
+    try {
+      const snapshots = new FdSnapshots();
+      const old = await connectAndGetInode();
+      expect(snapshots.holds(process.pid, old.inode, performance.now()).readlinks).toBeGreaterThan(300);
+      old.socket.destroy();
+      await new Promise((resolve) => old.socket.once('close', resolve));
+      const fresh = await connectAndGetInode();
+      const answer = snapshots.holds(process.pid, fresh.inode, performance.now());
+      expect(answer.held).toBe(true);
+      expect(answer.readlinks).toBeLessThan(50);
+      // The early stop cannot show absences: a socket the snapshot has not seen is read for again.
+      const other = await connectAndGetInode();
+      expect(snapshots.holds(process.pid, other.inode, performance.now()).held).toBe(true);
+      // ...and an absence is only ever concluded from a read to the end.
+      const absent = snapshots.holds(process.pid, 2 ** 32 + 1, performance.now());
+      expect(absent.held).toBe(false);
+      expect(absent.readlinks).toBeGreaterThan(300);
+    } finally {
+      for (const fd of files) closeSync(fd);
+    }
   });
 
   it('does not use a snapshot older than its maximum age', async () => {

@@ -9,6 +9,10 @@
 //     miss counts only when the snapshot was taken after the connection existed (`notBefore`).
 // Under load, one read of a client's table thus answers for all the connections it opened
 // meanwhile, where each connection used to pay for a read of its own.
+// When a table must be read again to find a socket, the links are read where a new socket most
+// likely is first (fd numbers not seen before, then numbers that held a socket: a closed
+// socket's number is the one the next socket gets) and the read stops at the socket. Such a
+// partial read adds the socket to the snapshot but cannot show absences: only a full read does.
 import { readdirSync, readlinkSync } from 'node:fs';
 import { errnoOf } from './unresolved.js';
 
@@ -21,10 +25,16 @@ export interface FdTableAnswer {
 }
 
 interface Snapshot {
+  /** When the last full read began: every socket held since then and still held was seen. */
   takenAt: number;
   sockets: Set<number>;
   permissionDenied: boolean;
+  /** fd number → socket inode (0 for another kind of file), as last read; null when too many to keep. */
+  links: Map<string, number> | null;
 }
+
+/** Above this many open files, a process's links are not kept (the order of reading is plain). */
+const MAX_KEPT_LINKS = 4096;
 
 const SOCKET_LINK_PREFIX = 'socket:[';
 
@@ -48,35 +58,51 @@ export class FdSnapshots {
   /** Whether `pid` holds socket `inode`, as of a moment no earlier than `notBefore` when it does not. */
   holds(pid: number, inode: number, notBefore: number, now = performance.now()): FdTableAnswer {
     const kept = this.snapshots.get(pid);
-    if (kept && now - kept.takenAt <= this.maxAgeMs) {
-      if (kept.sockets.has(inode)) return { held: true, readlinks: 0, permissionDenied: false };
-      if (kept.takenAt >= notBefore) return { held: false, readlinks: 0, permissionDenied: kept.permissionDenied };
+    const usable = kept !== undefined && now - kept.takenAt <= this.maxAgeMs ? kept : undefined;
+    if (usable) {
+      if (usable.sockets.has(inode)) return { held: true, readlinks: 0, permissionDenied: false };
+      if (usable.takenAt >= notBefore) return { held: false, readlinks: 0, permissionDenied: usable.permissionDenied };
     }
-    const { snapshot, readlinks } = this.read(pid, now);
-    this.keep(pid, snapshot);
-    return { held: snapshot.sockets.has(inode), readlinks, permissionDenied: snapshot.permissionDenied };
+    return this.read(pid, inode, usable, now);
   }
 
-  private read(pid: number, takenAt: number): { snapshot: Snapshot; readlinks: number } {
-    const snapshot: Snapshot = { takenAt, sockets: new Set(), permissionDenied: false };
+  /** Reads the table, likeliest places first, up to the socket; a read to the end renews the snapshot. */
+  private read(pid: number, inode: number, previous: Snapshot | undefined, startedAt: number): FdTableAnswer {
     const dir = `${this.procDir}/${pid}/fd`;
     let fds: string[];
     try {
       fds = readdirSync(dir);
     } catch (err) {
-      snapshot.permissionDenied = isPermissionError(err);
-      return { snapshot, readlinks: 0 };
+      const snapshot: Snapshot = { takenAt: startedAt, sockets: new Set(), permissionDenied: isPermissionError(err), links: null };
+      this.keep(pid, snapshot);
+      return { held: false, readlinks: 0, permissionDenied: snapshot.permissionDenied };
     }
-    for (const fd of fds) {
+    const links = fds.length <= MAX_KEPT_LINKS ? new Map<string, number>() : null;
+    const sockets = new Set<number>();
+    let permissionDenied = false;
+    let readlinks = 0;
+    for (const fd of likeliestFirst(fds, previous?.links ?? null)) {
+      readlinks += 1;
+      let found: number | null = null;
       try {
-        const inode = socketInodeOfLink(readlinkSync(`${dir}/${fd}`));
-        if (inode !== null) snapshot.sockets.add(inode);
+        found = socketInodeOfLink(readlinkSync(`${dir}/${fd}`));
       } catch (err) {
         // Closed since the listing (ENOENT), or not ours to read.
-        if (isPermissionError(err)) snapshot.permissionDenied = true;
+        if (isPermissionError(err)) permissionDenied = true;
+        continue;
+      }
+      links?.set(fd, found ?? 0);
+      if (found === null) continue;
+      sockets.add(found);
+      if (found === inode && previous) {
+        // Stopped early: what was read adds to the last full snapshot, whose absences still hold.
+        for (const socket of sockets) previous.sockets.add(socket);
+        if (previous.links && links) for (const [number, link] of links) previous.links.set(number, link);
+        return { held: true, readlinks, permissionDenied: false };
       }
     }
-    return { snapshot, readlinks: fds.length };
+    this.keep(pid, { takenAt: startedAt, sockets, permissionDenied, links });
+    return { held: sockets.has(inode), readlinks, permissionDenied: permissionDenied && !sockets.has(inode) };
   }
 
   private keep(pid: number, snapshot: Snapshot): void {
@@ -88,6 +114,21 @@ export class FdSnapshots {
       this.snapshots.delete(oldest);
     }
   }
+}
+
+/** fd numbers not seen before, then those that held a socket, then the rest. Pure. */
+export function likeliestFirst(fds: readonly string[], links: ReadonlyMap<string, number> | null): string[] {
+  if (!links) return [...fds];
+  const unseen: string[] = [];
+  const sockets: string[] = [];
+  const others: string[] = [];
+  for (const fd of fds) {
+    const link = links.get(fd);
+    if (link === undefined) unseen.push(fd);
+    else if (link !== 0) sockets.push(fd);
+    else others.push(fd);
+  }
+  return [...unseen, ...sockets, ...others];
 }
 
 function isPermissionError(err: unknown): boolean {
