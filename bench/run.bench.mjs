@@ -69,7 +69,7 @@ try {
 
   // 1. Start-up and tear-down.
   const runArgs = [CLI, 'run', '--policy', policy, '--resolver', resolver, '--quiet', '--', 'true'];
-  await timed(process.execPath, runArgs); // warm the page cache and create the sandbox user
+  await timed(process.execPath, runArgs); // warm the page cache, create the sandbox user and V8's code cache for `run`
   const runTimes = [];
   const unshareTimes = [];
   const nodeTimes = [];
