@@ -1,7 +1,7 @@
 // Identity resolution against real processes and real sockets in this network namespace:
 // a listener accepts connections from curl, python3, node and bash, and resolves each.
 import { execFile } from 'node:child_process';
-import { appendFileSync, chmodSync, existsSync, closeSync, copyFileSync, ftruncateSync, mkdirSync, mkdtempSync, openSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
+import { appendFileSync, chmodSync, existsSync, closeSync, copyFileSync, ftruncateSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -247,17 +247,33 @@ describe('process table', () => {
     expect(table.parentOf(sleeper)).toBe(bash.pid);
     expect(table.descendantsOf(process.pid)).toEqual(expect.arrayContaining([process.pid, bash.pid, sleeper]));
     expect(table.childrenOf(bash.pid!)).toEqual([sleeper]);
-    // A listing younger than the allowed age is reused as it is; once a new process has been
-    // started, the next listing drops the exited ones.
+    // A look younger than the allowed age is reused as it is; a new process started since
+    // joins at the next look (read alone when few pids were handed out since); exited ones
+    // are dropped by the next full listing, at most a second later.
     bash.kill('SIGKILL');
     process.kill(sleeper, 'SIGKILL');
     await exited(bash);
     expect(await table.refresh(60_000)).toContain(bash.pid);
     const newcomer = children.spawn('/usr/bin/sleep', ['60']);
     const fresh = await table.refresh();
-    expect(fresh).not.toContain(bash.pid);
     expect(fresh.indexOf(newcomer.pid!)).toBeGreaterThanOrEqual(0);
     expect(fresh.indexOf(newcomer.pid!)).toBeLessThan(fresh.indexOf(process.pid));
+    await new Promise((resolve) => setTimeout(resolve, 1_100));
+    await exited(children.spawn('/usr/bin/true', []));
+    expect(await table.refresh()).not.toContain(bash.pid);
+  });
+
+  it('takes in processes started since the last look, and never their threads', async () => {
+    const table = new ProcessTable();
+    await table.refresh();
+    const python = children.spawn(PYTHON, ['-c', 'import threading, time\nt = threading.Thread(target=time.sleep, args=(60,)); t.start()\nprint("ready", flush=True); time.sleep(60)'], { stdout: true });
+    await firstLine(python);
+    const threads = readdirSync(`/proc/${python.pid}/task`).map(Number).filter((tid) => tid !== python.pid);
+    expect(threads.length).toBeGreaterThan(0);
+    const pids = await table.refresh();
+    expect(pids).toContain(python.pid);
+    for (const tid of threads) expect(pids).not.toContain(tid);
+    expect(table.parentOf(python.pid!)).toBe(process.pid);
   });
 });
 

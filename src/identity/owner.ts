@@ -5,8 +5,8 @@
 //   1. inside a sandbox, the anchor's descendants, all of them (the complete owner set there);
 //   2. otherwise the pids that owned recent connections, then every pid, most recently started
 //      first, up to the first holder; then the holder's parent, children and siblings, which is
-//      where a socket shared through fork lives (as of a process listing at most a few
-//      milliseconds old: like any point-in-time look, it cannot see a fork that comes later).
+//      where a socket shared through fork lives (as of a look at the process tree made after
+//      the connection existed: like any point-in-time look, it cannot see a fork that comes later).
 //      Children and siblings running the holder's own executable are not read: as co-holders
 //      they could not make the owner ambiguous (that takes another executable), and the
 //      identity's binaries (executable and ancestors' executables) would be the same set.
@@ -29,8 +29,6 @@ export interface OwnerSearch {
   /** A process's executable path, or undefined when it cannot be read. */
   executableOf: (pid: number) => string | undefined;
   exhaustive: boolean;
-  /** How old a process listing may be when a recent owner holds the socket (default 10 ms). */
-  listingMaxAgeMs?: number;
   /** Parents and children read from the kernel per question, when it offers them. */
   kernel: KernelRelatives | null;
   /** Fd tables read by earlier searches (see fd-snapshots.ts). */
@@ -41,7 +39,6 @@ export interface OwnerSearch {
 
 /** A process's siblings are only worth reading when there are few of them. */
 const MAX_SIBLINGS = 32;
-const DEFAULT_LISTING_MAX_AGE_MS = 10;
 const READLINKS_BETWEEN_YIELDS = 256;
 
 /** One search's view of the fd tables: snapshots where they can tell, fresh reads otherwise. */
@@ -93,12 +90,12 @@ export async function findSocketOwners(search: OwnerSearch): Promise<number[]> {
       break;
     }
   }
-  // Parents and children from the process listing when no process was started since it was
-  // made (free), else from the kernel's children files when it has them (cheaper than a new
-  // listing of every process), else from a new listing.
+  // Parents and children from the process table when bringing it up to date is cheap (few or
+  // no processes started since the last look), else from the kernel's children files when it
+  // has them (cheaper than listing every process), else from a new listing.
   const listed = async (): Promise<Relatives> => {
-    if (search.kernel && !search.table.isCurrent()) return search.kernel.asOf(search.notBefore);
-    await search.table.refresh(first === undefined ? 0 : search.listingMaxAgeMs ?? DEFAULT_LISTING_MAX_AGE_MS);
+    if (search.kernel && !search.table.cheapToRefresh()) return search.kernel.asOf(search.notBefore);
+    await search.table.refresh();
     return search.table;
   };
 

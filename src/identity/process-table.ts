@@ -59,6 +59,16 @@ export function readLastPid(procDir = '/proc'): number | null {
 export const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 const READS_BETWEEN_YIELDS = 128;
+/** Beyond this many pids allocated since the last look, one listing of /proc costs less than reading each. */
+const MAX_PROBED_PIDS = 64;
+/** A full listing at least this often forgets the exited processes that incremental looks keep. */
+const FULL_LISTING_INTERVAL_MS = 1_000;
+
+/** The Tgid: line of /proc/<pid>/status (the process a thread belongs to). Pure. */
+export function threadGroupOf(status: string): number | null {
+  const match = /(?:^|\n)Tgid:\s*(\d+)/.exec(status);
+  return match ? Number(match[1]) : null;
+}
 
 interface ProcessEntry {
   ppid: number;
@@ -69,22 +79,68 @@ export class ProcessTable {
   private readonly entries = new Map<number, ProcessEntry>();
   private pids: number[] = [];
   private listedAt = -Infinity;
+  private fullyListedAt = -Infinity;
   private lastPid: number | null = null;
 
   constructor(private readonly procDir = '/proc') {}
 
   /**
-   * Re-lists /proc, unless the last listing is younger than `maxAgeMs`; reads the parent and
-   * start time of processes not seen before; forgets the exited. Returns the pids, most
-   * recently started first (pid order would not do: pids wrap around).
+   * Brings the table up to date, unless the last look is younger than `maxAgeMs`, and returns
+   * the pids, most recently started first (pid order would not do: pids wrap around).
+   * Pids are handed out in order, so the processes started since the last look are the pids
+   * allocated since (the last field of /proc/loadavg): when they are few, only those are read.
+   * Otherwise, and at least every FULL_LISTING_INTERVAL_MS (to forget the exited), /proc is
+   * listed and the processes not seen before are read.
    */
   async refresh(maxAgeMs = 0): Promise<readonly number[]> {
-    if (performance.now() - this.listedAt < maxAgeMs) return this.pids;
-    // No pid allocated since the last listing: no process was started, so the listing still
-    // holds every live process (exited ones linger harmlessly until the next listing; a scan
-    // of their fd table just finds nothing). Listing /proc costs far more than this check.
+    const now = performance.now();
+    if (now - this.listedAt < maxAgeMs) return this.pids;
+    // No pid allocated since the last look: no process was started, so the table still holds
+    // every live process (exited ones linger harmlessly until the next listing; a scan of their
+    // fd table just finds nothing). Listing /proc costs far more than this check.
     const lastPid = readLastPid(this.procDir);
     if (lastPid !== null && lastPid === this.lastPid) return this.pids;
+    const started = this.pidsAllocatedSince(lastPid);
+    if (started && now - this.fullyListedAt < FULL_LISTING_INTERVAL_MS) {
+      this.addStarted(started);
+    } else {
+      await this.listAll();
+      this.fullyListedAt = now;
+    }
+    this.listedAt = now;
+    this.lastPid = lastPid;
+    return this.pids;
+  }
+
+  /** Whether refresh() would now read only a few new processes (or nothing). */
+  cheapToRefresh(): boolean {
+    return this.pidsAllocatedSince(readLastPid(this.procDir)) !== null;
+  }
+
+  /** The pids allocated since the last look, when there are few of them; null otherwise. */
+  private pidsAllocatedSince(lastPid: number | null): number[] | null {
+    if (this.lastPid === null || lastPid === null || lastPid < this.lastPid || lastPid - this.lastPid > MAX_PROBED_PIDS) return null;
+    return Array.from({ length: lastPid - this.lastPid }, (_, i) => this.lastPid! + 1 + i);
+  }
+
+  /** Reads newly allocated pids: processes join the table (threads and the exited do not). */
+  private addStarted(pids: readonly number[]): void {
+    const added: number[] = [];
+    for (const pid of pids) {
+      try {
+        // A thread's id is a pid too, and /proc/<tid> answers for it: only group leaders are processes.
+        if (threadGroupOf(readFileSync(`${this.procDir}/${pid}/status`, 'latin1')) !== pid) continue;
+        const stat = readProcStat(pid, this.procDir);
+        this.entries.set(pid, { ppid: stat.ppid, startTime: stat.startTime });
+        added.push(pid);
+      } catch {
+        // Exited already.
+      }
+    }
+    if (added.length > 0) this.sortPids();
+  }
+
+  private async listAll(): Promise<void> {
     const listed = listPids(this.procDir);
     let changed = listed.length !== this.entries.size;
     let reads = 0;
@@ -103,19 +159,12 @@ export class ProcessTable {
       const alive = new Set(listed);
       for (const pid of this.entries.keys()) if (!alive.has(pid)) this.entries.delete(pid);
       // Sorted only when the set of processes changed: most listings find the same set.
-      this.pids = [...this.entries.keys()].sort((a, b) => this.entries.get(b)!.startTime - this.entries.get(a)!.startTime || b - a);
+      this.sortPids();
     }
-    this.listedAt = performance.now();
-    this.lastPid = lastPid;
-    return this.pids;
   }
 
-  /**
-   * Whether the last listing still holds every live process: no pid was allocated since.
-   * (Processes that exited since linger in it; a read of their fd table just finds nothing.)
-   */
-  isCurrent(): boolean {
-    return this.lastPid !== null && readLastPid(this.procDir) === this.lastPid;
+  private sortPids(): void {
+    this.pids = [...this.entries.keys()].sort((a, b) => this.entries.get(b)!.startTime - this.entries.get(a)!.startTime || b - a);
   }
 
   /** Pids from the last listing, most recently started first. */
