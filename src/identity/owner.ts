@@ -94,7 +94,8 @@ export async function findSocketOwners(search: OwnerSearch): Promise<number[]> {
   // no processes started since the last look), else from the kernel's children files when it
   // has them (cheaper than listing every process), else from a new listing.
   const listed = async (): Promise<Relatives> => {
-    if (search.kernel && !search.table.cheapToRefresh()) return search.kernel.asOf(search.notBefore);
+    if (await search.table.refreshUnlessCostly()) return search.table;
+    if (search.kernel) return search.kernel.asOf(search.notBefore);
     await search.table.refresh();
     return search.table;
   };

@@ -93,28 +93,39 @@ export class ProcessTable {
    * listed and the processes not seen before are read.
    */
   async refresh(maxAgeMs = 0): Promise<readonly number[]> {
-    const now = performance.now();
-    if (now - this.listedAt < maxAgeMs) return this.pids;
+    if (performance.now() - this.listedAt < maxAgeMs) return this.pids;
+    await this.update(true);
+    return this.pids;
+  }
+
+  /**
+   * Brings the table up to date unless that would take a full listing sooner than the periodic
+   * one is due; false when it did not (the caller can ask the kernel's children files instead).
+   */
+  async refreshUnlessCostly(): Promise<boolean> {
+    return this.update(false);
+  }
+
+  private async update(listIfNeeded: boolean): Promise<boolean> {
     // No pid allocated since the last look: no process was started, so the table still holds
     // every live process (exited ones linger harmlessly until the next listing; a scan of their
     // fd table just finds nothing). Listing /proc costs far more than this check.
     const lastPid = readLastPid(this.procDir);
-    if (lastPid !== null && lastPid === this.lastPid) return this.pids;
+    if (lastPid !== null && lastPid === this.lastPid) return true;
+    const now = performance.now();
+    const listingDue = now - this.fullyListedAt >= FULL_LISTING_INTERVAL_MS;
     const started = this.pidsAllocatedSince(lastPid);
-    if (started && now - this.fullyListedAt < FULL_LISTING_INTERVAL_MS) {
+    if (started && !listingDue) {
       this.addStarted(started);
-    } else {
+    } else if (listIfNeeded || listingDue) {
       await this.listAll();
       this.fullyListedAt = now;
+    } else {
+      return false;
     }
     this.listedAt = now;
     this.lastPid = lastPid;
-    return this.pids;
-  }
-
-  /** Whether refresh() would now read only a few new processes (or nothing). */
-  cheapToRefresh(): boolean {
-    return this.pidsAllocatedSince(readLastPid(this.procDir)) !== null;
+    return true;
   }
 
   /** The pids allocated since the last look, when there are few of them; null otherwise. */
