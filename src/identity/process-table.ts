@@ -2,7 +2,7 @@
 // that finding an anchor's descendants reads only the processes started since the last look.
 // (/proc/<pid>/task/<tid>/children would give children directly, but it needs
 // CONFIG_PROC_CHILDREN, which many kernels lack; the parent links work everywhere.)
-import { readdirSync, readFileSync } from 'node:fs';
+import { closeSync, openSync, readdirSync, readFileSync, readSync } from 'node:fs';
 
 export interface ProcStat {
   pid: number;
@@ -44,14 +44,36 @@ export function listPids(procDir = '/proc'): number[] {
   return pids;
 }
 
-/** The most recently allocated pid (last field of /proc/loadavg), or null if unreadable. */
-export function readLastPid(procDir = '/proc'): number | null {
-  try {
-    const fields = readFileSync(`${procDir}/loadavg`, 'latin1').trim().split(/\s+/);
-    const pid = Number(fields[4]);
-    return fields.length === 5 && Number.isInteger(pid) && pid > 0 ? pid : null;
-  } catch {
-    return null;
+/** The most recently allocated pid: the last field of /proc/loadavg's text, or null. Pure. */
+export function parseLastPid(loadavg: string): number | null {
+  const fields = loadavg.trim().split(/\s+/);
+  const pid = Number(fields[4]);
+  return fields.length === 5 && Number.isInteger(pid) && pid > 0 ? pid : null;
+}
+
+/**
+ * Reads the most recently allocated pid, once per lookup: /proc/loadavg is kept open and read
+ * again from its start (one pread instead of open, stat, read and close).
+ */
+class LastPidReader {
+  private fd: number | null = null;
+  private readonly buffer = Buffer.alloc(128);
+
+  constructor(private readonly path: string) {}
+
+  close(): void {
+    if (this.fd !== null) closeSync(this.fd);
+    this.fd = null;
+  }
+
+  read(): number | null {
+    try {
+      this.fd ??= openSync(this.path, 'r');
+      const length = readSync(this.fd, this.buffer, 0, this.buffer.length, 0);
+      return parseLastPid(this.buffer.toString('latin1', 0, length));
+    } catch {
+      return null;
+    }
   }
 }
 
@@ -82,7 +104,16 @@ export class ProcessTable {
   private fullyListedAt = -Infinity;
   private lastPid: number | null = null;
 
-  constructor(private readonly procDir = '/proc') {}
+  private readonly lastPidReader: LastPidReader;
+
+  constructor(private readonly procDir = '/proc') {
+    this.lastPidReader = new LastPidReader(`${procDir}/loadavg`);
+  }
+
+  /** Lets go of the file it keeps open; a later refresh opens it again. */
+  close(): void {
+    this.lastPidReader.close();
+  }
 
   /**
    * Brings the table up to date, unless the last look is younger than `maxAgeMs`, and returns
@@ -110,7 +141,7 @@ export class ProcessTable {
     // No pid allocated since the last look: no process was started, so the table still holds
     // every live process (exited ones linger harmlessly until the next listing; a scan of their
     // fd table just finds nothing). Listing /proc costs far more than this check.
-    const lastPid = readLastPid(this.procDir);
+    const lastPid = this.lastPidReader.read();
     if (lastPid !== null && lastPid === this.lastPid) return true;
     const now = performance.now();
     const listingDue = now - this.fullyListedAt >= FULL_LISTING_INTERVAL_MS;

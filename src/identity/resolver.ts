@@ -54,8 +54,9 @@ export class IdentityResolver {
     this.sockDiag = options.socketSource === 'procfs' ? null : new SockDiag();
   }
 
-  /** Stops the sock_diag helper, if one was started. */
+  /** Stops the sock_diag helper, if one was started, and closes the files kept open. */
   close(): void {
+    this.processes.close();
     this.sockDiag?.close();
   }
 
