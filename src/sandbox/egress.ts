@@ -2,6 +2,7 @@
 // (CONNECT/forward HTTP, plus the SNI listener nft redirects direct TCP/443 to) and the DNS
 // proxy (answers only names the policy covers, fills the nft host sets in the sandbox).
 import { startDnsProxy } from '../dns/proxy.js';
+import { PolicyEngine } from '../engine/engine.js';
 import { NftSetFeeder } from '../nft/set-feeder.js';
 import { startProxy } from '../proxy/server.js';
 import type { EgressContext, RunningEgress } from './sandbox.js';
@@ -11,17 +12,21 @@ export async function startSandboxEgress(ctx: EgressContext): Promise<RunningEgr
   const resolver = ctx.resolver ?? systemResolver() ?? undefined;
   if (ctx.plan.dns && !resolver) throw new Error('no upstream DNS server: give --resolver ADDR:PORT');
   // Independent listeners: start both at once (the proxy spends most of its start waiting for
-  // the policy engine's wasm to compile).
+  // the policy engine's wasm to compile). The engine is built from the policy runSandbox has
+  // loaded already, rather than by the proxy reading the file again.
   const [proxy, dns] = await Promise.allSettled([
-    startProxy({
-      policyFile: ctx.policyFile,
-      listen: ctx.plan.proxy,
-      ...(ctx.plan.sni ? { sniListen: ctx.plan.sni } : {}),
-      audit: ctx.audit,
-      ...(resolver ? { resolver } : {}),
-      reportOnly: ctx.reportOnly,
-      ...(ctx.anchorPid !== undefined ? { anchorPid: ctx.anchorPid } : {}),
-    }),
+    PolicyEngine.create(ctx.loaded).then((engine) =>
+      startProxy({
+        policyFile: ctx.policyFile,
+        engine,
+        listen: ctx.plan.proxy,
+        ...(ctx.plan.sni ? { sniListen: ctx.plan.sni } : {}),
+        audit: ctx.audit,
+        ...(resolver ? { resolver } : {}),
+        reportOnly: ctx.reportOnly,
+        ...(ctx.anchorPid !== undefined ? { anchorPid: ctx.anchorPid } : {}),
+      }),
+    ),
     ctx.plan.dns && resolver
       ? startDnsProxy({
           listen: ctx.plan.dns,
