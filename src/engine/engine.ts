@@ -1,18 +1,16 @@
 // The policy engine: the compiled Rego (wasm) plus the policy's data, answering decide()
 // synchronously. Replacing the policy is one atomic swap of the loaded instance; a failing
 // load leaves the old one in force. Evaluation errors deny (fail closed).
-import { createRequire } from 'node:module';
+import * as opaWasm from '@open-policy-agent/opa-wasm';
 import type { LoadedPolicy as WasmPolicy } from '@open-policy-agent/opa-wasm';
 import { loadPolicyFile, type LoadedPolicy } from '../policy/load.js';
 import type { Decision, DecisionInput, PolicyData } from '../policy/types.js';
 import { compiledWasm } from './bundle.js';
 import { ENTRYPOINT } from './opa-cli.js';
 
-// The ESM entry of opa-wasm exports only the async loader; the sync one is in its CJS build.
-const require = createRequire(import.meta.url);
-const { loadPolicySync } = require('@open-policy-agent/opa-wasm') as {
-  loadPolicySync: (wasm: BufferSource | WebAssembly.Module, memory?: number) => WasmPolicy;
-};
+// The typings name only the async loader; the package's default export also carries the sync
+// one. Imported (not required at run time) so that the CLI bundle includes it.
+const { loadPolicySync } = (opaWasm as unknown as { default: { loadPolicySync: (wasm: BufferSource | WebAssembly.Module, memory?: number) => WasmPolicy } }).default;
 
 export class EngineLoadError extends Error {
   override name = 'EngineLoadError';
