@@ -6,7 +6,7 @@
 // not route for anyone (its processes cannot turn forwarding on without CAP_NET_ADMIN); a
 // `forward` chain with policy drop makes that explicit at no cost.
 //
-// Order in the output chain: loopback and established/related first (the cheap, common case),
+// Order in the output chain: established/related and loopback first (the cheap, common case),
 // then the proxy, DNS proxy and SNI listener, then per family two map lookups: the interval map
 // of all direct allows, and the host map the DNS proxy fills for every hostname endpoint
 // (`address . port` with a timeout). Each element names the owning endpoint's counter: one
@@ -135,8 +135,9 @@ function familyChains(plan: KernelPlan): { lines: string[]; families: Family[] }
 function outputChain(families: Family[], proxy: Destination | null, dns: Destination | null, sni: Destination | null): string[] {
   const rules = [
     'type filter hook output priority filter; policy accept;',
-    'oif "lo" accept',
+    // Most packets belong to established connections: the first rule ends their walk.
     'ct state established,related accept',
+    'oif "lo" accept',
     `icmpv6 type { ${ICMPV6_PLUMBING} } accept`,
   ];
   if (proxy) rules.push(`${daddr(proxy.family)} ${proxy.address} tcp dport ${proxy.port} counter name ${PROXY_COUNTER} accept`);
