@@ -3,14 +3,24 @@
 // 10,000 CIDR endpoints and 1,000 hostname endpoints; and the compile + apply time of that
 // policy. Targets: ratio ≥ 0.9 against the baseline of the same run; compile + apply < 1 s.
 //
+// Method. Each configuration has its own lab (client + server namespace), set up once: no
+// ruleset; connection tracking alone (the floor any "established accepted" fence pays); the
+// compiled ruleset, its host map filled as the DNS proxy would. Nothing is reloaded between
+// runs (freeing a large ruleset keeps the kernel busy for a while), and each lab keeps one load
+// generator running, so runs can be short. Every round runs every configuration once, for a
+// short slice, in an order rotated from round to round; each ratio is taken within a round, so
+// load from other processes on a shared machine falls on both sides of it alike, and the median
+// over many rounds is reported with its interquartile range.
+//
 // Run: npm run build && node bench/nft.bench.mjs   (root; creates and removes its namespaces)
-// Env: NFT_BENCH_SECONDS (per connection-rate run, default 2), NFT_BENCH_BYTES (per bulk run,
-// default 1 GiB), NFT_BENCH_CONCURRENCY (default 16), NFT_BENCH_ROUNDS (default 5).
+// Env: NFT_BENCH_ROUNDS (connection-rate rounds, default 40), NFT_BENCH_SLICE_MS (per run,
+// default 500), NFT_BENCH_CONCURRENCY (default 16), NFT_BENCH_BULK_ROUNDS (default 10),
+// NFT_BENCH_BYTES (per bulk run, default 1 GiB).
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
+import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { execa } from 'execa';
-import { applyRuleset, deleteRuleset, nftAvailable } from '../dist/nft/apply.js';
+import { applyRuleset, nftAvailable } from '../dist/nft/apply.js';
 import { counterName, hostMapName, kernelEndpoints } from '../dist/nft/names.js';
 import { renderRuleset } from '../dist/nft/render.js';
 import { loadPolicyText } from '../dist/policy/load.js';
@@ -18,12 +28,16 @@ import { createLab } from '../testdata/nft/lab.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const LOAD = path.join(HERE, '../testdata/nft/load.mjs');
-const SECONDS = Number(process.env.NFT_BENCH_SECONDS ?? 2);
-const ROUNDS = Number(process.env.NFT_BENCH_ROUNDS ?? 5);
-const BYTES = Number(process.env.NFT_BENCH_BYTES ?? 1024 ** 3);
+const ROUNDS = Number(process.env.NFT_BENCH_ROUNDS ?? 40);
+const SLICE_MS = Number(process.env.NFT_BENCH_SLICE_MS ?? 500);
 const CONCURRENCY = Number(process.env.NFT_BENCH_CONCURRENCY ?? 16);
+const BULK_ROUNDS = Number(process.env.NFT_BENCH_BULK_ROUNDS ?? 10);
+const BYTES = Number(process.env.NFT_BENCH_BYTES ?? 1024 ** 3);
+const COMPILE_ROUNDS = 5;
 const CIDR_ENDPOINTS = 10_000;
 const HOST_ENDPOINTS = 1_000;
+/** Addresses per hostname endpoint in the host map, as if each name had been answered. */
+const ADDRESSES_PER_NAME = 10;
 const DIRECT_TARGET = '198.51.100.10';
 const HOST_TARGET = '203.0.113.10';
 // Connection tracking alone (what "established/related accepted" needs): separates the cost of
@@ -59,26 +73,66 @@ function benchPolicyYaml(port) {
   return `${lines.join('\n')}\n`;
 }
 
-async function load(lab, args) {
-  const r = await execa('ip', ['netns', 'exec', lab.cli, process.execPath, LOAD, ...args.map(String)], { timeout: 120_000 });
-  return JSON.parse(r.stdout);
+/**
+ * The host map as the DNS proxy would leave it: ADDRESSES_PER_NAME addresses (100.64.0.0/10,
+ * never dialled) for every hostname endpoint on both its ports, and the benchmark's destination
+ * for the last one.
+ */
+function hostMapScript(hostEndpoints, ports) {
+  const elements = [];
+  for (const [i, ke] of hostEndpoints.entries()) {
+    for (let a = 0; a < ADDRESSES_PER_NAME; a++) {
+      const n = i * ADDRESSES_PER_NAME + a;
+      for (const port of [443, ports[0]]) elements.push(`100.${64 + (n >> 16)}.${(n >> 8) & 255}.${n & 255} . ${port} timeout 3600s : "${counterName(ke.id)}"`);
+    }
+  }
+  const last = counterName(hostEndpoints[hostEndpoints.length - 1].id);
+  for (const port of ports) elements.push(`${HOST_TARGET} . ${port} timeout 3600s : "${last}"`);
+  return `add element inet portcullis ${hostMapName(4)} { ${elements.join(', ')} }\n`;
 }
 
-async function connRate(lab, address, port) {
-  const r = await load(lab, ['connect', address, port, SECONDS, CONCURRENCY]);
-  if (r.failed > 0) throw new Error(`${r.failed} connections to ${address}:${port} failed`);
+/** A lab with its load generator (testdata/nft/load.mjs) running in the client namespace. */
+async function newLab() {
+  const lab = await createLab({ listeners: 2 });
+  // Many short connections: widen the client's port range and reuse TIME_WAIT ports (this
+  // namespace only), so the baseline is not limited by port exhaustion.
+  execFileSync('ip', ['netns', 'exec', lab.cli, 'sysctl', '-q', '-w', 'net.ipv4.ip_local_port_range=1024 65000', 'net.ipv4.tcp_tw_reuse=1']);
+  const child = lab.spawnIn(lab.cli, [process.execPath, LOAD]);
+  const answers = readline.createInterface({ input: child.stdout });
+  const waiting = [];
+  answers.on('line', (line) => waiting.shift()?.(JSON.parse(line)));
+  /** Sends one command; resolves with the generator's answer. */
+  lab.load = (...args) =>
+    new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`load generator: no answer to "${args.join(' ')}" within 120 s`)), 120_000);
+      waiting.push((answer) => {
+        clearTimeout(timer);
+        if (answer.error) reject(new Error(`load generator: ${answer.error}`));
+        else resolve(answer);
+      });
+      child.stdin.write(`${args.join(' ')}\n`);
+    });
+  return lab;
+}
+
+async function connRate(lab, address, milliseconds = SLICE_MS) {
+  const r = await lab.load('connect', address, lab.tcpPorts[0], milliseconds, CONCURRENCY);
+  if (r.failed > 0) throw new Error(`${r.failed} connections to ${address}:${lab.tcpPorts[0]} failed`);
   return r.connections / r.seconds;
 }
 
-async function throughput(lab, address, port) {
-  const r = await load(lab, ['bulk', address, port, BYTES]);
+async function throughput(lab, address) {
+  const r = await lab.load('bulk', address, lab.tcpPorts[1], BYTES);
   if (r.bytes !== BYTES) throw new Error(`bulk transfer delivered ${r.bytes} of ${BYTES} bytes`);
   return (r.bytes * 8) / r.seconds / 1e9;
 }
 
-const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
+const quantile = (values, q) => [...values].sort((a, b) => a - b)[Math.floor(q * (values.length - 1))];
+const median = (values) => quantile(values, 0.5);
 const fmt = (n, digits = 0) => n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
 const verdict = (ok) => (ok ? 'meets target' : 'MISSES target');
+/** Round i's measurements in an order rotated by i, so no configuration always runs first. */
+const rotated = (items, i) => items.map((_, k) => items[(k + i) % items.length]);
 
 async function main() {
   const available = await nftAvailable();
@@ -86,66 +140,81 @@ async function main() {
     console.log(`nft benchmark skipped: ${available.why}`);
     return;
   }
-  const lab = await createLab({ listeners: 2 });
+  const labs = [];
   try {
-    // Many short connections: widen the client's port range and reuse TIME_WAIT ports (this
-    // namespace only), so the baseline is not limited by port exhaustion.
-    execFileSync('ip', ['netns', 'exec', lab.cli, 'sysctl', '-q', '-w', 'net.ipv4.ip_local_port_range=1024 65000', 'net.ipv4.tcp_tw_reuse=1']);
-    const [connPort, bulkPort] = lab.tcpPorts;
-    const yaml = benchPolicyYaml(connPort);
+    const bare = await newLab();
+    labs.push(bare);
+    const tracked = await newLab();
+    labs.push(tracked);
+    const fenced = await newLab();
+    labs.push(fenced);
+    await applyRuleset(CONNTRACK_ONLY, { netns: tracked.cli });
 
     // Load (parse + validate the YAML) is the policy stage's cost, reported apart; compile +
     // apply is render + `nft -f -` in the namespace (which replaces the table atomically).
     const t0 = performance.now();
-    const loaded = loadPolicyText(yaml, 'bench.yaml');
+    const loaded = loadPolicyText(benchPolicyYaml(fenced.tcpPorts[0]), 'bench.yaml');
     const loadMs = performance.now() - t0;
     const options = { proxy: { host: '192.0.2.1', port: 3128 }, dns: { host: '192.0.2.1', port: 53 } };
     let script = '';
     const compileRuns = [];
-    for (let i = 0; i < ROUNDS; i++) {
+    for (let i = 0; i < COMPILE_ROUNDS; i++) {
       const a = performance.now();
       script = renderRuleset(loaded.policies, options);
       const b = performance.now();
-      await applyRuleset(script, { netns: lab.cli });
+      await applyRuleset(script, { netns: fenced.cli });
       compileRuns.push({ render: b - a, apply: performance.now() - b });
     }
-    // The bulk port is allowed only through the host map: an element for the last hostname
-    // endpoint, so those packets miss the direct map and hit the host map (the slower allow path).
-    const endpoints = kernelEndpoints(loaded.policies);
-    const owner = counterName(endpoints[endpoints.length - 1].id);
-    const elements = `{ ${HOST_TARGET} . ${connPort} timeout 600s : "${owner}", ${HOST_TARGET} . ${bulkPort} timeout 600s : "${owner}" }`;
+    const hostEndpoints = kernelEndpoints(loaded.policies).filter((ke) => ke.endpoint.host !== null);
+    await fenced.nft(['-f', '-'], hostMapScript(hostEndpoints, fenced.tcpPorts));
 
-    // Alternate baseline and fenced rounds so drift on a shared machine hits both alike.
-    await load(lab, ['connect', DIRECT_TARGET, connPort, 1, CONCURRENCY]);
-    const runs = { baseConn: [], baseBulk: [], ctConn: [], conn: [], hostConn: [], bulk: [] };
+    const conn = [
+      { key: 'base', lab: bare, address: DIRECT_TARGET },
+      { key: 'ct', lab: tracked, address: DIRECT_TARGET },
+      { key: 'cidr', lab: fenced, address: DIRECT_TARGET },
+      { key: 'host', lab: fenced, address: HOST_TARGET },
+    ];
+    const bulk = [
+      { key: 'base', lab: bare, address: DIRECT_TARGET },
+      { key: 'host', lab: fenced, address: HOST_TARGET },
+    ];
+    // Warm-up: JIT, listeners' accept queues, conntrack tables.
+    for (const c of conn) await connRate(c.lab, c.address, 1000);
+    const runs = { conn: Object.fromEntries(conn.map((c) => [c.key, []])), bulk: Object.fromEntries(bulk.map((c) => [c.key, []])) };
     for (let round = 0; round < ROUNDS; round++) {
-      await deleteRuleset({ netns: lab.cli });
-      runs.baseConn.push(await connRate(lab, DIRECT_TARGET, connPort));
-      runs.baseBulk.push(await throughput(lab, DIRECT_TARGET, bulkPort));
-      await applyRuleset(CONNTRACK_ONLY, { netns: lab.cli });
-      runs.ctConn.push(await connRate(lab, DIRECT_TARGET, connPort));
-      await applyRuleset(script, { netns: lab.cli });
-      await lab.nft(['add', 'element', 'inet', 'portcullis', hostMapName(4), elements]);
-      runs.conn.push(await connRate(lab, DIRECT_TARGET, connPort));
-      runs.hostConn.push(await connRate(lab, HOST_TARGET, connPort));
-      runs.bulk.push(await throughput(lab, HOST_TARGET, bulkPort));
+      for (const c of rotated(conn, round)) runs.conn[c.key].push(await connRate(c.lab, c.address));
     }
-    await deleteRuleset({ netns: lab.cli });
+    for (let round = 0; round < BULK_ROUNDS; round++) {
+      for (const c of rotated(bulk, round)) runs.bulk[c.key].push(await throughput(c.lab, c.address));
+    }
 
-    const m = Object.fromEntries(Object.entries(runs).map(([k, v]) => [k, median(v)]));
-    const compileMs = median(compileRuns.map((r) => r.render + r.apply));
+    /** Per-round ratios of a to b: their median and interquartile range. */
+    const ratio = (a, b) => {
+      const each = a.map((x, i) => x / b[i]);
+      return { median: median(each), list: `IQR ${fmt(quantile(each, 0.25), 2)}–${fmt(quantile(each, 0.75), 2)}` };
+    };
     const list = (v, d = 0) => v.map((x) => fmt(x, d)).join(', ');
-    console.log(`policy: ${fmt(CIDR_ENDPOINTS)} CIDR endpoints + ${fmt(HOST_ENDPOINTS)} hostname endpoints; script ${fmt(script.length / 1024)} KiB; medians of ${ROUNDS} alternating rounds`);
+    const spread = (v, d = 0) => `${fmt(quantile(v, 0.25), d)}–${fmt(quantile(v, 0.75), d)}`;
+    const compileMs = median(compileRuns.map((r) => r.render + r.apply));
+    const c = runs.conn;
+    const b = runs.bulk;
+    const ct = ratio(c.ct, c.base);
+    const cidr = ratio(c.cidr, c.base);
+    const host = ratio(c.host, c.base);
+    const bulkRatio = ratio(b.host, b.base);
+    console.log(`policy: ${fmt(CIDR_ENDPOINTS)} CIDR endpoints + ${fmt(HOST_ENDPOINTS)} hostname endpoints; script ${fmt(script.length / 1024)} KiB; host map ${fmt(hostEndpoints.length * ADDRESSES_PER_NAME * 2 + 2)} elements`);
+    console.log(`connection rate: ${ROUNDS} rounds of ${SLICE_MS} ms runs, ${CONCURRENCY} connections in flight; bulk: ${BULK_ROUNDS} rounds of ${fmt(BYTES / 1024 ** 2)} MiB`);
+    console.log('ratios: median of the per-round ratios [interquartile range]; rates: median (interquartile range)');
     console.log(`load (YAML parse + validate, policy stage): ${fmt(loadMs)} ms`);
     console.log(`compile + apply (render + nft -f): ${fmt(compileMs)} ms (render ${list(compileRuns.map((r) => r.render))} ms; nft -f ${list(compileRuns.map((r) => r.apply))} ms) — ${verdict(compileMs < 1000)} (< 1 s)`);
-    console.log(`TCP connections/s, baseline (no ruleset): ${fmt(m.baseConn)} (${list(runs.baseConn)})`);
-    console.log(`TCP connections/s, conntrack only (reference): ${fmt(m.ctConn)} (${list(runs.ctConn)})  ratio ${fmt(m.ctConn / m.baseConn, 2)}`);
-    console.log(`TCP connections/s, ruleset, CIDR endpoint: ${fmt(m.conn)} (${list(runs.conn)})  ratio ${fmt(m.conn / m.baseConn, 2)} — ${verdict(m.conn / m.baseConn >= 0.9)} (≥ 0.9); against conntrack only ${fmt(m.conn / m.ctConn, 2)}`);
-    console.log(`TCP connections/s, ruleset, last of 1,000 host sets: ${fmt(m.hostConn)} (${list(runs.hostConn)})  ratio ${fmt(m.hostConn / m.baseConn, 2)} — ${verdict(m.hostConn / m.baseConn >= 0.9)} (≥ 0.9)`);
-    console.log(`bulk throughput, baseline: ${fmt(m.baseBulk, 2)} Gbit/s (${list(runs.baseBulk, 2)})`);
-    console.log(`bulk throughput, ruleset (host-set path): ${fmt(m.bulk, 2)} Gbit/s (${list(runs.bulk, 2)})  ratio ${fmt(m.bulk / m.baseBulk, 2)} — ${verdict(m.bulk / m.baseBulk >= 0.9)} (≥ 0.9)`);
+    console.log(`TCP connections/s, baseline (no ruleset): ${fmt(median(c.base))} (${spread(c.base)})`);
+    console.log(`TCP connections/s, conntrack only (reference): ${fmt(median(c.ct))} (${spread(c.ct)})  ratio ${fmt(ct.median, 2)} [${ct.list}]`);
+    console.log(`TCP connections/s, ruleset, CIDR endpoint: ${fmt(median(c.cidr))} (${spread(c.cidr)})  ratio ${fmt(cidr.median, 2)} [${cidr.list}] — ${verdict(cidr.median >= 0.9)} (≥ 0.9); against conntrack only ${fmt(ratio(c.cidr, c.ct).median, 2)}`);
+    console.log(`TCP connections/s, ruleset, hostname endpoint (host map): ${fmt(median(c.host))} (${spread(c.host)})  ratio ${fmt(host.median, 2)} [${host.list}] — ${verdict(host.median >= 0.9)} (≥ 0.9); against conntrack only ${fmt(ratio(c.host, c.ct).median, 2)}`);
+    console.log(`bulk throughput, baseline: ${fmt(median(b.base), 2)} Gbit/s (${list(b.base, 2)})`);
+    console.log(`bulk throughput, ruleset (host-map path): ${fmt(median(b.host), 2)} Gbit/s (${list(b.host, 2)})  ratio ${fmt(bulkRatio.median, 2)} [${bulkRatio.list}] — ${verdict(bulkRatio.median >= 0.9)} (≥ 0.9)`);
   } finally {
-    await lab.close();
+    for (const lab of labs) await lab.close();
   }
 }
 
