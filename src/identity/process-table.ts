@@ -102,6 +102,7 @@ export class ProcessTable {
   private pids: number[] = [];
   private listedAt = -Infinity;
   private fullyListedAt = -Infinity;
+  private listingInBackground = false;
   private lastPid: number | null = null;
 
   private readonly lastPidReader: LastPidReader;
@@ -120,8 +121,9 @@ export class ProcessTable {
    * the pids, most recently started first (pid order would not do: pids wrap around).
    * Pids are handed out in order, so the processes started since the last look are the pids
    * allocated since (the last field of /proc/loadavg): when they are few, only those are read.
-   * Otherwise, and at least every FULL_LISTING_INTERVAL_MS (to forget the exited), /proc is
-   * listed and the processes not seen before are read.
+   * Otherwise /proc is listed and the processes not seen before are read. A listing that only
+   * forgets the exited (due every FULL_LISTING_INTERVAL_MS while processes come and go) runs in
+   * the background.
    */
   async refresh(maxAgeMs = 0): Promise<readonly number[]> {
     if (performance.now() - this.listedAt < maxAgeMs) return this.pids;
@@ -146,17 +148,46 @@ export class ProcessTable {
     const now = performance.now();
     const listingDue = now - this.fullyListedAt >= FULL_LISTING_INTERVAL_MS;
     const started = this.pidsAllocatedSince(lastPid);
-    if (started && !listingDue) {
+    if (started) {
       this.addStarted(started);
-    } else if (listIfNeeded || listingDue) {
+      // Forgetting the exited can wait: the listing runs after this lookup, not in its way.
+      if (listingDue) this.listSoon();
+    } else if (listIfNeeded) {
       await this.listAll();
       this.fullyListedAt = now;
     } else {
+      // Too many new pids to read one by one: a listing soon makes the next lookups cheap again.
+      if (listingDue) this.listSoon();
       return false;
     }
     this.listedAt = now;
     this.lastPid = lastPid;
     return true;
+  }
+
+  /** A full listing in the background, once at a time. */
+  private listSoon(): void {
+    if (this.listingInBackground) return;
+    this.listingInBackground = true;
+    setImmediate(() => {
+      const startedAt = performance.now();
+      const lastPid = this.lastPidReader.read();
+      this.listAll()
+        .then(() => {
+          this.fullyListedAt = startedAt;
+          // The listing saw every process up to `lastPid`; a newer look may have gone further.
+          if (lastPid !== null && (this.lastPid === null || this.lastPid < lastPid)) {
+            this.lastPid = lastPid;
+            this.listedAt = startedAt;
+          }
+        })
+        .catch(() => {
+          // /proc unreadable for a moment: the next due look tries again.
+        })
+        .finally(() => {
+          this.listingInBackground = false;
+        });
+    });
   }
 
   /** The pids allocated since the last look, when there are few of them; null otherwise. */
@@ -183,6 +214,8 @@ export class ProcessTable {
   }
 
   private async listAll(): Promise<void> {
+    // Processes that join during the listing (from a look made meanwhile) are not forgotten.
+    const known = new Set(this.entries.keys());
     const listed = listPids(this.procDir);
     let changed = listed.length !== this.entries.size;
     let reads = 0;
@@ -199,7 +232,7 @@ export class ProcessTable {
     }
     if (changed) {
       const alive = new Set(listed);
-      for (const pid of this.entries.keys()) if (!alive.has(pid)) this.entries.delete(pid);
+      for (const pid of known) if (!alive.has(pid)) this.entries.delete(pid);
       // Sorted only when the set of processes changed: most listings find the same set.
       this.sortPids();
     }
