@@ -2,6 +2,8 @@
 // and 1,000 idle processes and 100 and 10,000 established sockets present, against one run of
 // `ss -tnp` (iproute2) answering the same question in the same run.
 //
+//   cold run      the same with the on-disk hash store an earlier run left (a new proxy
+//                 process on a machine where portcullis ran before): nothing in memory
 //   cold          a fresh IdentityResolver per lookup: empty process table, empty hash cache,
 //                 its sock_diag helper started on the way
 //   warm procfs   one resolver reading /proc/net/tcp{,6}; the same long-lived client opens a
@@ -15,7 +17,9 @@
 //
 // Loopback only; every process started here is killed at the end.
 import { execFileSync, spawn } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import net from 'node:net';
 import { IdentityResolver } from '../dist/identity/resolver.js';
 
@@ -26,6 +30,7 @@ const WARM = Number(process.env.IDENTITY_BENCH_WARM ?? 200);
 const WARM_NEW = Number(process.env.IDENTITY_BENCH_WARM_NEW ?? 40);
 const SS_RUNS = Number(process.env.IDENTITY_BENCH_SS ?? 8);
 const DEADLINE = Date.now() + 170_000;
+const storeDir = mkdtempSync(join(tmpdir(), 'pc-identity-bench-'));
 
 const started = [];
 function track(child) {
@@ -142,7 +147,7 @@ async function measureRow(processes, sockets) {
     client.stdin.write('\n');
     return nextAccepted();
   };
-  const row = { nominal: processes, processes: processCount(), sockets, rows: tableRows(), cold: [], warmProcfs: [], warm: [], warmNew: [], miss: [], ss: [] };
+  const row = { nominal: processes, processes: processCount(), sockets, rows: tableRows(), cold: [], coldRun: [], warmProcfs: [], warm: [], warmNew: [], miss: [], ss: [] };
 
   let previous = null;
   // Reset rather than close, so the loop itself leaves no TIME_WAIT rows behind.
@@ -158,6 +163,19 @@ async function measureRow(processes, sockets) {
     const t0 = now();
     const id = await resolver.resolve(tupleOf(s));
     row.cold.push(ms(t0));
+    resolver.close();
+    if (id.pid !== clientPid) throw new Error(`resolved ${JSON.stringify(id)} instead of the client ${clientPid}`);
+  }
+
+  const storePath = join(storeDir, `hashes-${processes}-${sockets}.json`);
+  for (let i = 0; i <= COLD && Date.now() < DEADLINE; i++) {
+    const s = await connect();
+    rotate(s);
+    const resolver = new IdentityResolver({ hashStore: storePath });
+    const t0 = now();
+    const id = await resolver.resolve(tupleOf(s));
+    // The first lookup fills the store (as an earlier run would have).
+    if (i > 0) row.coldRun.push(ms(t0));
     resolver.close();
     if (id.pid !== clientPid) throw new Error(`resolved ${JSON.stringify(id)} instead of the client ${clientPid}`);
   }
@@ -215,7 +233,7 @@ async function measureRow(processes, sockets) {
 }
 
 console.log(`identity resolution vs ss -tnp (loopback; cold n=${COLD}, warm n=${WARM}, warm-new n=${WARM_NEW}, ss n=${SS_RUNS}; ms)`);
-console.log('procs (total) sockets (table rows) | cold p50  p99 | warm procfs p50  p99 | warm diag p50  p99 | warm-new p50  p99 | procfs miss p50  p99 | ss -tnp p50  p99 | ss÷ procfs  diag  new (p50)');
+console.log('procs (total) sockets (table rows) | cold p50  p99 | cold run p50 p99 | warm procfs p50  p99 | warm diag p50  p99 | warm-new p50  p99 | procfs miss p50  p99 | ss -tnp p50  p99 | ss÷ procfs  diag  new (p50)');
 const rows = [];
 try {
   for (const processes of PROCESS_COUNTS) {
@@ -227,7 +245,7 @@ try {
       const cell = (xs, w) => `${f(pct(xs, 50)).padStart(w)} ${f(pct(xs, 99)).padStart(5)}`;
       console.log(
         `${String(r.nominal).padStart(5)} (${String(r.processes).padStart(5)}) ${String(r.sockets).padStart(7)} (${String(r.rows).padStart(6)}) | ` +
-          `${cell(r.cold, 8)} | ${cell(r.warmProcfs, 15)} | ${cell(r.warm, 13)} | ${cell(r.warmNew, 12)} | ${cell(r.miss, 15)} | ${cell(r.ss, 11)} | ` +
+          `${cell(r.cold, 8)} | ${cell(r.coldRun, 10)} | ${cell(r.warmProcfs, 15)} | ${cell(r.warm, 13)} | ${cell(r.warmNew, 12)} | ${cell(r.miss, 15)} | ${cell(r.ss, 11)} | ` +
           `${(ss50 / pct(r.warmProcfs, 50)).toFixed(1).padStart(9)}x ${(ss50 / pct(r.warm, 50)).toFixed(0).padStart(4)}x ${(ss50 / pct(r.warmNew, 50)).toFixed(0).padStart(3)}x`,
       );
     }
@@ -246,12 +264,13 @@ try {
       console.log(`target warm p99 <= 2 ms at 1000 processes / 10000 sockets, ${label}: p50 ${f(pct(xs, 50))} p90 ${f(pct(xs, 90))} p95 ${f(pct(xs, 95))} p99 ${f(pct(xs, 99))} max ${f(Math.max(...xs))} ms (${pct(xs, 99) <= 2 ? 'met' : 'NOT met'})`);
     }
   }
-  for (const [key, label] of [['warmProcfs', 'warm procfs'], ['warm', 'warm diag'], ['warmNew', 'warm-new'], ['miss', 'procfs miss'], ['cold', 'cold']]) {
+  for (const [key, label] of [['warmProcfs', 'warm procfs'], ['warm', 'warm diag'], ['warmNew', 'warm-new'], ['miss', 'procfs miss'], ['coldRun', 'cold run'], ['cold', 'cold']]) {
     const slower = rows.filter((r) => pct(r[key], 50) >= pct(r.ss, 50));
     console.log(`${label} faster than ss -tnp (p50) in every row: ${slower.length === 0 ? 'yes' : `no (${slower.length} rows)`}`);
   }
 } finally {
   server.close();
   killAll();
+  rmSync(storeDir, { recursive: true, force: true });
 }
 process.exit(0);

@@ -3,8 +3,9 @@
 // time), so it is cached by the hash of its Rego sources.
 import { createHash } from 'node:crypto';
 import { mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
-import { homedir, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { portcullisCacheDir } from '../util/cache-dir.js';
 import { BUILTIN_REGO_DIR, ENTRYPOINT, opaBinary } from './opa-cli.js';
 
 export class BundleBuildError extends Error {
@@ -54,7 +55,7 @@ async function extractFromBundle(bundle: string, member: string, outDir: string)
 }
 
 function cacheDir(): string {
-  return join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'portcullis', 'wasm');
+  return portcullisCacheDir('wasm');
 }
 
 /** The compiled policy.wasm for the built-in Rego plus `extraDirs`, built once per source hash. */

@@ -8,6 +8,7 @@
 import { createHash } from 'node:crypto';
 import { readlinkSync, statSync, type BigIntStats } from 'node:fs';
 import { open } from 'node:fs/promises';
+import type { HashStore } from './hash-store.js';
 import { parseExeLink } from './process-info.js';
 import { UnresolvedError } from './unresolved.js';
 
@@ -25,8 +26,11 @@ export class BinaryIntegrity {
   private readonly hashes = new Map<string, string>();
   private readonly pending = new Map<string, Promise<string>>();
   private readonly trusted = new Map<string, string>();
-  /** Number of files actually read and hashed (the rest came from the cache). */
+  /** Number of files actually read and hashed (the rest came from the caches). */
   filesHashed = 0;
+
+  /** `store`: hashes kept on disk between runs (see hash-store.ts). */
+  constructor(private readonly store?: HashStore) {}
 
   /**
    * Hashes the executable of `pid` (through /proc/<pid>/exe, so the file the process runs,
@@ -36,7 +40,7 @@ export class BinaryIntegrity {
   async check(pid: number, path: string): Promise<HashResult> {
     const exeLink = `/proc/${pid}/exe`;
     const key = fingerprintOf(statSync(exeLink, { bigint: true }));
-    const sha256 = this.hashes.get(key) ?? (await this.hashOnce(exeLink, key));
+    const sha256 = this.hashes.get(key) ?? this.fromStore(key) ?? (await this.hashOnce(exeLink, key));
     // `path` was read before the stat: if the process exec'd another file in between, the hash
     // would be of that file and must not be recorded against `path`.
     if (parseExeLink(readlinkSync(exeLink)).path !== path) {
@@ -49,6 +53,12 @@ export class BinaryIntegrity {
     }
     if (first === sha256) return { sha256 };
     return { sha256, violation: `${path}: sha256 ${sha256} differs from ${first}, first seen at this path` };
+  }
+
+  private fromStore(key: string): string | undefined {
+    const sha256 = this.store?.get(key);
+    if (sha256 !== undefined) this.hashes.set(key, sha256);
+    return sha256;
   }
 
   /** Hashes the file once even when several lookups want it at the same time. */
@@ -73,6 +83,7 @@ export class BinaryIntegrity {
       }
       const digest = hash.digest('hex');
       this.hashes.set(expectedKey, digest);
+      this.store?.put(expectedKey, digest);
       this.filesHashed += 1;
       return digest;
     } finally {

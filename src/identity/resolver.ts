@@ -4,6 +4,7 @@
 // to the caller.
 import { UNRESOLVED } from '../policy/types.js';
 import { AncestryCache } from './ancestry.js';
+import { HashStore } from './hash-store.js';
 import { BinaryIntegrity } from './integrity.js';
 import { FdSnapshots } from './fd-snapshots.js';
 import { kernelRelatives } from './kernel-relatives.js';
@@ -29,6 +30,8 @@ export interface IdentityResolverOptions {
    * `procfs`: always the tables.
    */
   socketSource?: 'auto' | 'procfs';
+  /** A file that keeps executables' hashes between runs (see hash-store.ts); none by default. */
+  hashStore?: string;
 }
 
 const RECENT_OWNERS = 8;
@@ -45,17 +48,22 @@ export class IdentityResolver {
   private readonly processes = new ProcessTable();
   private readonly fdSnapshots = new FdSnapshots();
   private readonly kernelRelatives = kernelRelatives();
-  private readonly integrity = new BinaryIntegrity();
-  private readonly ancestries = new AncestryCache(this.integrity);
+  private readonly hashStore: HashStore | undefined;
+  private readonly integrity: BinaryIntegrity;
+  private readonly ancestries: AncestryCache;
   private recentOwners: number[] = [];
   private readonly sockDiag: SockDiag | null;
 
   constructor(private readonly options: IdentityResolverOptions = {}) {
     this.sockDiag = options.socketSource === 'procfs' ? null : new SockDiag();
+    this.hashStore = options.hashStore === undefined ? undefined : new HashStore(options.hashStore);
+    this.integrity = new BinaryIntegrity(this.hashStore);
+    this.ancestries = new AncestryCache(this.integrity);
   }
 
   /** Stops the sock_diag helper, if one was started, and closes the files kept open. */
   close(): void {
+    this.hashStore?.flush();
     this.processes.close();
     this.sockDiag?.close();
   }

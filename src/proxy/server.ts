@@ -6,6 +6,7 @@ import os from 'node:os';
 import type { AuditEvent } from '../audit/events.js';
 import type { AuditSink } from '../audit/sink.js';
 import { PolicyEngine } from '../engine/engine.js';
+import { portcullisCacheDir } from '../util/cache-dir.js';
 import { IdentityResolver } from '../identity/resolver.js';
 import type { ConnectionTuple, ProcessIdentity, ResolveOptions } from '../identity/types.js';
 import { loadPolicyFile } from '../policy/load.js';
@@ -180,7 +181,8 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
   const limits = resolveLimits(options.limits);
   const engine = options.engine ?? (await PolicyEngine.fromFile(options.policyFile, options.regoDirs ?? []));
   const audit = options.audit;
-  const identities: IdentitySource = options.identity ?? new IdentityResolver();
+  // Executables' hashes kept between runs: a new proxy does not hash the same interpreter again.
+  const identities: IdentitySource = options.identity ?? new IdentityResolver({ hashStore: portcullisCacheDir('executable-hashes.json') });
   const reportOnly = options.reportOnly === true;
   const counters: ProxyStats = { connections: 0, accepted: 0, tunnels: 0, allowed: 0, denied: 0, audited: 0, errors: 0, reloads: 0 };
   const tunnels = new Set<OpenTunnel>();

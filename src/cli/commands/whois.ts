@@ -4,6 +4,7 @@ import { clientEndsAt, readSocketRows } from '../../identity/connections.js';
 import { formatEndpoint } from '../../identity/proc-net-address.js';
 import { IdentityResolver } from '../../identity/resolver.js';
 import { parseHostPort } from '../repeatable.js';
+import { portcullisCacheDir } from '../../util/cache-dir.js';
 
 interface WhoisOptions {
   anchor?: number;
@@ -56,7 +57,7 @@ export function registerWhois(program: Command): void {
         process.stderr.write(`portcullis whois: no established TCP connection at ${endpointText}\n`);
         process.exit(1);
       }
-      const resolver = new IdentityResolver({ exhaustiveOwnerSearch: opts.exhaustive === true });
+      const resolver = new IdentityResolver({ exhaustiveOwnerSearch: opts.exhaustive === true, hashStore: portcullisCacheDir('executable-hashes.json') });
       const out = [];
       for (const tuple of tuples) {
         const identity = await resolver.resolve(tuple, opts.anchor === undefined ? {} : { anchorPid: opts.anchor });
