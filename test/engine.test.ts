@@ -24,12 +24,23 @@ describe('PolicyEngine', () => {
     expect(engine.decide(toB)).toMatchObject({ allow: false, decision: 'deny', policy: null });
   });
 
-  it('replaces the policy in one swap', async () => {
+  it('replaces the policy in one swap, and no answer of the old policy outlives it', async () => {
     const engine = await PolicyEngine.create(policyA);
+    // Asked before the swap (answers are kept per policy)...
+    expect(engine.decide(toA).allow).toBe(true);
+    expect(engine.decide(toB).allow).toBe(false);
     engine.replace(policyB);
     expect(engine.decide(toA).allow).toBe(false);
     expect(engine.decide(toB).allow).toBe(true);
     expect(engine.source).toBe('b.yaml');
+  });
+
+  it('hands out kept answers as copies: a caller changing one changes no later answer', async () => {
+    const engine = await PolicyEngine.create(policyA);
+    const first = engine.decide(toA);
+    first.allow = false;
+    first.reason = 'changed by a caller';
+    expect(engine.decide(toA)).toMatchObject({ allow: true, decision: 'allow', policy: 'a' });
   });
 
   it('keeps the old policy when a reload fails', async () => {

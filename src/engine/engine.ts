@@ -46,14 +46,25 @@ function instantiate(module: WebAssembly.Module, data: PolicyData, source: strin
   return { wasm, data, source };
 }
 
+/** Decisions kept per policy: a client asks the same question again and again. */
+const MAX_KEPT_DECISIONS = 4096;
+
 export class PolicyEngine {
   private current: Loaded;
+  /**
+   * Decisions of the current policy by input. The built-in Rego is a pure function of input
+   * and data, so an answer can be reused until the policy is replaced; an extension might not
+   * be (time, randomness), so with extensions every question is evaluated.
+   */
+  private decisions: Map<string, Decision> | null;
 
   private constructor(
     private readonly module: WebAssembly.Module,
     loaded: Loaded,
+    private readonly deterministic: boolean,
   ) {
     this.current = loaded;
+    this.decisions = deterministic ? new Map() : null;
   }
 
   /** Builds (or reuses) the wasm for the built-in Rego plus `regoDirs` and loads `policy`. */
@@ -66,7 +77,7 @@ export class PolicyEngine {
     }
     const data = 'data' in policy ? policy.data : policy;
     const source = 'file' in policy ? policy.file : '<data>';
-    return new PolicyEngine(module, instantiate(module, data, source));
+    return new PolicyEngine(module, instantiate(module, data, source), regoDirs.length === 0);
   }
 
   static async fromFile(file: string, regoDirs: string[] = []): Promise<PolicyEngine> {
@@ -90,6 +101,7 @@ export class PolicyEngine {
     });
     if (probe.reason.startsWith('policy evaluation failed')) throw new EngineLoadError(probe.reason);
     this.current = next;
+    this.decisions = this.deterministic ? new Map() : null;
   }
 
   async reloadFile(file: string): Promise<void> {
@@ -97,7 +109,16 @@ export class PolicyEngine {
   }
 
   decide(input: DecisionInput): Decision {
-    return this.evaluateWith(this.current, input);
+    if (!this.decisions) return this.evaluateWith(this.current, input);
+    const key = JSON.stringify(input);
+    const kept = this.decisions.get(key);
+    if (kept) return { ...kept };
+    const decision = this.evaluateWith(this.current, input);
+    // An evaluation error is not kept: the next request asks again.
+    if (decision.reason.startsWith('policy evaluation failed')) return decision;
+    this.decisions.set(key, decision);
+    if (this.decisions.size > MAX_KEPT_DECISIONS) this.decisions.delete(this.decisions.keys().next().value!);
+    return { ...decision };
   }
 
   private evaluateWith(loaded: Loaded, input: DecisionInput): Decision {
