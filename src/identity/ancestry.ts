@@ -25,12 +25,15 @@ export class AncestryCache {
 
   constructor(private readonly integrity: BinaryIntegrity) {}
 
-  /** Ancestors of `pid`, stopping after the anchor; throws process_gone when `pid` has exited. */
-  async of(pid: number, anchorPid: number | undefined): Promise<Ancestry> {
+  /**
+   * Ancestors of `pid`, stopping after the anchor; throws process_gone when `pid` has exited.
+   * `knownParent`: the parent as a look at the process tree during this lookup found it.
+   */
+  async of(pid: number, anchorPid: number | undefined, knownParent?: number): Promise<Ancestry> {
     if (pid === anchorPid) return NONE;
     let parent: number;
     try {
-      parent = readProcStat(pid).ppid;
+      parent = knownParent ?? readProcStat(pid).ppid;
     } catch (err) {
       throw unresolvedFromFsError(err, 'process_gone', `reading /proc/${pid}/stat`);
     }

@@ -66,8 +66,15 @@ class FdScanner {
   }
 }
 
-/** Pids holding the socket (at least one), or throws UnresolvedError (no_owner / permission). */
-export async function findSocketOwners(search: OwnerSearch): Promise<number[]> {
+export interface SocketOwners {
+  /** Pids holding the socket (at least one). */
+  pids: number[];
+  /** Parents and children as this search saw them. */
+  relatives: Relatives;
+}
+
+/** Who holds the socket, or throws UnresolvedError (no_owner / permission). */
+export async function findSocketOwners(search: OwnerSearch): Promise<SocketOwners> {
   const scanner = new FdScanner(search.inode, search.snapshots, search.notBefore);
   const owners = async (candidates: Iterable<number>): Promise<number[]> => {
     const out: number[] = [];
@@ -77,12 +84,11 @@ export async function findSocketOwners(search: OwnerSearch): Promise<number[]> {
 
   if (search.exhaustive) {
     const all = await owners(await search.table.refresh());
-    if (all.length > 0) return all;
+    if (all.length > 0) return { pids: all, relatives: search.table };
     throw noOwner(scanner);
   }
 
-  // A process that owned a recent connection usually owns this one too; when it does, a
-  // process listing a few milliseconds old is recent enough for the rest.
+  // A process that owned a recent connection usually owns this one too.
   let first: number | undefined;
   for (const pid of search.recentOwners) {
     if (pid !== search.selfPid && (await scanner.holds(pid))) {
@@ -101,8 +107,9 @@ export async function findSocketOwners(search: OwnerSearch): Promise<number[]> {
   };
 
   if (search.anchorPid !== undefined) {
-    const inSandbox = await owners((await listed()).descendantsOf(search.anchorPid));
-    if (inSandbox.length > 0) return inSandbox;
+    const relatives = await listed();
+    const inSandbox = await owners(relatives.descendantsOf(search.anchorPid));
+    if (inSandbox.length > 0) return { pids: inSandbox, relatives };
   }
 
   if (first === undefined) {
@@ -116,7 +123,8 @@ export async function findSocketOwners(search: OwnerSearch): Promise<number[]> {
   }
   if (first === undefined) throw noOwner(scanner);
 
-  return [first, ...(await owners(forkFamily(first, search, await listed())))];
+  const relatives = await listed();
+  return { pids: [first, ...(await owners(forkFamily(first, search, relatives)))], relatives };
 }
 
 /** Where a socket shared through fork may also live: the parent, and children and siblings that run another executable. */

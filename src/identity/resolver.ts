@@ -99,7 +99,7 @@ export class IdentityResolver {
       const socket = await this.findSocket(tuple, anchorPid, options.redirected === true);
       if (options.redirected && socket.remote) originalDestination = { address: socket.remote.address, port: socket.remote.port };
       if (socket.inode === 0) throw new UnresolvedError('no_owner', 'the socket is no longer attached to a file');
-      ownerPids = await findSocketOwners({
+      const owners = await findSocketOwners({
         inode: socket.inode,
         table: this.processes,
         ...(anchorPid !== undefined ? { anchorPid } : {}),
@@ -111,8 +111,9 @@ export class IdentityResolver {
         notBefore: startedAt,
         exhaustive: this.options.exhaustiveOwnerSearch === true,
       });
+      ownerPids = owners.pids;
       const { pid, exe } = this.chooseOwner(ownerPids, anchorPid);
-      const identity = await this.describe(pid, exe, anchorPid);
+      const identity = await this.describe(pid, exe, anchorPid, owners.relatives.parentOf(pid));
       this.remember(pid);
       return originalDestination ? { ...identity, original_destination: originalDestination } : identity;
     } catch (err) {
@@ -158,13 +159,13 @@ export class IdentityResolver {
     return root;
   }
 
-  private async describe(pid: number, exe: ExecutablePath, anchorPid: number | undefined): Promise<ProcessIdentity> {
+  private async describe(pid: number, exe: ExecutablePath, anchorPid: number | undefined, knownParent: number | undefined): Promise<ProcessIdentity> {
     const cmdline = readCmdline(pid);
     const [own, ancestry] = await Promise.all([
       this.integrity.check(pid, exe.path).catch((err: unknown) => {
         throw unresolvedFromFsError(err, 'unreadable_exe', `hashing ${exe.path}`);
       }),
-      this.ancestries.of(pid, anchorPid),
+      this.ancestries.of(pid, anchorPid, knownParent),
     ]);
     const violations = [...(own.violation ? [own.violation] : []), ...ancestry.violations];
     return {
