@@ -77,6 +77,9 @@ async function waitForPort(port) {
 }
 
 // The upstream, run inside the simulated internet's namespace: "P\n" → "P" (and stays open),
+// "Q\n" → "P" and closes (the server closes first, so TIME_WAIT stays with it, in its namespace:
+// thousands of client-side TIME_WAITs to one destination would make every later connect() in
+// the run search the ephemeral port range, and the paths measured later would pay for it),
 // "B<n>\n" → n bytes then end.
 const UPSTREAM = `
 const net = require('net');
@@ -86,6 +89,7 @@ net.createServer({ noDelay: true }, (s) => {
   s.once('data', (d) => {
     const line = d.toString();
     if (line[0] === 'P') return s.write('P');
+    if (line[0] === 'Q') return s.end('P');
     let left = Number(line.slice(1));
     const pump = () => {
       while (left > 0) {
@@ -137,10 +141,17 @@ async function pingOnce(path, address, keep) {
   await new Promise((resolve, reject) => {
     s.once('data', resolve);
     s.once('error', reject);
-    s.write('P\n');
+    s.write(keep ? 'P\n' : 'Q\n');
   });
   const ms = performance.now() - t0;
   if (keep) return { ms, socket: s };
+  // The far end closes first (see the upstream); answer its end, then let go.
+  await new Promise((resolve) => {
+    if (s.readableEnded) return resolve();
+    s.once('end', resolve);
+    s.once('close', resolve);
+    s.resume();
+  });
   s.destroy();
   return { ms };
 }
