@@ -3,9 +3,9 @@
 // run of the same sub-command compiled. A file starts with a key line naming the bundle (size,
 // mtime, inode) and the Node build; any other key, or a cache V8 rejects, is simply not used,
 // and the file is rewritten when the process exits.
-import { mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
-import { homedir } from 'node:os';
+import { mkdirSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { portcullisCacheDir, readTrustedCacheFile } from '../util/cache-dir.js';
 
 export interface CodeCacheEntry {
   /** The cached data when it belongs to this bundle and this Node, else undefined. */
@@ -15,7 +15,7 @@ export interface CodeCacheEntry {
 }
 
 function cacheDir(): string {
-  return join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'portcullis', 'v8');
+  return portcullisCacheDir('v8');
 }
 
 /** The key line for `bundle`: changes whenever the file or the Node build changes. */
@@ -35,19 +35,17 @@ export function openCodeCache(bundle: string, name: string): CodeCacheEntry {
   const key = bundleKey(bundle);
   const file = join(cacheDir(), `${name}.v8`);
   let data: Buffer | undefined;
-  try {
-    const parsed = parseCacheFile(readFileSync(file));
-    if (parsed?.key === key) data = parsed.data;
-  } catch {
-    // no cache yet
-  }
+  // V8 runs what the cache holds: only a file no one else could have written is used.
+  const contents = readTrustedCacheFile(file);
+  const parsed = contents ? parseCacheFile(contents) : null;
+  if (parsed?.key === key) data = parsed.data;
   return {
     data,
     save(fresh: Buffer) {
       try {
-        mkdirSync(cacheDir(), { recursive: true });
+        mkdirSync(cacheDir(), { recursive: true, mode: 0o700 });
         const partial = `${file}.${process.pid}.tmp`;
-        writeFileSync(partial, Buffer.concat([Buffer.from(key, 'latin1'), fresh]));
+        writeFileSync(partial, Buffer.concat([Buffer.from(key, 'latin1'), fresh]), { mode: 0o600 });
         renameSync(partial, file);
       } catch {
         // read-only home or full disk: run without a cache

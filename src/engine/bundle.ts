@@ -5,7 +5,7 @@ import { createHash } from 'node:crypto';
 import { mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { portcullisCacheDir } from '../util/cache-dir.js';
+import { portcullisCacheDir, readTrustedCacheFile } from '../util/cache-dir.js';
 import { BUILTIN_REGO_DIR, ENTRYPOINT, opaBinary } from './opa-cli.js';
 
 export class BundleBuildError extends Error {
@@ -68,18 +68,16 @@ export async function compiledWasm(extraDirs: string[] = []): Promise<Buffer> {
   for (const digest of digests.sort()) hash.update(digest);
   const key = hash.digest('hex').slice(0, 32);
   const cached = join(cacheDir(), `${key}.wasm`);
-  try {
-    return await readFile(cached);
-  } catch {
-    // not built yet
-  }
+  // A compiled policy from a file someone else could write might allow anything: built anew then.
+  const kept = readTrustedCacheFile(cached);
+  if (kept) return kept;
   const work = await mkdtemp(join(tmpdir(), 'portcullis-build-'));
   try {
     await runOpaBuild(sources, join(work, 'bundle.tar.gz'));
     const wasm = await extractFromBundle(join(work, 'bundle.tar.gz'), '/policy.wasm', work);
-    await mkdir(cacheDir(), { recursive: true });
+    await mkdir(cacheDir(), { recursive: true, mode: 0o700 });
     const partial = `${cached}.${process.pid}.tmp`;
-    await writeFile(partial, wasm);
+    await writeFile(partial, wasm, { mode: 0o600 });
     await rename(partial, cached);
     return wasm;
   } finally {

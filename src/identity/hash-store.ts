@@ -3,9 +3,10 @@
 // hashing a 100 MB interpreter again at its first connection costs tens of milliseconds.
 // It is only a cache of file contents: the trust-on-first-use record (the first hash seen at a
 // path) stays with the process. A poisoned store could vouch for a tampered file, so one that
-// another user could write is not used.
-import { closeSync, fstatSync, mkdirSync, openSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+// another user could write is not used (see util/cache-dir.ts).
+import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { readTrustedCacheFile } from '../util/cache-dir.js';
 
 const MAX_ENTRIES = 4096;
 const WRITE_DELAY_MS = 500;
@@ -50,32 +51,17 @@ export class HashStore {
   private load(): Map<string, string> {
     if (this.hashes) return this.hashes;
     this.hashes = new Map();
+    const text = readTrustedCacheFile(this.path);
+    if (!text) return this.hashes;
     try {
-      if (!ownedAndPrivate(dirname(this.path))) return this.hashes;
-      const fd = openSync(this.path, 'r');
-      try {
-        const stats = fstatSync(fd);
-        if (!isPrivate(stats)) return this.hashes;
-        const parsed = JSON.parse(readFileSync(fd, 'utf8')) as { format?: unknown; hashes?: unknown };
-        if (parsed.format !== FORMAT || typeof parsed.hashes !== 'object' || parsed.hashes === null) return this.hashes;
-        for (const [fingerprint, sha256] of Object.entries(parsed.hashes)) {
-          if (typeof sha256 === 'string' && /^[0-9a-f]{64}$/.test(sha256)) this.hashes.set(fingerprint, sha256);
-        }
-      } finally {
-        closeSync(fd);
+      const parsed = JSON.parse(text.toString('utf8')) as { format?: unknown; hashes?: unknown };
+      if (parsed.format !== FORMAT || typeof parsed.hashes !== 'object' || parsed.hashes === null) return this.hashes;
+      for (const [fingerprint, sha256] of Object.entries(parsed.hashes)) {
+        if (typeof sha256 === 'string' && /^[0-9a-f]{64}$/.test(sha256)) this.hashes.set(fingerprint, sha256);
       }
     } catch {
-      // Missing or unreadable: start empty.
+      // Not a store: start empty.
     }
     return this.hashes;
   }
-}
-
-function isPrivate(stats: { uid: number; mode: number }): boolean {
-  const uid = process.geteuid?.() ?? stats.uid;
-  return stats.uid === uid && (stats.mode & 0o022) === 0;
-}
-
-function ownedAndPrivate(directory: string): boolean {
-  return isPrivate(statSync(directory));
 }
