@@ -17,28 +17,9 @@ import { parseHostMembers, readFlowEvents } from '../src/dns/flow-report.js';
 import type { AuditEvent } from '../src/audit/events.js';
 import { openAuditSink } from '../src/audit/sink.js';
 import { query } from './fixtures/dns/client.js';
-// @ts-expect-error plain JavaScript fixture shared with the nft tests
-import { createLab } from '../testdata/nft/lab.mjs';
+import { expectOpen, expectRefused } from './support/fence-probes.js';
+import { createLab, type Lab } from '../testdata/nft/lab.mjs';
 
-interface Tuple {
-  address: string;
-  port: number;
-}
-interface Session {
-  next(): Promise<string>;
-  ping(): Promise<string>;
-  close(): void;
-}
-interface Lab {
-  cli: string;
-  tcpPorts: number[];
-  nft(args: string[], input?: string): Promise<string>;
-  probe(tuples: Tuple[], opts?: { timeoutMs?: number }): Promise<string[]>;
-  session(address: string, port: number): Promise<Session>;
-  close(): Promise<void>;
-}
-
-const REFUSED = ['ECONNREFUSED', 'EHOSTUNREACH', 'ECONNRESET', 'EACCES', 'EPERM'];
 
 let lab: Lab;
 let upstream: DnsServer;
@@ -46,16 +27,6 @@ let proxy: RunningDnsProxy;
 let feeder: NftSetFeeder;
 let loaded: LoadedPolicy;
 let port: number;
-
-async function expectRefused(tuples: Tuple[]): Promise<void> {
-  const results = await lab.probe(tuples, { timeoutMs: 1000 });
-  results.forEach((r, i) => expect(REFUSED, `${JSON.stringify(tuples[i])} → ${r}`).toContain(r));
-}
-
-async function expectOpen(tuples: Tuple[]): Promise<void> {
-  const results = await lab.probe(tuples, { timeoutMs: 3000 });
-  results.forEach((r, i) => expect(r, JSON.stringify(tuples[i])).toBe('open'));
-}
 
 const idOf = (policy: string, index: number): string => kernelEndpoints(loaded.policies).find((k) => k.policy === policy && k.index === index)!.id;
 
@@ -88,7 +59,7 @@ async function waitUntilGone(id: string, address: string): Promise<void> {
 beforeAll(async () => {
   const available = await nftAvailable();
   if (!available.ok) throw new Error(available.why);
-  lab = (await createLab({ listeners: 1 })) as Lab;
+  lab = await createLab({ listeners: 1 });
   port = lab.tcpPorts[0]!;
   loaded = loadPolicyText(
     `version: 1
@@ -144,18 +115,18 @@ describe('DNS proxy feeding the nft host maps', () => {
   it('a hostname endpoint is unreachable before the answer, reachable after, and only for new connections until its TTL', async () => {
     const v4 = { address: '203.0.113.7', port };
     const v6 = { address: '2001:db8:5::7', port };
-    await expectRefused([v4, v6]);
+    await expectRefused(lab, [v4, v6]);
 
     const a = await query(proxy.address.port, 'api.example.com', 'A', 'udp');
     expect(a.rcode).toBe('NOERROR');
     expect(a.answers.map((r) => r.data)).toEqual(['203.0.113.7']);
     // No wait: the element was in the map before the answer left the proxy.
-    await expectOpen([v4]);
-    await expectRefused([v6]);
+    await expectOpen(lab, [v4]);
+    await expectRefused(lab, [v6]);
 
     const aaaa = await query(proxy.address.port, 'api.example.com', 'AAAA', 'tcp');
     expect(aaaa.answers.map((r) => r.data)).toEqual(['2001:db8:5::7']);
-    await expectOpen([v6]);
+    await expectOpen(lab, [v6]);
     expect(proxy.handedOut('203.0.113.7')).toBe('api.example.com');
     expect(proxy.handedOut('2001:db8:5:0::7')).toBe('api.example.com');
 
@@ -165,7 +136,7 @@ describe('DNS proxy feeding the nft host maps', () => {
       expect(await session.ping()).toBe('pong');
       await waitUntilGone(idOf('api', 0), '203.0.113.7');
       await waitUntilGone(idOf('api', 0), '2001:db8:5::7');
-      await expectRefused([v4, v6]);
+      await expectRefused(lab, [v4, v6]);
       // The established connection is not cut by the expiry.
       expect(await session.ping()).toBe('pong');
     } finally {
@@ -174,7 +145,7 @@ describe('DNS proxy feeding the nft host maps', () => {
 
     // Asking again opens it again.
     await query(proxy.address.port, 'api.example.com', 'A');
-    await expectOpen([v4]);
+    await expectOpen(lab, [v4]);
   });
 
   it('releases the answer only after its addresses are in the map, even when nft is slow', async () => {
@@ -225,7 +196,7 @@ describe('DNS proxy feeding the nft host maps', () => {
     expect(await ownerOf(address, port)).toBe(first);
     expect(await lab.nft(['list', 'map', 'inet', 'portcullis', hostMapName(4)])).toMatch(new RegExp(`203\\.0\\.113\\.70 \\. ${port} timeout 1m`));
     const before = { first: await packets(first), second: await packets(second) };
-    await expectOpen([{ address, port }]);
+    await expectOpen(lab, [{ address, port }]);
     expect(await packets(first)).toBeGreaterThan(before.first);
     expect(await packets(second)).toBe(before.second);
     // Answering again for the second endpoint changes nothing: the first still holds it.
@@ -233,11 +204,11 @@ describe('DNS proxy feeding the nft host maps', () => {
     expect(await ownerOf(address, port)).toBe(first);
     await ownFeeder.remove([{ endpoint: first, address, port }]);
     expect(await ownerOf(address, port)).toBe(second);
-    await expectOpen([{ address, port }]);
+    await expectOpen(lab, [{ address, port }]);
     expect(await packets(second)).toBeGreaterThan(before.second);
     await ownFeeder.remove([{ endpoint: second, address, port }]);
     expect(await ownerOf(address, port)).toBeUndefined();
-    await expectRefused([{ address, port }]);
+    await expectRefused(lab, [{ address, port }]);
   });
 
   it('reports nft refusals to the caller, and the proxy answers SERVFAIL rather than an answer it could not open', async () => {
@@ -263,8 +234,8 @@ describe('DNS proxy feeding the nft host maps', () => {
   it('adds only addresses inside the endpoint allowed_ips', async () => {
     const r = await query(proxy.address.port, 'img.cdn.example.com', 'A');
     expect(r.answers.map((x) => x.data)).toEqual(['203.0.113.20', '203.0.113.200']);
-    await expectOpen([{ address: '203.0.113.20', port }]);
-    await expectRefused([{ address: '203.0.113.200', port }]);
+    await expectOpen(lab, [{ address: '203.0.113.20', port }]);
+    await expectRefused(lab, [{ address: '203.0.113.200', port }]);
   });
 
   it('never opens special addresses (private, link-local, documentation, loopback) unless allowed_ips names them', async () => {
@@ -288,7 +259,7 @@ describe('DNS proxy feeding the nft host maps', () => {
     }
     const opened = await held(idOf('api', 2));
     expect(opened).toEqual([`93.184.216.34 . ${port}`]);
-    await expectRefused([{ address: '203.0.113.60', port }]);
+    await expectRefused(lab, [{ address: '203.0.113.60', port }]);
     const withheld = seen.filter((e) => e.kind === 'dns' && e.host === 'public.example.com').flatMap((e) => e.withheld as string[]);
     expect(withheld.sort()).toEqual(['10.1.2.3 (private)', '169.254.169.254 (link-local)', '203.0.113.60 (documentation)', '::1 (loopback)', 'fd00::1 (unique-local)']);
   });
@@ -297,7 +268,7 @@ describe('DNS proxy feeding the nft host maps', () => {
     const r = await query(proxy.address.port, 'tool.example.com', 'A');
     expect(r.rcode).toBe('NOERROR');
     expect(r.answers.map((x) => x.data)).toEqual(['203.0.113.30']);
-    await expectRefused([{ address: '203.0.113.30', port }]);
+    await expectRefused(lab, [{ address: '203.0.113.30', port }]);
   });
 
   it('keeps at most N addresses per name: the oldest leaves the map', async () => {
@@ -305,7 +276,7 @@ describe('DNS proxy feeding the nft host maps', () => {
     await query(proxy.address.port, 'rot.cdn.example.com', 'A');
     upstream.setRecords('rot.cdn.example.com', { A: ['203.0.113.41'], ttl: 60 });
     await query(proxy.address.port, 'rot.cdn.example.com', 'A');
-    await expectOpen([{ address: '203.0.113.40', port }, { address: '203.0.113.41', port }]);
+    await expectOpen(lab, [{ address: '203.0.113.40', port }, { address: '203.0.113.41', port }]);
     upstream.setRecords('rot.cdn.example.com', { A: ['203.0.113.42'], ttl: 60 });
     await query(proxy.address.port, 'rot.cdn.example.com', 'A');
     await feeder.idle();
@@ -313,15 +284,15 @@ describe('DNS proxy feeding the nft host maps', () => {
     expect(text).not.toContain('203.0.113.40');
     expect(text).toContain('203.0.113.41');
     expect(text).toContain('203.0.113.42');
-    await expectRefused([{ address: '203.0.113.40', port }]);
-    await expectOpen([{ address: '203.0.113.42', port }]);
+    await expectRefused(lab, [{ address: '203.0.113.40', port }]);
+    await expectOpen(lab, [{ address: '203.0.113.42', port }]);
     expect(proxy.handedOut('203.0.113.40')).toBeUndefined();
   });
 
   it('turns the counters into flow events, naming only addresses the proxy handed out', async () => {
     // An element the proxy never handed out (put there directly) must stay a bare address.
     await feeder.add([{ endpoint: idOf('api', 1), address: '203.0.113.99', port, timeoutSeconds: 60 }]);
-    await expectOpen([{ address: '203.0.113.99', port }]);
+    await expectOpen(lab, [{ address: '203.0.113.99', port }]);
     const events = await readFlowEvents({ netns: lab.cli, policies: loaded.policies, names: (a) => proxy.handedOut(a) });
     const cdn = events.find((e) => e.endpoint === 'api/1');
     expect(cdn).toMatchObject({ kind: 'flow', allow: true, decision: 'allow', policy: 'api', host: '*.cdn.example.com' });

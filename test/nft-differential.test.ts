@@ -15,17 +15,10 @@ import { applyRuleset, nftAvailable } from '../src/nft/apply.js';
 import { formatAddress, parseRange, type AddressRange } from '../src/nft/intervals.js';
 import { renderRuleset } from '../src/nft/render.js';
 import { loadPolicyText } from '../src/policy/load.js';
-// @ts-expect-error plain JavaScript fixture shared with the benchmark
-import { createLab } from '../testdata/nft/lab.mjs';
+import { REFUSED } from './support/fence-probes.js';
+import { createLab, type Lab } from '../testdata/nft/lab.mjs';
 
-interface Lab {
-  cli: string;
-  tcpPorts: number[];
-  probe(tuples: Array<{ address: string; port: number }>, opts?: { timeoutMs?: number; concurrency?: number }): Promise<string[]>;
-  close(): Promise<void>;
-}
 
-const REFUSED = ['ECONNREFUSED', 'EHOSTUNREACH', 'ECONNRESET', 'EACCES', 'EPERM'];
 const ROUNDS = 5;
 const TUPLES_PER_ROUND = 150;
 const SEED = Number(process.env.NFT_DIFF_SEED ?? Math.floor(Math.random() * 2 ** 31));
@@ -147,7 +140,7 @@ let engine: PolicyEngine | undefined;
 beforeAll(async () => {
   const available = await nftAvailable();
   if (!available.ok) throw new Error(available.why);
-  lab = (await createLab({ listeners: 4 })) as Lab;
+  lab = await createLab({ listeners: 4 });
 });
 
 afterAll(async () => {

@@ -6,32 +6,10 @@ import { applyRuleset, deleteRuleset, nftAvailable, readCounters } from '../src/
 import { counterName, hostMapName, kernelEndpoints, REJECT_COUNTER } from '../src/nft/names.js';
 import { renderRuleset } from '../src/nft/render.js';
 import { loadPolicyText, type LoadedPolicy } from '../src/policy/load.js';
-// @ts-expect-error plain JavaScript fixture shared with the benchmark
-import { createLab } from '../testdata/nft/lab.mjs';
+import { expectOpen, expectRefused } from './support/fence-probes.js';
+import { createLab, type Lab, type Tuple } from '../testdata/nft/lab.mjs';
 
-interface Tuple {
-  address: string;
-  port: number;
-  udp?: boolean;
-  connected?: boolean;
-}
-interface Session {
-  next(): Promise<string>;
-  ping(): Promise<string>;
-  close(): void;
-}
-interface Lab {
-  cli: string;
-  tcpPorts: number[];
-  udpPort: number;
-  nft(args: string[], input?: string): Promise<string>;
-  probe(tuples: Tuple[], opts?: { timeoutMs?: number }): Promise<string[]>;
-  session(address: string, port: number): Promise<Session>;
-  close(): Promise<void>;
-}
 
-/** What a fast refusal looks like to a client: never a timeout. */
-const REFUSED = ['ECONNREFUSED', 'EHOSTUNREACH', 'ECONNRESET', 'EACCES', 'EPERM'];
 const PROXY = '203.0.113.80';
 const DNS = '203.0.113.53';
 
@@ -40,16 +18,6 @@ let loaded: LoadedPolicy;
 let ports: { cidr: number; host: number; wild: number; other: number; proxy: number; dns: number };
 const idOf = (policy: string, index: number): string =>
   kernelEndpoints(loaded.policies).find((k) => k.policy === policy && k.index === index)!.id;
-
-async function expectRefused(tuples: Tuple[]): Promise<void> {
-  const results = await lab.probe(tuples, { timeoutMs: 1000 });
-  results.forEach((r, i) => expect(REFUSED, `${JSON.stringify(tuples[i])} → ${r}`).toContain(r));
-}
-
-async function expectOpen(tuples: Tuple[]): Promise<void> {
-  const results = await lab.probe(tuples, { timeoutMs: 3000 });
-  results.forEach((r, i) => expect(r, JSON.stringify(tuples[i])).toBe('open'));
-}
 
 /** Waits (bounded) until a host map holds no element, i.e. its timeout has passed. */
 async function waitUntilEmpty(map: string): Promise<void> {
@@ -81,7 +49,7 @@ const refusedTuples = (): Tuple[] => [
 beforeAll(async () => {
   const available = await nftAvailable();
   if (!available.ok) throw new Error(available.why);
-  lab = (await createLab({ listeners: 6 })) as Lab;
+  lab = await createLab({ listeners: 6 });
   const [cidr, host, wild, other, proxy, dns] = lab.tcpPorts as [number, number, number, number, number, number];
   ports = { cidr, host, wild, other, proxy, dns };
   expect(lab.udpPort).toBe(dns);
@@ -113,7 +81,7 @@ afterAll(async () => {
 
 describe('nft fence in a network namespace', () => {
   it('without the ruleset every test tuple connects (refusals below come from the fence)', async () => {
-    await expectOpen(refusedTuples());
+    await expectOpen(lab, refusedTuples());
   });
 
   it('applies atomically and idempotently', async () => {
@@ -125,7 +93,7 @@ describe('nft fence in a network namespace', () => {
   });
 
   it('allowed CIDR endpoints are reachable directly, IPv4 and IPv6', async () => {
-    await expectOpen([
+    await expectOpen(lab, [
       { address: '198.51.100.5', port: ports.cidr },
       { address: '198.51.100.127', port: ports.cidr },
       { address: '2001:db8:5:1::9', port: ports.cidr },
@@ -133,16 +101,16 @@ describe('nft fence in a network namespace', () => {
   });
 
   it('every other address and port is refused at once, not left hanging', async () => {
-    await expectRefused(refusedTuples());
+    await expectRefused(lab, refusedTuples());
   });
 
   it('the proxy and the DNS proxy are reachable (DNS over UDP and TCP), nothing else there', async () => {
-    await expectOpen([
+    await expectOpen(lab, [
       { address: PROXY, port: ports.proxy },
       { address: DNS, port: ports.dns },
       { address: DNS, port: ports.dns, udp: true },
     ]);
-    await expectRefused([
+    await expectRefused(lab, [
       { address: PROXY, port: ports.dns, udp: true, connected: true },
       { address: '198.51.100.5', port: ports.dns, udp: true, connected: true },
     ]);
@@ -153,17 +121,17 @@ describe('nft fence in a network namespace', () => {
     [6, '2001:db8:5::200'],
   ] as const) {
     it(`IPv${family} hostname endpoint: reachable while its host map holds the address; established connections survive expiry`, async () => {
-      await expectRefused([{ address, port: ports.host }]);
+      await expectRefused(lab, [{ address, port: ports.host }]);
       await addHostElement(address, ports.host, idOf('any', 1), '3s');
-      await expectOpen([{ address, port: ports.host }]);
+      await expectOpen(lab, [{ address, port: ports.host }]);
       // Only the named port of the element is opened.
-      await expectRefused([{ address, port: ports.other }]);
+      await expectRefused(lab, [{ address, port: ports.other }]);
       const session = await lab.session(address, ports.host);
       try {
         expect(await session.next()).toBe('connected');
         expect(await session.ping()).toBe('pong');
         await waitUntilEmpty(hostMapName(family));
-        await expectRefused([{ address, port: ports.host }]);
+        await expectRefused(lab, [{ address, port: ports.host }]);
         expect(await session.ping()).toBe('pong');
       } finally {
         session.close();
@@ -173,10 +141,10 @@ describe('nft fence in a network namespace', () => {
 
   it('wildcard hostname endpoints go through the host maps too, counted on their own counter', async () => {
     const counter = async (): Promise<number> => (await readCounters({ netns: lab.cli })).find((c) => c.name === counterName(idOf('any', 2)))!.packets;
-    await expectRefused([{ address: '198.51.100.201', port: ports.wild }]);
+    await expectRefused(lab, [{ address: '198.51.100.201', port: ports.wild }]);
     const before = await counter();
     await addHostElement('198.51.100.201', ports.wild, idOf('any', 2), '30s');
-    await expectOpen([{ address: '198.51.100.201', port: ports.wild }]);
+    await expectOpen(lab, [{ address: '198.51.100.201', port: ports.wild }]);
     expect(await counter()).toBeGreaterThan(before);
   });
 
@@ -197,7 +165,7 @@ describe('nft fence in a network namespace', () => {
     await deleteRuleset({ netns: lab.cli });
     await deleteRuleset({ netns: lab.cli });
     expect(await readCounters({ netns: lab.cli })).toEqual([]);
-    await expectOpen([{ address: '203.0.113.9', port: ports.cidr }]);
+    await expectOpen(lab, [{ address: '203.0.113.9', port: ports.cidr }]);
   });
 });
 
@@ -229,7 +197,7 @@ network_policies:
 
   it('HTTPS to an address no endpoint allows is redirected to the listener', async () => {
     const before = await counter('allow_sni');
-    await expectOpen([
+    await expectOpen(lab, [
       { address: '203.0.113.77', port: 443 },
       { address: '198.51.100.99', port: 443 },
     ]);
@@ -255,11 +223,11 @@ network_policies:
 
   it('IPv6 HTTPS is not redirected to an IPv4 listener: the fence refuses it', async () => {
     const before = await counter(REJECT_COUNTER);
-    await expectRefused([{ address: '2001:db8:5::77', port: 443 }]);
+    await expectRefused(lab, [{ address: '2001:db8:5::77', port: 443 }]);
     expect(await counter(REJECT_COUNTER)).toBeGreaterThan(before);
   });
 
   it('other ports are not redirected', async () => {
-    await expectRefused([{ address: '203.0.113.77', port: ports.cidr }]);
+    await expectRefused(lab, [{ address: '203.0.113.77', port: ports.cidr }]);
   });
 });
