@@ -1,25 +1,13 @@
 // `portcullis test` as a policy author runs it: the built CLI, the real `opa test`, the example
 // policy with its extension rules, and author tests written into a temporary directory.
-import { execFile } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
+import { cli } from './support/cli.js';
 
-const run = promisify(execFile);
 const dir = mkdtempSync(join(tmpdir(), 'portcullis-cli-test-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-async function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run('node', ['dist/cli/main.js', ...args], { encoding: 'utf8', timeout: 100_000 });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
 
 const POLICY = 'policies/examples/extensions.yaml';
 const EXT = 'policies/examples/ext';

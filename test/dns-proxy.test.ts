@@ -5,6 +5,7 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import dnsPacket from 'dns-packet';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { prng } from './support/prng.js';
 import type { AuditEvent } from '../src/audit/events.js';
 import { openAuditSink } from '../src/audit/sink.js';
 import { startDnsProxy, type RunningDnsProxy } from '../src/dns/proxy.js';
@@ -353,17 +354,6 @@ describe('malformed input', () => {
   });
 });
 
-/** A small deterministic PRNG (mulberry32): the fuzz run is reproducible from its seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function fuzzCases(count: number, seed: number): Buffer[] {
   const rand = prng(seed);

@@ -13,6 +13,7 @@ import { buildDecisionInput, type RequestFacts } from '../src/engine/input.js';
 import { ENTRYPOINT, opaBinary } from '../src/engine/opa-cli.js';
 import { loadPolicyFile, loadPolicyText } from '../src/policy/load.js';
 import type { Decision } from '../src/policy/types.js';
+import { cli } from './support/cli.js';
 
 const run = promisify(execFile);
 const dir = mkdtempSync(join(tmpdir(), 'portcullis-ext-'));
@@ -21,16 +22,6 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 const POLICY = 'policies/examples/extensions.yaml';
 const EXT = 'policies/examples/ext';
 const EXTENSION_PREFIX = 'blocked by an extension rule: ';
-
-async function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run('node', ['dist/cli/main.js', ...args], { encoding: 'utf8', timeout: 100_000 });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
 
 function writeExtension(name: string, rego: string): string {
   const target = join(dir, name);

@@ -9,6 +9,7 @@
 //
 // Reproduce a failure with NFT_DIFF_SEED=<seed printed in the failure>.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { prng } from './support/prng.js';
 import { PolicyEngine } from '../src/engine/engine.js';
 import { buildDecisionInput } from '../src/engine/input.js';
 import { applyRuleset, nftAvailable } from '../src/nft/apply.js';
@@ -23,17 +24,6 @@ const ROUNDS = 5;
 const TUPLES_PER_ROUND = 150;
 const SEED = Number(process.env.NFT_DIFF_SEED ?? Math.floor(Math.random() * 2 ** 31));
 
-/** mulberry32: a small seeded PRNG, so a failing run can be replayed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 // The server namespace answers on all of these (see testdata/nft/lab.mjs).
 const UNIVERSE = ['198.51.100.0/24', '203.0.113.0/24', '2001:db8:5::/48'].map(parseRange);

@@ -16,7 +16,7 @@ import { answeredAddresses } from './answers.js';
 import { CoverageIndex, addressAllowed, canonicalQueryName, type NameCoverage } from './coverage.js';
 import { HandedOutBook } from './handed-out.js';
 import { UdpUpstream, tcpQuery, type UpstreamAddress } from './upstream.js';
-import { RCODE, buildReply, buildUpstreamQuery, matchResponse, parseQuery, qtypeName, withId, type ParsedQuery, type Rcode } from './wire.js';
+import { RCODE, buildReply, buildUpstreamQuery, matchResponse, parseQuery, qtypeName, tcpFrame, withId, type ParsedQuery, type Rcode } from './wire.js';
 
 export interface DnsProxyOptions {
   listen: { host: string; port: number };
@@ -346,9 +346,7 @@ export async function startDnsProxy(options: DnsProxyOptions): Promise<RunningDn
               return;
             }
             if (socket.destroyed) return;
-            const prefix = Buffer.alloc(2);
-            prefix.writeUInt16BE(reply.length);
-            socket.write(Buffer.concat([prefix, reply]));
+            socket.write(tcpFrame(reply));
             endIfDone();
           })
           .catch(() => socket.destroy());

@@ -4,7 +4,7 @@
 import dgram from 'node:dgram';
 import net from 'node:net';
 import { randomFillSync } from 'node:crypto';
-import { matchResponse } from './wire.js';
+import { matchResponse, tcpFrame } from './wire.js';
 
 export interface UpstreamAddress {
   host: string;
@@ -146,9 +146,7 @@ export function tcpQuery(upstream: UpstreamAddress, question: Buffer, message: B
     socket.on('error', (err) => finish(new UpstreamError(`upstream TCP: ${err.message}`)));
     socket.on('close', () => finish(new UpstreamError('upstream closed the TCP connection without an answer')));
     socket.on('connect', () => {
-      const prefix = Buffer.alloc(2);
-      prefix.writeUInt16BE(message.length);
-      socket.write(Buffer.concat([prefix, message]));
+      socket.write(tcpFrame(message));
     });
     socket.on('data', (chunk: Buffer) => {
       buffered = Buffer.concat([buffered, chunk]);

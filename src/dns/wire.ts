@@ -174,3 +174,10 @@ export function withId(buf: Buffer, id: number): Buffer {
   buf.writeUInt16BE(id, 0);
   return buf;
 }
+
+/** A message as DNS over TCP sends it: a two-byte big-endian length, then the message. Pure. */
+export function tcpFrame(message: Buffer): Buffer {
+  const prefix = Buffer.alloc(2);
+  prefix.writeUInt16BE(message.length);
+  return Buffer.concat([prefix, message]);
+}

@@ -4,6 +4,7 @@
 import dgram from 'node:dgram';
 import net from 'node:net';
 import dnsPacket from 'dns-packet';
+import { tcpFrame } from '../dns/wire.js';
 
 export interface DnsRecords {
   A?: string[];
@@ -117,9 +118,7 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
           socket.destroy();
           return;
         }
-        const prefix = Buffer.alloc(2);
-        prefix.writeUInt16BE(reply.length);
-        socket.write(Buffer.concat([prefix, reply]));
+        socket.write(tcpFrame(reply));
       }
     });
   };
