@@ -36,12 +36,22 @@ export interface IdentityResolverOptions {
 
 const RECENT_OWNERS = 8;
 
-function executablePathOrUndefined(pid: number): string | undefined {
-  try {
-    return readExecutable(pid).path;
-  } catch {
-    return undefined;
-  }
+/** Reads each process's executable once per lookup: the owner search and the choice of owner both ask. */
+function executableReader(): (pid: number) => ExecutablePath {
+  const reads = new Map<number, { exe: ExecutablePath } | { error: unknown }>();
+  return (pid) => {
+    let read = reads.get(pid);
+    if (!read) {
+      try {
+        read = { exe: readExecutable(pid) };
+      } catch (error) {
+        read = { error };
+      }
+      reads.set(pid, read);
+    }
+    if ('error' in read) throw read.error;
+    return read.exe;
+  };
 }
 
 export class IdentityResolver {
@@ -90,6 +100,7 @@ export class IdentityResolver {
     const anchorPid = options.anchorPid;
     // The connection was accepted before this call: the client's socket exists by now.
     const startedAt = performance.now();
+    const executable = executableReader();
     let originalDestination: ProcessIdentity['original_destination'];
     let ownerPids: number[] | undefined;
     try {
@@ -105,14 +116,20 @@ export class IdentityResolver {
         ...(anchorPid !== undefined ? { anchorPid } : {}),
         recentOwners: this.recentOwners,
         selfPid: process.pid,
-        executableOf: executablePathOrUndefined,
+        executableOf: (pid) => {
+          try {
+            return executable(pid).path;
+          } catch {
+            return undefined;
+          }
+        },
         snapshots: this.fdSnapshots,
         kernel: this.kernelRelatives,
         notBefore: startedAt,
         exhaustive: this.options.exhaustiveOwnerSearch === true,
       });
       ownerPids = owners.pids;
-      const { pid, exe } = this.chooseOwner(ownerPids, anchorPid);
+      const { pid, exe } = this.chooseOwner(ownerPids, anchorPid, executable);
       const identity = await this.describe(pid, exe, anchorPid, owners.relatives.parentOf(pid));
       this.remember(pid);
       return originalDestination ? { ...identity, original_destination: originalDestination } : identity;
@@ -136,12 +153,12 @@ export class IdentityResolver {
    * One owner, or several running the same executable where one is the fork parent of the
    * rest (its identity is the part they share). Different executables: ambiguous, no guess.
    */
-  private chooseOwner(owners: number[], anchorPid: number | undefined): { pid: number; exe: ExecutablePath } {
+  private chooseOwner(owners: number[], anchorPid: number | undefined, executable: (pid: number) => ExecutablePath): { pid: number; exe: ExecutablePath } {
     const live: Array<{ pid: number; exe: ExecutablePath }> = [];
     let lastError: unknown;
     for (const pid of owners) {
       try {
-        live.push({ pid, exe: readExecutable(pid) });
+        live.push({ pid, exe: executable(pid) });
       } catch (err) {
         if (err instanceof UnresolvedError && err.reason === 'process_gone') continue;
         lastError = err;

@@ -82,9 +82,7 @@ export async function authorise(ctx: AuthoriseContext, identity: ProcessIdentity
     }
   }
 
-  // For an IP literal the first question already carried its address: the same input again
-  // would get the same answer.
-  const second = facts.ip ? first : ctx.engine.decide(decisionInputFor(identity, facts, addresses));
+  const second = ctx.engine.decide(decisionInputFor(identity, facts, addresses));
   if (!second.allow) {
     const refusal = refuse('policy_denied', second);
     if (refusal) return { ...refusal, addresses };
