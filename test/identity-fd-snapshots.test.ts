@@ -92,6 +92,33 @@ describe('FdSnapshots', () => {
     }
   });
 
+  it('after a release, finds the next socket in the freed fd with one read and no listing', async () => {
+    const files = Array.from({ length: 300 }, () => openSync('/dev/null', 'r'));
+    try {
+      const snapshots = new FdSnapshots();
+      const old = await connectAndGetInode();
+      expect(snapshots.holds(process.pid, old.inode, performance.now()).held).toBe(true);
+      const oldFd = (old.socket as unknown as { _handle: { fd: number } })._handle.fd;
+      snapshots.released(old.inode);
+      old.socket.destroy();
+      await new Promise((resolve) => old.socket.once('close', resolve));
+      const fresh = await connectAndGetInode();
+      // The kernel gives the lowest free number: the one the released socket left.
+      expect((fresh.socket as unknown as { _handle: { fd: number } })._handle.fd).toBe(oldFd);
+      expect(snapshots.holds(process.pid, fresh.inode, performance.now())).toMatchObject({ held: true, readlinks: 1 });
+      // A hint is only a place to look first: a socket elsewhere is still found by the full way.
+      const other = await connectAndGetInode();
+      const answer = snapshots.holds(process.pid, other.inode, performance.now());
+      expect(answer.held).toBe(true);
+      expect(answer.readlinks).toBeGreaterThan(1);
+      // Releasing a socket never seen, or twice, is harmless.
+      snapshots.released(2 ** 32 + 3);
+      snapshots.released(old.inode);
+    } finally {
+      for (const fd of files) closeSync(fd);
+    }
+  });
+
   it('does not use a snapshot older than its maximum age', async () => {
     const snapshots = new FdSnapshots('/proc', 0);
     const { socket, inode } = await connectAndGetInode();

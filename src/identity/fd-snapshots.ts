@@ -10,9 +10,16 @@
 // Under load, one read of a client's table thus answers for all the connections it opened
 // meanwhile, where each connection used to pay for a read of its own.
 // When a table must be read again to find a socket, the links are read where a new socket most
-// likely is first (fd numbers not seen before, then numbers that held a socket: a closed
-// socket's number is the one the next socket gets) and the read stops at the socket. Such a
-// partial read adds the socket to the snapshot but cannot show absences: only a full read does.
+// likely is first, and the read stops at the socket. Such a partial read adds the socket to the
+// snapshot but cannot show absences: only a full read does. Where a new socket most likely is:
+// the kernel gives it the lowest free fd number, so it is where a socket that has since closed
+// used to be. The snapshots remember where each socket asked about was found; in order:
+//   1. numbers that held a socket whose connection has ended (`released`), lowest first;
+//   2. numbers that held a socket asked about earlier, earliest first (short connections free
+//      their numbers in the order they were made; a release is often heard of only after the
+//      client has already reconnected);
+// these first few are read without listing the table; then, from a listing,
+//   3. numbers not seen before, 4. other sockets, 5. other files.
 import { readdirSync, readlinkSync } from 'node:fs';
 import { errnoOf } from './unresolved.js';
 
@@ -24,6 +31,13 @@ export interface FdTableAnswer {
   permissionDenied: boolean;
 }
 
+/** A socket that was asked about, where it was found. */
+interface AskedSocket {
+  inode: number;
+  /** Its connection has ended: the number is probably free, or taken by a newer socket. */
+  released: boolean;
+}
+
 interface Snapshot {
   /** When the last full read began: every socket held since then and still held was seen. */
   takenAt: number;
@@ -31,10 +45,16 @@ interface Snapshot {
   permissionDenied: boolean;
   /** fd number → socket inode (0 for another kind of file), as last read; null when too many to keep. */
   links: Map<string, number> | null;
+  /** fd number → the socket asked about that was found there, in the order they were found. */
+  asked: Map<number, AskedSocket>;
 }
 
 /** Above this many open files, a process's links are not kept (the order of reading is plain). */
 const MAX_KEPT_LINKS = 4096;
+/** Hinted numbers read before the table is listed. */
+const HINTS_BEFORE_LISTING = 4;
+/** Sockets asked about that are remembered (where they were found), over all processes. */
+const MAX_ASKED = 8192;
 
 const SOCKET_LINK_PREFIX = 'socket:[';
 
@@ -47,6 +67,8 @@ export function socketInodeOfLink(target: string): number | null {
 
 export class FdSnapshots {
   private readonly snapshots = new Map<number, Snapshot>();
+  /** Socket inode → the process it was found in (for `released`). */
+  private readonly askedIn = new Map<number, number>();
 
   constructor(
     private readonly procDir = '/proc',
@@ -60,49 +82,111 @@ export class FdSnapshots {
     const kept = this.snapshots.get(pid);
     const usable = kept !== undefined && now - kept.takenAt <= this.maxAgeMs ? kept : undefined;
     if (usable) {
-      if (usable.sockets.has(inode)) return { held: true, readlinks: 0, permissionDenied: false };
+      if (usable.sockets.has(inode)) {
+        this.noteAsked(pid, usable, inode);
+        return { held: true, readlinks: 0, permissionDenied: false };
+      }
       if (usable.takenAt >= notBefore) return { held: false, readlinks: 0, permissionDenied: usable.permissionDenied };
     }
     return this.read(pid, inode, usable, now);
   }
 
+  /**
+   * The connection on `inode` has ended: the number that held it in its owner is probably free
+   * now, and the likeliest place of that process's next socket.
+   */
+  released(inode: number): void {
+    const pid = this.askedIn.get(inode);
+    if (pid === undefined) return;
+    this.askedIn.delete(inode);
+    for (const asked of this.snapshots.get(pid)?.asked.values() ?? []) {
+      if (asked.inode === inode) asked.released = true;
+    }
+  }
+
   /** Reads the table, likeliest places first, up to the socket; a read to the end renews the snapshot. */
   private read(pid: number, inode: number, previous: Snapshot | undefined, startedAt: number): FdTableAnswer {
     const dir = `${this.procDir}/${pid}/fd`;
-    let fds: string[];
-    try {
-      fds = readdirSync(dir);
-    } catch (err) {
-      const snapshot: Snapshot = { takenAt: startedAt, sockets: new Set(), permissionDenied: isPermissionError(err), links: null };
-      this.keep(pid, snapshot);
-      return { held: false, readlinks: 0, permissionDenied: snapshot.permissionDenied };
-    }
-    const links = fds.length <= MAX_KEPT_LINKS ? new Map<string, number>() : null;
-    const sockets = new Set<number>();
-    let permissionDenied = false;
     let readlinks = 0;
-    for (const fd of likeliestFirst(fds, previous?.links ?? null)) {
+    let permissionDenied = false;
+    const sockets = new Set<number>();
+    const links = new Map<string, number>();
+    /** Reads one link; true when it is the socket. */
+    const readLink = (fd: string): boolean => {
       readlinks += 1;
       let found: number | null = null;
       try {
         found = socketInodeOfLink(readlinkSync(`${dir}/${fd}`));
       } catch (err) {
-        // Closed since the listing (ENOENT), or not ours to read.
+        // Closed (ENOENT), or not ours to read.
         if (isPermissionError(err)) permissionDenied = true;
-        continue;
+        return false;
       }
-      links?.set(fd, found ?? 0);
-      if (found === null) continue;
-      sockets.add(found);
-      if (found === inode && previous) {
-        // Stopped early: what was read adds to the last full snapshot, whose absences still hold.
-        for (const socket of sockets) previous.sockets.add(socket);
-        if (previous.links && links) for (const [number, link] of links) previous.links.set(number, link);
-        return { held: true, readlinks, permissionDenied: false };
+      links.set(fd, found ?? 0);
+      if (found !== null) sockets.add(found);
+      return found === inode;
+    };
+    const tried = new Set<string>();
+    if (previous) {
+      // The hinted numbers first, without a listing; on a hit this read is done.
+      for (const fd of hintedNumbers(previous.asked).slice(0, HINTS_BEFORE_LISTING)) {
+        tried.add(fd);
+        if (readLink(fd)) return this.stopEarly(pid, previous, inode, fd, sockets, links, readlinks);
       }
     }
-    this.keep(pid, { takenAt: startedAt, sockets, permissionDenied, links });
+    let fds: string[];
+    try {
+      fds = readdirSync(dir);
+    } catch (err) {
+      const snapshot: Snapshot = { takenAt: startedAt, sockets: new Set(), permissionDenied: isPermissionError(err), links: null, asked: new Map() };
+      this.keep(pid, snapshot);
+      return { held: false, readlinks, permissionDenied: snapshot.permissionDenied };
+    }
+    const order = likeliestFirst(fds, previous?.links ?? null, previous ? hintedNumbers(previous.asked) : []);
+    for (const fd of order) {
+      if (tried.has(fd)) continue;
+      if (readLink(fd) && previous) return this.stopEarly(pid, previous, inode, fd, sockets, links, readlinks);
+    }
+    // Read to the end: a new snapshot, which keeps what the last one knew of asked sockets
+    // whose numbers still hold them.
+    const open = new Set(fds);
+    const asked = new Map<number, AskedSocket>();
+    for (const [fd, socket] of previous?.asked ?? this.snapshots.get(pid)?.asked ?? []) {
+      const stillThere = links.get(String(fd)) === socket.inode;
+      const freedSince = socket.released && !open.has(String(fd));
+      if (stillThere || freedSince) asked.set(fd, socket);
+    }
+    for (const [fd, socket] of links) if (open.has(fd) && socket === inode) asked.set(Number(fd), { inode, released: false });
+    const snapshot: Snapshot = { takenAt: startedAt, sockets, permissionDenied, links: fds.length <= MAX_KEPT_LINKS ? links : null, asked };
+    this.keep(pid, snapshot);
+    if (sockets.has(inode)) this.askedIn.set(inode, pid);
     return { held: sockets.has(inode), readlinks, permissionDenied: permissionDenied && !sockets.has(inode) };
+  }
+
+  /** Found before the end: what was read adds to the last full snapshot, whose absences still hold. */
+  private stopEarly(pid: number, previous: Snapshot, inode: number, fd: string, sockets: Set<number>, links: Map<string, number>, readlinks: number): FdTableAnswer {
+    for (const socket of sockets) previous.sockets.add(socket);
+    for (const [number, link] of links) {
+      previous.links?.set(number, link);
+      // A hinted number that now holds something else is no longer a hint for its old socket.
+      const asked = previous.asked.get(Number(number));
+      if (asked && asked.inode !== link) previous.asked.delete(Number(number));
+    }
+    this.noteAsked(pid, previous, inode, Number(fd));
+    return { held: true, readlinks, permissionDenied: false };
+  }
+
+  /** Remembers where a socket asked about was found (newest last). */
+  private noteAsked(pid: number, snapshot: Snapshot, inode: number, fd?: number): void {
+    const number = fd ?? numberOf(snapshot.links, inode);
+    if (number === undefined) return;
+    snapshot.asked.delete(number);
+    snapshot.asked.set(number, { inode, released: false });
+    this.askedIn.set(inode, pid);
+    if (this.askedIn.size > MAX_ASKED) {
+      const [oldest] = this.askedIn.keys();
+      if (oldest !== undefined) this.askedIn.delete(oldest);
+    }
   }
 
   private keep(pid: number, snapshot: Snapshot): void {
@@ -116,19 +200,37 @@ export class FdSnapshots {
   }
 }
 
-/** fd numbers not seen before, then those that held a socket, then the rest. Pure. */
-export function likeliestFirst(fds: readonly string[], links: ReadonlyMap<string, number> | null): string[] {
-  if (!links) return [...fds];
+/** The fd number that held `inode` when last read, if known. */
+function numberOf(links: ReadonlyMap<string, number> | null, inode: number): number | undefined {
+  for (const [fd, link] of links ?? []) if (link === inode) return Number(fd);
+  return undefined;
+}
+
+/** Numbers of released sockets (lowest first), then of the other asked-about sockets (earliest first). Pure. */
+export function hintedNumbers(asked: ReadonlyMap<number, AskedSocket>): string[] {
+  const released: number[] = [];
+  const open: number[] = [];
+  for (const [fd, socket] of asked) (socket.released ? released : open).push(fd);
+  return [...released.sort((a, b) => a - b), ...open].map(String);
+}
+
+/** Hinted numbers (that are open), then numbers not seen before, then other sockets, then the rest. Pure. */
+export function likeliestFirst(fds: readonly string[], links: ReadonlyMap<string, number> | null, hinted: readonly string[] = []): string[] {
+  const open = new Set(fds);
+  const first = hinted.filter((fd) => open.has(fd));
+  const taken = new Set(first);
+  if (!links) return [...first, ...fds.filter((fd) => !taken.has(fd))];
   const unseen: string[] = [];
   const sockets: string[] = [];
   const others: string[] = [];
   for (const fd of fds) {
+    if (taken.has(fd)) continue;
     const link = links.get(fd);
     if (link === undefined) unseen.push(fd);
     else if (link !== 0) sockets.push(fd);
     else others.push(fd);
   }
-  return [...unseen, ...sockets, ...others];
+  return [...first, ...unseen, ...sockets, ...others];
 }
 
 function isPermissionError(err: unknown): boolean {

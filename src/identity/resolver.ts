@@ -10,6 +10,7 @@ import { FdSnapshots } from './fd-snapshots.js';
 import { kernelRelatives } from './kernel-relatives.js';
 import { findSocketOwners } from './owner.js';
 import { readAncestorPids, readCmdline, readExecutable, type ExecutablePath } from './process-info.js';
+import { ProcessStartClock } from './process-start.js';
 import { ProcessTable } from './process-table.js';
 import type { Endpoint } from './proc-net-address.js';
 import { SockDiag } from './sock-diag.js';
@@ -35,6 +36,12 @@ export interface IdentityResolverOptions {
 }
 
 const RECENT_OWNERS = 8;
+/** Connections resolved and not yet released, remembered for their socket's inode. */
+const MAX_OPEN_CONNECTIONS = 8192;
+
+function connectionKey(tuple: ConnectionTuple, anchorPid: number | undefined): string {
+  return `${anchorPid ?? ''}|${tuple.clientAddress}|${tuple.clientPort}|${tuple.proxyAddress}|${tuple.proxyPort}`;
+}
 
 /** Reads each process's executable once per lookup: the owner search and the choice of owner both ask. */
 function executableReader(): (pid: number) => ExecutablePath {
@@ -57,12 +64,14 @@ function executableReader(): (pid: number) => ExecutablePath {
 export class IdentityResolver {
   private readonly processes = new ProcessTable();
   private readonly fdSnapshots = new FdSnapshots();
+  private readonly startClock = new ProcessStartClock();
   private readonly kernelRelatives = kernelRelatives();
   private readonly hashStore: HashStore | undefined;
   private readonly integrity: BinaryIntegrity;
   private readonly ancestries: AncestryCache;
   private recentOwners: number[] = [];
   private readonly sockDiag: SockDiag | null;
+  private readonly openConnections = new Map<string, number>();
 
   constructor(private readonly options: IdentityResolverOptions = {}) {
     this.sockDiag = options.socketSource === 'procfs' ? null : new SockDiag();
@@ -89,6 +98,26 @@ export class IdentityResolver {
     const procRoot = anchorPid === undefined ? '/proc/self' : `/proc/${anchorPid}`;
     const { row } = await findClientSocket(tuple, { procRoot, redirected });
     return { inode: row.inode, remote: row.remote };
+  }
+
+  /**
+   * The proxy is done with a connection it asked about: the fd that held the client's end is
+   * probably free, and where that client's next socket will be (see fd-snapshots.ts).
+   */
+  released(tuple: ConnectionTuple, options: ResolveOptions = {}): void {
+    const key = connectionKey(tuple, options.anchorPid);
+    const inode = this.openConnections.get(key);
+    if (inode === undefined) return;
+    this.openConnections.delete(key);
+    this.fdSnapshots.released(inode);
+  }
+
+  private rememberConnection(key: string, inode: number): void {
+    this.openConnections.set(key, inode);
+    if (this.openConnections.size > MAX_OPEN_CONNECTIONS) {
+      const [oldest] = this.openConnections.keys();
+      if (oldest !== undefined) this.openConnections.delete(oldest);
+    }
   }
 
   /** Files read and hashed so far (the rest came from the fingerprint cache). */
@@ -126,9 +155,11 @@ export class IdentityResolver {
         snapshots: this.fdSnapshots,
         kernel: this.kernelRelatives,
         notBefore: startedAt,
+        notBeforeStartOf: (pid) => this.startClock.notBeforeStartOf(pid),
         exhaustive: this.options.exhaustiveOwnerSearch === true,
       });
       ownerPids = owners.pids;
+      this.rememberConnection(connectionKey(tuple, anchorPid), socket.inode);
       const { pid, exe } = this.chooseOwner(ownerPids, anchorPid, executable);
       const identity = await this.describe(pid, exe, anchorPid, owners.relatives.parentOf(pid));
       this.remember(pid);

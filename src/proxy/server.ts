@@ -29,6 +29,8 @@ export interface HostPort {
 
 export interface IdentitySource {
   resolve(tuple: ConnectionTuple, options?: ResolveOptions): Promise<ProcessIdentity>;
+  /** The connection asked about has closed (a hint for the next lookup; optional). */
+  released?(tuple: ConnectionTuple, options?: ResolveOptions): void;
 }
 
 export interface ProxyOptions {
@@ -204,6 +206,13 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
     };
     const opts: ResolveOptions = { redirected };
     if (options.anchorPid !== undefined) opts.anchorPid = options.anchorPid;
+    if (identities.released) {
+      // The client's FIN usually means it has closed its fd: say so at once, its next socket may
+      // be on its way (at the latest, on close).
+      const release = (): void => identities.released?.(tuple, opts);
+      client.once('end', release);
+      client.once('close', release);
+    }
     return identities.resolve(tuple, opts).catch((err: unknown) => unresolvedIdentity(`identity lookup failed: ${(err as Error).message}`));
   };
 
