@@ -167,6 +167,43 @@ describe('resolving real clients', () => {
     socket.end('x');
   });
 
+  it('a parent that passed its socket to a child started after the parent was last read is still found (the look must postdate the fork)', async () => {
+    const resolver = newResolver();
+    const script = [
+      'import socket, subprocess, sys',
+      // A first child with a connection of its own: resolving it reads this process as its parent.
+      `first = subprocess.Popen([sys.executable, '-c', 'import socket, time; s = socket.create_connection(("127.0.0.1", ${v4.port})); time.sleep(60)'])`,
+      'print(first.pid, flush=True)',
+      'sys.stdin.readline()',
+      // Only now: a new socket, handed to a child that runs another program.
+      `s = socket.create_connection(('127.0.0.1', ${v4.port}))`,
+      "second = subprocess.Popen(['sleep', '60'], pass_fds=[s.fileno()])",
+      'print(second.pid, flush=True)',
+      'sys.stdin.readline()',
+    ].join('\n');
+    const parent = children.spawn(PYTHON, ['-c', script], { stdout: true });
+    const lines: string[] = [];
+    let buffered = '';
+    parent.stdout!.on('data', (chunk: Buffer) => {
+      buffered += chunk.toString();
+      const parts = buffered.split('\n');
+      buffered = parts.pop()!;
+      lines.push(...parts);
+    });
+    const firstChild = Number(await waitFor(() => lines[0], 'the first child'));
+    const firstSocket = await v4.next();
+    expect(await resolver.resolve(tupleOf(firstSocket))).toMatchObject({ path: PYTHON, pid: firstChild });
+
+    parent.stdin!.write('go\n');
+    const sleeper = Number(await waitFor(() => lines[1], 'the sleep child'));
+    const shared = await v4.next();
+    const identity = await resolver.resolve(tupleOf(shared));
+    expect(identity).toMatchObject({ path: '<unresolved>', unresolved_reason: 'ambiguous_owner' });
+    expect(identity.owner_pids?.sort()).toEqual([parent.pid, sleeper].sort());
+    for (const pid of [firstChild, sleeper]) process.kill(pid, 'SIGKILL');
+    parent.stdin!.end('\n');
+  });
+
   it('the exhaustive search also sees a socket passed to an unrelated process', async () => {
     // A connects and passes its socket over a unix socket to B, which is not in A's family
     // (B's parent is a separate shell); both keep it.

@@ -11,6 +11,11 @@
 //      they could not make the owner ambiguous (that takes another executable), and the
 //      identity's binaries (executable and ancestors' executables) would be the same set.
 //      The parent is always read, so a fork without exec still resolves to the fork parent.
+//      A relative can share the socket only through the fork that made it a relative (passing
+//      it on is what `exhaustive` is for), so a look at its fd table taken after that fork
+//      answers: if the socket was shared then, the relative still has it unless it closed it.
+//      For a child or sibling that fork is its own start; for the parent, the holder's. Such a
+//      look is usually kept from an earlier lookup, so the relatives cost no reads at all.
 // `exhaustive` reads every process instead, for callers that must also catch a socket passed
 // to an unrelated process.
 import type { FdSnapshots } from './fd-snapshots.js';
@@ -35,6 +40,8 @@ export interface OwnerSearch {
   snapshots: FdSnapshots;
   /** A moment at which the socket already existed (e.g. when resolution began). */
   notBefore: number;
+  /** A moment no earlier than a process's start (read fresh); undefined when unknown. */
+  notBeforeStartOf?: (pid: number) => number | undefined;
 }
 
 /** A process's siblings are only worth reading when there are few of them. */
@@ -53,9 +60,9 @@ class FdScanner {
     private readonly notBefore: number,
   ) {}
 
-  /** Whether `pid` holds the socket; false when it is gone or unreadable. */
-  async holds(pid: number): Promise<boolean> {
-    const answer = this.snapshots.holds(pid, this.inode, this.notBefore);
+  /** Whether `pid` holds the socket; false when it is gone or unreadable. A look no older than `notBefore` may say no. */
+  async holds(pid: number, notBefore = this.notBefore): Promise<boolean> {
+    const answer = this.snapshots.holds(pid, this.inode, notBefore);
     if (answer.permissionDenied && !answer.held) this.permissionDenied += 1;
     this.readlinks += answer.readlinks;
     if (this.readlinks >= READLINKS_BETWEEN_YIELDS) {
@@ -124,7 +131,13 @@ export async function findSocketOwners(search: OwnerSearch): Promise<SocketOwner
   if (first === undefined) throw noOwner(scanner);
 
   const relatives = await listed();
-  return { pids: [first, ...(await owners(forkFamily(first, search, relatives)))], relatives };
+  const shared: number[] = [];
+  const parent = relatives.parentOf(first);
+  for (const pid of forkFamily(first, search, relatives)) {
+    const since = search.notBeforeStartOf?.(pid === parent ? first : pid) ?? search.notBefore;
+    if (await scanner.holds(pid, since)) shared.push(pid);
+  }
+  return { pids: [first, ...shared], relatives };
 }
 
 /** Where a socket shared through fork may also live: the parent, and children and siblings that run another executable. */

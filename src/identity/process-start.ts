@@ -1,0 +1,32 @@
+// When a process started, on the clock of performance.now(): /proc/<pid>/stat gives its start
+// in clock ticks since boot, and /proc/uptime ties boot to now (both count from boot, so a
+// suspend after this calibration can only make starts look later: the safe direction for
+// "a look taken after the process started").
+import { readFileSync } from 'node:fs';
+import { readProcStat } from './process-table.js';
+
+/** USER_HZ: the unit of /proc/<pid>/stat's starttime on Linux. */
+const TICKS_PER_SECOND = 100;
+/**
+ * How far a computed start may lie before the real one: a tick of truncation in the start and
+ * 10 ms of rounding in /proc/uptime, with room to spare.
+ */
+export const START_UNCERTAINTY_MS = 30;
+
+export class ProcessStartClock {
+  private readonly bootAt: number;
+
+  constructor(private readonly procDir = '/proc') {
+    const uptimeSeconds = Number(readFileSync(`${procDir}/uptime`, 'latin1').split(' ')[0]);
+    this.bootAt = performance.now() - uptimeSeconds * 1000;
+  }
+
+  /** A moment no earlier than the process's start, read now (so a reused pid cannot mislead); undefined when it is gone. */
+  notBeforeStartOf(pid: number): number | undefined {
+    try {
+      return this.bootAt + (readProcStat(pid, this.procDir).startTime * 1000) / TICKS_PER_SECOND + START_UNCERTAINTY_MS;
+    } catch {
+      return undefined;
+    }
+  }
+}
