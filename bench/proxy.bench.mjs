@@ -9,7 +9,9 @@
 // node-floor, is a bare CONNECT proxy in Node: the reference for what Node itself costs.
 // Needs `npm run build`.
 // Env: PROXY_BENCH_PATHS (comma-separated subset of direct,portcullis,squid,tinyproxy,node-floor; default all),
-// PROXY_BENCH_NODE_ARGS (extra node flags for the portcullis process, e.g. --cpu-prof).
+// PROXY_BENCH_NODE_ARGS (extra node flags for the portcullis process, e.g. --cpu-prof),
+// PROXY_BENCH_PHASES (comma-separated subset of rate,ttfb,bulk,rss; default all: e.g. `rate`
+// alone, with --cpu-prof, profiles tunnel set-up without the bulk transfer in it).
 import { spawn } from 'node:child_process';
 import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
@@ -360,26 +362,28 @@ try {
     { name: 'tinyproxy', setup: startTinyproxy },
   ];
   const wanted = (process.env.PROXY_BENCH_PATHS ?? '').split(',').filter(Boolean);
+  const phases = new Set((process.env.PROXY_BENCH_PHASES ?? 'rate,ttfb,bulk,rss').split(',').filter(Boolean));
+  const skipped = async () => null;
   const results = {};
   for (const p of paths.filter((q) => wanted.length === 0 || wanted.includes(q.name))) {
     const path = await p.setup(address);
     await pingOnce(path, address); // warm-up, and a check that the path works
     for (let i = 0; i < 200; i++) await pingOnce(path, address);
     const cpuBefore = path.pid ? treeCpuSeconds(path.pid) : null;
-    const rate = await tunnelsPerSecond(path, address);
+    const rate = phases.has('rate') ? await tunnelsPerSecond(path, address) : { rate: null, failed: 0 };
     const cpuAfter = path.pid ? treeCpuSeconds(path.pid) : null;
     // CPU per tunnel does not depend on what else the machine is doing, unlike tunnels/s.
-    rate.cpuMsPerTunnel = cpuBefore === null || cpuAfter === null ? null : ((cpuAfter - cpuBefore) * 1000) / (rate.rate * RATE_SECONDS);
-    const latency = await ttfb(path, address);
-    const mibps = await bulk(path, address);
-    const rss = await rssWithTunnels(path, address, path.pid);
+    rate.cpuMsPerTunnel = cpuBefore === null || cpuAfter === null || !rate.rate ? null : ((cpuAfter - cpuBefore) * 1000) / (rate.rate * RATE_SECONDS);
+    const latency = (await (phases.has('ttfb') ? ttfb : skipped)(path, address)) ?? { p50: null, p99: null };
+    const mibps = await (phases.has('bulk') ? bulk : skipped)(path, address);
+    const rss = await (phases.has('rss') ? rssWithTunnels : skipped)(path, address, path.pid);
     results[p.name] = { ...rate, ...latency, mibps, rss };
     console.log(
       `${p.name.padEnd(11)} tunnels/s ${fmt(rate.rate).padStart(6)} (failed ${rate.failed}, CPU ${fmt(rate.cpuMsPerTunnel, 3)} ms/tunnel)  ttfb p50 ${fmt(latency.p50, 2)} ms p99 ${fmt(latency.p99, 2)} ms  bulk ${fmt(mibps)} MiB/s  RSS ${rss ? `${fmt(rss.before / 1024, 1)} MiB idle, ${fmt(rss.during / 1024, 1)} MiB with ${OPEN_TUNNELS} tunnels` : 'n/a'}`,
     );
   }
   const pc = results.portcullis;
-  if (pc && results.direct && results.squid && results.tinyproxy) {
+  if (phases.size === 4 && pc && results.direct && results.squid && results.tinyproxy) {
     console.log('\nratios');
     console.log(`  throughput portcullis/direct      ${fmt(pc.mibps / results.direct.mibps, 2)}  (target >= 0.8)`);
     console.log(`  tunnels/s portcullis/squid        ${fmt(pc.rate / results.squid.rate, 2)}  (target >= 1)`);
