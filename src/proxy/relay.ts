@@ -1,6 +1,7 @@
 // Byte relay between a client and an upstream socket: both directions piped (backpressure),
 // half-close passed on (a FIN one way leaves the other way open), byte counts, idle timeout.
 import type { Socket } from 'node:net';
+import type { Downstream } from './downstream.js';
 
 export type CloseCause = 'finished' | 'idle' | 'error' | 'policy_reload' | 'shutdown';
 
@@ -18,6 +19,8 @@ export class Relay {
   constructor(
     private readonly client: Socket,
     private readonly upstream: Socket,
+    /** Reads the upstream into buffers of its own (see downstream.ts); without one, a plain pipe. */
+    downstream: Downstream | undefined,
     idleTimeoutMs: number,
     private readonly onClose: (cause: CloseCause, stats: RelayStats) => void,
   ) {
@@ -27,7 +30,8 @@ export class Relay {
       this.stats.bytesDown = upstream.bytesRead;
     });
     client.pipe(upstream);
-    upstream.pipe(client);
+    if (downstream) downstream.attach(upstream, client);
+    else upstream.pipe(client);
     // The client socket sees traffic both ways (reads up, writes down): one timer covers both.
     client.setTimeout(idleTimeoutMs, () => this.stop('idle'));
     for (const socket of [client, upstream]) {

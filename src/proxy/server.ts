@@ -17,6 +17,7 @@ import { ChunkedBodyScanner } from './chunked.js';
 import { headerValues, parseRequestHead, requestBodyFraming, type BodyFraming, type RequestHead } from './http-head.js';
 import { resolveLimits, type ProxyLimits } from './limits.js';
 import { Relay, type CloseCause, type RelayStats } from './relay.js';
+import { Downstream } from './downstream.js';
 import { CONNECT_ESTABLISHED, errorResponse, statusOf, type ProxyErrorKind } from './responses.js';
 import { canonicalAddress } from './ssrf.js';
 import { parseAbsoluteTarget, parseConnectTarget, parseHost } from './target.js';
@@ -25,6 +26,15 @@ import { createUpstreamLookup } from './upstream-dns.js';
 export interface HostPort {
   host: string;
   port: number;
+}
+
+/** A dialed upstream: the socket, the checked addresses, the one that answered. */
+interface Dialed {
+  upstream: net.Socket;
+  addresses: string[];
+  dialed: string;
+  /** For tunnels: how the upstream's bytes reach the client. */
+  downstream: Downstream | undefined;
 }
 
 export interface IdentitySource {
@@ -240,12 +250,19 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
   };
 
   /** Dials the checked addresses in order; the first that answers wins. */
-  const dial = async (addresses: string[], port: number): Promise<net.Socket | { kind: ProxyErrorKind; detail: string }> => {
+  const dial = async (addresses: string[], port: number, downstream?: Downstream): Promise<net.Socket | { kind: ProxyErrorKind; detail: string }> => {
     let last: { kind: ProxyErrorKind; detail: string } = { kind: 'upstream_unreachable', detail: 'no address to dial' };
     for (const address of addresses) {
       const result = await new Promise<net.Socket | { kind: ProxyErrorKind; detail: string }>((resolve) => {
         // highWaterMark reaches the socket's Duplex options (the typings of net.connect omit it).
-        const upstream = net.connect({ host: address, port, allowHalfOpen: true, noDelay: true, highWaterMark: RELAY_HIGH_WATER_MARK } as net.NetConnectOpts);
+        const upstream = net.connect({
+          host: address,
+          port,
+          allowHalfOpen: true,
+          noDelay: true,
+          highWaterMark: RELAY_HIGH_WATER_MARK,
+          ...(downstream ? { onread: downstream.onread } : {}),
+        } as net.NetConnectOpts);
         const timer = setTimeout(() => {
           upstream.destroy();
           resolve({ kind: 'upstream_timeout', detail: `no answer from ${address} port ${port} within ${limits.connectTimeoutMs} ms` });
@@ -269,9 +286,10 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
     return last;
   };
 
-  const track = (kind: ConnectionKind, identity: ProcessIdentity, facts: RequestFacts, addresses: string[], client: net.Socket, upstream: net.Socket, dialed: string): void => {
+  const track = (kind: ConnectionKind, identity: ProcessIdentity, facts: RequestFacts, client: net.Socket, dialed: Dialed): void => {
+    const { upstream, addresses, downstream } = dialed;
     const started = process.hrtime.bigint();
-    const relay = new Relay(client, upstream, limits.idleTimeoutMs, (cause: CloseCause, stats: RelayStats) => {
+    const relay = new Relay(client, upstream, downstream, limits.idleTimeoutMs, (cause: CloseCause, stats: RelayStats) => {
         tunnels.delete(tunnel);
         counters.tunnels--;
         audit.emit({
@@ -299,7 +317,7 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
     identity: ProcessIdentity,
     facts: RequestFacts,
     onRefused: (kind: ProxyErrorKind, detail: string, policy: string | null) => void,
-  ): Promise<{ upstream: net.Socket; addresses: string[]; dialed: string } | null> => {
+  ): Promise<Dialed | null> => {
     const auth = await authorise(ctx, identity, facts);
     const event: AuditEvent = {
       kind,
@@ -327,7 +345,9 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
       audit.emit(event);
       return null;
     }
-    const upstream = await dial(auth.addresses, facts.port);
+    // Tunnels read the upstream into buffers of their own; forward HTTP reads it as a stream.
+    const downstream = kind === 'http' ? undefined : new Downstream();
+    const upstream = await dial(auth.addresses, facts.port, downstream);
     if (!(upstream instanceof net.Socket)) {
       event.error = upstream.kind;
       event.error_detail = upstream.detail;
@@ -343,7 +363,7 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
       upstream.destroy();
       return null;
     }
-    return { upstream, addresses: auth.addresses, dialed: upstream.remoteAddress ?? '' };
+    return { upstream, addresses: auth.addresses, dialed: upstream.remoteAddress ?? '', downstream };
   };
 
   const httpConnection = (client: net.Socket): void => {
@@ -402,7 +422,7 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
       if (!dialed) return;
       client.write(CONNECT_ESTABLISHED);
       if (rest.length > 0) dialed.upstream.write(rest);
-      track('connect', identity, facts, dialed.addresses, client, dialed.upstream, dialed.dialed);
+      track('connect', identity, facts, client, dialed);
       client.resume();
       return;
     }
@@ -534,7 +554,7 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
         const dialed = await decideAndDial('sni', client, identity, facts, () => client.destroy());
         if (!dialed) return;
         dialed.upstream.write(buffered);
-        track('sni', identity, facts, dialed.addresses, client, dialed.upstream, dialed.dialed);
+        track('sni', identity, facts, client, dialed);
         client.resume();
       })().catch(() => client.destroy());
     };
