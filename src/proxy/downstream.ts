@@ -4,11 +4,11 @@
 //     into the same buffer;
 //   - a chunk that waits in the client's queue keeps its buffer, and the next read gets a new one;
 //   - a read that fills its buffer asks for one twice the size (up to 1 MiB), so a bulk
-//     transfer moves in fewer, larger reads and writes, while an idle tunnel holds 16 KiB.
+//     transfer moves in fewer, larger reads and writes, while an idle tunnel holds 4 KiB.
 // Until the relay starts, what arrives is kept and reading pauses.
 import type { Socket } from 'node:net';
 
-const FIRST_BUFFER = 16 * 1024;
+const FIRST_BUFFER = 4 * 1024;
 const LARGEST_BUFFER = 1024 * 1024;
 
 export class Downstream {
