@@ -130,6 +130,7 @@ describe('CONNECT and forward HTTP with real clients', () => {
     expect(typeof connect.pid).toBe('number');
     expect(connect.dialed).toBe(sim.hosts['api.sim.test']!.v4);
     const tunnel = await waitForEvent(events, (e) => e.kind === 'tunnel' && e.via === 'connect' && e.host === 'api.sim.test');
+    expect(tunnel.dialed).toBe(sim.hosts['api.sim.test']!.v4);
     expect(tunnel.bytes_up).toBeGreaterThan(200);
     expect(tunnel.bytes_down).toBeGreaterThan(500);
     expect(typeof tunnel.duration_ms).toBe('number');

@@ -12,6 +12,8 @@ export interface AuditEvent extends Partial<Decision> {
   pid?: number | null;
   ancestors?: string[];
   unresolved_reason?: string;
+  /** The address the proxy connected to. */
+  dialed?: string;
   [field: string]: unknown;
 }
 

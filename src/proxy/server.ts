@@ -297,7 +297,7 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
           via: kind,
           host: facts.host,
           port: facts.port,
-          dialed,
+          dialed: dialed.dialed,
           ...identityFields(identity),
           bytes_up: stats.bytesUp,
           bytes_down: stats.bytesDown,
