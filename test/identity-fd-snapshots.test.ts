@@ -48,6 +48,16 @@ describe('FdSnapshots', () => {
     return { socket, inode };
   }
 
+  /** Makes `fd` the lowest free number (fills the holes below it), so the next socket gets it. */
+  function makeLowestFree(fd: number, fillers: number[]): void {
+    for (let i = 0; i < 4096; i++) {
+      const filler = openSync('/dev/null', 'r');
+      if (filler === fd) return closeSync(filler);
+      fillers.push(filler);
+      if (filler > fd) throw new Error(`fd ${fd} is not free`);
+    }
+  }
+
   it('answers from a snapshot for sockets it saw, and reads again for a socket made after it', async () => {
     const snapshots = new FdSnapshots();
     const first = await connectAndGetInode();
@@ -102,6 +112,7 @@ describe('FdSnapshots', () => {
       snapshots.released(old.inode);
       old.socket.destroy();
       await new Promise((resolve) => old.socket.once('close', resolve));
+      makeLowestFree(oldFd, files);
       const fresh = await connectAndGetInode();
       // The kernel gives the lowest free number: the one the released socket left.
       expect((fresh.socket as unknown as { _handle: { fd: number } })._handle.fd).toBe(oldFd);
@@ -128,6 +139,26 @@ describe('FdSnapshots', () => {
     const answer = snapshots.holds(process.pid, inode, 0, performance.now() + 1);
     expect(answer.held).toBe(false);
     expect(answer.readlinks).toBeGreaterThan(0);
+  });
+
+  it('still looks where an expired snapshot points first', async () => {
+    const files = Array.from({ length: 100 }, () => openSync('/dev/null', 'r'));
+    try {
+      const snapshots = new FdSnapshots('/proc', 0);
+      const old = await connectAndGetInode();
+      expect(snapshots.holds(process.pid, old.inode, performance.now()).readlinks).toBeGreaterThan(100);
+      const oldFd = (old.socket as unknown as { _handle: { fd: number } })._handle.fd;
+      snapshots.released(old.inode);
+      old.socket.destroy();
+      await new Promise((resolve) => old.socket.once('close', resolve));
+      makeLowestFree(oldFd, files);
+      const fresh = await connectAndGetInode();
+      expect((fresh.socket as unknown as { _handle: { fd: number } })._handle.fd).toBe(oldFd);
+      // Expired (maximum age 0), yet the released number is read first, and alone.
+      expect(snapshots.holds(process.pid, fresh.inode, performance.now(), performance.now() + 1)).toMatchObject({ held: true, readlinks: 1 });
+    } finally {
+      for (const fd of files) closeSync(fd);
+    }
   });
 
   it('says no for a process that does not exist', () => {

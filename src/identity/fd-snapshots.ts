@@ -88,7 +88,9 @@ export class FdSnapshots {
       }
       if (usable.takenAt >= notBefore) return { held: false, readlinks: 0, permissionDenied: usable.permissionDenied };
     }
-    return this.read(pid, inode, usable, now);
+    // A snapshot too old to answer still knows where to look first: reading there is evidence
+    // of its own, so an expired snapshot costs a client no read of its whole table.
+    return this.read(pid, inode, kept, now);
   }
 
   /**
@@ -163,7 +165,10 @@ export class FdSnapshots {
     return { held: sockets.has(inode), readlinks, permissionDenied: permissionDenied && !sockets.has(inode) };
   }
 
-  /** Found before the end: what was read adds to the last full snapshot, whose absences still hold. */
+  /**
+   * Found before the end: what was read adds to the last full snapshot (whose absences still
+   * hold while it is young enough to be used at all).
+   */
   private stopEarly(pid: number, previous: Snapshot, inode: number, fd: string, sockets: Set<number>, links: Map<string, number>, readlinks: number): FdTableAnswer {
     for (const socket of sockets) previous.sockets.add(socket);
     for (const [number, link] of links) {
