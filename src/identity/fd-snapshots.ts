@@ -88,9 +88,7 @@ export class FdSnapshots {
       }
       if (usable.takenAt >= notBefore) return { held: false, readlinks: 0, permissionDenied: usable.permissionDenied };
     }
-    // A snapshot too old to answer still knows where to look first: reading there is evidence
-    // of its own, so an expired snapshot costs a client no read of its whole table.
-    return this.read(pid, inode, kept, now);
+    return this.read(pid, inode, usable, now);
   }
 
   /**
@@ -165,10 +163,7 @@ export class FdSnapshots {
     return { held: sockets.has(inode), readlinks, permissionDenied: permissionDenied && !sockets.has(inode) };
   }
 
-  /**
-   * Found before the end: what was read adds to the last full snapshot (whose absences still
-   * hold while it is young enough to be used at all).
-   */
+  /** Found before the end: what was read adds to the last full snapshot, whose absences still hold. */
   private stopEarly(pid: number, previous: Snapshot, inode: number, fd: string, sockets: Set<number>, links: Map<string, number>, readlinks: number): FdTableAnswer {
     for (const socket of sockets) previous.sockets.add(socket);
     for (const [number, link] of links) {
