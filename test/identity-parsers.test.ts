@@ -2,6 +2,7 @@
 // (test/fixtures/identity), hand-damaged variants, and generated inputs.
 import { readFileSync } from 'node:fs';
 import fc from 'fast-check';
+import ipaddr from 'ipaddr.js';
 import { describe, expect, it } from 'vitest';
 import { canonicalAddress, decodeEndpoint, encodeEndpoint } from '../src/identity/proc-net-address.js';
 import { parseExeLink } from '../src/identity/process-info.js';
@@ -49,6 +50,24 @@ describe('proc-net addresses', () => {
     expect(canonicalAddress('localhost')).toBeNull();
     expect(canonicalAddress('127.1')).toBeNull();
     expect(canonicalAddress('')).toBeNull();
+  });
+
+  it('reads dotted IPv4 (plain or mapped) like the general parser, and leaves non-canonical spellings to it', () => {
+    const viaParser = (text: string) => {
+      const parsed = ipaddr.parse(text);
+      const v4 = parsed.kind() === 'ipv6' && (parsed as ipaddr.IPv6).isIPv4MappedAddress() ? (parsed as ipaddr.IPv6).toIPv4Address() : parsed;
+      return { kind: v4.kind(), bytes: v4.toByteArray(), text: v4.toString() };
+    };
+    fc.assert(
+      fc.property(fc.ipV4(), fc.boolean(), (address, mapped) => {
+        const text = mapped ? `::ffff:${address}` : address;
+        expect(canonicalAddress(text)).toEqual(viaParser(text));
+      }),
+      { numRuns: 2_000 },
+    );
+    for (const odd of ['01.2.3.4', '1.2.3.04', '256.1.1.1', '1.2.3', '1.2.3.4.5', '::ffff:300.1.1.1', '1.2.3.4 ']) {
+      expect(canonicalAddress(odd), odd).toBeNull();
+    }
   });
 
   it('decodes what it encodes, for any address and port', () => {

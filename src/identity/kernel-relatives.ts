@@ -4,7 +4,8 @@
 // Each answer is as of the moment it is read, like a fresh process listing. A list of children
 // read after a connection existed answers for that connection too (a fork after the read is
 // missed either way), so concurrent lookups share reads, as with fd snapshots.
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
+import { readProcText } from './proc-read.js';
 import { readProcStat } from './process-table.js';
 
 export interface Relatives {
@@ -81,7 +82,7 @@ export class KernelRelatives {
     const children: number[] = [];
     for (const tid of threads) {
       try {
-        children.push(...parseChildrenList(readFileSync(`${this.procDir}/${pid}/task/${tid}/children`, 'latin1')));
+        children.push(...parseChildrenList(readProcText(`${this.procDir}/${pid}/task/${tid}/children`, 'latin1')));
       } catch {
         // The thread ended since the listing.
       }

@@ -25,6 +25,8 @@ export interface CanonicalAddress {
 /** Parses an address as a socket reports it; null when it is not an IP address. */
 export function canonicalAddress(text: string): CanonicalAddress | null {
   if (typeof text !== 'string') return null; // e.g. a destroyed socket's remoteAddress
+  const dotted = dottedQuad(text.startsWith('::ffff:') ? text.slice(7) : text);
+  if (dotted) return dotted;
   const withoutZone = text.replace(/%.*$/, '');
   if (!ipaddr.isValid(withoutZone)) return null;
   let parsed = ipaddr.parse(withoutZone);
@@ -36,6 +38,18 @@ export function canonicalAddress(text: string): CanonicalAddress | null {
     return null;
   }
   return { kind: parsed.kind(), bytes: parsed.toByteArray(), text: parsed.toString() };
+}
+
+const DOTTED_QUAD = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
+
+/** The common case, an IPv4 address in its canonical dotted form (as sockets report it), without the general parser. */
+function dottedQuad(text: string): CanonicalAddress | null {
+  const m = DOTTED_QUAD.exec(text);
+  if (!m) return null;
+  const bytes = [Number(m[1]), Number(m[2]), Number(m[3]), Number(m[4])];
+  // Leading zeros or out-of-range parts are not canonical: the general parser decides those.
+  if (bytes.some((b, i) => b > 255 || String(b) !== m[i + 1])) return null;
+  return { kind: 'ipv4', bytes, text: bytes.join('.') };
 }
 
 function hexByte(b: number): string {

@@ -1,6 +1,7 @@
 // What procfs says about one process: its executable (the kernel's path, not argv[0]), its
 // command line (for logs only) and its chain of parents.
-import { existsSync, readFileSync, readlinkSync } from 'node:fs';
+import { existsSync, readlinkSync } from 'node:fs';
+import { readProcText } from './proc-read.js';
 import { readProcStat } from './process-table.js';
 import { UnresolvedError, unresolvedFromFsError } from './unresolved.js';
 
@@ -39,7 +40,7 @@ function errorIsMissing(err: unknown): boolean {
 /** argv as the process set it; empty when it cannot be read (only ever used in logs). */
 export function readCmdline(pid: number, procDir = '/proc'): string[] {
   try {
-    const text = readFileSync(`${procDir}/${pid}/cmdline`, 'utf8');
+    const text = readProcText(`${procDir}/${pid}/cmdline`, 'utf8');
     const args = text.split('\0');
     if (args.at(-1) === '') args.pop();
     return args;

@@ -2,7 +2,8 @@
 // that finding an anchor's descendants reads only the processes started since the last look.
 // (/proc/<pid>/task/<tid>/children would give children directly, but it needs
 // CONFIG_PROC_CHILDREN, which many kernels lack; the parent links work everywhere.)
-import { closeSync, openSync, readdirSync, readFileSync, readSync } from 'node:fs';
+import { closeSync, openSync, readdirSync, readSync } from 'node:fs';
+import { readProcText } from './proc-read.js';
 
 export interface ProcStat {
   pid: number;
@@ -29,7 +30,7 @@ export function parseProcStat(text: string): ProcStat | null {
 
 /** Reads one process's stat line; throws the fs error (ENOENT when it is gone). */
 export function readProcStat(pid: number, procDir = '/proc'): ProcStat {
-  const stat = parseProcStat(readFileSync(`${procDir}/${pid}/stat`, 'latin1'));
+  const stat = parseProcStat(readProcText(`${procDir}/${pid}/stat`, 'latin1'));
   if (!stat) throw new Error(`${procDir}/${pid}/stat is not in the expected format`);
   return stat;
 }
@@ -202,7 +203,7 @@ export class ProcessTable {
     for (const pid of pids) {
       try {
         // A thread's id is a pid too, and /proc/<tid> answers for it: only group leaders are processes.
-        if (threadGroupOf(readFileSync(`${this.procDir}/${pid}/status`, 'latin1')) !== pid) continue;
+        if (threadGroupOf(readProcText(`${this.procDir}/${pid}/status`, 'latin1')) !== pid) continue;
         const stat = readProcStat(pid, this.procDir);
         this.entries.set(pid, { ppid: stat.ppid, startTime: stat.startTime });
         added.push(pid);
