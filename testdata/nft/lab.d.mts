@@ -21,6 +21,8 @@ export interface Lab {
   udpPort: number;
   /** Runs `nft ARGS` in the client namespace (stdin: `input`); returns stdout. */
   nft(args: string[], input?: string): Promise<string>;
+  /** The client namespace's connection-tracking table, one entry a line (/proc/net/nf_conntrack). */
+  conntrack(): Promise<string[]>;
   /** Tries tuples from the client namespace; one result (or error code) per tuple. */
   probe(tuples: Tuple[], opts?: { timeoutMs?: number; concurrency?: number }): Promise<string[]>;
   /** A long-lived connection from the client namespace. */

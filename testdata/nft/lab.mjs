@@ -73,6 +73,11 @@ export async function createLab({ listeners = 4 } = {}) {
     nft(args, input) {
       return run('ip', ['netns', 'exec', cli, 'nft', ...args], input);
     },
+    /** The client namespace's connection-tracking table, one entry a line (/proc/net/nf_conntrack). */
+    async conntrack() {
+      const text = await run('ip', ['netns', 'exec', cli, 'cat', '/proc/net/nf_conntrack']);
+      return text.split('\n').filter((line) => line.trim() !== '');
+    },
     /** Tries tuples from the client namespace; one process for all of them. */
     async probe(tuples, { timeoutMs = 1000, concurrency = 32 } = {}) {
       const out = await run('ip', ['netns', 'exec', cli, process.execPath, path.join(HERE, 'probe.mjs'), String(timeoutMs), String(concurrency)], JSON.stringify(tuples));
