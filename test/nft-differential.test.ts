@@ -1,6 +1,8 @@
 // Differential test: the two planes of one policy must agree. For random policies and random
 // (address, port) tuples, the verdict of real TCP connections through the compiled nft ruleset
-// equals the engine's decision for an any-binary request to the same IP literal.
+// equals the engine's decision for an any-binary request to the same IP literal. Rounds
+// alternate between policies whose direct allows the kernel hashes (few prefix lengths; their
+// flows untracked) and policies whose allows it searches by port (many lengths; tracked).
 //
 // The kernel allows what the engine allows with decision "allow". An endpoint with
 // `protocol: rest` and `enforcement: audit` makes the engine answer "audit" (allowed, logged) for
@@ -14,6 +16,7 @@ import { PolicyEngine } from '../src/engine/engine.js';
 import { buildDecisionInput } from '../src/engine/input.js';
 import { applyRuleset, nftAvailable } from '../src/nft/apply.js';
 import { formatAddress, parseRange, type AddressRange } from '../src/nft/intervals.js';
+import { directElements, planKernel } from '../src/nft/plan.js';
 import { renderRuleset } from '../src/nft/render.js';
 import { loadPolicyText } from '../src/policy/load.js';
 import { REFUSED } from './support/fence-probes.js';
@@ -24,6 +27,12 @@ const ROUNDS = 5;
 const TUPLES_PER_ROUND = 150;
 const SEED = Number(process.env.NFT_DIFF_SEED ?? Math.floor(Math.random() * 2 ** 31));
 
+
+const MANY_LENGTHS = { 4: [23, 24, 25, 26, 27, 28, 29, 30, 31, 32], 6: [48, 62, 63, 64, 120, 124, 126, 127, 128] };
+// With IP literals (/32, /128) these make at most MAX_HASHED_LENGTHS lengths per family.
+const FEW_LENGTHS = { 4: [24, 30], 6: [62, 126] };
+/** Four disjoint IPv4 blocks of four lengths. */
+const SPREAD_LENGTHS = ['198.51.100.0/26', '198.51.100.64/27', '198.51.100.96/28', '198.51.100.112/29'];
 
 // The server namespace answers on all of these (see testdata/nft/lab.mjs).
 const UNIVERSE = ['198.51.100.0/24', '203.0.113.0/24', '2001:db8:5::/48'].map(parseRange);
@@ -49,10 +58,11 @@ class Generator {
     const value = u.family === 4 ? u.start + BigInt(this.int(256)) : u.start + (BigInt(this.int(4)) << 64n) + BigInt(this.int(256));
     return { text: formatAddress(value, u.family), family: u.family, value };
   }
+  /** Prefix lengths to draw from: many (the kernel searches by port) or few (it hashes them). */
+  lengths: Record<4 | 6, number[]> = MANY_LENGTHS;
   cidr(): string {
     const a = this.address();
-    const bits = a.family === 4 ? 23 + this.int(10) : this.pick([48, 62, 63, 64, 120, 124, 126, 127, 128]);
-    return `${a.text}/${bits}`;
+    return `${a.text}/${this.pick(this.lengths[a.family])}`;
   }
 }
 
@@ -76,7 +86,10 @@ function generatePolicy(g: Generator, ports: number[]): { yaml: string; cidrs: T
       const kind = p === 0 && e === 0 ? 'hostless' : g.pick(['hostless', 'hostless', 'literal', 'literal', 'name', 'wildcard', 'rest'] as const);
       const fields = [`ports: [${portList.join(', ')}]`];
       if (kind === 'hostless') {
-        const list = ips.length > 0 ? ips : [g.cidr()];
+        // Many-length rounds: the first endpoint (first in the kernel order, so none of its
+        // blocks is left out) gives IPv4 more lengths than are hashed.
+        const spread = p === 0 && e === 0 && g.lengths === MANY_LENGTHS;
+        const list = spread ? SPREAD_LENGTHS : ips.length > 0 ? ips : [g.cidr()];
         fields.push(`allowed_ips: [${list.map((c) => `"${c}"`).join(', ')}]`);
         cidrs.push(...list.map((text) => ({ text, ports: portList })));
       } else {
@@ -144,9 +157,14 @@ describe(`nft agrees with the engine (seed ${SEED})`, () => {
     let allows = 0;
     let denies = 0;
     let total = 0;
+    const forms = new Set<string>();
     for (let round = 0; round < ROUNDS; round++) {
+      // Odd rounds draw few prefix lengths, so both forms of direct allows meet real packets.
+      g.lengths = round % 2 === 1 ? FEW_LENGTHS : MANY_LENGTHS;
       const { yaml, cidrs, literals } = generatePolicy(g, ports);
       const loaded = loadPolicyText(yaml, `generated-${SEED}-${round}.yaml`);
+      const plan = planKernel(loaded.policies);
+      for (const family of [4, 6] as const) if (directElements(plan.direct[family]).length > 0) forms.add(plan.direct[family].form);
       if (engine === undefined) engine = await PolicyEngine.create(loaded);
       else engine.replace(loaded);
       const tuples = generateTuples(g, ports, cidrs, literals, TUPLES_PER_ROUND);
@@ -174,6 +192,7 @@ describe(`nft agrees with the engine (seed ${SEED})`, () => {
       expect(mismatches, `seed ${SEED}, round ${round}, policy:\n${yaml}`).toEqual([]);
     }
     if (process.env.NFT_DIFF_DEBUG) console.log(`allows ${allows} denies ${denies}`);
+    expect([...forms].sort(), `seed ${SEED}`).toEqual(['hashed', 'searched']);
     expect(total).toBeGreaterThanOrEqual(300);
     // Both verdicts must be well represented, or the comparison proves little.
     expect(allows, `seed ${SEED}`).toBeGreaterThanOrEqual(15);

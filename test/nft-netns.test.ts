@@ -161,6 +161,39 @@ describe('nft fence in a network namespace', () => {
     expect(byName.get('allow_dns')!.packets).toBeGreaterThan(0);
   });
 
+  it('direct flows are not tracked, either way; hostname flows are', async () => {
+    await addHostElement('198.51.100.202', ports.host, idOf('any', 1), '30s');
+    const direct = await lab.session('198.51.100.6', ports.cidr);
+    const named = await lab.session('198.51.100.202', ports.host);
+    try {
+      expect(await direct.next()).toBe('connected');
+      expect(await named.next()).toBe('connected');
+      expect(await direct.ping()).toBe('pong');
+      expect(await named.ping()).toBe('pong');
+      const entries = await lab.conntrack();
+      // An entry names both directions (src=client dst=server … src=server dst=client).
+      expect(entries.filter((e) => e.includes('198.51.100.6 '))).toEqual([]);
+      expect(entries.filter((e) => e.includes('dst=198.51.100.202 ') && e.includes(`dport=${ports.host} `))).toHaveLength(1);
+    } finally {
+      direct.close();
+      named.close();
+    }
+  });
+
+  it('a direct endpoint counts every packet the sandbox sends on its flows', async () => {
+    const counter = async (): Promise<number> => (await readCounters({ netns: lab.cli })).find((c) => c.name === counterName(idOf('any', 0)))!.packets;
+    const session = await lab.session('2001:db8:5:1::7', ports.cidr);
+    try {
+      expect(await session.next()).toBe('connected');
+      const before = await counter();
+      for (let i = 0; i < 5; i++) expect(await session.ping()).toBe('pong');
+      // At least the five pings (their acknowledgements may ride on them or follow).
+      expect((await counter()) - before).toBeGreaterThanOrEqual(5);
+    } finally {
+      session.close();
+    }
+  });
+
   it('deleting the table lifts the fence; reading counters then gives none', async () => {
     await deleteRuleset({ netns: lab.cli });
     await deleteRuleset({ netns: lab.cli });
@@ -229,5 +262,28 @@ network_policies:
 
   it('other ports are not redirected', async () => {
     await expectRefused(lab, [{ address: '203.0.113.77', port: ports.cidr }]);
+  });
+
+  it('a direct allow of the SNI listener itself leaves the redirect working (its replies stay tracked)', async () => {
+    const covering = loadPolicyText(
+      `version: 1
+network_policies:
+  web:
+    endpoints:
+      - allowed_ips: ["203.0.113.0/26"]
+        port: ${ports.other}
+`,
+      'sni-covered.yaml',
+    );
+    await applyRuleset(renderRuleset(covering.policies, { sni: { host: SNI, port: ports.other } }), { netns: lab.cli });
+    try {
+      await expectOpen(lab, [
+        { address: '203.0.113.77', port: 443 },
+        { address: SNI, port: ports.other },
+        { address: '203.0.113.5', port: ports.other },
+      ]);
+    } finally {
+      await applyRuleset(renderRuleset(sniLoaded.policies, { sni: { host: SNI, port: ports.other } }), { netns: lab.cli });
+    }
   });
 });

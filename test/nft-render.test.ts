@@ -10,9 +10,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { compileNftCommand } from '../src/cli/commands/compile-nft.js';
 import { checkRuleset } from '../src/nft/apply.js';
 import { parseCounters } from '../src/nft/counters.js';
-import { disjointRanges, formatRange, parseRange, type OwnedRange } from '../src/nft/intervals.js';
+import { formatMask, formatRange, ownedBlocks, parseRange, type OwnedRange } from '../src/nft/intervals.js';
 import { counterName, hostMapName, kernelEndpoints } from '../src/nft/names.js';
-import { planKernel } from '../src/nft/plan.js';
+import { directElements, MAX_HASHED_LENGTHS, planKernel } from '../src/nft/plan.js';
 import { renderRuleset, type RenderOptions } from '../src/nft/render.js';
 import { loadPolicyFileSync, loadPolicyText } from '../src/policy/load.js';
 
@@ -60,7 +60,7 @@ describe('nft -c accepts every golden (in a fresh namespace)', () => {
   }
 
   it('nft -c refuses a broken script (the check is real)', async () => {
-    const broken = render('mixed.yaml').replace('flags interval', 'flags nonsense');
+    const broken = render('mixed.yaml').replace('flags timeout', 'flags nonsense');
     const result = await checkRuleset(broken, { netns: ns });
     expect(result.ok).toBe(false);
     expect(result.ok ? '' : result.error).toMatch(/nonsense|syntax error/);
@@ -96,7 +96,7 @@ describe('what reaches the kernel', () => {
     'inline.yaml',
   );
   const plan = planKernel(policy.policies);
-  const keys = plan.direct[4].map((e) => `${formatRange(e.range)} . ${e.port} → ${e.id}`);
+  const keys = directElements(plan.direct[4]).map((e) => `${formatRange(e.range)} . ${e.port} → ${e.id}`);
 
   it('hostless allowed_ips and IP-literal hosts are direct allows', () => {
     expect(keys).toEqual(['203.0.113.9 . 443 → 0_1', '198.51.100.0/24 . 5432 → 0_0']);
@@ -118,16 +118,63 @@ describe('what reaches the kernel', () => {
     );
     const text = renderRuleset([...policy.policies, ...many.policies]);
     const allow4 = /\tchain allow4 \{\n([^}]*)\t\}/.exec(text)![1];
-    expect(allow4).toBe(`\t\tth dport vmap @ports4\n\t\tcounter name ip daddr . th dport map @${hostMapName(4)} accept\n`);
+    expect(allow4).toBe(`\t\tjump direct4\n\t\tcounter name ip daddr . th dport map @${hostMapName(4)} accept\n`);
     const allow6 = /\tchain allow6 \{\n([^}]*)\t\}/.exec(text)![1];
     expect(allow6).toBe(`\t\tcounter name ip6 daddr . th dport map @${hostMapName(6)} accept\n`);
-    // Direct allows: the port picks a chain, which looks the address up in that port's map.
-    expect(text).toContain('\tmap ports4 {\n\t\ttype inet_service : verdict\n\t\telements = {\n\t\t\t443 : jump port4_443,\n\t\t\t5432 : jump port4_5432\n\t\t}\n\t}');
-    expect(text).toContain('\tchain port4_5432 {\n\t\tcounter name ip daddr map @direct4_5432 accept\n\t}');
-    expect(text).toContain(`\tmap direct4_5432 {\n\t\ttype ipv4_addr : counter\n\t\tflags interval\n\t\telements = {\n\t\t\t198.51.100.0/24 : "${counterName('0_0')}"\n\t\t}\n\t}`);
-    // No chain per endpoint; a counter per endpoint.
-    expect(text.match(/\tchain /g)).toHaveLength(6); // port4_443, port4_5432, allow4, allow6, output, forward
+    // Direct allows: one hash map per prefix length, most specific first, keyed by network . port.
+    const direct4 = /\tchain direct4 \{\n([^}]*)\t\}/.exec(text)![1];
+    expect(direct4).toBe(
+      '\t\tcounter name ip daddr . th dport map @direct4_32 accept\n\t\tcounter name ip daddr & 255.255.255.0 . th dport map @direct4_24 accept\n',
+    );
+    expect(text).toContain(`\tmap direct4_24 {\n\t\ttype ipv4_addr . inet_service : counter\n\t\telements = {\n\t\t\t198.51.100.0 . 5432 : "${counterName('0_0')}"\n\t\t}\n\t}`);
+    expect(text).toContain('\tset direct4_ports {\n\t\ttype inet_service\n\t\telements = {\n\t\t\t443,\n\t\t\t5432\n\t\t}\n\t}');
+    // No chain per endpoint or per port; a counter per endpoint.
+    expect(text.match(/\tchain /g)).toHaveLength(11); // direct4, untrack_out4, untrack_in4, allow4, allow6, untrack_output, untrack_prerouting, untracked, refuse, output, forward
     expect(text.match(/\tcounter allow_\d+_\d+ \{/g)).toHaveLength(54);
+  });
+  it('direct flows are left untracked both ways, in the same maps, and accepted untracked only through them', () => {
+    const text = renderRuleset(policy.policies);
+    expect(text).toContain(
+      '\tchain untrack_output {\n\t\ttype filter hook output priority raw; policy accept;\n\t\tmeta nfproto ipv4 meta l4proto { tcp, udp } th dport @direct4_ports jump untrack_out4\n\t}',
+    );
+    expect(text).toContain(
+      '\tchain untrack_prerouting {\n\t\ttype filter hook prerouting priority raw; policy accept;\n\t\tmeta nfproto ipv4 meta l4proto { tcp, udp } th sport @direct4_ports jump untrack_in4\n\t}',
+    );
+    expect(text).toContain('\tchain untrack_out4 {\n\t\tip daddr . th dport @direct4_32 notrack accept\n\t\tip daddr & 255.255.255.0 . th dport @direct4_24 notrack accept\n\t}');
+    expect(text).toContain('\tchain untrack_in4 {\n\t\tip saddr . th sport @direct4_32 notrack accept\n\t\tip saddr & 255.255.255.0 . th sport @direct4_24 notrack accept\n\t}');
+    expect(text).toMatch(/\tchain untracked \{\n\t\tmeta nfproto ipv4 meta l4proto \{ tcp, udp \} jump direct4\n\t\ticmpv6 type \{[^}]*\} accept\n\t\tgoto refuse\n\t\}/);
+    expect(text).toContain('\t\tct state established,related accept\n\t\tct state untracked goto untracked\n');
+    // Nothing is untracked without direct allows: no raw chains.
+    const hostOnly = renderRuleset(loadPolicyText('version: 1\nnetwork_policies:\n  a:\n    endpoints: [{ host: a.example.com, port: 443 }]\n', 'h.yaml').policies);
+    expect(hostOnly).not.toContain('priority raw');
+    expect(hostOnly).not.toContain('notrack');
+  });
+  it(`with more than ${MAX_HASHED_LENGTHS} prefix lengths a family is searched by port, at new connections only (tracked)`, () => {
+    const lengths = ['198.51.100.0/24', '203.0.113.0/25', '203.0.113.128/26', '203.0.113.192/27', '203.0.113.224/28'];
+    const many = loadPolicyText(
+      ['version: 1', 'network_policies:', '  a:', '    endpoints:', ...lengths.slice(0, MAX_HASHED_LENGTHS + 1).map((c) => `      - { allowed_ips: ["${c}"], port: 443 }`)].join('\n'),
+      'many.yaml',
+    );
+    expect(planKernel(many.policies).direct[4].form).toBe('searched');
+    const text = renderRuleset(many.policies, { sni: { host: '192.0.2.1', port: 8443 } });
+    expect(text).toContain('\tchain direct4 {\n\t\tth dport vmap @ports4\n\t}');
+    expect(text).toContain('\tchain port4_443 {\n\t\tcounter name ip daddr map @direct4_443 accept\n\t}');
+    expect(text).not.toContain('priority raw');
+    // Tracked, so the redirect chain sees it: directly allowed HTTPS keeps its address.
+    expect(text).toContain('\t\tip daddr @direct4_443 accept\n');
+    const few = loadPolicyText(
+      ['version: 1', 'network_policies:', '  a:', '    endpoints:', ...lengths.slice(0, MAX_HASHED_LENGTHS).map((c) => `      - { allowed_ips: ["${c}"], port: 443 }`)].join('\n'),
+      'few.yaml',
+    );
+    expect(planKernel(few.policies).direct[4].form).toBe('hashed');
+    expect(renderRuleset(few.policies, { sni: { host: '192.0.2.1', port: 8443 } })).not.toContain('@direct4_443');
+  });
+  it('the SNI listener stays tracked when a direct allow covers it (its redirected replies need un-NAT)', () => {
+    const covered = renderRuleset(policy.policies, { sni: { host: '198.51.100.44', port: 5432 } });
+    expect(covered).toContain('\tchain untrack_out4 {\n\t\tip daddr 198.51.100.44 tcp dport 5432 return\n');
+    expect(covered).toContain('\tchain untrack_in4 {\n\t\tip saddr 198.51.100.44 tcp sport 5432 return\n');
+    const apart = renderRuleset(policy.policies, { sni: { host: '198.51.100.44', port: 8443 } });
+    expect(apart).not.toContain('return');
   });
   it('rest endpoints and policies with binaries stay with the proxy', () => {
     expect(kernelEndpoints(policy.policies).map((k) => k.id)).toEqual(['0_0', '0_1', '0_2', '0_3']);
@@ -140,27 +187,38 @@ describe('what reaches the kernel', () => {
   });
 });
 
-describe('interval cutting', () => {
-  it('formats CIDRs, single addresses and odd ranges', () => {
+describe('CIDR blocks', () => {
+  it('formats CIDRs, single addresses, odd ranges and masks', () => {
     expect(formatRange(parseRange('198.51.100.0/24'))).toBe('198.51.100.0/24');
     expect(formatRange(parseRange('2001:db8::/32'))).toBe('2001:db8::/32');
     expect(formatRange(parseRange('203.0.113.9'))).toBe('203.0.113.9');
     expect(formatRange({ family: 4, start: 1n, end: 6n })).toBe('0.0.0.1-0.0.0.6');
+    expect(formatMask(24, 4)).toBe('255.255.255.0');
+    expect(formatMask(0, 4)).toBe('0.0.0.0');
+    expect(formatMask(64, 6)).toBe('ffff:ffff:ffff:ffff::');
   });
 
-  it('covers exactly the union, each address owned by the lowest covering owner', () => {
-    const range = fc.record({ start: fc.integer({ min: 0, max: 200 }), len: fc.integer({ min: 0, max: 60 }), owner: fc.integer({ min: 0, max: 5 }) });
+  it('the most specific block holding an address names the lowest owner of every block that holds it', () => {
+    // Blocks of 1 to 64 addresses, aligned, among the first 256 addresses: they nest or are disjoint.
+    const block = fc.record({ bits: fc.integer({ min: 26, max: 32 }), at: fc.integer({ min: 0, max: 255 }), owner: fc.integer({ min: 0, max: 5 }) });
     fc.assert(
-      fc.property(fc.array(range, { minLength: 1, maxLength: 12 }), (raw) => {
-        const input: OwnedRange[] = raw.map((r) => ({ family: 4, start: BigInt(r.start), end: BigInt(r.start + r.len), owner: r.owner }));
-        const out = disjointRanges(input);
-        for (let i = 1; i < out.length; i++) expect(out[i]!.start > out[i - 1]!.end).toBe(true);
-        for (let a = 0; a <= 262; a++) {
+      fc.property(fc.array(block, { minLength: 1, maxLength: 12 }), (raw) => {
+        const input: OwnedRange[] = raw.map((b) => {
+          const size = 2 ** (32 - b.bits);
+          const start = Math.floor(b.at / size) * size;
+          return { family: 4, start: BigInt(start), end: BigInt(start + size - 1), owner: b.owner };
+        });
+        const out = ownedBlocks(input);
+        const key = (r: OwnedRange): string => `${r.start}-${r.end}`;
+        expect(new Set(out.map(key)).size).toBe(out.length);
+        for (let a = 0; a < 256; a++) {
           const x = BigInt(a);
-          const covering = input.filter((r) => r.start <= x && x <= r.end).map((r) => r.owner);
-          const pieces = out.filter((r) => r.start <= x && x <= r.end);
-          if (covering.length === 0) expect(pieces).toEqual([]);
-          else expect(pieces.map((p) => p.owner)).toEqual([Math.min(...covering)]);
+          const holds = (r: OwnedRange): boolean => r.start <= x && x <= r.end;
+          const covering = input.filter(holds).map((r) => r.owner);
+          // What the kernel finds: the block with the longest prefix, i.e. the smallest.
+          const found = out.filter(holds).sort((p, q) => Number(p.end - p.start - (q.end - q.start)))[0];
+          if (covering.length === 0) expect(found).toBeUndefined();
+          else expect(found?.owner).toBe(Math.min(...covering));
         }
       }),
       { numRuns: 300 },

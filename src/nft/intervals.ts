@@ -1,10 +1,15 @@
-// Address ranges for nft interval maps. Pure.
+// Address ranges and CIDR blocks of the direct allows. Pure.
 //
-// nft refuses overlapping elements in one interval map, and two endpoints may well cover the
-// same addresses on the same port (10.0.0.0/8 and 10.1.0.0/16). So the ranges of all endpoints
-// on one port are cut into disjoint pieces, each owned by the first endpoint (in the stable
-// kernel order) that covers it: every covered address is still allowed, and its packets are
-// counted once, on one endpoint's counter.
+// Every address an endpoint allows directly is a CIDR block (an `allowed_ips` entry, or an IP
+// literal as a /32 or /128), and two blocks are either disjoint or one holds the other; two
+// endpoints may well hold the same address on the same port (10.0.0.0/8 and 10.1.0.0/16). An
+// address is counted once, on the first endpoint (in the stable kernel order) that holds it.
+// The kernel finds it one of two ways (plan.ts picks one per family, direct.ts writes it):
+// - in hash maps, one per prefix length, most specific first: each block names the first
+//   endpoint among those whose blocks hold it, and a block that would name the same one as the
+//   block around it is left out (`ownedBlocks`);
+// - in interval maps, which refuse overlapping elements: the ranges are cut into disjoint
+//   pieces, each owned by the first endpoint that covers it (`disjointRanges`).
 import ipaddr from 'ipaddr.js';
 
 export type Family = 4 | 6;
@@ -84,6 +89,41 @@ export function formatRange(range: AddressRange): string {
   if (bits === BITS[range.family]) return first;
   if (bits !== null) return `${first}/${bits}`;
   return `${first}-${formatAddress(range.end, range.family)}`;
+}
+
+/** Prefix length of a range that is exactly one CIDR block (as `parseRange` returns). */
+export function blockBits(range: AddressRange): number {
+  const bits = prefixLength(range);
+  if (bits === null) throw new Error(`${formatRange(range)} is not a CIDR block`);
+  return bits;
+}
+
+/** The network mask of a prefix length, in nft's spelling of an address. */
+export function formatMask(bits: number, family: Family): string {
+  const width = BITS[family];
+  const ones = (1n << BigInt(bits)) - 1n;
+  return formatAddress(ones << BigInt(width - bits), family);
+}
+
+/**
+ * The blocks of one family and port, each owned by the lowest owner among the blocks that hold
+ * it (itself included), without the blocks that would repeat the owner of the block around
+ * them. Sorted by start, larger blocks first. O(n log n).
+ */
+export function ownedBlocks(blocks: OwnedRange[]): OwnedRange[] {
+  const sorted = [...blocks].sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : a.end > b.end ? -1 : a.end < b.end ? 1 : a.owner - b.owner));
+  // The blocks around the current one, innermost last, with the owner each was given.
+  const around: OwnedRange[] = [];
+  const out: OwnedRange[] = [];
+  for (const block of sorted) {
+    while (around.length > 0 && around[around.length - 1]!.end < block.start) around.pop();
+    const outer = around[around.length - 1];
+    const owner = outer === undefined ? block.owner : Math.min(block.owner, outer.owner);
+    const owned = { ...block, owner };
+    if (outer === undefined || owner !== outer.owner) out.push(owned);
+    around.push(owned);
+  }
+  return out;
 }
 
 /** A binary min-heap of [owner, end] pairs, by owner. */

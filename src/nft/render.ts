@@ -6,20 +6,34 @@
 // not route for anyone (its processes cannot turn forwarding on without CAP_NET_ADMIN); a
 // `forward` chain with policy drop makes that explicit at no cost.
 //
-// Order in the output chain: established/related and loopback first (the cheap, common case),
-// then the proxy, DNS proxy and SNI listener, then per family the allows of new connections:
-// the direct allows, looked up by port (a hash) and then by address in that port's interval
-// map, and the host map the DNS proxy fills for every hostname endpoint (`address . port` with
-// a timeout). Every element names the owning endpoint's counter: the lookup that finds it
-// counts the packet there and the rule accepts, so a new connection costs a few lookups however
-// many endpoints there are. (One interval map keyed by `address . port` would do with one
-// lookup, but that lookup reads a bitmap per rule: with 20,000 rules it cost new connections
-// several percent of their rate; a hash on the port and a search among that port's ranges cost
-// well under one.) Then the counted reject: TCP reset for TCP, ICMP admin-prohibited otherwise,
-// so a bypass fails at once.
+// Allows name their endpoint's counter: the lookup that finds a packet counts it there and the
+// rule accepts, so a packet costs a few lookups however many endpoints there are. Direct allows
+// (CIDR endpoints, IP literals) are looked up as direct.ts says; hostname endpoints through the
+// host maps the DNS proxy fills (`address . port` with a timeout).
+//
+// Direct flows need no connection tracking: the same stateless lookup allows every packet of
+// such a flow, and its maps never expire (they change only when the policy is reloaded, and
+// then the whole table is replaced). Tracking was the largest cost of a short connection (an
+// entry created, confirmed and freed per connection, a lookup per packet). So where the lookup
+// is cheap enough to make at every packet (hashed allows, see plan.ts), chains at the raw
+// priority, before the tracker, leave exactly these flows untracked: the sandbox's packets
+// matched by destination address and port, their replies by source address and port, in the
+// same maps. The output chain accepts an untracked packet only through the same lookups, which
+// count it: such an endpoint's counter counts every packet the sandbox sends on its flows,
+// where a tracked one's counts the first packet of each connection. Everything else stays
+// tracked: hostname endpoints (an established connection must outlive its host-map element),
+// the proxy and the DNS proxy, and the port-443 redirect to the SNI listener (a DNAT needs the
+// tracker; untracked packets never reach the NAT chain, so directly allowed HTTPS keeps its
+// address without a rule there).
+//
+// Order in the output chain: established/related first (the cheap, common case), untracked
+// packets to their own chain, loopback, the proxy, DNS proxy and SNI listener, then per family
+// the allows of new connections (direct allows, then the host map), then the counted reject:
+// TCP reset for TCP, ICMP admin-prohibited otherwise, so a bypass fails at once.
 import { canonicalIpHost } from '../policy/host-pattern.js';
 import type { Policy } from '../policy/types.js';
-import { formatRange, type Family } from './intervals.js';
+import { directChain, directPorts, renderDirect, type DirectRules } from './direct.js';
+import { parseRange, type Family } from './intervals.js';
 import {
   DNS_COUNTER,
   NFT_FAMILY,
@@ -30,7 +44,7 @@ import {
   counterName,
   hostMapName,
 } from './names.js';
-import { planKernel, type DirectElement, type KernelPlan } from './plan.js';
+import { directElements, planKernel, type KernelPlan } from './plan.js';
 
 export interface HostPort {
   host: string;
@@ -58,7 +72,7 @@ interface Destination {
 
 const TABLE = `${NFT_FAMILY} ${NFT_TABLE}`;
 const HTTPS_PORT = 443;
-/** IPv6 neighbour discovery and MLD: link plumbing the namespace itself sends, never egress. */
+/** IPv6 neighbour discovery and MLD: link plumbing the namespace itself sends, never egress (and never tracked). */
 const ICMPV6_PLUMBING = 'nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert, mld-listener-report, mld2-listener-report';
 
 function destination(what: string, hp: HostPort | undefined): Destination | null {
@@ -73,28 +87,21 @@ function destination(what: string, hp: HostPort | undefined): Destination | null
 
 const daddr = (family: Family): string => (family === 4 ? 'ip daddr' : 'ip6 daddr');
 
-function elementList(items: string[], indent: string): string[] {
-  if (items.length === 0) return [];
-  return [`${indent}elements = {`, ...items.map((item, i) => `${indent}\t${item}${i < items.length - 1 ? ',' : ''}`), `${indent}}`];
+/** True when a direct allow of the plan covers this address and port. */
+function directlyAllowed(plan: KernelPlan, d: Destination): boolean {
+  const { start } = parseRange(d.address);
+  return directElements(plan.direct[d.family]).some((e) => e.port === d.port && e.range.start <= start && start <= e.range.end);
 }
 
-/** Interval map of the addresses directly allowed on one port, each naming its endpoint's counter. */
-const directMap = (family: Family, port: number): string => `direct${family}_${port}`;
-/** Chain that looks a new connection to `port` up in that port's direct map. */
-const portChain = (family: Family, port: number): string => `port${family}_${port}`;
-
-/** A family's direct allows grouped by port, ports ascending (the plan sorts by port, then address). */
-function byPort(elements: DirectElement[]): Array<[number, DirectElement[]]> {
-  const groups = new Map<number, DirectElement[]>();
-  for (const e of elements) {
-    const group = groups.get(e.port);
-    if (group === undefined) groups.set(e.port, [e]);
-    else group.push(e);
-  }
-  return [...groups];
+/** Each family's direct allows; null for a family without any. */
+function directRules(plan: KernelPlan, sni: Destination | null): Record<Family, DirectRules | null> {
+  // Replies of connections redirected to the SNI listener must be un-NATed by the tracker: when
+  // a direct allow covers the listener itself, its flows stay tracked both ways.
+  const tracked = (family: Family): Destination | null => (sni !== null && sni.family === family && directlyAllowed(plan, sni) ? sni : null);
+  return { 4: renderDirect(4, plan.direct[4], tracked(4)), 6: renderDirect(6, plan.direct[6], tracked(6)) };
 }
 
-function declarations(plan: KernelPlan): string[] {
+function declarations(plan: KernelPlan, direct: Record<Family, DirectRules | null>): string[] {
   const out: string[] = [];
   const counters = [
     ...plan.counters,
@@ -109,39 +116,18 @@ function declarations(plan: KernelPlan): string[] {
       out.push(`\tmap ${hostMapName(family)} {`, `\t\ttype ipv${family}_addr . inet_service : counter`, '\t\tflags timeout', '\t}');
     }
   }
-  for (const family of [4, 6] as const) {
-    const ports = byPort(plan.direct[family]);
-    if (ports.length === 0) continue;
-    for (const [port, elements] of ports) {
-      out.push(
-        `\tmap ${directMap(family, port)} {`,
-        `\t\ttype ipv${family}_addr : counter`,
-        '\t\tflags interval',
-        ...elementList(elements.map((e) => `${formatRange(e.range)} : "${counterName(e.id)}"`), '\t\t'),
-        '\t}',
-      );
-    }
-    out.push(
-      `\tmap ports${family} {`,
-      '\t\ttype inet_service : verdict',
-      ...elementList(ports.map(([port]) => `${port} : jump ${portChain(family, port)}`), '\t\t'),
-      '\t}',
-    );
-  }
+  for (const family of [4, 6] as const) out.push(...(direct[family]?.declarations ?? []));
   return out;
 }
 
-function familyChains(plan: KernelPlan): { lines: string[]; families: Family[] } {
+/** Per family, the allows of new connections: the direct allows, then the host map. */
+function allowChains(plan: KernelPlan, direct: Record<Family, DirectRules | null>): { lines: string[]; families: Family[] } {
   const lines: string[] = [];
   const families: Family[] = [];
   for (const family of [4, 6] as const) {
     const rules: string[] = [];
-    const ports = byPort(plan.direct[family]);
-    for (const [port] of ports) {
-      lines.push(`\tchain ${portChain(family, port)} {`, `\t\tcounter name ${daddr(family)} map @${directMap(family, port)} accept`, '\t}');
-    }
-    // A port chain that finds no address returns here, to the host map.
-    if (ports.length > 0) rules.push(`\t\tth dport vmap @ports${family}`);
+    // The direct chain returns here when it finds nothing.
+    if (direct[family] !== null) rules.push(`\t\tjump ${directChain(family)}`);
     if (plan.hosts.length > 0) rules.push(`\t\tcounter name ${daddr(family)} . th dport map @${hostMapName(family)} accept`);
     if (rules.length === 0) continue;
     families.push(family);
@@ -150,13 +136,47 @@ function familyChains(plan: KernelPlan): { lines: string[]; families: Family[] }
   return { lines, families };
 }
 
+/** Families whose direct flows are left untracked. */
+const untrackedFamilies = (direct: Record<Family, DirectRules | null>): Family[] => ([4, 6] as const).filter((f) => direct[f]?.untrack !== undefined);
+
+/** Raw-priority chains (before the tracker) that leave the hashed direct allows' flows untracked. */
+function untrackChains(direct: Record<Family, DirectRules | null>): string[] {
+  const families = untrackedFamilies(direct);
+  if (families.length === 0) return [];
+  const lines: string[] = [];
+  for (const [hook, port, way] of [['output', 'th dport', 'out'], ['prerouting', 'th sport', 'in']] as const) {
+    // Only TCP and UDP: `th` reads any transport header, and only these two are allowed by port.
+    // The set of ports spares other traffic the lookups.
+    const rules = families.map((f) => `meta nfproto ipv${f} meta l4proto { tcp, udp } ${port} @${directPorts(f)} jump ${direct[f]!.untrack![way]}`);
+    lines.push(`\tchain untrack_${hook} {`, `\t\ttype filter hook ${hook} priority raw; policy accept;`, ...rules.map((r) => `\t\t${r}`), '\t}');
+  }
+  return lines;
+}
+
+/**
+ * Untracked packets from the sandbox: the flows the raw chains left untracked, accepted only
+ * through the same direct allows' lookups; and neighbour discovery and MLD, which the tracker
+ * itself leaves untracked. Nothing else.
+ */
+function untrackedChain(direct: Record<Family, DirectRules | null>): string[] {
+  const rules = untrackedFamilies(direct).map((f) => `meta nfproto ipv${f} meta l4proto { tcp, udp } jump ${directChain(f)}`);
+  rules.push(`icmpv6 type { ${ICMPV6_PLUMBING} } accept`, 'goto refuse');
+  return ['\tchain untracked {', ...rules.map((r) => `\t\t${r}`), '\t}'];
+}
+
+/** The fence's one refusal, counted: TCP reset for TCP, ICMP admin-prohibited otherwise. */
+function refuseChain(): string[] {
+  return ['\tchain refuse {', `\t\tcounter name ${REJECT_COUNTER}`, '\t\tmeta l4proto tcp reject with tcp reset', '\t\treject with icmpx admin-prohibited', '\t}'];
+}
+
 function outputChain(families: Family[], proxy: Destination | null, dns: Destination | null, sni: Destination | null): string[] {
   const rules = [
     'type filter hook output priority filter; policy accept;',
-    // Most packets belong to established connections: the first rule ends their walk.
+    // Most packets belong to established connections or to untracked direct flows: the first
+    // two rules end or divert their walk.
     'ct state established,related accept',
+    'ct state untracked goto untracked',
     'oif "lo" accept',
-    `icmpv6 type { ${ICMPV6_PLUMBING} } accept`,
   ];
   if (proxy) rules.push(`${daddr(proxy.family)} ${proxy.address} tcp dport ${proxy.port} counter name ${PROXY_COUNTER} accept`);
   if (dns) rules.push(`${daddr(dns.family)} ${dns.address} meta l4proto { tcp, udp } th dport ${dns.port} counter name ${DNS_COUNTER} accept`);
@@ -165,17 +185,21 @@ function outputChain(families: Family[], proxy: Destination | null, dns: Destina
     const map = families.map((f) => `ipv${f} : jump allow${f}`).join(', ');
     rules.push(`meta l4proto { tcp, udp } meta nfproto vmap { ${map} }`);
   }
-  rules.push(`counter name ${REJECT_COUNTER}`, 'meta l4proto tcp reject with tcp reset', 'reject with icmpx admin-prohibited');
+  rules.push('goto refuse');
   return ['\tchain output {', ...rules.map((r) => `\t\t${r}`), '\t}'];
 }
 
-function sniChain(plan: KernelPlan, sni: Destination, fenceAddresses: Destination[]): string[] {
+function sniChain(plan: KernelPlan, direct: Record<Family, DirectRules | null>, sni: Destination, fenceAddresses: Destination[]): string[] {
   const rules = ['type nat hook output priority -100; policy accept;', 'oif "lo" accept', `tcp dport != ${HTTPS_PORT} accept`];
   for (const family of [4, 6] as const) {
     const own = [...new Set(fenceAddresses.filter((d) => d.family === family).map((d) => d.address))].sort();
     if (own.length > 0) rules.push(`${daddr(family)} { ${own.join(', ')} } accept`);
-    // Direct-allowed HTTPS keeps its own address (only port 443 gets this far).
-    if (plan.direct[family].some((e) => e.port === HTTPS_PORT)) rules.push(`${daddr(family)} @${directMap(family, HTTPS_PORT)} accept`);
+    // Directly allowed HTTPS keeps its own address. Untracked flows never get here; tracked
+    // (searched) ones are found in their port's map (only port 443 gets this far).
+    const allows = plan.direct[family];
+    if (direct[family]?.untrack === undefined && allows.form === 'searched' && allows.pieces.some((e) => e.port === HTTPS_PORT)) {
+      rules.push(`${daddr(family)} @direct${family}_${HTTPS_PORT} accept`);
+    }
     // Membership in the host map, whichever endpoint owns the element.
     if (plan.hosts.some((host) => host.ports.includes(HTTPS_PORT))) rules.push(`${daddr(family)} . tcp dport @${hostMapName(family)} accept`);
   }
@@ -190,16 +214,22 @@ export function renderRuleset(policies: Policy[], options: RenderOptions = {}): 
   const dns = destination('DNS proxy', options.dns);
   const sni = destination('SNI listener', options.sni);
   const plan = planKernel(policies);
-  const { lines: chains, families } = familyChains(plan);
+  const direct = directRules(plan, sni);
+  const allows = allowChains(plan, direct);
   const body = [
-    ...declarations(plan),
-    ...chains,
-    ...outputChain(families, proxy, dns, sni),
+    ...declarations(plan, direct),
+    ...(direct[4]?.chains ?? []),
+    ...(direct[6]?.chains ?? []),
+    ...allows.lines,
+    ...untrackChains(direct),
+    ...untrackedChain(direct),
+    ...refuseChain(),
+    ...outputChain(allows.families, proxy, dns, sni),
     '\tchain forward {',
     '\t\ttype filter hook forward priority filter; policy drop;',
     '\t}',
   ];
-  if (sni) body.push(...sniChain(plan, sni, [proxy, dns, sni].filter((d): d is Destination => d !== null)));
+  if (sni) body.push(...sniChain(plan, direct, sni, [proxy, dns, sni].filter((d): d is Destination => d !== null)));
   return [
     '#!/usr/sbin/nft -f',
     '# portcullis egress fence, generated from the policy: apply with `nft -f -` in the sandbox namespace.',

@@ -1,0 +1,122 @@
+// The direct allows of one family in nft syntax. Pure.
+//
+// Whatever their form, they end in a chain `direct4` (or `direct6`) that finds a packet's
+// `address . port`, counts it on the owning endpoint's counter and accepts it, and returns
+// when no map holds it. Two forms (the plan picks one per family):
+// - hashed: a hash map per prefix length keyed by `network . port`; the chain masks the address
+//   to each length in turn, most specific first. A lookup costs the same however many
+//   endpoints there are. These flows are not tracked (render.ts says why), so two more chains,
+//   hooked at the raw priority by the renderer, leave them untracked going out (by destination)
+//   and coming back (by source), through the same maps;
+// - searched: an interval map of addresses per port, found through a verdict map of ports (one
+//   interval map keyed by `address . port` would do with one lookup, but that lookup reads a
+//   bitmap per rule: with 20,000 rules it cost new connections several percent of their rate).
+//   A search among a port's ranges costs more the more ranges it holds, so these flows stay
+//   tracked and are looked up at their first packet only.
+import { formatAddress, formatMask, formatRange, type Family } from './intervals.js';
+import { counterName } from './names.js';
+import type { DirectAllows, DirectBlock, DirectElement } from './plan.js';
+
+export interface DirectRules {
+  declarations: string[];
+  chains: string[];
+  /** Chains that leave the flows untracked, going out and coming back; absent when tracked. */
+  untrack?: { out: string; in: string };
+}
+
+/** An address and port whose flows must stay tracked even when a direct allow covers them. */
+export interface TrackedDestination {
+  address: string;
+  port: number;
+}
+
+const WIDTH: Record<Family, number> = { 4: 32, 6: 128 };
+const ip = (family: Family): string => (family === 4 ? 'ip' : 'ip6');
+/** The chain every form ends in. */
+export const directChain = (family: Family): string => `direct${family}`;
+/** Set of the ports that have direct allows (hashed form). */
+export const directPorts = (family: Family): string => `direct${family}_ports`;
+
+function elementList(items: string[], indent: string): string[] {
+  if (items.length === 0) return [];
+  return [`${indent}elements = {`, ...items.map((item, i) => `${indent}\t${item}${i < items.length - 1 ? ',' : ''}`), `${indent}}`];
+}
+
+function groupBy<T>(items: T[], key: (item: T) => number): Array<[number, T[]]> {
+  const groups = new Map<number, T[]>();
+  for (const item of items) {
+    const group = groups.get(key(item));
+    if (group === undefined) groups.set(key(item), [item]);
+    else group.push(item);
+  }
+  return [...groups];
+}
+
+function hashed(family: Family, blocks: DirectBlock[], tracked: TrackedDestination | null): DirectRules {
+  const map = (bits: number): string => `direct${family}_${bits}`;
+  /** `ip daddr & 255.255.255.0 . th dport`: the key of the map of that length. */
+  const key = (field: 'daddr' | 'saddr', bits: number): string => {
+    const mask = bits === WIDTH[family] ? '' : ` & ${formatMask(bits, family)}`;
+    return `${ip(family)} ${field}${mask} . th ${field === 'daddr' ? 'dport' : 'sport'}`;
+  };
+  const groups = groupBy(blocks, (b) => b.bits);
+  const declarations: string[] = [];
+  for (const [bits, group] of groups) {
+    declarations.push(
+      `\tmap ${map(bits)} {`,
+      `\t\ttype ipv${family}_addr . inet_service : counter`,
+      ...elementList(group.map((b) => `${formatAddress(b.range.start, family)} . ${b.port} : "${counterName(b.id)}"`), '\t\t'),
+      '\t}',
+    );
+  }
+  const ports = [...new Set(blocks.map((b) => b.port))].sort((a, b) => a - b);
+  declarations.push(`\tset ${directPorts(family)} {`, '\t\ttype inet_service', ...elementList(ports.map(String), '\t\t'), '\t}');
+
+  const lengths = groups.map(([bits]) => bits);
+  const count = lengths.map((bits) => `counter name ${key('daddr', bits)} map @${map(bits)} accept`);
+  const out = lengths.map((bits) => `${key('daddr', bits)} @${map(bits)} notrack accept`);
+  const back = lengths.map((bits) => `${key('saddr', bits)} @${map(bits)} notrack accept`);
+  if (tracked !== null) {
+    out.unshift(`${ip(family)} daddr ${tracked.address} tcp dport ${tracked.port} return`);
+    back.unshift(`${ip(family)} saddr ${tracked.address} tcp sport ${tracked.port} return`);
+  }
+  const untrack = { out: `untrack_out${family}`, in: `untrack_in${family}` };
+  const chains: string[] = [];
+  for (const [name, rules] of [[directChain(family), count], [untrack.out, out], [untrack.in, back]] as const) {
+    chains.push(`\tchain ${name} {`, ...rules.map((r) => `\t\t${r}`), '\t}');
+  }
+  return { declarations, chains, untrack };
+}
+
+function searched(family: Family, pieces: DirectElement[]): DirectRules {
+  const map = (port: number): string => `direct${family}_${port}`;
+  const chain = (port: number): string => `port${family}_${port}`;
+  const ports = groupBy(pieces, (p) => p.port);
+  const declarations: string[] = [];
+  const chains: string[] = [];
+  for (const [port, group] of ports) {
+    declarations.push(
+      `\tmap ${map(port)} {`,
+      `\t\ttype ipv${family}_addr : counter`,
+      '\t\tflags interval',
+      ...elementList(group.map((p) => `${formatRange(p.range)} : "${counterName(p.id)}"`), '\t\t'),
+      '\t}',
+    );
+    chains.push(`\tchain ${chain(port)} {`, `\t\tcounter name ${ip(family)} daddr map @${map(port)} accept`, '\t}');
+  }
+  declarations.push(
+    `\tmap ports${family} {`,
+    '\t\ttype inet_service : verdict',
+    ...elementList(ports.map(([port]) => `${port} : jump ${chain(port)}`), '\t\t'),
+    '\t}',
+  );
+  // A port chain that finds no address returns here, and this chain to its caller.
+  chains.push(`\tchain ${directChain(family)} {`, `\t\tth dport vmap @ports${family}`, '\t}');
+  return { declarations, chains };
+}
+
+/** A family's direct allows (none: null). `tracked`: a covered destination to keep tracked. */
+export function renderDirect(family: Family, allows: DirectAllows, tracked: TrackedDestination | null): DirectRules | null {
+  if (allows.form === 'hashed') return allows.blocks.length > 0 ? hashed(family, allows.blocks, tracked) : null;
+  return allows.pieces.length > 0 ? searched(family, allows.pieces) : null;
+}
