@@ -2,12 +2,15 @@
 // namespaces, without a ruleset (baseline) and with the compiled ruleset of a policy with
 // 10,000 CIDR endpoints and 1,000 hostname endpoints; and the compile + apply time of that
 // policy. Targets: ratio ≥ 0.9 against the baseline of the same run; compile + apply < 1 s.
+// The CIDR endpoints are /24s, so the kernel hashes them and leaves their flows untracked; a
+// second policy of 10,000 CIDR endpoints spread over 17 prefix lengths (/16 to /32), which the
+// kernel searches by port and tracks, is measured beside it (see src/nft/direct.ts).
 //
 // Method. Each configuration has its own lab (client + server namespace), set up once: no
 // ruleset (twice: the second baseline lab shows how far two identical labs drift apart in the
-// same run, the noise floor of every ratio); connection tracking alone (the floor any
-// "established accepted" fence pays); the compiled ruleset, its host map filled as the DNS
-// proxy would. Nothing is reloaded between runs (freeing a large ruleset keeps the kernel busy
+// same run, the noise floor of every ratio); connection tracking alone (the floor any tracked
+// flow pays); the compiled rulesets (hashed /24s, and the searched spread of lengths), their
+// host maps filled as the DNS proxy would. Nothing is reloaded between runs (freeing a large ruleset keeps the kernel busy
 // for a while), and each lab keeps one load generator running, so runs can be short. Every
 // round runs every configuration once, for a short slice, in an order rotated from round to
 // round; each ratio is taken within a round, so load from other processes on a shared machine
@@ -43,7 +46,7 @@ const ADDRESSES_PER_NAME = 10;
 const DIRECT_TARGET = '198.51.100.10';
 const HOST_TARGET = '203.0.113.10';
 // Connection tracking alone (what "established/related accepted" needs): separates the cost of
-// conntrack from the cost of the fence's own rules.
+// conntrack from the cost of the fence's own rules (untracked direct flows can cost less).
 const CONNTRACK_ONLY = [
   'table inet portcullis',
   'delete table inet portcullis',
@@ -59,19 +62,22 @@ const CONNTRACK_ONLY = [
 /**
  * 10,000 CIDR endpoints (100 policies × 100) and 1,000 hostname endpoints (10 × 100), no
  * binaries. Every CIDR endpoint allows the benchmark's port (and one of 1,000 others), so the
- * direct allows of that port hold all 10,000 ranges: the worst case for the lookup by port.
+ * direct allows of that port hold all 10,000 blocks: the worst case for a search by port.
+ * `spread`: the blocks' prefix lengths run from /16 to /32 instead of all /24.
  */
-function benchPolicyYaml(port) {
+function benchPolicyYaml(ports, { spread = false } = {}) {
+  const [port, bulkPort] = ports;
   const lines = ['version: 1', 'network_policies:'];
   for (let p = 0; p < CIDR_ENDPOINTS / 100; p++) {
     lines.push(`  cidr-${String(p).padStart(3, '0')}:`, '    endpoints:');
     for (let e = 0; e < 100; e++) {
       const i = p * 100 + e;
-      lines.push(`      - { allowed_ips: ["10.${i >> 8}.${i & 255}.0/24"], ports: [${port}, ${1024 + (i % 1000)}] }`);
+      const block = spread ? `10.${i >> 8}.${i & 255}.${(i * 7) & 255}/${16 + (i % 17)}` : `10.${i >> 8}.${i & 255}.0/24`;
+      lines.push(`      - { allowed_ips: ["${block}"], ports: [${port}, ${1024 + (i % 1000)}] }`);
     }
   }
-  // The benchmark's own destination: one CIDR endpoint among the others.
-  lines[lines.length - 1] = `      - { allowed_ips: ["198.51.100.0/24"], ports: [443, ${port}] }`;
+  // The benchmark's own destination: one CIDR endpoint among the others, for both runs.
+  lines[lines.length - 1] = `      - { allowed_ips: ["198.51.100.0/24"], ports: [443, ${port}, ${bulkPort}] }`;
   for (let p = 0; p < HOST_ENDPOINTS / 100; p++) {
     lines.push(`  names-${String(p).padStart(2, '0')}:`, '    endpoints:');
     for (let e = 0; e < 100; e++) lines.push(`      - { host: "h${p * 100 + e}.bench.example", ports: [443, ${port}] }`);
@@ -156,12 +162,14 @@ async function main() {
     labs.push(tracked);
     const fenced = await newLab();
     labs.push(fenced);
+    const searched = await newLab();
+    labs.push(searched);
     await applyRuleset(CONNTRACK_ONLY, { netns: tracked.cli });
 
     // Load (parse + validate the YAML) is the policy stage's cost, reported apart; compile +
     // apply is render + `nft -f -` in the namespace (which replaces the table atomically).
     const t0 = performance.now();
-    const loaded = loadPolicyText(benchPolicyYaml(fenced.tcpPorts[0]), 'bench.yaml');
+    const loaded = loadPolicyText(benchPolicyYaml(fenced.tcpPorts), 'bench.yaml');
     const loadMs = performance.now() - t0;
     const options = { proxy: { host: '192.0.2.1', port: 3128 }, dns: { host: '192.0.2.1', port: 53 } };
     let script = '';
@@ -175,6 +183,9 @@ async function main() {
     }
     const hostEndpoints = kernelEndpoints(loaded.policies).filter((ke) => ke.endpoint.host !== null);
     await fenced.nft(['-f', '-'], hostMapScript(hostEndpoints, fenced.tcpPorts));
+    const spreadPolicy = loadPolicyText(benchPolicyYaml(searched.tcpPorts, { spread: true }), 'bench-spread.yaml');
+    await applyRuleset(renderRuleset(spreadPolicy.policies, options), { netns: searched.cli });
+    await searched.nft(['-f', '-'], hostMapScript(hostEndpoints, searched.tcpPorts));
 
     const conn = [
       { key: 'base', lab: bare, address: DIRECT_TARGET },
@@ -182,10 +193,13 @@ async function main() {
       { key: 'ct', lab: tracked, address: DIRECT_TARGET },
       { key: 'cidr', lab: fenced, address: DIRECT_TARGET },
       { key: 'host', lab: fenced, address: HOST_TARGET },
+      { key: 'spreadCidr', lab: searched, address: DIRECT_TARGET },
+      { key: 'spreadHost', lab: searched, address: HOST_TARGET },
     ];
     const bulk = [
       { key: 'base', lab: bare, address: DIRECT_TARGET },
       { key: 'ct', lab: tracked, address: DIRECT_TARGET },
+      { key: 'cidr', lab: fenced, address: DIRECT_TARGET },
       { key: 'host', lab: fenced, address: HOST_TARGET },
     ];
     // Warm-up: JIT, listeners' accept queues, conntrack tables.
@@ -212,7 +226,10 @@ async function main() {
     const ct = ratio(c.ct, c.base);
     const cidr = ratio(c.cidr, c.base);
     const host = ratio(c.host, c.base);
+    const spreadCidr = ratio(c.spreadCidr, c.base);
+    const spreadHost = ratio(c.spreadHost, c.base);
     const bulkCt = ratio(b.ct, b.base);
+    const bulkCidr = ratio(b.cidr, b.base);
     const bulkRatio = ratio(b.host, b.base);
     console.log(`policy: ${fmt(CIDR_ENDPOINTS)} CIDR endpoints + ${fmt(HOST_ENDPOINTS)} hostname endpoints; script ${fmt(script.length / 1024)} KiB; host map ${fmt(hostEndpoints.length * ADDRESSES_PER_NAME * 2 + 2)} elements`);
     console.log(`connection rate: ${ROUNDS} rounds of ${SLICE_MS} ms runs, ${CONCURRENCY} connections in flight; bulk: ${BULK_ROUNDS} rounds of ${fmt(BYTES / 1024 ** 2)} MiB`);
@@ -224,8 +241,11 @@ async function main() {
     console.log(`TCP connections/s, conntrack only (reference): ${fmt(median(c.ct))} (${spread(c.ct)})  ratio ${fmt(ct.median, 2)} [${ct.list}]`);
     console.log(`TCP connections/s, ruleset, CIDR endpoint: ${fmt(median(c.cidr))} (${spread(c.cidr)})  ratio ${fmt(cidr.median, 2)} [${cidr.list}] — ${verdict(cidr.median >= 0.9)} (≥ 0.9); against conntrack only ${fmt(ratio(c.cidr, c.ct).median, 2)}`);
     console.log(`TCP connections/s, ruleset, hostname endpoint (host map): ${fmt(median(c.host))} (${spread(c.host)})  ratio ${fmt(host.median, 2)} [${host.list}] — ${verdict(host.median >= 0.9)} (≥ 0.9); against conntrack only ${fmt(ratio(c.host, c.ct).median, 2)}`);
+    console.log(`TCP connections/s, ruleset of /16–/32 blocks (searched, tracked), CIDR endpoint: ${fmt(median(c.spreadCidr))} (${spread(c.spreadCidr)})  ratio ${fmt(spreadCidr.median, 2)} [${spreadCidr.list}]; against conntrack only ${fmt(ratio(c.spreadCidr, c.ct).median, 2)}`);
+    console.log(`TCP connections/s, ruleset of /16–/32 blocks (searched, tracked), hostname endpoint: ${fmt(median(c.spreadHost))} (${spread(c.spreadHost)})  ratio ${fmt(spreadHost.median, 2)} [${spreadHost.list}]; against conntrack only ${fmt(ratio(c.spreadHost, c.ct).median, 2)}`);
     console.log(`bulk throughput, baseline: ${fmt(median(b.base), 2)} Gbit/s (${spread(b.base, 2)})`);
     console.log(`bulk throughput, conntrack only (reference): ${fmt(median(b.ct), 2)} Gbit/s (${spread(b.ct, 2)})  ratio ${fmt(bulkCt.median, 2)} [${bulkCt.list}]`);
+    console.log(`bulk throughput, ruleset, CIDR endpoint (untracked): ${fmt(median(b.cidr), 2)} Gbit/s (${spread(b.cidr, 2)})  ratio ${fmt(bulkCidr.median, 2)} [${bulkCidr.list}] — ${verdict(bulkCidr.median >= 0.9)} (≥ 0.9)`);
     console.log(`bulk throughput, ruleset (host-map path): ${fmt(median(b.host), 2)} Gbit/s (${spread(b.host, 2)})  ratio ${fmt(bulkRatio.median, 2)} [${bulkRatio.list}] — ${verdict(bulkRatio.median >= 0.9)} (≥ 0.9); against conntrack only ${fmt(ratio(b.host, b.ct).median, 2)}`);
   } finally {
     for (const lab of labs) await lab.close();
