@@ -105,13 +105,20 @@ export function formatMask(bits: number, family: Family): string {
   return formatAddress(ones << BigInt(width - bits), family);
 }
 
+/** By start; at the same start the larger block first, then the lower owner. */
+function outerFirst(a: OwnedRange, b: OwnedRange): number {
+  if (a.start !== b.start) return a.start < b.start ? -1 : 1;
+  if (a.end !== b.end) return a.end > b.end ? -1 : 1;
+  return a.owner - b.owner;
+}
+
 /**
  * The blocks of one family and port, each owned by the lowest owner among the blocks that hold
  * it (itself included), without the blocks that would repeat the owner of the block around
  * them. Sorted by start, larger blocks first. O(n log n).
  */
 export function ownedBlocks(blocks: OwnedRange[]): OwnedRange[] {
-  const sorted = [...blocks].sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : a.end > b.end ? -1 : a.end < b.end ? 1 : a.owner - b.owner));
+  const sorted = [...blocks].sort(outerFirst);
   // The blocks around the current one, innermost last, with the owner each was given.
   const around: OwnedRange[] = [];
   const out: OwnedRange[] = [];

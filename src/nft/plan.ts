@@ -120,7 +120,10 @@ export function planKernel(policies: Policy[]): KernelPlan {
       direct[family] = { form: 'hashed', blocks: blocks[family].sort(byLengthAddressPort) };
       continue;
     }
-    const pieces = keys.filter((key) => familyOf(key) === family).flatMap((key) => disjointRanges(byFamilyPort.get(key)!).map((piece) => element(key, piece)));
+    const pieces: DirectElement[] = [];
+    for (const key of keys.filter((k) => familyOf(k) === family)) {
+      for (const piece of disjointRanges(byFamilyPort.get(key)!)) pieces.push(element(key, piece));
+    }
     direct[family] = { form: 'searched', pieces };
   }
   return {

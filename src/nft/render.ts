@@ -24,7 +24,9 @@
 // tracked: hostname endpoints (an established connection must outlive its host-map element),
 // the proxy and the DNS proxy, and the port-443 redirect to the SNI listener (a DNAT needs the
 // tracker; untracked packets never reach the NAT chain, so directly allowed HTTPS keeps its
-// address without a rule there).
+// address without a rule there). One thing the tracker gave that an untracked flow lacks: an
+// ICMP error the sandbox sends about it (a UDP port unreachable to an allowed server) relates
+// to no connection, so the fence refuses it, as it refuses any other stray ICMP.
 //
 // Order in the output chain: established/related first (the cheap, common case), untracked
 // packets to their own chain, loopback, the proxy, DNS proxy and SNI listener, then per family
@@ -41,7 +43,6 @@ import {
   PROXY_COUNTER,
   REJECT_COUNTER,
   SNI_COUNTER,
-  counterName,
   hostMapName,
 } from './names.js';
 import { directElements, planKernel, type KernelPlan } from './plan.js';
@@ -72,7 +73,7 @@ interface Destination {
 
 const TABLE = `${NFT_FAMILY} ${NFT_TABLE}`;
 const HTTPS_PORT = 443;
-/** IPv6 neighbour discovery and MLD: link plumbing the namespace itself sends, never egress (and never tracked). */
+/** IPv6 neighbour discovery and MLD: link plumbing the namespace sends, never egress; never tracked. */
 const ICMPV6_PLUMBING = 'nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert, mld-listener-report, mld2-listener-report';
 
 function destination(what: string, hp: HostPort | undefined): Destination | null {
