@@ -74,7 +74,7 @@ export function flowEvents(
         endpoint: null,
         host: null,
         port: null,
-        reason: 'rejected in the kernel: no allow matched (traffic that went around the proxy and the DNS proxy)',
+        reason: 'rejected in the kernel: no allow matched (packets sent past the proxy and the DNS proxy: direct connections, or ICMP errors about flows the fence does not track)',
       });
       continue;
     }
