@@ -14,15 +14,21 @@ const TICKS_PER_SECOND = 100;
 export const START_UNCERTAINTY_MS = 30;
 
 export class ProcessStartClock {
-  private readonly bootAt: number;
+  /** Boot on performance.now()'s clock; undefined when /proc/uptime cannot be read (then no start is known). */
+  private readonly bootAt: number | undefined;
 
   constructor(private readonly procDir = '/proc') {
-    const uptimeSeconds = Number(readFileSync(`${procDir}/uptime`, 'latin1').split(' ')[0]);
-    this.bootAt = performance.now() - uptimeSeconds * 1000;
+    try {
+      const uptimeSeconds = Number(readFileSync(`${procDir}/uptime`, 'latin1').split(' ')[0]);
+      this.bootAt = Number.isFinite(uptimeSeconds) ? performance.now() - uptimeSeconds * 1000 : undefined;
+    } catch {
+      this.bootAt = undefined;
+    }
   }
 
-  /** A moment no earlier than the process's start, read now (so a reused pid cannot mislead); undefined when it is gone. */
+  /** A moment no earlier than the process's start, read now (so a reused pid cannot mislead); undefined when it is gone or unknown. */
   notBeforeStartOf(pid: number): number | undefined {
+    if (this.bootAt === undefined) return undefined;
     try {
       return this.bootAt + (readProcStat(pid, this.procDir).startTime * 1000) / TICKS_PER_SECOND + START_UNCERTAINTY_MS;
     } catch {
