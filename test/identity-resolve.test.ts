@@ -182,26 +182,31 @@ describe('resolving real clients', () => {
       'sys.stdin.readline()',
     ].join('\n');
     const parent = children.spawn(PYTHON, ['-c', script], { stdout: true });
-    const lines: string[] = [];
-    let buffered = '';
-    parent.stdout!.on('data', (chunk: Buffer) => {
-      buffered += chunk.toString();
-      const parts = buffered.split('\n');
-      buffered = parts.pop()!;
-      lines.push(...parts);
-    });
-    const firstChild = Number(await waitFor(() => lines[0], 'the first child'));
-    const firstSocket = await v4.next();
-    expect(await resolver.resolve(tupleOf(firstSocket))).toMatchObject({ path: PYTHON, pid: firstChild });
+    // Its children are grandchildren of this process: killed here whatever happens.
+    const grandchildren = (): number[] => childPids(parent.pid!);
+    try {
+      const lines: string[] = [];
+      let buffered = '';
+      parent.stdout!.on('data', (chunk: Buffer) => {
+        buffered += chunk.toString();
+        const parts = buffered.split('\n');
+        buffered = parts.pop()!;
+        lines.push(...parts);
+      });
+      const firstChild = Number(await waitFor(() => lines[0], 'the first child'));
+      const firstSocket = await v4.next();
+      expect(await resolver.resolve(tupleOf(firstSocket))).toMatchObject({ path: PYTHON, pid: firstChild });
 
-    parent.stdin!.write('go\n');
-    const sleeper = Number(await waitFor(() => lines[1], 'the sleep child'));
-    const shared = await v4.next();
-    const identity = await resolver.resolve(tupleOf(shared));
-    expect(identity).toMatchObject({ path: '<unresolved>', unresolved_reason: 'ambiguous_owner' });
-    expect(identity.owner_pids?.sort()).toEqual([parent.pid, sleeper].sort());
-    for (const pid of [firstChild, sleeper]) process.kill(pid, 'SIGKILL');
-    parent.stdin!.end('\n');
+      parent.stdin!.write('go\n');
+      const sleeper = Number(await waitFor(() => lines[1], 'the sleep child'));
+      const shared = await v4.next();
+      const identity = await resolver.resolve(tupleOf(shared));
+      expect(identity).toMatchObject({ path: '<unresolved>', unresolved_reason: 'ambiguous_owner' });
+      expect(identity.owner_pids?.sort()).toEqual([parent.pid, sleeper].sort());
+    } finally {
+      for (const pid of grandchildren()) process.kill(pid, 'SIGKILL');
+      parent.stdin!.end('\n');
+    }
   });
 
   it('the exhaustive search also sees a socket passed to an unrelated process', async () => {
@@ -213,20 +218,26 @@ describe('resolving real clients', () => {
       ['-c', `'${PYTHON}' -c "import socket, time; u = socket.socket(socket.AF_UNIX); u.bind('${unixPath}'); u.listen(1); c, _ = u.accept(); msg, fds, _, _ = socket.recv_fds(c, 16, 1); print(fds[0], flush=True); time.sleep(60)"; true`],
       { stdout: true },
     );
-    await waitFor(() => existsSync(unixPath), 'the unix socket');
-    const sender = children.spawn(PYTHON, [
-      '-c',
-      `import socket; s = socket.create_connection(('127.0.0.1', ${v4.port})); u = socket.socket(socket.AF_UNIX); u.connect('${unixPath}'); socket.send_fds(u, [b'x'], [s.fileno()]); s.recv(1)`,
-    ]);
-    await firstLine(receiver);
-    const socket = await v4.next();
-    const exhaustive = new IdentityResolver({ exhaustiveOwnerSearch: true });
-    const identity = await exhaustive.resolve(tupleOf(socket));
-    exhaustive.close();
-    expect(identity).toMatchObject({ path: '<unresolved>', unresolved_reason: 'ambiguous_owner' });
-    expect(identity.owner_pids).toContain(sender.pid);
-    expect(identity.owner_pids).toHaveLength(2);
-    socket.end('x');
+    // The python under bash is a grandchild: killed here, since killing bash leaves it running.
+    const grandchildren = (): number[] => childPids(receiver.pid!);
+    try {
+      await waitFor(() => existsSync(unixPath), 'the unix socket');
+      const sender = children.spawn(PYTHON, [
+        '-c',
+        `import socket; s = socket.create_connection(('127.0.0.1', ${v4.port})); u = socket.socket(socket.AF_UNIX); u.connect('${unixPath}'); socket.send_fds(u, [b'x'], [s.fileno()]); s.recv(1)`,
+      ]);
+      await firstLine(receiver);
+      const socket = await v4.next();
+      const exhaustive = new IdentityResolver({ exhaustiveOwnerSearch: true });
+      const identity = await exhaustive.resolve(tupleOf(socket));
+      exhaustive.close();
+      expect(identity).toMatchObject({ path: '<unresolved>', unresolved_reason: 'ambiguous_owner' });
+      expect(identity.owner_pids).toContain(sender.pid);
+      expect(identity.owner_pids).toHaveLength(2);
+      socket.end('x');
+    } finally {
+      for (const pid of grandchildren()) process.kill(pid, 'SIGKILL');
+    }
   });
 
   it('a client that exited before resolution gets the sentinel', async () => {
