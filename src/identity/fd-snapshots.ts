@@ -159,7 +159,7 @@ export class FdSnapshots {
     for (const [fd, socket] of links) if (open.has(fd) && socket === inode) asked.set(Number(fd), { inode, released: false });
     const snapshot: Snapshot = { takenAt: startedAt, sockets, permissionDenied, links: fds.length <= MAX_KEPT_LINKS ? links : null, asked };
     this.keep(pid, snapshot);
-    if (sockets.has(inode)) this.askedIn.set(inode, pid);
+    if (sockets.has(inode)) this.rememberAsked(inode, pid);
     return { held: sockets.has(inode), readlinks, permissionDenied: permissionDenied && !sockets.has(inode) };
   }
 
@@ -182,10 +182,16 @@ export class FdSnapshots {
     if (number === undefined) return;
     snapshot.asked.delete(number);
     snapshot.asked.set(number, { inode, released: false });
+    this.rememberAsked(inode, pid);
+  }
+
+  /** Which process a socket asked about was found in, for `released` (oldest forgotten first). */
+  private rememberAsked(inode: number, pid: number): void {
+    this.askedIn.delete(inode);
     this.askedIn.set(inode, pid);
-    if (this.askedIn.size > MAX_ASKED) {
-      const [oldest] = this.askedIn.keys();
-      if (oldest !== undefined) this.askedIn.delete(oldest);
+    for (const [oldest] of this.askedIn) {
+      if (this.askedIn.size <= MAX_ASKED) break;
+      this.askedIn.delete(oldest);
     }
   }
 
