@@ -9,7 +9,9 @@ import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AuditEvent } from '../src/audit/events.js';
 import { openAuditSink, type StreamAuditSink } from '../src/audit/sink.js';
-import { startProxy, type ProxyOptions, type RunningProxy } from '../src/proxy/server.js';
+import { IdentityResolver } from '../src/identity/resolver.js';
+import type { ConnectionTuple } from '../src/identity/types.js';
+import { startProxy, type IdentitySource, type ProxyOptions, type RunningProxy } from '../src/proxy/server.js';
 import { startSimulatedInternet, type SimulatedInternet } from '../src/sim/internet.js';
 import { echoThrough, openTunnel, rawExchange, run, waitForClose, waitForEvent } from './fixtures/proxy/harness.js';
 
@@ -504,6 +506,40 @@ describe('hot reload', () => {
     const text = Buffer.concat(chunks).toString('latin1');
     expect(text.startsWith('HTTP/1.')).toBe(true);
     expect(text.slice(text.indexOf('\r\n\r\n') + 4).length).toBe(100_000);
+  });
+});
+
+describe('the identity source', () => {
+  it('is told, once, when a connection it was asked about ends, with the same tuple', async () => {
+    const real = new IdentityResolver();
+    const asked: string[] = [];
+    const released: string[] = [];
+    const key = (t: ConnectionTuple): string => `${t.clientAddress}:${t.clientPort}>${t.proxyAddress}:${t.proxyPort}`;
+    const identity: IdentitySource = {
+      resolve: (tuple, options) => {
+        asked.push(key(tuple));
+        return real.resolve(tuple, options);
+      },
+      released: (tuple, options) => {
+        released.push(key(tuple));
+        real.released(tuple, options);
+      },
+    };
+    try {
+      const { proxy: p } = await proxy({ identity });
+      const t = await openTunnel(p.address.port, `open.sim.test:${ECHO_PORT}`);
+      expect(t.status).toBe(200);
+      expect((await echoThrough(t.socket, Buffer.from('ping'))).toString()).toBe('ping');
+      expect(released).toEqual([]);
+      t.socket.end();
+      await waitForClose(t.socket);
+      for (let i = 0; i < 100 && released.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+      expect(asked).toHaveLength(1);
+      // Released once, as soon as the client's end arrives (not again at close).
+      expect(released).toEqual(asked);
+    } finally {
+      real.close();
+    }
   });
 });
 

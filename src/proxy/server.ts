@@ -219,7 +219,12 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
     if (identities.released) {
       // The client's FIN usually means it has closed its fd: say so at once, its next socket may
       // be on its way (at the latest, on close).
-      const release = (): void => identities.released?.(tuple, opts);
+      let released = false;
+      const release = (): void => {
+        if (released) return;
+        released = true;
+        identities.released?.(tuple, opts);
+      };
       client.once('end', release);
       client.once('close', release);
     }
