@@ -52,6 +52,31 @@ describe('audit sink', () => {
     expect(stream.lines.map((l) => JSON.parse(l).host)).toEqual(seen);
   });
 
+  it('writes events that come one by one in batches, soon, without close()', async () => {
+    const writes: string[] = [];
+    const stream = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        writes.push(chunk.toString());
+        done();
+      },
+    });
+    const sink = new StreamAuditSink(stream, false);
+    // Events spread over a few milliseconds, as tunnels open: far fewer writes than events.
+    for (let i = 0; i < 200; i++) {
+      sink.emit({ kind: 'connect', host: `h${i}`, port: 443 });
+      if (i % 20 === 0) await new Promise((resolve) => setImmediate(resolve));
+    }
+    for (let i = 0; i < 100 && writes.join('').split('\n').filter(Boolean).length < 200; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+    const lines = writes.join('').split('\n').filter(Boolean);
+    expect(lines.map((l) => JSON.parse(l).host)).toEqual(Array.from({ length: 200 }, (_, i) => `h${i}`));
+    expect(writes.length).toBeLessThanOrEqual(5);
+    // A lone event is written too, a moment later, with nothing else to push it out.
+    sink.emit({ kind: 'connect', host: 'lone', port: 443 });
+    for (let i = 0; i < 100 && !writes.join('').includes('"lone"'); i++) await new Promise((resolve) => setTimeout(resolve, 10));
+    expect(writes.join('')).toContain('"lone"');
+    await sink.close();
+  });
+
   it('one event is one line of JSON with the time first', () => {
     const line = auditLine({ kind: 'sni', host: 'a\nb', time: '2026-01-01T00:00:00.000Z' });
     expect(line.endsWith('\n')).toBe(true);
