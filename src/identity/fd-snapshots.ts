@@ -41,7 +41,8 @@ interface AskedSocket {
 interface Snapshot {
   /** When the last full read began: every socket held since then and still held was seen. */
   takenAt: number;
-  sockets: Set<number>;
+  /** Socket inode → the fd number it was read at. */
+  sockets: Map<number, string>;
   permissionDenied: boolean;
   /** fd number → socket inode (0 for another kind of file), as last read; null when too many to keep. */
   links: Map<string, number> | null;
@@ -67,8 +68,8 @@ export function socketInodeOfLink(target: string): number | null {
 
 export class FdSnapshots {
   private readonly snapshots = new Map<number, Snapshot>();
-  /** Socket inode → the process it was found in (for `released`). */
-  private readonly askedIn = new Map<number, number>();
+  /** Socket inode asked about → where it was found (for `released`). */
+  private readonly askedIn = new Map<number, { pid: number; fd: number }>();
 
   constructor(
     private readonly procDir = '/proc',
@@ -82,8 +83,9 @@ export class FdSnapshots {
     const kept = this.snapshots.get(pid);
     const usable = kept !== undefined && now - kept.takenAt <= this.maxAgeMs ? kept : undefined;
     if (usable) {
-      if (usable.sockets.has(inode)) {
-        this.noteAsked(pid, usable, inode);
+      const fd = usable.sockets.get(inode);
+      if (fd !== undefined) {
+        this.noteAsked(pid, usable, inode, Number(fd));
         return { held: true, readlinks: 0, permissionDenied: false };
       }
       if (usable.takenAt >= notBefore) return { held: false, readlinks: 0, permissionDenied: usable.permissionDenied };
@@ -96,12 +98,11 @@ export class FdSnapshots {
    * now, and the likeliest place of that process's next socket.
    */
   released(inode: number): void {
-    const pid = this.askedIn.get(inode);
-    if (pid === undefined) return;
+    const where = this.askedIn.get(inode);
+    if (where === undefined) return;
     this.askedIn.delete(inode);
-    for (const asked of this.snapshots.get(pid)?.asked.values() ?? []) {
-      if (asked.inode === inode) asked.released = true;
-    }
+    const asked = this.snapshots.get(where.pid)?.asked.get(where.fd);
+    if (asked?.inode === inode) asked.released = true;
   }
 
   /** Reads the table, likeliest places first, up to the socket; a read to the end renews the snapshot. */
@@ -109,7 +110,7 @@ export class FdSnapshots {
     const dir = `${this.procDir}/${pid}/fd`;
     let readlinks = 0;
     let permissionDenied = false;
-    const sockets = new Set<number>();
+    const sockets = new Map<number, string>();
     const links = new Map<string, number>();
     /** Reads one link; true when it is the socket. */
     const readLink = (fd: string): boolean => {
@@ -123,7 +124,7 @@ export class FdSnapshots {
         return false;
       }
       links.set(fd, found ?? 0);
-      if (found !== null) sockets.add(found);
+      if (found !== null) sockets.set(found, fd);
       return found === inode;
     };
     const tried = new Set<string>();
@@ -138,7 +139,7 @@ export class FdSnapshots {
     try {
       fds = readdirSync(dir);
     } catch (err) {
-      const snapshot: Snapshot = { takenAt: startedAt, sockets: new Set(), permissionDenied: isPermissionError(err), links: null, asked: new Map() };
+      const snapshot: Snapshot = { takenAt: startedAt, sockets: new Map(), permissionDenied: isPermissionError(err), links: null, asked: new Map() };
       this.keep(pid, snapshot);
       return { held: false, readlinks, permissionDenied: snapshot.permissionDenied };
     }
@@ -156,16 +157,16 @@ export class FdSnapshots {
       const freedSince = socket.released && !open.has(String(fd));
       if (stillThere || freedSince) asked.set(fd, socket);
     }
-    for (const [fd, socket] of links) if (open.has(fd) && socket === inode) asked.set(Number(fd), { inode, released: false });
     const snapshot: Snapshot = { takenAt: startedAt, sockets, permissionDenied, links: fds.length <= MAX_KEPT_LINKS ? links : null, asked };
     this.keep(pid, snapshot);
-    if (sockets.has(inode)) this.rememberAsked(inode, pid);
-    return { held: sockets.has(inode), readlinks, permissionDenied: permissionDenied && !sockets.has(inode) };
+    const found = sockets.get(inode);
+    if (found !== undefined) this.noteAsked(pid, snapshot, inode, Number(found));
+    return { held: found !== undefined, readlinks, permissionDenied: permissionDenied && found === undefined };
   }
 
   /** Found before the end: what was read adds to the last full snapshot, whose absences still hold. */
-  private stopEarly(pid: number, previous: Snapshot, inode: number, fd: string, sockets: Set<number>, links: Map<string, number>, readlinks: number): FdTableAnswer {
-    for (const socket of sockets) previous.sockets.add(socket);
+  private stopEarly(pid: number, previous: Snapshot, inode: number, fd: string, sockets: Map<number, string>, links: Map<string, number>, readlinks: number): FdTableAnswer {
+    for (const [socket, number] of sockets) previous.sockets.set(socket, number);
     for (const [number, link] of links) {
       previous.links?.set(number, link);
       // A hinted number that now holds something else is no longer a hint for its old socket.
@@ -177,18 +178,12 @@ export class FdSnapshots {
   }
 
   /** Remembers where a socket asked about was found (newest last). */
-  private noteAsked(pid: number, snapshot: Snapshot, inode: number, fd?: number): void {
-    const number = fd ?? numberOf(snapshot.links, inode);
-    if (number === undefined) return;
-    snapshot.asked.delete(number);
-    snapshot.asked.set(number, { inode, released: false });
-    this.rememberAsked(inode, pid);
-  }
-
-  /** Which process a socket asked about was found in, for `released` (oldest forgotten first). */
-  private rememberAsked(inode: number, pid: number): void {
+  private noteAsked(pid: number, snapshot: Snapshot, inode: number, fd: number): void {
+    snapshot.asked.delete(fd);
+    snapshot.asked.set(fd, { inode, released: false });
+    // Oldest forgotten first.
     this.askedIn.delete(inode);
-    this.askedIn.set(inode, pid);
+    this.askedIn.set(inode, { pid, fd });
     for (const [oldest] of this.askedIn) {
       if (this.askedIn.size <= MAX_ASKED) break;
       this.askedIn.delete(oldest);
@@ -204,12 +199,6 @@ export class FdSnapshots {
       this.snapshots.delete(oldest);
     }
   }
-}
-
-/** The fd number that held `inode` when last read, if known. */
-function numberOf(links: ReadonlyMap<string, number> | null, inode: number): number | undefined {
-  for (const [fd, link] of links ?? []) if (link === inode) return Number(fd);
-  return undefined;
 }
 
 /** Numbers of released sockets (lowest first), then of the other asked-about sockets (earliest first). Pure. */

@@ -132,27 +132,32 @@ export async function findSocketOwners(search: OwnerSearch): Promise<SocketOwner
 
   const relatives = await listed();
   const shared: number[] = [];
-  const parent = relatives.parentOf(first);
-  for (const pid of forkFamily(first, search, relatives)) {
-    const since = search.notBeforeStartOf?.(pid === parent ? first : pid) ?? search.notBefore;
+  for (const { pid, forkedAs } of forkFamily(first, search, relatives)) {
+    const since = search.notBeforeStartOf?.(forkedAs) ?? search.notBefore;
     if (await scanner.holds(pid, since)) shared.push(pid);
   }
   return { pids: [first, ...shared], relatives };
 }
 
+/** A relative, and the process whose start is the fork that made it one (the holder, for the parent). */
+interface Relative {
+  pid: number;
+  forkedAs: number;
+}
+
 /** Where a socket shared through fork may also live: the parent, and children and siblings that run another executable. */
-function forkFamily(owner: number, search: OwnerSearch, relatives: Relatives): number[] {
-  const family: number[] = [];
+function forkFamily(owner: number, search: OwnerSearch, relatives: Relatives): Relative[] {
+  const family: Relative[] = [];
   const parent = relatives.parentOf(owner);
-  if (parent !== undefined && parent > 1 && parent !== search.selfPid) family.push(parent);
+  if (parent !== undefined && parent > 1 && parent !== search.selfPid) family.push({ pid: parent, forkedAs: owner });
   const siblings = parent !== undefined && parent > 1 ? relatives.childrenOf(parent) : [];
   const relativesToRead = [...(siblings.length <= MAX_SIBLINGS ? siblings : []), ...relatives.childrenOf(owner)];
   const ownExecutable = search.executableOf(owner);
   for (const pid of relativesToRead) {
-    if (pid === owner || pid === search.selfPid || family.includes(pid)) continue;
+    if (pid === owner || pid === search.selfPid || family.some((r) => r.pid === pid)) continue;
     const executable = search.executableOf(pid);
     // Unreadable executables are read like different ones: they might be anything.
-    if (ownExecutable === undefined || executable !== ownExecutable) family.push(pid);
+    if (ownExecutable === undefined || executable !== ownExecutable) family.push({ pid, forkedAs: pid });
   }
   return family;
 }

@@ -2,7 +2,7 @@
 // in clock ticks since boot, and /proc/uptime ties boot to now (both count from boot, so a
 // suspend after this calibration can only make starts look later: the safe direction for
 // "a look taken after the process started").
-import { readFileSync } from 'node:fs';
+import { readProcText } from './proc-read.js';
 import { readProcStat } from './process-table.js';
 
 /** USER_HZ: the unit of /proc/<pid>/stat's starttime on Linux. */
@@ -19,7 +19,7 @@ export class ProcessStartClock {
 
   constructor(private readonly procDir = '/proc') {
     try {
-      const uptimeSeconds = Number(readFileSync(`${procDir}/uptime`, 'latin1').split(' ')[0]);
+      const uptimeSeconds = Number(readProcText(`${procDir}/uptime`, 'latin1').split(' ')[0]);
       this.bootAt = Number.isFinite(uptimeSeconds) ? performance.now() - uptimeSeconds * 1000 : undefined;
     } catch {
       this.bootAt = undefined;
