@@ -13,8 +13,9 @@
 //   bitmap per rule: with 20,000 rules it cost new connections several percent of their rate).
 //   A search among a port's ranges costs more the more ranges it holds, so these flows stay
 //   tracked and are looked up at their first packet only.
-import { formatAddress, formatMask, formatRange, type Family } from './intervals.js';
+import { ADDRESS_BITS, formatAddress, formatMask, formatRange, ipKeyword as ip, type Family } from './intervals.js';
 import { counterName } from './names.js';
+import { block, elements } from './syntax.js';
 import type { DirectAllows, DirectBlock, DirectElement } from './plan.js';
 
 export interface DirectRules {
@@ -30,17 +31,10 @@ export interface TrackedDestination {
   port: number;
 }
 
-const WIDTH: Record<Family, number> = { 4: 32, 6: 128 };
-const ip = (family: Family): string => (family === 4 ? 'ip' : 'ip6');
 /** The chain every form ends in. */
 export const directChain = (family: Family): string => `direct${family}`;
 /** Set of the ports that have direct allows (hashed form). */
 export const directPorts = (family: Family): string => `direct${family}_ports`;
-
-function elementList(items: string[], indent: string): string[] {
-  if (items.length === 0) return [];
-  return [`${indent}elements = {`, ...items.map((item, i) => `${indent}\t${item}${i < items.length - 1 ? ',' : ''}`), `${indent}}`];
-}
 
 function groupBy<T>(items: T[], key: (item: T) => number): Array<[number, T[]]> {
   const groups = new Map<number, T[]>();
@@ -56,21 +50,21 @@ function hashed(family: Family, blocks: DirectBlock[], tracked: TrackedDestinati
   const map = (bits: number): string => `direct${family}_${bits}`;
   /** `ip daddr & 255.255.255.0 . th dport`: the key of the map of that length. */
   const key = (field: 'daddr' | 'saddr', bits: number): string => {
-    const mask = bits === WIDTH[family] ? '' : ` & ${formatMask(bits, family)}`;
+    const mask = bits === ADDRESS_BITS[family] ? '' : ` & ${formatMask(bits, family)}`;
     return `${ip(family)} ${field}${mask} . th ${field === 'daddr' ? 'dport' : 'sport'}`;
   };
   const groups = groupBy(blocks, (b) => b.bits);
   const declarations: string[] = [];
   for (const [bits, group] of groups) {
     declarations.push(
-      `\tmap ${map(bits)} {`,
-      `\t\ttype ipv${family}_addr . inet_service : counter`,
-      ...elementList(group.map((b) => `${formatAddress(b.range.start, family)} . ${b.port} : "${counterName(b.id)}"`), '\t\t'),
-      '\t}',
+      ...block(`map ${map(bits)}`, [
+        `type ipv${family}_addr . inet_service : counter`,
+        ...elements(group.map((b) => `${formatAddress(b.range.start, family)} . ${b.port} : "${counterName(b.id)}"`)),
+      ]),
     );
   }
   const ports = [...new Set(blocks.map((b) => b.port))].sort((a, b) => a - b);
-  declarations.push(`\tset ${directPorts(family)} {`, '\t\ttype inet_service', ...elementList(ports.map(String), '\t\t'), '\t}');
+  declarations.push(...block(`set ${directPorts(family)}`, ['type inet_service', ...elements(ports.map(String))]));
 
   const lengths = groups.map(([bits]) => bits);
   const count = lengths.map((bits) => `counter name ${key('daddr', bits)} map @${map(bits)} accept`);
@@ -83,7 +77,7 @@ function hashed(family: Family, blocks: DirectBlock[], tracked: TrackedDestinati
   const untrack = { out: `untrack_out${family}`, in: `untrack_in${family}` };
   const chains: string[] = [];
   for (const [name, rules] of [[directChain(family), count], [untrack.out, out], [untrack.in, back]] as const) {
-    chains.push(`\tchain ${name} {`, ...rules.map((r) => `\t\t${r}`), '\t}');
+    chains.push(...block(`chain ${name}`, rules));
   }
   return { declarations, chains, untrack };
 }
@@ -96,22 +90,17 @@ function searched(family: Family, pieces: DirectElement[]): DirectRules {
   const chains: string[] = [];
   for (const [port, group] of ports) {
     declarations.push(
-      `\tmap ${map(port)} {`,
-      `\t\ttype ipv${family}_addr : counter`,
-      '\t\tflags interval',
-      ...elementList(group.map((p) => `${formatRange(p.range)} : "${counterName(p.id)}"`), '\t\t'),
-      '\t}',
+      ...block(`map ${map(port)}`, [
+        `type ipv${family}_addr : counter`,
+        'flags interval',
+        ...elements(group.map((p) => `${formatRange(p.range)} : "${counterName(p.id)}"`)),
+      ]),
     );
-    chains.push(`\tchain ${chain(port)} {`, `\t\tcounter name ${ip(family)} daddr map @${map(port)} accept`, '\t}');
+    chains.push(...block(`chain ${chain(port)}`, [`counter name ${ip(family)} daddr map @${map(port)} accept`]));
   }
-  declarations.push(
-    `\tmap ports${family} {`,
-    '\t\ttype inet_service : verdict',
-    ...elementList(ports.map(([port]) => `${port} : jump ${chain(port)}`), '\t\t'),
-    '\t}',
-  );
+  declarations.push(...block(`map ports${family}`, ['type inet_service : verdict', ...elements(ports.map(([port]) => `${port} : jump ${chain(port)}`))]));
   // A port chain that finds no address returns here, and this chain to its caller.
-  chains.push(`\tchain ${directChain(family)} {`, `\t\tth dport vmap @ports${family}`, '\t}');
+  chains.push(...block(`chain ${directChain(family)}`, [`th dport vmap @ports${family}`]));
   return { declarations, chains };
 }
 

@@ -26,7 +26,10 @@ export interface OwnedRange extends AddressRange {
   owner: number;
 }
 
-const BITS: Record<Family, number> = { 4: 32, 6: 128 };
+/** Bits in an address of each family. */
+export const ADDRESS_BITS: Record<Family, number> = { 4: 32, 6: 128 };
+/** nft's keyword for a family's header fields: `ip daddr`, `ip6 saddr`. */
+export const ipKeyword = (family: Family): string => (family === 4 ? 'ip' : 'ip6');
 
 function bytesToBigInt(bytes: number[]): bigint {
   let value = 0n;
@@ -79,14 +82,14 @@ function prefixLength(range: AddressRange): number | null {
   const size = range.end - range.start + 1n;
   if ((size & (size - 1n)) !== 0n) return null;
   if (range.start % size !== 0n) return null;
-  return BITS[range.family] - (size.toString(2).length - 1);
+  return ADDRESS_BITS[range.family] - (size.toString(2).length - 1);
 }
 
 /** nft spelling of a range: an address, a CIDR, or `first-last`. */
 export function formatRange(range: AddressRange): string {
   const bits = prefixLength(range);
   const first = formatAddress(range.start, range.family);
-  if (bits === BITS[range.family]) return first;
+  if (bits === ADDRESS_BITS[range.family]) return first;
   if (bits !== null) return `${first}/${bits}`;
   return `${first}-${formatAddress(range.end, range.family)}`;
 }
@@ -100,7 +103,7 @@ export function blockBits(range: AddressRange): number {
 
 /** The network mask of a prefix length, in nft's spelling of an address. */
 export function formatMask(bits: number, family: Family): string {
-  const width = BITS[family];
+  const width = ADDRESS_BITS[family];
   const ones = (1n << BigInt(bits)) - 1n;
   return formatAddress(ones << BigInt(width - bits), family);
 }

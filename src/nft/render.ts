@@ -35,7 +35,8 @@
 import { canonicalIpHost } from '../policy/host-pattern.js';
 import type { Policy } from '../policy/types.js';
 import { directChain, directPorts, renderDirect, type DirectRules } from './direct.js';
-import { parseRange, type Family } from './intervals.js';
+import { ipKeyword, parseRange, type Family } from './intervals.js';
+import { block } from './syntax.js';
 import {
   DNS_COUNTER,
   NFT_FAMILY,
@@ -86,7 +87,7 @@ function destination(what: string, hp: HostPort | undefined): Destination | null
   return { family: address.includes(':') ? 6 : 4, address, port: hp.port };
 }
 
-const daddr = (family: Family): string => (family === 4 ? 'ip daddr' : 'ip6 daddr');
+const daddr = (family: Family): string => `${ipKeyword(family)} daddr`;
 
 /** True when a direct allow of the plan covers this address and port. */
 function directlyAllowed(plan: KernelPlan, d: Destination): boolean {
@@ -111,10 +112,10 @@ function declarations(plan: KernelPlan, direct: Record<Family, DirectRules | nul
     { name: SNI_COUNTER, comment: 'sni listener' },
     { name: REJECT_COUNTER, comment: 'rejected: no allow matched' },
   ];
-  for (const c of counters) out.push(`\tcounter ${c.name} {`, `\t\tcomment "${c.comment}"`, '\t}');
+  for (const c of counters) out.push(...block(`counter ${c.name}`, [`comment "${c.comment}"`]));
   if (plan.hosts.length > 0) {
     for (const family of [4, 6] as const) {
-      out.push(`\tmap ${hostMapName(family)} {`, `\t\ttype ipv${family}_addr . inet_service : counter`, '\t\tflags timeout', '\t}');
+      out.push(...block(`map ${hostMapName(family)}`, [`type ipv${family}_addr . inet_service : counter`, 'flags timeout']));
     }
   }
   for (const family of [4, 6] as const) out.push(...(direct[family]?.declarations ?? []));
@@ -128,11 +129,11 @@ function allowChains(plan: KernelPlan, direct: Record<Family, DirectRules | null
   for (const family of [4, 6] as const) {
     const rules: string[] = [];
     // The direct chain returns here when it finds nothing.
-    if (direct[family] !== null) rules.push(`\t\tjump ${directChain(family)}`);
-    if (plan.hosts.length > 0) rules.push(`\t\tcounter name ${daddr(family)} . th dport map @${hostMapName(family)} accept`);
+    if (direct[family] !== null) rules.push(`jump ${directChain(family)}`);
+    if (plan.hosts.length > 0) rules.push(`counter name ${daddr(family)} . th dport map @${hostMapName(family)} accept`);
     if (rules.length === 0) continue;
     families.push(family);
-    lines.push(`\tchain allow${family} {`, ...rules, '\t}');
+    lines.push(...block(`chain allow${family}`, rules));
   }
   return { lines, families };
 }
@@ -149,7 +150,7 @@ function untrackChains(direct: Record<Family, DirectRules | null>): string[] {
     // Only TCP and UDP: `th` reads any transport header, and only these two are allowed by port.
     // The set of ports spares other traffic the lookups.
     const rules = families.map((f) => `meta nfproto ipv${f} meta l4proto { tcp, udp } ${port} @${directPorts(f)} jump ${direct[f]!.untrack![way]}`);
-    lines.push(`\tchain untrack_${hook} {`, `\t\ttype filter hook ${hook} priority raw; policy accept;`, ...rules.map((r) => `\t\t${r}`), '\t}');
+    lines.push(...block(`chain untrack_${hook}`, [`type filter hook ${hook} priority raw; policy accept;`, ...rules]));
   }
   return lines;
 }
@@ -162,12 +163,12 @@ function untrackChains(direct: Record<Family, DirectRules | null>): string[] {
 function untrackedChain(direct: Record<Family, DirectRules | null>): string[] {
   const rules = untrackedFamilies(direct).map((f) => `meta nfproto ipv${f} meta l4proto { tcp, udp } jump ${directChain(f)}`);
   rules.push(`icmpv6 type { ${ICMPV6_PLUMBING} } accept`, 'goto refuse');
-  return ['\tchain untracked {', ...rules.map((r) => `\t\t${r}`), '\t}'];
+  return block('chain untracked', rules);
 }
 
 /** The fence's one refusal, counted: TCP reset for TCP, ICMP admin-prohibited otherwise. */
 function refuseChain(): string[] {
-  return ['\tchain refuse {', `\t\tcounter name ${REJECT_COUNTER}`, '\t\tmeta l4proto tcp reject with tcp reset', '\t\treject with icmpx admin-prohibited', '\t}'];
+  return block('chain refuse', [`counter name ${REJECT_COUNTER}`, 'meta l4proto tcp reject with tcp reset', 'reject with icmpx admin-prohibited']);
 }
 
 function outputChain(families: Family[], proxy: Destination | null, dns: Destination | null, sni: Destination | null): string[] {
@@ -187,7 +188,7 @@ function outputChain(families: Family[], proxy: Destination | null, dns: Destina
     rules.push(`meta l4proto { tcp, udp } meta nfproto vmap { ${map} }`);
   }
   rules.push('goto refuse');
-  return ['\tchain output {', ...rules.map((r) => `\t\t${r}`), '\t}'];
+  return block('chain output', rules);
 }
 
 function sniChain(plan: KernelPlan, direct: Record<Family, DirectRules | null>, sni: Destination, fenceAddresses: Destination[]): string[] {
@@ -206,7 +207,7 @@ function sniChain(plan: KernelPlan, direct: Record<Family, DirectRules | null>, 
   }
   const target = sni.family === 4 ? `${sni.address}:${sni.port}` : `[${sni.address}]:${sni.port}`;
   rules.push(`meta nfproto ipv${sni.family} tcp dport ${HTTPS_PORT} dnat ip${sni.family === 4 ? '' : '6'} to ${target}`);
-  return ['\tchain sni_redirect {', ...rules.map((r) => `\t\t${r}`), '\t}'];
+  return block('chain sni_redirect', rules);
 }
 
 /** The whole script: an atomic, idempotent replacement of `table inet portcullis`. */
@@ -226,9 +227,7 @@ export function renderRuleset(policies: Policy[], options: RenderOptions = {}): 
     ...untrackedChain(direct),
     ...refuseChain(),
     ...outputChain(allows.families, proxy, dns, sni),
-    '\tchain forward {',
-    '\t\ttype filter hook forward priority filter; policy drop;',
-    '\t}',
+    ...block('chain forward', ['type filter hook forward priority filter; policy drop;']),
   ];
   if (sni) body.push(...sniChain(plan, direct, sni, [proxy, dns, sni].filter((d): d is Destination => d !== null)));
   return [
