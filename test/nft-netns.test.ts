@@ -4,6 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { applyRuleset, deleteRuleset, nftAvailable, readCounters } from '../src/nft/apply.js';
 import { counterName, hostMapName, kernelEndpoints, REJECT_COUNTER } from '../src/nft/names.js';
+import { liveSetName } from '../src/nft/live.js';
 import { renderRuleset } from '../src/nft/render.js';
 import { loadPolicyText, type LoadedPolicy } from '../src/policy/load.js';
 import { expectOpen, expectRefused } from './support/fence-probes.js';
@@ -131,6 +132,9 @@ describe('nft fence in a network namespace', () => {
         expect(await session.next()).toBe('connected');
         expect(await session.ping()).toBe('pong');
         await waitUntilEmpty(hostMapName(family));
+        // The live set still holds the address (the session keeps it in use), yet a new
+        // connection needs the host map: it is refused; the established one goes on.
+        expect(await lab.nft(['list', 'set', 'inet', 'portcullis', liveSetName(family)])).toContain(`${address} . ${ports.host}`);
         await expectRefused(lab, [{ address, port: ports.host }]);
         expect(await session.ping()).toBe('pong');
       } finally {
@@ -161,22 +165,26 @@ describe('nft fence in a network namespace', () => {
     expect(byName.get('allow_dns')!.packets).toBeGreaterThan(0);
   });
 
-  it('direct flows are not tracked, either way; hostname flows are', async () => {
+  it('direct flows and hostname TCP connections are not tracked, either way; the proxy\'s are', async () => {
     await addHostElement('198.51.100.202', ports.host, idOf('any', 1), '30s');
     const direct = await lab.session('198.51.100.6', ports.cidr);
     const named = await lab.session('198.51.100.202', ports.host);
+    const proxied = await lab.session(PROXY, ports.proxy);
     try {
-      expect(await direct.next()).toBe('connected');
-      expect(await named.next()).toBe('connected');
-      expect(await direct.ping()).toBe('pong');
-      expect(await named.ping()).toBe('pong');
+      for (const session of [direct, named, proxied]) {
+        expect(await session.next()).toBe('connected');
+        expect(await session.ping()).toBe('pong');
+      }
       const entries = await lab.conntrack();
       // An entry names both directions (src=client dst=server … src=server dst=client).
       expect(entries.filter((e) => e.includes('198.51.100.6 '))).toEqual([]);
-      expect(entries.filter((e) => e.includes('dst=198.51.100.202 ') && e.includes(`dport=${ports.host} `))).toHaveLength(1);
+      expect(entries.filter((e) => e.includes('198.51.100.202 '))).toEqual([]);
+      // The table is read for real: the tracked connection to the proxy is in it.
+      expect(entries.filter((e) => e.includes(' ESTABLISHED ') && e.includes(`dst=${PROXY} `) && e.includes(`dport=${ports.proxy} `))).toHaveLength(1);
     } finally {
       direct.close();
       named.close();
+      proxied.close();
     }
   });
 
@@ -252,6 +260,25 @@ network_policies:
     const [result] = await lab.probe([{ address: '203.0.113.78', port: 443 }], { timeoutMs: 1000 });
     expect(result).toBe('ECONNREFUSED');
     expect(await counter(counterName(ke.id))).toBeGreaterThan(before);
+  });
+
+  it('a redirected connection stays redirected when its address later joins the live set (a CDN address an allowed name also has)', async () => {
+    const ke = kernelEndpoints(sniLoaded.policies)[1]!;
+    const session = await lab.session('203.0.113.79', 443);
+    try {
+      expect(await session.next()).toBe('connected');
+      expect(await session.ping()).toBe('pong');
+      await lab.nft(['add', 'element', 'inet', 'portcullis', hostMapName(4), `{ 203.0.113.79 . 443 timeout 60s : "${counterName(ke.id)}" }`]);
+      // A new connection now goes to the address itself (nothing listens on 443 there) and puts it in the live set.
+      const [result] = await lab.probe([{ address: '203.0.113.79', port: 443 }], { timeoutMs: 1000 });
+      expect(result).toBe('ECONNREFUSED');
+      expect(await lab.nft(['list', 'set', 'inet', 'portcullis', liveSetName(4)])).toContain('203.0.113.79 . 443');
+      // The redirected one still reaches the listener: its packets kept their NAT.
+      expect(await session.ping()).toBe('pong');
+      expect(await session.ping()).toBe('pong');
+    } finally {
+      session.close();
+    }
   });
 
   it('IPv6 HTTPS is not redirected to an IPv4 listener: the fence refuses it', async () => {

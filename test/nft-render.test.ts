@@ -129,25 +129,59 @@ describe('what reaches the kernel', () => {
     expect(text).toContain(`\tmap direct4_24 {\n\t\ttype ipv4_addr . inet_service : counter\n\t\telements = {\n\t\t\t198.51.100.0 . 5432 : "${counterName('0_0')}"\n\t\t}\n\t}`);
     expect(text).toContain('\tset direct4_ports {\n\t\ttype inet_service\n\t\telements = {\n\t\t\t443,\n\t\t\t5432\n\t\t}\n\t}');
     // No chain per endpoint or per port; a counter per endpoint.
-    expect(text.match(/\tchain /g)).toHaveLength(11); // direct4, untrack_out4, untrack_in4, allow4, allow6, untrack_output, untrack_prerouting, untracked, refuse, output, forward
+    // direct4, untrack_out4, untrack_in4, live_out4, live_in4, live4, the same three for IPv6,
+    // allow4, allow6, untrack_output, untrack_prerouting, untracked, refuse, output, forward
+    expect(text.match(/\tchain /g)).toHaveLength(17);
     expect(text.match(/\tcounter allow_\d+_\d+ \{/g)).toHaveLength(54);
   });
   it('direct flows are left untracked both ways, in the same maps, and accepted untracked only through them', () => {
     const text = renderRuleset(policy.policies);
     expect(text).toContain(
-      '\tchain untrack_output {\n\t\ttype filter hook output priority raw; policy accept;\n\t\tmeta nfproto ipv4 meta l4proto { tcp, udp } th dport @direct4_ports jump untrack_out4\n\t}',
+      '\tchain untrack_output {\n\t\ttype filter hook output priority raw; policy accept;\n\t\tmeta nfproto ipv4 meta l4proto { tcp, udp } th dport @direct4_ports jump untrack_out4\n',
     );
     expect(text).toContain(
-      '\tchain untrack_prerouting {\n\t\ttype filter hook prerouting priority raw; policy accept;\n\t\tmeta nfproto ipv4 meta l4proto { tcp, udp } th sport @direct4_ports jump untrack_in4\n\t}',
+      '\tchain untrack_prerouting {\n\t\ttype filter hook prerouting priority raw; policy accept;\n\t\tmeta nfproto ipv4 meta l4proto { tcp, udp } th sport @direct4_ports jump untrack_in4\n',
     );
     expect(text).toContain('\tchain untrack_out4 {\n\t\tip daddr . th dport @direct4_32 notrack accept\n\t\tip daddr & 255.255.255.0 . th dport @direct4_24 notrack accept\n\t}');
     expect(text).toContain('\tchain untrack_in4 {\n\t\tip saddr . th sport @direct4_32 notrack accept\n\t\tip saddr & 255.255.255.0 . th sport @direct4_24 notrack accept\n\t}');
-    expect(text).toMatch(/\tchain untracked \{\n\t\tmeta nfproto ipv4 meta l4proto \{ tcp, udp \} jump direct4\n\t\ticmpv6 type \{[^}]*\} accept\n\t\tgoto refuse\n\t\}/);
+    expect(text).toMatch(/\tchain untracked \{\n\t\tmeta nfproto ipv4 meta l4proto \{ tcp, udp \} jump direct4\n\t\tmeta nfproto ipv4 meta l4proto tcp jump live4\n\t\tmeta nfproto ipv6 meta l4proto tcp jump live6\n\t\ticmpv6 type \{[^}]*\} accept\n\t\tgoto refuse\n\t\}/);
     expect(text).toContain('\t\tct state established,related accept\n\t\tct state untracked goto untracked\n');
-    // Nothing is untracked without direct allows: no raw chains.
+    // Nothing is untracked without direct allows or hostname endpoints: no raw chains.
+    const fenceOnly = renderRuleset(loadPolicyText('version: 1\nnetwork_policies:\n  a:\n    endpoints: [{ host: a.example.com, port: 443 }]\n    binaries: [{ path: /usr/bin/curl }]\n', 'f.yaml').policies);
+    expect(fenceOnly).not.toContain('priority raw');
+    expect(fenceOnly).not.toContain('notrack');
+  });
+  it('hostname TCP connections: a SYN needs the host map, the rest of the connection the live set it joined; UDP stays tracked', () => {
     const hostOnly = renderRuleset(loadPolicyText('version: 1\nnetwork_policies:\n  a:\n    endpoints: [{ host: a.example.com, port: 443 }]\n', 'h.yaml').policies);
-    expect(hostOnly).not.toContain('priority raw');
-    expect(hostOnly).not.toContain('notrack');
+    expect(hostOnly).not.toContain('@direct4_ports');
+    expect(hostOnly).toContain('\tset live4 {\n\t\ttype ipv4_addr . inet_service\n\t\tsize 65536\n\t\tflags dynamic,timeout\n\t\ttimeout 5d\n\t}');
+    expect(hostOnly).toContain(
+      '\tchain live_out4 {\n' +
+        '\t\ttcp flags & (syn | ack) == syn ip daddr . tcp dport @hosts4 update @live4 { ip daddr . tcp dport } notrack accept\n' +
+        '\t\ttcp flags & syn == 0 ip daddr . tcp dport @live4 update @live4 { ip daddr . tcp dport } notrack accept\n\t}',
+    );
+    expect(hostOnly).toContain('\tchain live_in6 {\n\t\tip6 saddr . tcp sport @live6 notrack accept\n\t}');
+    // Accepted untracked through the same lookups; new connections counted on the host map's counter.
+    expect(hostOnly).toContain(
+      '\tchain live4 {\n\t\ttcp flags & (syn | ack) == syn counter name ip daddr . tcp dport map @hosts4 accept\n\t\ttcp flags & syn == 0 ip daddr . tcp dport @live4 accept\n\t}',
+    );
+    expect(hostOnly).toContain('\t\tmeta nfproto ipv4 meta l4proto tcp jump live_out4\n\t\tmeta nfproto ipv6 meta l4proto tcp jump live_out6\n');
+    // Only TCP is left untracked on this path: nothing here names UDP.
+    expect(/\tchain live_out4 \{[^}]*udp/.test(hostOnly)).toBe(false);
+    // Without an SNI redirect there is nothing to leave to the tracker.
+    expect(hostOnly).not.toContain('redirected');
+  });
+  it('with the SNI redirect, redirected connections and the listener\'s replies stay tracked, whatever the live set holds', () => {
+    const text = renderRuleset(loadPolicyText('version: 1\nnetwork_policies:\n  a:\n    endpoints: [{ host: a.example.com, port: 443 }]\n', 'h.yaml').policies, { sni: { host: '192.0.2.1', port: 8443 } });
+    expect(text).toContain('\tset redirected4 {\n\t\ttype ipv4_addr . inet_service . inet_service\n');
+    expect(text).not.toContain('redirected6');
+    // First in the raw chain, before the live set can claim the packet.
+    expect(text).toContain(
+      '\tchain live_out4 {\n\t\ttcp dport 443 ip daddr . tcp dport . tcp sport @redirected4 update @redirected4 { ip daddr . tcp dport . tcp sport } return\n',
+    );
+    expect(text).toContain('\tchain live_in4 {\n\t\tip saddr 192.0.2.1 tcp sport 8443 return\n');
+    // The redirect notes the connection before its DNAT.
+    expect(text).toContain('\t\tmeta nfproto ipv4 tcp dport 443 update @redirected4 { ip daddr . tcp dport . tcp sport } dnat ip to 192.0.2.1:8443\n');
   });
   it(`with more than ${MAX_HASHED_LENGTHS} prefix lengths a family is searched by port, at new connections only (tracked)`, () => {
     const lengths = ['198.51.100.0/24', '203.0.113.0/25', '203.0.113.128/26', '203.0.113.192/27', '203.0.113.224/28'];
@@ -174,7 +208,7 @@ describe('what reaches the kernel', () => {
     expect(covered).toContain('\tchain untrack_out4 {\n\t\tip daddr 198.51.100.44 tcp dport 5432 return\n');
     expect(covered).toContain('\tchain untrack_in4 {\n\t\tip saddr 198.51.100.44 tcp sport 5432 return\n');
     const apart = renderRuleset(policy.policies, { sni: { host: '198.51.100.44', port: 8443 } });
-    expect(apart).not.toContain('return');
+    expect(/\tchain untrack_(out|in)4 \{[^}]*return/.test(apart)).toBe(false);
   });
   it('rest endpoints and policies with binaries stay with the proxy', () => {
     expect(kernelEndpoints(policy.policies).map((k) => k.id)).toEqual(['0_0', '0_1', '0_2', '0_3']);

@@ -20,13 +20,15 @@
 // matched by destination address and port, their replies by source address and port, in the
 // same maps. The output chain accepts an untracked packet only through the same lookups, which
 // count it: such an endpoint's counter counts every packet the sandbox sends on its flows,
-// where a tracked one's counts the first packet of each connection. Everything else stays
-// tracked: hostname endpoints (an established connection must outlive its host-map element),
-// the proxy and the DNS proxy, and the port-443 redirect to the SNI listener (a DNAT needs the
-// tracker; untracked packets never reach the NAT chain, so directly allowed HTTPS keeps its
-// address without a rule there). One thing the tracker gave that an untracked flow lacks: an
-// ICMP error the sandbox sends about it (a UDP port unreachable to an allowed server) relates
-// to no connection, so the fence refuses it, as it refuses any other stray ICMP.
+// where a tracked one's counts the first packet of each connection. Hostname endpoints' TCP
+// connections are left untracked as well, through a live set that outlasts their host-map
+// element (live.ts); their counters count the first packet of each connection. Everything else
+// stays tracked: UDP to hostname endpoints, the proxy and the DNS proxy, and the port-443
+// redirect to the SNI listener (a DNAT needs the tracker; untracked packets never reach the NAT
+// chain, so directly allowed HTTPS keeps its address without a rule there). One thing the
+// tracker gave that an untracked flow lacks: an ICMP error the sandbox sends about it (a UDP
+// port unreachable to an allowed server) relates to no connection, so the fence refuses it, as
+// it refuses any other stray ICMP.
 //
 // Order in the output chain: established/related first (the cheap, common case), untracked
 // packets to their own chain, loopback, the proxy, DNS proxy and SNI listener, then per family
@@ -36,6 +38,7 @@ import { canonicalIpHost } from '../policy/host-pattern.js';
 import type { Policy } from '../policy/types.js';
 import { directChain, directPorts, renderDirect, type DirectRules } from './direct.js';
 import { ipKeyword, parseRange, type Family } from './intervals.js';
+import { renderLive, type LiveRules } from './live.js';
 import { block } from './syntax.js';
 import {
   DNS_COUNTER,
@@ -103,7 +106,7 @@ function directRules(plan: KernelPlan, sni: Destination | null): Record<Family, 
   return { 4: renderDirect(4, plan.direct[4], tracked(4)), 6: renderDirect(6, plan.direct[6], tracked(6)) };
 }
 
-function declarations(plan: KernelPlan, direct: Record<Family, DirectRules | null>): string[] {
+function declarations(plan: KernelPlan, direct: Record<Family, DirectRules | null>, live: LiveRules | null): string[] {
   const out: string[] = [];
   const counters = [
     ...plan.counters,
@@ -119,10 +122,14 @@ function declarations(plan: KernelPlan, direct: Record<Family, DirectRules | nul
     }
   }
   for (const family of [4, 6] as const) out.push(...(direct[family]?.declarations ?? []));
+  out.push(...(live?.declarations ?? []));
   return out;
 }
 
-/** Per family, the allows of new connections: the direct allows, then the host map. */
+/**
+ * Per family, the allows of new tracked connections: the direct allows, then the host map (a
+ * hostname connection comes this way only when the live set is full, see live.ts).
+ */
 function allowChains(plan: KernelPlan, direct: Record<Family, DirectRules | null>): { lines: string[]; families: Family[] } {
   const lines: string[] = [];
   const families: Family[] = [];
@@ -141,15 +148,19 @@ function allowChains(plan: KernelPlan, direct: Record<Family, DirectRules | null
 /** Families whose direct flows are left untracked. */
 const untrackedFamilies = (direct: Record<Family, DirectRules | null>): Family[] => ([4, 6] as const).filter((f) => direct[f]?.untrack !== undefined);
 
-/** Raw-priority chains (before the tracker) that leave the hashed direct allows' flows untracked. */
-function untrackChains(direct: Record<Family, DirectRules | null>): string[] {
+/**
+ * Raw-priority chains (before the tracker) that leave untracked the hashed direct allows' flows
+ * and the live hostname connections.
+ */
+function untrackChains(direct: Record<Family, DirectRules | null>, live: LiveRules | null): string[] {
   const families = untrackedFamilies(direct);
-  if (families.length === 0) return [];
   const lines: string[] = [];
-  for (const [hook, port, way] of [['output', 'th dport', 'out'], ['prerouting', 'th sport', 'in']] as const) {
+  for (const [hook, port, way, liveRules] of [['output', 'th dport', 'out', live?.rawOut], ['prerouting', 'th sport', 'in', live?.rawIn]] as const) {
     // Only TCP and UDP: `th` reads any transport header, and only these two are allowed by port.
     // The set of ports spares other traffic the lookups.
     const rules = families.map((f) => `meta nfproto ipv${f} meta l4proto { tcp, udp } ${port} @${directPorts(f)} jump ${direct[f]!.untrack![way]}`);
+    rules.push(...(liveRules ?? []));
+    if (rules.length === 0) continue;
     lines.push(...block(`chain untrack_${hook}`, [`type filter hook ${hook} priority raw; policy accept;`, ...rules]));
   }
   return lines;
@@ -157,11 +168,12 @@ function untrackChains(direct: Record<Family, DirectRules | null>): string[] {
 
 /**
  * Untracked packets from the sandbox: the flows the raw chains left untracked, accepted only
- * through the same direct allows' lookups; and neighbour discovery and MLD, which the tracker
- * itself leaves untracked. Nothing else.
+ * through the same lookups that left them so; and neighbour discovery and MLD, which the
+ * tracker itself leaves untracked. Nothing else.
  */
-function untrackedChain(direct: Record<Family, DirectRules | null>): string[] {
+function untrackedChain(direct: Record<Family, DirectRules | null>, live: LiveRules | null): string[] {
   const rules = untrackedFamilies(direct).map((f) => `meta nfproto ipv${f} meta l4proto { tcp, udp } jump ${directChain(f)}`);
+  rules.push(...(live?.untracked ?? []));
   rules.push(`icmpv6 type { ${ICMPV6_PLUMBING} } accept`, 'goto refuse');
   return block('chain untracked', rules);
 }
@@ -191,7 +203,7 @@ function outputChain(families: Family[], proxy: Destination | null, dns: Destina
   return block('chain output', rules);
 }
 
-function sniChain(plan: KernelPlan, direct: Record<Family, DirectRules | null>, sni: Destination, fenceAddresses: Destination[]): string[] {
+function sniChain(plan: KernelPlan, direct: Record<Family, DirectRules | null>, live: LiveRules | null, sni: Destination, fenceAddresses: Destination[]): string[] {
   const rules = ['type nat hook output priority -100; policy accept;', 'oif "lo" accept', `tcp dport != ${HTTPS_PORT} accept`];
   for (const family of [4, 6] as const) {
     const own = [...new Set(fenceAddresses.filter((d) => d.family === family).map((d) => d.address))].sort();
@@ -206,7 +218,9 @@ function sniChain(plan: KernelPlan, direct: Record<Family, DirectRules | null>, 
     if (plan.hosts.some((host) => host.ports.includes(HTTPS_PORT))) rules.push(`${daddr(family)} . tcp dport @${hostMapName(family)} accept`);
   }
   const target = sni.family === 4 ? `${sni.address}:${sni.port}` : `[${sni.address}]:${sni.port}`;
-  rules.push(`meta nfproto ipv${sni.family} tcp dport ${HTTPS_PORT} dnat ip${sni.family === 4 ? '' : '6'} to ${target}`);
+  // Noted first, so that the live path leaves this connection to the tracker (live.ts).
+  const note = live?.noteRedirect ? `${live.noteRedirect} ` : '';
+  rules.push(`meta nfproto ipv${sni.family} tcp dport ${HTTPS_PORT} ${note}dnat ip${sni.family === 4 ? '' : '6'} to ${target}`);
   return block('chain sni_redirect', rules);
 }
 
@@ -217,19 +231,21 @@ export function renderRuleset(policies: Policy[], options: RenderOptions = {}): 
   const sni = destination('SNI listener', options.sni);
   const plan = planKernel(policies);
   const direct = directRules(plan, sni);
+  const live = plan.hosts.length > 0 ? renderLive(sni ? { ...sni, redirectedPort: HTTPS_PORT } : null) : null;
   const allows = allowChains(plan, direct);
   const body = [
-    ...declarations(plan, direct),
+    ...declarations(plan, direct, live),
     ...(direct[4]?.chains ?? []),
     ...(direct[6]?.chains ?? []),
+    ...(live?.chains ?? []),
     ...allows.lines,
-    ...untrackChains(direct),
-    ...untrackedChain(direct),
+    ...untrackChains(direct, live),
+    ...untrackedChain(direct, live),
     ...refuseChain(),
     ...outputChain(allows.families, proxy, dns, sni),
     ...block('chain forward', ['type filter hook forward priority filter; policy drop;']),
   ];
-  if (sni) body.push(...sniChain(plan, direct, sni, [proxy, dns, sni].filter((d): d is Destination => d !== null)));
+  if (sni) body.push(...sniChain(plan, direct, live, sni, [proxy, dns, sni].filter((d): d is Destination => d !== null)));
   return [
     '#!/usr/sbin/nft -f',
     '# portcullis egress fence, generated from the policy: apply with `nft -f -` in the sandbox namespace.',
