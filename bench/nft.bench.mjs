@@ -4,7 +4,8 @@
 // policy. Targets: ratio ≥ 0.9 against the baseline of the same run; compile + apply < 1 s.
 // The CIDR endpoints are /24s, so the kernel hashes them and leaves their flows untracked; a
 // second policy of 10,000 CIDR endpoints spread over 17 prefix lengths (/16 to /32), which the
-// kernel searches by port and tracks, is measured beside it (see src/nft/direct.ts).
+// kernel searches by port and tracks, is measured beside it (see src/nft/direct.ts). Hostname
+// endpoints' TCP connections are untracked in both (the live sets of src/nft/live.ts).
 //
 // Method. Each configuration has its own lab (client + server namespace), set up once: no
 // ruleset (twice: the second baseline lab shows how far two identical labs drift apart in the
@@ -46,7 +47,7 @@ const ADDRESSES_PER_NAME = 10;
 const DIRECT_TARGET = '198.51.100.10';
 const HOST_TARGET = '203.0.113.10';
 // Connection tracking alone (what "established/related accepted" needs): separates the cost of
-// conntrack from the cost of the fence's own rules (untracked direct flows can cost less).
+// conntrack from the cost of the fence's own rules (untracked flows can cost less).
 const CONNTRACK_ONLY = [
   'table inet portcullis',
   'delete table inet portcullis',
