@@ -47,15 +47,23 @@ export interface RedirectTarget {
   redirectedPort: number;
 }
 
+/** Rules placed around the direct allows' in a chain: `open` before them, `opening` after. */
+export interface AroundDirect {
+  /** Packets of open connections: the live set is small (only what is in use), a miss is cheap. */
+  open: string[];
+  /** New connections (SYN): the direct allows answer first, the host map after them. */
+  opening: string[];
+}
+
 export interface LiveRules {
   declarations: string[];
   chains: string[];
   /** Rules of the raw-priority output chain: leave live connections untracked. */
-  rawOut: string[];
-  /** Rules of the raw-priority prerouting chain: leave their replies untracked. */
+  rawOut: AroundDirect;
+  /** Rules of the raw-priority prerouting chain: leave their replies untracked (before the direct allows'). */
   rawIn: string[];
   /** Rules of the chain of untracked packets: accept live connections, counting new ones. */
-  untracked: string[];
+  untracked: AroundDirect;
   /** The statement the SNI redirect runs before its DNAT (notes the connection); '' when none. */
   noteRedirect: string;
 }
@@ -63,11 +71,22 @@ export interface LiveRules {
 const dynamicSet = (name: string, type: string): string[] =>
   block(`set ${name}`, [`type ${type}`, `size ${LIVE_SIZE}`, 'flags dynamic,timeout', `timeout ${LIVE_TIMEOUT}`]);
 
+const SYN_ONLY = 'tcp flags & (syn | ack) == syn';
+const NOT_SYN = 'tcp flags & syn == 0';
+
 /** The live path of both families; `redirect`: the SNI redirect, when there is one. */
 export function renderLive(redirect: RedirectTarget | null): LiveRules {
-  const out: LiveRules = { declarations: [], chains: [], rawOut: [], rawIn: [], untracked: [], noteRedirect: '' };
+  const out: LiveRules = {
+    declarations: [],
+    chains: [],
+    rawOut: { open: [], opening: [] },
+    rawIn: [],
+    untracked: { open: [], opening: [] },
+    noteRedirect: '',
+  };
   for (const family of [4, 6] as const) {
     const ip = ipKeyword(family);
+    const nfproto = `meta nfproto ipv${family}`;
     const live = liveSetName(family);
     const hosts = hostMapName(family);
     const outKey = `${ip} daddr . tcp dport`;
@@ -82,22 +101,14 @@ export function renderLive(redirect: RedirectTarget | null): LiveRules {
       comingBack.push(`${ip} saddr ${redirected.address} tcp sport ${redirected.port} return`);
       out.noteRedirect = `update @${redirectedSetName(family)} { ${flowKey} }`;
     }
-    goingOut.push(
-      `tcp flags & (syn | ack) == syn ${outKey} @${hosts} update @${live} { ${outKey} } notrack accept`,
-      `tcp flags & syn == 0 ${outKey} @${live} update @${live} { ${outKey} } notrack accept`,
-    );
+    goingOut.push(`${outKey} @${live} update @${live} { ${outKey} } notrack accept`);
     comingBack.push(`${ip} saddr . tcp sport @${live} notrack accept`);
-    out.chains.push(
-      ...block(`chain live_out${family}`, goingOut),
-      ...block(`chain live_in${family}`, comingBack),
-      ...block(`chain live${family}`, [
-        `tcp flags & (syn | ack) == syn counter name ${outKey} map @${hosts} accept`,
-        `tcp flags & syn == 0 ${outKey} @${live} accept`,
-      ]),
-    );
-    out.rawOut.push(`meta nfproto ipv${family} meta l4proto tcp jump live_out${family}`);
-    out.rawIn.push(`meta nfproto ipv${family} meta l4proto tcp jump live_in${family}`);
-    out.untracked.push(`meta nfproto ipv${family} meta l4proto tcp jump live${family}`);
+    out.chains.push(...block(`chain live_out${family}`, goingOut), ...block(`chain live_in${family}`, comingBack));
+    out.rawOut.open.push(`${nfproto} ${NOT_SYN} jump live_out${family}`);
+    out.rawOut.opening.push(`${nfproto} ${SYN_ONLY} ${outKey} @${hosts} update @${live} { ${outKey} } notrack accept`);
+    out.rawIn.push(`${nfproto} meta l4proto tcp jump live_in${family}`);
+    out.untracked.open.push(`${nfproto} ${NOT_SYN} ${outKey} @${live} accept`);
+    out.untracked.opening.push(`${nfproto} ${SYN_ONLY} counter name ${outKey} map @${hosts} accept`);
   }
   return out;
 }
