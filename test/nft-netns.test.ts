@@ -4,7 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { applyRuleset, deleteRuleset, nftAvailable, readCounters } from '../src/nft/apply.js';
 import { counterName, hostMapName, kernelEndpoints, REJECT_COUNTER } from '../src/nft/names.js';
-import { liveSetName } from '../src/nft/live.js';
+import { LIVE_SIZE, liveSetName } from '../src/nft/live.js';
 import { renderRuleset } from '../src/nft/render.js';
 import { loadPolicyText, type LoadedPolicy } from '../src/policy/load.js';
 import { expectOpen, expectRefused } from './support/fence-probes.js';
@@ -20,14 +20,14 @@ let ports: { cidr: number; host: number; wild: number; other: number; proxy: num
 const idOf = (policy: string, index: number): string =>
   kernelEndpoints(loaded.policies).find((k) => k.policy === policy && k.index === index)!.id;
 
-/** Waits (bounded) until a host map holds no element, i.e. its timeout has passed. */
-async function waitUntilEmpty(map: string): Promise<void> {
+/** Waits (bounded) until a host map holds no element (or none naming `address`), i.e. its timeout has passed. */
+async function waitUntilEmpty(map: string, address?: string): Promise<void> {
   for (let i = 0; i < 100; i++) {
     const text = await lab.nft(['list', 'map', 'inet', 'portcullis', map]);
-    if (!text.includes('elements')) return;
+    if (address === undefined ? !text.includes('elements') : !text.includes(`${address} . `)) return;
     await new Promise((r) => setTimeout(r, 200));
   }
-  throw new Error(`${map} still holds elements after 20 s`);
+  throw new Error(`${map} still holds ${address ?? 'elements'} after 20 s`);
 }
 
 /** Puts `address . port` into its family's host map, counted on an endpoint's counter. */
@@ -142,6 +142,32 @@ describe('nft fence in a network namespace', () => {
       }
     });
   }
+
+  it('with the live set full, a hostname connection falls back to the tracker: still admitted by the host map, still outliving it', async () => {
+    const live = liveSetName(4);
+    // Fill the set to its bound with destinations nobody dials (100.64.0.0/10).
+    const filler = Array.from({ length: LIVE_SIZE }, (_, i) => `100.${64 + (i >> 16)}.${(i >> 8) & 255}.${i & 255} . 9`);
+    await lab.nft(['flush', 'set', 'inet', 'portcullis', live]);
+    await lab.nft(['-f', '-'], `add element inet portcullis ${live} { ${filler.join(', ')} }\n`);
+    try {
+      await addHostElement('198.51.100.203', ports.host, idOf('any', 1), '2s');
+      const session = await lab.session('198.51.100.203', ports.host);
+      try {
+        expect(await session.next()).toBe('connected');
+        expect(await session.ping()).toBe('pong');
+        // Tracked, and not in the (full) live set.
+        expect((await lab.conntrack()).filter((e) => e.includes(' ESTABLISHED ') && e.includes('dst=198.51.100.203 '))).toHaveLength(1);
+        expect(await lab.nft(['list', 'set', 'inet', 'portcullis', live])).not.toContain('198.51.100.203');
+        await waitUntilEmpty(hostMapName(4), '198.51.100.203');
+        await expectRefused(lab, [{ address: '198.51.100.203', port: ports.host }]);
+        expect(await session.ping()).toBe('pong');
+      } finally {
+        session.close();
+      }
+    } finally {
+      await lab.nft(['flush', 'set', 'inet', 'portcullis', live]);
+    }
+  });
 
   it('wildcard hostname endpoints go through the host maps too, counted on their own counter', async () => {
     const counter = async (): Promise<number> => (await readCounters({ netns: lab.cli })).find((c) => c.name === counterName(idOf('any', 2)))!.packets;
