@@ -4,7 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { applyRuleset, deleteRuleset, nftAvailable, readCounters } from '../src/nft/apply.js';
 import { counterName, hostMapName, kernelEndpoints, REJECT_COUNTER } from '../src/nft/names.js';
-import { LIVE_SIZE, liveSetName } from '../src/nft/live.js';
+import { LIVE_SIZE, liveSetName, redirectedSetName } from '../src/nft/live.js';
 import { renderRuleset } from '../src/nft/render.js';
 import { loadPolicyText, type LoadedPolicy } from '../src/policy/load.js';
 import { expectOpen, expectRefused } from './support/fence-probes.js';
@@ -305,6 +305,20 @@ network_policies:
     } finally {
       session.close();
     }
+  });
+
+  it('with the set of redirected connections full, a redirect is refused by the fence, never sent un-NATed', async () => {
+    const filler = Array.from({ length: LIVE_SIZE }, (_, i) => `100.${64 + (i >> 16)}.${(i >> 8) & 255}.${i & 255} . 443 . 9`);
+    await lab.nft(['flush', 'set', 'inet', 'portcullis', redirectedSetName(4)]);
+    await lab.nft(['-f', '-'], `add element inet portcullis ${redirectedSetName(4)} { ${filler.join(', ')} }\n`);
+    try {
+      const before = await counter(REJECT_COUNTER);
+      await expectRefused(lab, [{ address: '203.0.113.81', port: 443 }]);
+      expect(await counter(REJECT_COUNTER)).toBeGreaterThan(before);
+    } finally {
+      await lab.nft(['flush', 'set', 'inet', 'portcullis', redirectedSetName(4)]);
+    }
+    await expectOpen(lab, [{ address: '203.0.113.81', port: 443 }]);
   });
 
   it('IPv6 HTTPS is not redirected to an IPv4 listener: the fence refuses it', async () => {
