@@ -26,6 +26,11 @@
 // When a set is full, adding to it fails and the rule does not match: a new connection then
 // falls through to the tracked path and is decided there, and a redirect is refused by the fence
 // (never sent un-NATed).
+//
+// The sets live in the table, so applying the script again (which replaces the table) empties
+// them, as it empties the host maps: open hostname connections are then refused at their next
+// packet, where tracked ones would have gone on (the tracker's entries outlive the table).
+// `portcullis run` applies its ruleset once per sandbox.
 import { ipKeyword, type Family } from './intervals.js';
 import { hostMapName } from './names.js';
 import { block } from './syntax.js';
