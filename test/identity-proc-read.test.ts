@@ -8,8 +8,9 @@ import { readProcText } from '../src/identity/proc-read.js';
 describe('readProcText', () => {
   it('reads what readFileSync reads, short files and long command lines alike', async () => {
     const long = 'x'.repeat(40_000);
-    // bash keeps its argv (and waits, asleep, for its sleep child).
-    const child = spawn('bash', ['-c', 'sleep 30; true', long, 'é-last'], { stdio: 'ignore' });
+    // bash keeps its argv (and waits, asleep, for its sleep child). Its own process group, so
+    // that the sleep goes with it at the end.
+    const child = spawn('bash', ['-c', 'sleep 30; true', long, 'é-last'], { stdio: 'ignore', detached: true });
     try {
       await new Promise((resolve) => child.once('spawn', resolve));
       const asleep = (): boolean => readFileSync(`/proc/${child.pid}/stat`, 'latin1').includes(') S ');
@@ -22,7 +23,7 @@ describe('readProcText', () => {
       expect(text).toBe(readFileSync(`/proc/${child.pid}/cmdline`, 'utf8'));
       expect(text.split('\0').slice(0, 5)).toEqual(['bash', '-c', 'sleep 30; true', long, 'é-last']);
     } finally {
-      child.kill('SIGKILL');
+      process.kill(-child.pid!, 'SIGKILL');
     }
   });
 
