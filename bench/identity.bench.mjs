@@ -3,7 +3,8 @@
 // `ss -tnp` (iproute2) answering the same question in the same run.
 //
 //   cold run      the same with the on-disk hash store an earlier run left (a new proxy
-//                 process on a machine where portcullis ran before): nothing in memory
+//                 process on a machine where portcullis ran before): nothing in memory; and
+//                 the same after warm() (what the proxy does once it listens)
 //   cold          a fresh IdentityResolver per lookup: empty process table, empty hash cache,
 //                 its sock_diag helper started on the way
 //   warm procfs   one resolver reading /proc/net/tcp{,6}; the same long-lived client opens a
@@ -147,7 +148,7 @@ async function measureRow(processes, sockets) {
     client.stdin.write('\n');
     return nextAccepted();
   };
-  const row = { nominal: processes, processes: processCount(), sockets, rows: tableRows(), cold: [], coldRun: [], warmProcfs: [], warm: [], warmNew: [], miss: [], ss: [] };
+  const row = { nominal: processes, processes: processCount(), sockets, rows: tableRows(), cold: [], coldRun: [], coldRunWarmed: [], warmProcfs: [], warm: [], warmNew: [], miss: [], ss: [] };
 
   let previous = null;
   // Reset rather than close, so the loop itself leaves no TIME_WAIT rows behind.
@@ -176,6 +177,19 @@ async function measureRow(processes, sockets) {
     const id = await resolver.resolve(tupleOf(s));
     // The first lookup fills the store (as an earlier run would have).
     if (i > 0) row.coldRun.push(ms(t0));
+    resolver.close();
+    if (id.pid !== clientPid) throw new Error(`resolved ${JSON.stringify(id)} instead of the client ${clientPid}`);
+  }
+
+  // The same, but warmed first (as a proxy does once it listens, before its first client).
+  for (let i = 0; i < COLD && Date.now() < DEADLINE; i++) {
+    const resolver = new IdentityResolver({ hashStore: storePath });
+    await resolver.warm();
+    const s = await connect();
+    rotate(s);
+    const t0 = now();
+    const id = await resolver.resolve(tupleOf(s));
+    row.coldRunWarmed.push(ms(t0));
     resolver.close();
     if (id.pid !== clientPid) throw new Error(`resolved ${JSON.stringify(id)} instead of the client ${clientPid}`);
   }
@@ -249,6 +263,9 @@ try {
           `${(ss50 / pct(r.warmProcfs, 50)).toFixed(1).padStart(9)}x ${(ss50 / pct(r.warm, 50)).toFixed(0).padStart(4)}x ${(ss50 / pct(r.warmNew, 50)).toFixed(0).padStart(3)}x`,
       );
     }
+  }
+  for (const r of rows) {
+    console.log(`${r.nominal} processes, ${r.sockets} sockets: a new resolver's first lookup (hash store on disk) p50 ${f(pct(r.coldRun, 50))} ms; warmed first (warm(): process table listed, store loaded) p50 ${f(pct(r.coldRunWarmed, 50))} ms, ×${(pct(r.coldRun, 50) / pct(r.coldRunWarmed, 50)).toFixed(1)} faster`);
   }
   const at = (p, s) => rows.find((r) => r.sockets === s && r.nominal === p);
   const grow = (a, b, key) => (a && b ? (pct(b[key], 50) / pct(a[key], 50)).toFixed(1) : 'n/a');

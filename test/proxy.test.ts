@@ -510,10 +510,11 @@ describe('hot reload', () => {
 });
 
 describe('the identity source', () => {
-  it('is told, once, when a connection it was asked about ends, with the same tuple', async () => {
+  it('is warmed once when the proxy listens, and told, once, when a connection it was asked about ends, with the same tuple', async () => {
     const real = new IdentityResolver();
     const asked: string[] = [];
     const released: string[] = [];
+    let warmed = 0;
     const key = (t: ConnectionTuple): string => `${t.clientAddress}:${t.clientPort}>${t.proxyAddress}:${t.proxyPort}`;
     const identity: IdentitySource = {
       resolve: (tuple, options) => {
@@ -524,9 +525,14 @@ describe('the identity source', () => {
         released.push(key(tuple));
         real.released(tuple, options);
       },
+      warm: async () => {
+        warmed++;
+        await real.warm();
+      },
     };
     try {
       const { proxy: p } = await proxy({ identity });
+      expect(warmed).toBe(1);
       const t = await openTunnel(p.address.port, `open.sim.test:${ECHO_PORT}`);
       expect(t.status).toBe(200);
       expect((await echoThrough(t.socket, Buffer.from('ping'))).toString()).toBe('ping');
@@ -537,6 +543,7 @@ describe('the identity source', () => {
       expect(asked).toHaveLength(1);
       // Released once, as soon as the client's end arrives (not again at close).
       expect(released).toEqual(asked);
+      expect(warmed).toBe(1);
     } finally {
       real.close();
     }

@@ -33,6 +33,11 @@ export class HashStore {
     this.writeTimer ??= setTimeout(() => this.flush(), WRITE_DELAY_MS).unref();
   }
 
+  /** Reads the file now rather than at the first lookup. */
+  preload(): void {
+    this.load();
+  }
+
   /** Writes pending entries now (atomically: a reader sees the old file or the new one). */
   flush(): void {
     if (this.writeTimer) clearTimeout(this.writeTimer);

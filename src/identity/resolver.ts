@@ -120,6 +120,16 @@ export class IdentityResolver {
     }
   }
 
+  /**
+   * Does now what the first lookup would otherwise pay for: the listing of every process (later
+   * lookups read only the processes started since) and the load of the hash store. For a
+   * service to call once it is up, before its first connection.
+   */
+  async warm(): Promise<void> {
+    this.hashStore?.preload();
+    await this.processes.refresh();
+  }
+
   /** Files read and hashed so far (the rest came from the fingerprint cache). */
   get filesHashed(): number {
     return this.integrity.filesHashed;

@@ -41,6 +41,8 @@ export interface IdentitySource {
   resolve(tuple: ConnectionTuple, options?: ResolveOptions): Promise<ProcessIdentity>;
   /** The connection asked about has closed (a hint for the next lookup; optional). */
   released?(tuple: ConnectionTuple, options?: ResolveOptions): void;
+  /** Prepares for the first lookup; called once when the proxy is listening (optional). */
+  warm?(): Promise<void>;
 }
 
 export interface ProxyOptions {
@@ -580,6 +582,8 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
     throw err;
   }
   for (const a of ownAddresses(sniAddress ? [address, sniAddress] : [address])) (ctx.ownAddresses as Set<string>).add(a);
+  // In the background: the first client need not wait for the process table to be listed.
+  void identities.warm?.().catch(() => undefined);
 
   const reload = async (): Promise<ReloadResult> => {
     try {
