@@ -128,9 +128,10 @@ export class FdSnapshots {
       return found === inode;
     };
     const tried = new Set<string>();
+    const hinted = previous ? hintedNumbers(previous.asked) : [];
     if (previous) {
       // The hinted numbers first, without a listing; on a hit this read is done.
-      for (const fd of hintedNumbers(previous.asked).slice(0, HINTS_BEFORE_LISTING)) {
+      for (const fd of hinted.slice(0, HINTS_BEFORE_LISTING)) {
         tried.add(fd);
         if (readLink(fd)) return this.stopEarly(pid, previous, inode, fd, sockets, links, readlinks);
       }
@@ -143,7 +144,7 @@ export class FdSnapshots {
       this.keep(pid, snapshot);
       return { held: false, readlinks, permissionDenied: snapshot.permissionDenied };
     }
-    const order = likeliestFirst(fds, previous?.links ?? null, previous ? hintedNumbers(previous.asked) : []);
+    const order = likeliestFirst(fds, previous?.links ?? null, hinted);
     for (const fd of order) {
       if (tried.has(fd)) continue;
       if (readLink(fd) && previous) return this.stopEarly(pid, previous, inode, fd, sockets, links, readlinks);

@@ -36,7 +36,7 @@ import { hostMapName } from './names.js';
 import { block } from './syntax.js';
 
 /** How long an idle `address . port` stays live: nf_conntrack_tcp_timeout_established's default. */
-export const LIVE_TIMEOUT = '5d';
+const LIVE_TIMEOUT = '5d';
 /** Elements per set: a bound on memory; beyond it new connections are tracked. */
 export const LIVE_SIZE = 65536;
 
@@ -65,8 +65,8 @@ export interface LiveRules {
   chains: string[];
   /** Rules of the raw-priority output chain: leave live connections untracked. */
   rawOut: AroundDirect;
-  /** Rules of the raw-priority prerouting chain: leave their replies untracked (before the direct allows'). */
-  rawIn: string[];
+  /** Rules of the raw-priority prerouting chain: leave their replies untracked (all before the direct allows'). */
+  rawIn: AroundDirect;
   /** Rules of the chain of untracked packets: accept live connections, counting new ones. */
   untracked: AroundDirect;
   /** The statement the SNI redirect runs before its DNAT (notes the connection); '' when none. */
@@ -85,7 +85,7 @@ export function renderLive(redirect: RedirectTarget | null): LiveRules {
     declarations: [],
     chains: [],
     rawOut: { open: [], opening: [] },
-    rawIn: [],
+    rawIn: { open: [], opening: [] },
     untracked: { open: [], opening: [] },
     noteRedirect: '',
   };
@@ -111,7 +111,7 @@ export function renderLive(redirect: RedirectTarget | null): LiveRules {
     out.chains.push(...block(`chain live_out${family}`, goingOut), ...block(`chain live_in${family}`, comingBack));
     out.rawOut.open.push(`${nfproto} ${NOT_SYN} jump live_out${family}`);
     out.rawOut.opening.push(`${nfproto} ${SYN_ONLY} ${outKey} @${hosts} update @${live} { ${outKey} } notrack accept`);
-    out.rawIn.push(`${nfproto} meta l4proto tcp jump live_in${family}`);
+    out.rawIn.open.push(`${nfproto} meta l4proto tcp jump live_in${family}`);
     out.untracked.open.push(`${nfproto} ${NOT_SYN} ${outKey} @${live} accept`);
     out.untracked.opening.push(`${nfproto} ${SYN_ONLY} counter name ${outKey} map @${hosts} accept`);
   }

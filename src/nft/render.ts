@@ -155,17 +155,15 @@ const untrackedFamilies = (direct: Record<Family, DirectRules | null>): Family[]
 function untrackChains(direct: Record<Family, DirectRules | null>, live: LiveRules | null): string[] {
   const families = untrackedFamilies(direct);
   const lines: string[] = [];
-  const liveOut = live ? { before: live.rawOut.open, after: live.rawOut.opening } : undefined;
-  const liveIn = live ? { before: live.rawIn, after: [] } : undefined;
-  for (const [hook, port, way, liveRules] of [['output', 'th dport', 'out', liveOut], ['prerouting', 'th sport', 'in', liveIn]] as const) {
+  for (const [hook, port, way, liveRules] of [['output', 'th dport', 'out', live?.rawOut], ['prerouting', 'th sport', 'in', live?.rawIn]] as const) {
     // Only TCP and UDP: `th` reads any transport header, and only these two are allowed by port.
     // The set of ports spares other traffic the lookups.
     // Packets of live connections first: their set holds only the destinations in use, so a
     // miss there is cheap, where a miss in the direct allows' maps (thousands of blocks) is not.
     const rules = [
-      ...(liveRules?.before ?? []),
+      ...(liveRules?.open ?? []),
       ...families.map((f) => `meta nfproto ipv${f} meta l4proto { tcp, udp } ${port} @${directPorts(f)} jump ${direct[f]!.untrack![way]}`),
-      ...(liveRules?.after ?? []),
+      ...(liveRules?.opening ?? []),
     ];
     if (rules.length === 0) continue;
     lines.push(...block(`chain untrack_${hook}`, [`type filter hook ${hook} priority raw; policy accept;`, ...rules]));
