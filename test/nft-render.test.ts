@@ -134,7 +134,7 @@ describe('what reaches the kernel', () => {
     expect(text.match(/\tchain /g)).toHaveLength(15);
     expect(text.match(/\tcounter allow_\d+_\d+ \{/g)).toHaveLength(54);
   });
-  it('direct flows are left untracked both ways, in the same maps, and accepted untracked only through them', () => {
+  it('direct flows are left untracked both ways, in the same maps, counted going out; the output chain takes untracked TCP and UDP as they come', () => {
     const text = renderRuleset(policy.policies);
     // Packets of open hostname connections are looked for in the (small) live sets first, then
     // the direct allows', then new hostname connections in the host maps.
@@ -142,19 +142,26 @@ describe('what reaches the kernel', () => {
       '\tchain untrack_output {\n\t\ttype filter hook output priority raw; policy accept;\n' +
         '\t\tmeta nfproto ipv4 tcp flags & syn == 0 jump live_out4\n\t\tmeta nfproto ipv6 tcp flags & syn == 0 jump live_out6\n' +
         '\t\tmeta nfproto ipv4 meta l4proto { tcp, udp } th dport @direct4_ports jump untrack_out4\n' +
-        '\t\tmeta nfproto ipv4 tcp flags & (syn | ack) == syn ip daddr . tcp dport @hosts4 update @live4 { ip daddr . tcp dport } notrack accept\n',
+        '\t\tmeta nfproto ipv4 tcp flags & (syn | ack) == syn counter name ip daddr . tcp dport map @hosts4 update @live4 { ip daddr . tcp dport } notrack accept\n',
     );
     expect(text).toContain(
       '\tchain untrack_prerouting {\n\t\ttype filter hook prerouting priority raw; policy accept;\n' +
         '\t\tmeta nfproto ipv4 meta l4proto tcp jump live_in4\n\t\tmeta nfproto ipv6 meta l4proto tcp jump live_in6\n' +
         '\t\tmeta nfproto ipv4 meta l4proto { tcp, udp } th sport @direct4_ports jump untrack_in4\n\t}',
     );
-    expect(text).toContain('\tchain untrack_out4 {\n\t\tip daddr . th dport @direct4_32 notrack accept\n\t\tip daddr & 255.255.255.0 . th dport @direct4_24 notrack accept\n\t}');
-    expect(text).toContain('\tchain untrack_in4 {\n\t\tip saddr . th sport @direct4_32 notrack accept\n\t\tip saddr & 255.255.255.0 . th sport @direct4_24 notrack accept\n\t}');
-    // Accepted untracked only through the same lookups; new hostname connections counted on the host map's counter.
-    expect(text).toMatch(
-      /\tchain untracked \{\n\t\tmeta nfproto ipv4 tcp flags & syn == 0 ip daddr \. tcp dport @live4 accept\n\t\tmeta nfproto ipv6 tcp flags & syn == 0 ip6 daddr \. tcp dport @live6 accept\n\t\tmeta nfproto ipv4 meta l4proto \{ tcp, udp \} jump direct4\n\t\tmeta nfproto ipv4 tcp flags & \(syn \| ack\) == syn counter name ip daddr \. tcp dport map @hosts4 accept\n\t\tmeta nfproto ipv6 tcp flags & \(syn \| ack\) == syn counter name ip6 daddr \. tcp dport map @hosts6 accept\n\t\ticmpv6 type \{[^}]*\} accept\n\t\tgoto refuse\n\t\}/,
+    expect(text).toContain(
+      '\tchain untrack_out4 {\n\t\tcounter name ip daddr . th dport map @direct4_32 notrack accept\n\t\tcounter name ip daddr & 255.255.255.0 . th dport map @direct4_24 notrack accept\n\t}',
     );
+    expect(text).toContain('\tchain untrack_in4 {\n\t\tip saddr . th sport @direct4_32 notrack accept\n\t\tip saddr & 255.255.255.0 . th sport @direct4_24 notrack accept\n\t}');
+    // Only the raw output chain leaves TCP and UDP untracked, and only what it found allowed and
+    // counted: the output chain takes those as they come; other untracked packets only if they
+    // are neighbour discovery or MLD.
+    expect(text).toMatch(/\tchain untracked \{\n\t\tmeta l4proto \{ tcp, udp \} accept\n\t\ticmpv6 type \{[^}]*\} accept\n\t\tgoto refuse\n\t\}/);
+    expect(text.match(/ notrack/g)?.length).toBe(text.match(/ notrack accept/g)?.length);
+    for (const chain of ['live_out4', 'live_out6', 'untrack_out4']) {
+      const body = text.slice(text.indexOf(`\tchain ${chain} {`), text.indexOf('\t}', text.indexOf(`\tchain ${chain} {`)));
+      for (const rule of body.split('\n').filter((r) => r.includes('notrack'))) expect(rule).toMatch(/ @(live[46]|direct4_(32|24)) /);
+    }
     expect(text).toContain('\t\tct state established,related accept\n\t\tct state untracked goto untracked\n');
     // Nothing is untracked without direct allows or hostname endpoints: no raw chains.
     const fenceOnly = renderRuleset(loadPolicyText('version: 1\nnetwork_policies:\n  a:\n    endpoints: [{ host: a.example.com, port: 443 }]\n    binaries: [{ path: /usr/bin/curl }]\n', 'f.yaml').policies);
@@ -168,9 +175,9 @@ describe('what reaches the kernel', () => {
     expect(hostOnly).toContain('\tchain live_out4 {\n\t\tip daddr . tcp dport @live4 update @live4 { ip daddr . tcp dport } notrack accept\n\t}');
     expect(hostOnly).toContain('\tchain live_in6 {\n\t\tip6 saddr . tcp sport @live6 notrack accept\n\t}');
     // A SYN only through the host map (and it joins the live set); anything else only through the live set.
-    expect(hostOnly).toContain('\t\tmeta nfproto ipv4 tcp flags & (syn | ack) == syn ip daddr . tcp dport @hosts4 update @live4 { ip daddr . tcp dport } notrack accept\n');
+    expect(hostOnly).toContain('\t\tmeta nfproto ipv4 tcp flags & (syn | ack) == syn counter name ip daddr . tcp dport map @hosts4 update @live4 { ip daddr . tcp dport } notrack accept\n');
     expect(hostOnly).toContain('\t\tmeta nfproto ipv4 tcp flags & syn == 0 jump live_out4\n');
-    expect(hostOnly).toContain('\t\tmeta nfproto ipv6 tcp flags & syn == 0 ip6 daddr . tcp dport @live6 accept\n');
+    expect(hostOnly).toContain('\t\tmeta nfproto ipv6 tcp flags & syn == 0 jump live_out6\n');
     // Only TCP is left untracked on this path: nothing here names UDP.
     expect(/\tchain (live_out4|live_in4|untrack_output|untrack_prerouting) \{[^}]*udp/.test(hostOnly)).toBe(false);
     // Without an SNI redirect there is nothing to leave to the tracker.

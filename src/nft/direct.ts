@@ -68,7 +68,9 @@ function hashed(family: Family, blocks: DirectBlock[], tracked: TrackedDestinati
 
   const lengths = groups.map(([bits]) => bits);
   const count = lengths.map((bits) => `counter name ${key('daddr', bits)} map @${map(bits)} accept`);
-  const out = lengths.map((bits) => `${key('daddr', bits)} @${map(bits)} notrack accept`);
+  // Going out, the lookup that leaves a packet untracked also counts it (the output chain takes
+  // untracked packets as they come, render.ts).
+  const out = lengths.map((bits) => `counter name ${key('daddr', bits)} map @${map(bits)} notrack accept`);
   const back = lengths.map((bits) => `${key('saddr', bits)} @${map(bits)} notrack accept`);
   if (tracked !== null) {
     out.unshift(`${ip(family)} daddr ${tracked.address} tcp dport ${tracked.port} return`);

@@ -63,12 +63,10 @@ export interface AroundDirect {
 export interface LiveRules {
   declarations: string[];
   chains: string[];
-  /** Rules of the raw-priority output chain: leave live connections untracked. */
+  /** Rules of the raw-priority output chain: leave live connections untracked, counting new ones. */
   rawOut: AroundDirect;
   /** Rules of the raw-priority prerouting chain: leave their replies untracked (all before the direct allows'). */
   rawIn: AroundDirect;
-  /** Rules of the chain of untracked packets: accept live connections, counting new ones. */
-  untracked: AroundDirect;
   /** The statement the SNI redirect runs before its DNAT (notes the connection); '' when none. */
   noteRedirect: string;
 }
@@ -86,7 +84,6 @@ export function renderLive(redirect: RedirectTarget | null): LiveRules {
     chains: [],
     rawOut: { open: [], opening: [] },
     rawIn: { open: [], opening: [] },
-    untracked: { open: [], opening: [] },
     noteRedirect: '',
   };
   for (const family of [4, 6] as const) {
@@ -110,10 +107,8 @@ export function renderLive(redirect: RedirectTarget | null): LiveRules {
     comingBack.push(`${ip} saddr . tcp sport @${live} notrack accept`);
     out.chains.push(...block(`chain live_out${family}`, goingOut), ...block(`chain live_in${family}`, comingBack));
     out.rawOut.open.push(`${nfproto} ${NOT_SYN} jump live_out${family}`);
-    out.rawOut.opening.push(`${nfproto} ${SYN_ONLY} ${outKey} @${hosts} update @${live} { ${outKey} } notrack accept`);
+    out.rawOut.opening.push(`${nfproto} ${SYN_ONLY} counter name ${outKey} map @${hosts} update @${live} { ${outKey} } notrack accept`);
     out.rawIn.open.push(`${nfproto} meta l4proto tcp jump live_in${family}`);
-    out.untracked.open.push(`${nfproto} ${NOT_SYN} ${outKey} @${live} accept`);
-    out.untracked.opening.push(`${nfproto} ${SYN_ONLY} counter name ${outKey} map @${hosts} accept`);
   }
   return out;
 }

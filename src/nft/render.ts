@@ -18,11 +18,12 @@
 // is cheap enough to make at every packet (hashed allows, see plan.ts), chains at the raw
 // priority, before the tracker, leave exactly these flows untracked: the sandbox's packets
 // matched by destination address and port, their replies by source address and port, in the
-// same maps. The output chain accepts an untracked packet only through the same lookups, which
-// count it: such an endpoint's counter counts every packet the sandbox sends on its flows,
-// where a tracked one's counts the first packet of each connection. Hostname endpoints' TCP
-// connections are left untracked as well, through a live set that outlasts their host-map
-// element (live.ts); their counters count the first packet of each connection. Everything else
+// same maps. The raw output chain counts the packets it leaves untracked (the lookup that finds
+// one counts it), and the output chain accepts them without looking again: such an endpoint's
+// counter counts every packet the sandbox sends on its flows, where a tracked one's counts the
+// first packet of each connection. Hostname endpoints' TCP connections are left untracked as
+// well, through a live set that outlasts their host-map element (live.ts); their counters count
+// the first packet of each connection. Everything else
 // stays tracked: UDP to hostname endpoints, the proxy and the DNS proxy, and the port-443
 // redirect to the SNI listener (a DNAT needs the tracker; untracked packets never reach the NAT
 // chain, so directly allowed HTTPS keeps its address without a rule there). One thing the
@@ -172,16 +173,15 @@ function untrackChains(direct: Record<Family, DirectRules | null>, live: LiveRul
 }
 
 /**
- * Untracked packets from the sandbox: the flows the raw chains left untracked, accepted only
- * through the same lookups that left them so; and neighbour discovery and MLD, which the
- * tracker itself leaves untracked. Nothing else.
+ * Untracked packets from the sandbox. TCP and UDP ones are those the raw output chain left
+ * untracked, and it does so only to a packet it found allowed (and counted): they are accepted
+ * as they come, without the same lookups again (a fifth of the fence's cost per connection).
+ * Nothing else in the namespace untracks a packet: loading rules takes CAP_NET_ADMIN, and the
+ * tracker itself leaves only neighbour discovery and MLD untracked (ICMPv6), accepted here too;
+ * nothing else is.
  */
-function untrackedChain(direct: Record<Family, DirectRules | null>, live: LiveRules | null): string[] {
-  const rules = [
-    ...(live?.untracked.open ?? []),
-    ...untrackedFamilies(direct).map((f) => `meta nfproto ipv${f} meta l4proto { tcp, udp } jump ${directChain(f)}`),
-    ...(live?.untracked.opening ?? []),
-  ];
+function untrackedChain(leftUntracked: boolean): string[] {
+  const rules = leftUntracked ? ['meta l4proto { tcp, udp } accept'] : [];
   rules.push(`icmpv6 type { ${ICMPV6_PLUMBING} } accept`, 'goto refuse');
   return block('chain untracked', rules);
 }
@@ -248,7 +248,7 @@ export function renderRuleset(policies: Policy[], options: RenderOptions = {}): 
     ...(live?.chains ?? []),
     ...allows.lines,
     ...untrackChains(direct, live),
-    ...untrackedChain(direct, live),
+    ...untrackedChain(untrackedFamilies(direct).length > 0 || live !== null),
     ...refuseChain(),
     ...outputChain(allows.families, proxy, dns, sni),
     ...block('chain forward', ['type filter hook forward priority filter; policy drop;']),
