@@ -7,16 +7,19 @@
 // kernel searches by port and tracks, is measured beside it (see src/nft/direct.ts). Hostname
 // endpoints' TCP connections are untracked in both (the live sets of src/nft/live.ts).
 //
-// Method. Each configuration has its own lab (client + server namespace), set up once: no
-// ruleset (twice: the second baseline lab shows how far two identical labs drift apart in the
-// same run, the noise floor of every ratio); connection tracking alone (the floor any tracked
-// flow pays); the compiled rulesets (hashed /24s, and the searched spread of lengths), their
-// host maps filled as the DNS proxy would. Nothing is reloaded between runs (freeing a large ruleset keeps the kernel busy
-// for a while), and each lab keeps one load generator running, so runs can be short. Every
-// round runs every configuration once, for a short slice, in an order rotated from round to
-// round; each ratio is taken within a round, so load from other processes on a shared machine
-// falls on both sides of it alike, and the median over many rounds is reported with its
-// interquartile range.
+// Method. Five configurations: no ruleset (twice: the second baseline shows how far two runs
+// of the same configuration drift apart in one round, the noise floor of every ratio);
+// connection tracking alone (the floor any tracked flow pays); the compiled rulesets (hashed
+// /24s, and the searched spread of lengths), their host maps filled as the DNS proxy would.
+// There are as many labs (client + server namespace), each with one load generator running,
+// so runs can be short. Identical labs still differ by a few percent in speed, so the
+// configurations move between them: in phase p, configuration i is in lab (i + p) mod 5, and
+// over the five phases every configuration runs in every lab for as many rounds (a Latin
+// square), so no ratio carries one lab's speed. Between phases the rulesets are swapped and the
+// kernel left a moment to free the replaced ones. Every round runs every configuration once,
+// for a short slice, in an order rotated from round to round; each ratio is taken within a
+// round, so load from other processes on a shared machine falls on both sides of it alike, and
+// the median over many rounds is reported with its interquartile range.
 //
 // Run: npm run build && node bench/nft.bench.mjs   (root; creates and removes its namespaces)
 // Env: NFT_BENCH_ROUNDS (connection-rate rounds, default 40), NFT_BENCH_SLICE_MS (per run,
@@ -26,7 +29,7 @@ import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { applyRuleset, nftAvailable } from '../dist/nft/apply.js';
+import { applyRuleset, deleteRuleset, nftAvailable } from '../dist/nft/apply.js';
 import { counterName, hostMapName, kernelEndpoints } from '../dist/nft/names.js';
 import { renderRuleset } from '../dist/nft/render.js';
 import { loadPolicyText } from '../dist/policy/load.js';
@@ -147,6 +150,23 @@ const verdict = (ok) => (ok ? 'meets target' : 'MISSES target');
 /** Round i's measurements in an order rotated by i, so no configuration always runs first. */
 const rotated = (items, i) => items.map((_, k) => items[(k + i) % items.length]);
 
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+const RENDER_OPTIONS = { proxy: { host: '192.0.2.1', port: 3128 }, dns: { host: '192.0.2.1', port: 53 } };
+/** What each lab may hold: no ruleset (twice), conntrack alone, the two compiled rulesets. */
+const CONFIGURATIONS = ['none', 'none again', 'conntrack only', 'hashed', 'searched'];
+/** Pause after swapping rulesets: freeing a large one keeps the kernel busy for a while. */
+const SETTLE_MS = 2000;
+
+/** Puts a configuration in a lab's client namespace, replacing what it held. */
+async function applyConfiguration(config, lab, hostEndpoints) {
+  if (config === 'none' || config === 'none again') return deleteRuleset({ netns: lab.cli });
+  if (config === 'conntrack only') return applyRuleset(CONNTRACK_ONLY, { netns: lab.cli });
+  const policy = loadPolicyText(benchPolicyYaml(lab.tcpPorts, { spread: config === 'searched' }), `bench-${config}.yaml`);
+  await applyRuleset(renderRuleset(policy.policies, RENDER_OPTIONS), { netns: lab.cli });
+  // The host map as the DNS proxy would leave it.
+  await lab.nft(['-f', '-'], hostMapScript(hostEndpoints, lab.tcpPorts));
+}
+
 async function main() {
   const available = await nftAvailable();
   if (!available.ok) {
@@ -155,62 +175,56 @@ async function main() {
   }
   const labs = [];
   try {
-    const bare = await newLab();
-    labs.push(bare);
-    const bareAgain = await newLab();
-    labs.push(bareAgain);
-    const tracked = await newLab();
-    labs.push(tracked);
-    const fenced = await newLab();
-    labs.push(fenced);
-    const searched = await newLab();
-    labs.push(searched);
-    await applyRuleset(CONNTRACK_ONLY, { netns: tracked.cli });
+    for (let i = 0; i < CONFIGURATIONS.length; i++) labs.push(await newLab());
 
     // Load (parse + validate the YAML) is the policy stage's cost, reported apart; compile +
     // apply is render + `nft -f -` in the namespace (which replaces the table atomically).
     const t0 = performance.now();
-    const loaded = loadPolicyText(benchPolicyYaml(fenced.tcpPorts), 'bench.yaml');
+    const loaded = loadPolicyText(benchPolicyYaml(labs[0].tcpPorts), 'bench.yaml');
     const loadMs = performance.now() - t0;
-    const options = { proxy: { host: '192.0.2.1', port: 3128 }, dns: { host: '192.0.2.1', port: 53 } };
     let script = '';
     const compileRuns = [];
     for (let i = 0; i < COMPILE_ROUNDS; i++) {
       const a = performance.now();
-      script = renderRuleset(loaded.policies, options);
+      script = renderRuleset(loaded.policies, RENDER_OPTIONS);
       const b = performance.now();
-      await applyRuleset(script, { netns: fenced.cli });
+      await applyRuleset(script, { netns: labs[0].cli });
       compileRuns.push({ render: b - a, apply: performance.now() - b });
     }
     const hostEndpoints = kernelEndpoints(loaded.policies).filter((ke) => ke.endpoint.host !== null);
-    await fenced.nft(['-f', '-'], hostMapScript(hostEndpoints, fenced.tcpPorts));
-    const spreadPolicy = loadPolicyText(benchPolicyYaml(searched.tcpPorts, { spread: true }), 'bench-spread.yaml');
-    await applyRuleset(renderRuleset(spreadPolicy.policies, options), { netns: searched.cli });
-    await searched.nft(['-f', '-'], hostMapScript(hostEndpoints, searched.tcpPorts));
 
     const conn = [
-      { key: 'base', lab: bare, address: DIRECT_TARGET },
-      { key: 'again', lab: bareAgain, address: DIRECT_TARGET },
-      { key: 'ct', lab: tracked, address: DIRECT_TARGET },
-      { key: 'cidr', lab: fenced, address: DIRECT_TARGET },
-      { key: 'host', lab: fenced, address: HOST_TARGET },
-      { key: 'spreadCidr', lab: searched, address: DIRECT_TARGET },
-      { key: 'spreadHost', lab: searched, address: HOST_TARGET },
+      { key: 'base', config: 'none', address: DIRECT_TARGET },
+      { key: 'again', config: 'none again', address: DIRECT_TARGET },
+      { key: 'ct', config: 'conntrack only', address: DIRECT_TARGET },
+      { key: 'cidr', config: 'hashed', address: DIRECT_TARGET },
+      { key: 'host', config: 'hashed', address: HOST_TARGET },
+      { key: 'spreadCidr', config: 'searched', address: DIRECT_TARGET },
+      { key: 'spreadHost', config: 'searched', address: HOST_TARGET },
     ];
     const bulk = [
-      { key: 'base', lab: bare, address: DIRECT_TARGET },
-      { key: 'ct', lab: tracked, address: DIRECT_TARGET },
-      { key: 'cidr', lab: fenced, address: DIRECT_TARGET },
-      { key: 'host', lab: fenced, address: HOST_TARGET },
+      { key: 'base', config: 'none', address: DIRECT_TARGET },
+      { key: 'ct', config: 'conntrack only', address: DIRECT_TARGET },
+      { key: 'cidr', config: 'hashed', address: DIRECT_TARGET },
+      { key: 'host', config: 'hashed', address: HOST_TARGET },
     ];
-    // Warm-up: JIT, listeners' accept queues, conntrack tables.
-    for (const c of conn) await connRate(c.lab, c.address, 1000);
     const runs = { conn: Object.fromEntries(conn.map((c) => [c.key, []])), bulk: Object.fromEntries(bulk.map((c) => [c.key, []])) };
-    for (let round = 0; round < ROUNDS; round++) {
-      for (const c of rotated(conn, round)) runs.conn[c.key].push(await connRate(c.lab, c.address));
-    }
-    for (let round = 0; round < BULK_ROUNDS; round++) {
-      for (const c of rotated(bulk, round)) runs.bulk[c.key].push(await throughput(c.lab, c.address));
+    const phases = CONFIGURATIONS.length;
+    let round = 0;
+    for (let phase = 0; phase < phases; phase++) {
+      // Phase p puts configuration i in lab (i + p) mod n: over the phases, every configuration
+      // runs in every lab for as many rounds.
+      const labOf = new Map(CONFIGURATIONS.map((config, i) => [config, labs[(i + phase) % labs.length]]));
+      for (const [config, lab] of labOf) await applyConfiguration(config, lab, hostEndpoints);
+      await sleep(SETTLE_MS);
+      // Warm-up: JIT, listeners' accept queues, conntrack tables.
+      for (const c of conn) await connRate(labOf.get(c.config), c.address, 500);
+      for (let r = 0; r < Math.ceil(ROUNDS / phases); r++, round++) {
+        for (const c of rotated(conn, round)) runs.conn[c.key].push(await connRate(labOf.get(c.config), c.address));
+      }
+      for (let r = 0; r < Math.ceil(BULK_ROUNDS / phases); r++, round++) {
+        for (const c of rotated(bulk, round)) runs.bulk[c.key].push(await throughput(labOf.get(c.config), c.address));
+      }
     }
 
     /** Per-round ratios of a to b: their median and interquartile range. */
@@ -233,12 +247,12 @@ async function main() {
     const bulkCidr = ratio(b.cidr, b.base);
     const bulkRatio = ratio(b.host, b.base);
     console.log(`policy: ${fmt(CIDR_ENDPOINTS)} CIDR endpoints + ${fmt(HOST_ENDPOINTS)} hostname endpoints; script ${fmt(script.length / 1024)} KiB; host map ${fmt(hostEndpoints.length * ADDRESSES_PER_NAME * 2 + 2)} elements`);
-    console.log(`connection rate: ${ROUNDS} rounds of ${SLICE_MS} ms runs, ${CONCURRENCY} connections in flight; bulk: ${BULK_ROUNDS} rounds of ${fmt(BYTES / 1024 ** 2)} MiB`);
+    console.log(`connection rate: ${runs.conn.base.length} rounds of ${SLICE_MS} ms runs, ${CONCURRENCY} connections in flight; bulk: ${runs.bulk.base.length} rounds of ${fmt(BYTES / 1024 ** 2)} MiB; each over ${CONFIGURATIONS.length} phases that move every configuration to another lab`);
     console.log('ratios: median of the per-round ratios [interquartile range]; rates: median (interquartile range)');
     console.log(`load (YAML parse + validate, policy stage): ${fmt(loadMs)} ms`);
     console.log(`compile + apply (render + nft -f): ${fmt(compileMs)} ms (render ${list(compileRuns.map((r) => r.render))} ms; nft -f ${list(compileRuns.map((r) => r.apply))} ms) — ${verdict(compileMs < 1000)} (< 1 s)`);
     console.log(`TCP connections/s, baseline (no ruleset): ${fmt(median(c.base))} (${spread(c.base)})`);
-    console.log(`TCP connections/s, second baseline lab (noise floor): ${fmt(median(c.again))} (${spread(c.again)})  ratio ${fmt(again.median, 2)} [${again.list}]`);
+    console.log(`TCP connections/s, second baseline (noise floor): ${fmt(median(c.again))} (${spread(c.again)})  ratio ${fmt(again.median, 2)} [${again.list}]`);
     console.log(`TCP connections/s, conntrack only (reference): ${fmt(median(c.ct))} (${spread(c.ct)})  ratio ${fmt(ct.median, 2)} [${ct.list}]`);
     console.log(`TCP connections/s, ruleset, CIDR endpoint: ${fmt(median(c.cidr))} (${spread(c.cidr)})  ratio ${fmt(cidr.median, 2)} [${cidr.list}] — ${verdict(cidr.median >= 0.9)} (≥ 0.9); against conntrack only ${fmt(ratio(c.cidr, c.ct).median, 2)}`);
     console.log(`TCP connections/s, ruleset, hostname endpoint (host map): ${fmt(median(c.host))} (${spread(c.host)})  ratio ${fmt(host.median, 2)} [${host.list}] — ${verdict(host.median >= 0.9)} (≥ 0.9); against conntrack only ${fmt(ratio(c.host, c.ct).median, 2)}`);
