@@ -354,3 +354,67 @@ network_policies:
     }
   });
 });
+
+describe('direct allows searched by port: a TCP connection is searched at its SYN, then carried by the live set', () => {
+  let searchedLoaded: LoadedPolicy;
+  // Five prefix lengths: more than the hashed form takes, so the family is searched.
+  const BLOCKS = ['198.51.100.0/25', '198.51.100.128/26', '198.51.100.192/27', '198.51.100.224/28', '198.51.100.240/29'];
+
+  beforeAll(async () => {
+    searchedLoaded = loadPolicyText(
+      ['version: 1', 'network_policies:', '  wide:', '    endpoints:', ...BLOCKS.map((b) => `      - { allowed_ips: ["${b}"], port: ${ports.cidr} }`)].join('\n'),
+      'searched.yaml',
+    );
+    await applyRuleset(renderRuleset(searchedLoaded.policies), { netns: lab.cli });
+  });
+
+  const endpointCounter = async (index: number): Promise<number> => {
+    const id = kernelEndpoints(searchedLoaded.policies).find((k) => k.index === index)!.id;
+    return (await readCounters({ netns: lab.cli })).find((c) => c.name === counterName(id))!.packets;
+  };
+
+  it('allows exactly its blocks and port', async () => {
+    await expectOpen(lab, [
+      { address: '198.51.100.6', port: ports.cidr },
+      { address: '198.51.100.247', port: ports.cidr },
+    ]);
+    await expectRefused(lab, [
+      { address: '198.51.100.248', port: ports.cidr }, // past the /29
+      { address: '198.51.100.6', port: ports.other },
+    ]);
+  });
+
+  it('an allowed connection is untracked both ways and counted once, at its SYN', async () => {
+    const before = await endpointCounter(0);
+    const session = await lab.session('198.51.100.9', ports.cidr);
+    try {
+      expect(await session.next()).toBe('connected');
+      for (let i = 0; i < 5; i++) expect(await session.ping()).toBe('pong');
+      expect(await lab.nft(['list', 'set', 'inet', 'portcullis', liveSetName(4)])).toContain(`198.51.100.9 . ${ports.cidr}`);
+      expect((await lab.conntrack()).filter((e) => e.includes('198.51.100.9 '))).toEqual([]);
+      expect((await endpointCounter(0)) - before).toBe(1);
+    } finally {
+      session.close();
+    }
+  });
+
+  it('with the live set full, a connection is tracked instead, and still searched and allowed', async () => {
+    const live = liveSetName(4);
+    const filler = Array.from({ length: LIVE_SIZE }, (_, i) => `100.${64 + (i >> 16)}.${(i >> 8) & 255}.${i & 255} . 9`);
+    await lab.nft(['flush', 'set', 'inet', 'portcullis', live]);
+    await lab.nft(['-f', '-'], `add element inet portcullis ${live} { ${filler.join(', ')} }\n`);
+    try {
+      const session = await lab.session('198.51.100.130', ports.cidr);
+      try {
+        expect(await session.next()).toBe('connected');
+        expect(await session.ping()).toBe('pong');
+        expect((await lab.conntrack()).filter((e) => e.includes(' ESTABLISHED ') && e.includes('dst=198.51.100.130 '))).toHaveLength(1);
+        await expectRefused(lab, [{ address: '198.51.100.248', port: ports.cidr }]);
+      } finally {
+        session.close();
+      }
+    } finally {
+      await lab.nft(['flush', 'set', 'inet', 'portcullis', live]);
+    }
+  });
+});

@@ -195,7 +195,7 @@ describe('what reaches the kernel', () => {
     // The redirect notes the connection before its DNAT.
     expect(text).toContain('\t\tmeta nfproto ipv4 tcp dport 443 update @redirected4 { ip daddr . tcp dport . tcp sport } dnat ip to 192.0.2.1:8443\n');
   });
-  it(`with more than ${MAX_HASHED_LENGTHS} prefix lengths a family is searched by port, at new connections only (tracked)`, () => {
+  it(`with more than ${MAX_HASHED_LENGTHS} prefix lengths a family is searched by port, once per flow: a TCP connection at its SYN (then live), UDP tracked`, () => {
     const lengths = ['198.51.100.0/24', '203.0.113.0/25', '203.0.113.128/26', '203.0.113.192/27', '203.0.113.224/28'];
     const many = loadPolicyText(
       ['version: 1', 'network_policies:', '  a:', '    endpoints:', ...lengths.slice(0, MAX_HASHED_LENGTHS + 1).map((c) => `      - { allowed_ips: ["${c}"], port: 443 }`)].join('\n'),
@@ -205,8 +205,18 @@ describe('what reaches the kernel', () => {
     const text = renderRuleset(many.policies, { sni: { host: '192.0.2.1', port: 8443 } });
     expect(text).toContain('\tchain direct4 {\n\t\tth dport vmap @ports4\n\t}');
     expect(text).toContain('\tchain port4_443 {\n\t\tcounter name ip daddr map @direct4_443 accept\n\t}');
-    expect(text).not.toContain('priority raw');
-    // Tracked, so the redirect chain sees it: directly allowed HTTPS keeps its address.
+    // A SYN is searched in the raw output chain; found, it is counted and joins the live set,
+    // which carries the rest of the connection (both ways) untracked.
+    expect(text).toContain('\t\tmeta nfproto ipv4 tcp flags & (syn | ack) == syn tcp dport vmap @live_ports4\n');
+    expect(text).toContain('\tmap live_ports4 {\n\t\ttype inet_service : verdict\n\t\telements = {\n\t\t\t443 : jump live_port4_443\n');
+    expect(text).toContain('\tchain live_port4_443 {\n\t\tcounter name ip daddr map @direct4_443 update @live4 { ip daddr . tcp dport } notrack accept\n\t}');
+    expect(text).toContain('\t\tmeta nfproto ipv4 tcp flags & syn == 0 jump live_out4\n');
+    expect(text).toContain('\t\tmeta nfproto ipv4 meta l4proto tcp jump live_in4\n');
+    // No host maps here, so no host-map rule; nothing searched on the way in, nothing for UDP.
+    expect(text).not.toContain('@hosts4');
+    expect(/\tchain untrack_(output|prerouting) \{[^}]*(udp|@ports4)/.test(text)).toBe(false);
+    // Tracked when the live set is full, so the redirect chain still finds it: directly allowed
+    // HTTPS keeps its address.
     expect(text).toContain('\t\tip daddr @direct4_443 accept\n');
     const few = loadPolicyText(
       ['version: 1', 'network_policies:', '  a:', '    endpoints:', ...lengths.slice(0, MAX_HASHED_LENGTHS).map((c) => `      - { allowed_ips: ["${c}"], port: 443 }`)].join('\n'),
@@ -221,6 +231,12 @@ describe('what reaches the kernel', () => {
     expect(covered).toContain('\tchain untrack_in4 {\n\t\tip saddr 198.51.100.44 tcp sport 5432 return\n');
     const apart = renderRuleset(policy.policies, { sni: { host: '198.51.100.44', port: 8443 } });
     expect(/\tchain untrack_(out|in)4 \{[^}]*return/.test(apart)).toBe(false);
+    // Searched allows: the listener's port chain returns it to the tracker before the search.
+    const lengths = ['198.51.100.0/24', '203.0.113.0/25', '203.0.113.128/26', '203.0.113.192/27'];
+    const many = loadPolicyText(['version: 1', 'network_policies:', '  a:', '    endpoints:', ...lengths.map((c) => `      - { allowed_ips: ["${c}"], ports: [443, 5432] }`)].join('\n'), 'm.yaml');
+    const searchedCovered = renderRuleset(many.policies, { sni: { host: '198.51.100.44', port: 5432 } });
+    expect(searchedCovered).toContain('\tchain live_port4_5432 {\n\t\tip daddr 198.51.100.44 return\n\t\tcounter name');
+    expect(searchedCovered).toContain('\tchain live_port4_443 {\n\t\tcounter name');
   });
   it('rest endpoints and policies with binaries stay with the proxy', () => {
     expect(kernelEndpoints(policy.policies).map((k) => k.id)).toEqual(['0_0', '0_1', '0_2', '0_3']);

@@ -11,9 +11,12 @@
 // - searched: an interval map of addresses per port, found through a verdict map of ports (one
 //   interval map keyed by `address . port` would do with one lookup, but that lookup reads a
 //   bitmap per rule: with 20,000 rules it cost new connections several percent of their rate).
-//   A search among a port's ranges costs more the more ranges it holds, so these flows stay
-//   tracked and are looked up at their first packet only.
+//   A search among a port's ranges costs more the more ranges it holds, so it is made once per
+//   flow: a TCP connection is searched at its SYN, in the raw output chain, and joins the live
+//   set (live.ts), which carries the rest of it untracked; a UDP flow stays tracked and is
+//   looked up at its first packet.
 import { ADDRESS_BITS, formatAddress, formatMask, formatRange, ipKeyword as ip, type Family } from './intervals.js';
+import { joinLive } from './live.js';
 import { counterName } from './names.js';
 import { block, elements } from './syntax.js';
 import type { DirectAllows, DirectBlock, DirectElement } from './plan.js';
@@ -21,8 +24,13 @@ import type { DirectAllows, DirectBlock, DirectElement } from './plan.js';
 export interface DirectRules {
   declarations: string[];
   chains: string[];
-  /** Chains that leave the flows untracked, going out and coming back; absent when tracked. */
+  /** Chains that leave the flows untracked, going out and coming back (hashed form). */
   untrack?: { out: string; in: string };
+  /**
+   * For the raw output chain, after `meta nfproto … SYN`: admits a new TCP connection through
+   * the search and puts it in the live set (searched form).
+   */
+  opening?: string;
 }
 
 /** An address and port whose flows must stay tracked even when a direct allow covers them. */
@@ -84,9 +92,10 @@ function hashed(family: Family, blocks: DirectBlock[], tracked: TrackedDestinati
   return { declarations, chains, untrack };
 }
 
-function searched(family: Family, pieces: DirectElement[]): DirectRules {
+function searched(family: Family, pieces: DirectElement[], tracked: TrackedDestination | null): DirectRules {
   const map = (port: number): string => `direct${family}_${port}`;
   const chain = (port: number): string => `port${family}_${port}`;
+  const liveChain = (port: number): string => `live_port${family}_${port}`;
   const ports = groupBy(pieces, (p) => p.port);
   const declarations: string[] = [];
   const chains: string[] = [];
@@ -98,16 +107,22 @@ function searched(family: Family, pieces: DirectElement[]): DirectRules {
         ...elements(group.map((p) => `${formatRange(p.range)} : "${counterName(p.id)}"`)),
       ]),
     );
-    chains.push(...block(`chain ${chain(port)}`, [`counter name ${ip(family)} daddr map @${map(port)} accept`]));
+    const found = `counter name ${ip(family)} daddr map @${map(port)}`;
+    chains.push(...block(`chain ${chain(port)}`, [`${found} accept`]));
+    // A full live set fails the update, so the rule does not match: the connection is then
+    // tracked and searched again in the output chain.
+    const guard = tracked !== null && tracked.port === port ? [`${ip(family)} daddr ${tracked.address} return`] : [];
+    chains.push(...block(`chain ${liveChain(port)}`, [...guard, `${found} ${joinLive(family)} notrack accept`]));
   }
   declarations.push(...block(`map ports${family}`, ['type inet_service : verdict', ...elements(ports.map(([port]) => `${port} : jump ${chain(port)}`))]));
+  declarations.push(...block(`map live_ports${family}`, ['type inet_service : verdict', ...elements(ports.map(([port]) => `${port} : jump ${liveChain(port)}`))]));
   // A port chain that finds no address returns here, and this chain to its caller.
   chains.push(...block(`chain ${directChain(family)}`, [`th dport vmap @ports${family}`]));
-  return { declarations, chains };
+  return { declarations, chains, opening: `tcp dport vmap @live_ports${family}` };
 }
 
 /** A family's direct allows (none: null). `tracked`: a covered destination to keep tracked. */
 export function renderDirect(family: Family, allows: DirectAllows, tracked: TrackedDestination | null): DirectRules | null {
   if (allows.form === 'hashed') return allows.blocks.length > 0 ? hashed(family, allows.blocks, tracked) : null;
-  return allows.pieces.length > 0 ? searched(family, allows.pieces) : null;
+  return allows.pieces.length > 0 ? searched(family, allows.pieces, tracked) : null;
 }

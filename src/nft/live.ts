@@ -13,7 +13,9 @@
 // through the kernel's sockets, which begin with a SYN, and that SYN needed the host map. So the
 // live set opens nothing new; it only keeps going what the host map let in. Replies, matched
 // by source in the same set, are left untracked too. UDP to hostname endpoints stays tracked
-// (a first datagram has nothing like a SYN).
+// (a first datagram has nothing like a SYN). Direct allows searched by port (direct.ts) admit
+// their new TCP connections the same way: the SYN is searched once, joins the live set, and the
+// rest of the connection needs no search.
 //
 // One flow must keep the tracker even so: a connection that the SNI redirect sent to the
 // listener (its address was in no map when it began) needs its NAT for every packet. If its
@@ -42,6 +44,8 @@ export const LIVE_SIZE = 65536;
 
 export const liveSetName = (family: Family): string => `live${family}`;
 export const redirectedSetName = (family: Family): string => `redirected${family}`;
+/** The statement by which an admitted SYN puts its `address . port` in the live set. */
+export const joinLive = (family: Family): string => `update @${liveSetName(family)} { ${ipKeyword(family)} daddr . tcp dport }`;
 
 /** Where the listener of the SNI redirect is, and the port it takes. */
 export interface RedirectTarget {
@@ -74,11 +78,16 @@ export interface LiveRules {
 const dynamicSet = (name: string, type: string): string[] =>
   block(`set ${name}`, [`type ${type}`, `size ${LIVE_SIZE}`, 'flags dynamic,timeout', `timeout ${LIVE_TIMEOUT}`]);
 
-const SYN_ONLY = 'tcp flags & (syn | ack) == syn';
+/** A TCP connection's first packet. */
+export const SYN_ONLY = 'tcp flags & (syn | ack) == syn';
 const NOT_SYN = 'tcp flags & syn == 0';
 
-/** The live path of both families; `redirect`: the SNI redirect, when there is one. */
-export function renderLive(redirect: RedirectTarget | null): LiveRules {
+/**
+ * The live path of both families; `redirect`: the SNI redirect, when there is one; `hosts`:
+ * whether there are host maps to admit new connections (the searched direct allows admit
+ * theirs too, direct.ts).
+ */
+export function renderLive(redirect: RedirectTarget | null, hosts: boolean): LiveRules {
   const out: LiveRules = {
     declarations: [],
     chains: [],
@@ -90,7 +99,6 @@ export function renderLive(redirect: RedirectTarget | null): LiveRules {
     const ip = ipKeyword(family);
     const nfproto = `meta nfproto ipv${family}`;
     const live = liveSetName(family);
-    const hosts = hostMapName(family);
     const outKey = `${ip} daddr . tcp dport`;
     const redirected = redirect !== null && redirect.family === family ? redirect : null;
     const flowKey = `${ip} daddr . tcp dport . tcp sport`;
@@ -107,7 +115,7 @@ export function renderLive(redirect: RedirectTarget | null): LiveRules {
     comingBack.push(`${ip} saddr . tcp sport @${live} notrack accept`);
     out.chains.push(...block(`chain live_out${family}`, goingOut), ...block(`chain live_in${family}`, comingBack));
     out.rawOut.open.push(`${nfproto} ${NOT_SYN} jump live_out${family}`);
-    out.rawOut.opening.push(`${nfproto} ${SYN_ONLY} counter name ${outKey} map @${hosts} update @${live} { ${outKey} } notrack accept`);
+    if (hosts) out.rawOut.opening.push(`${nfproto} ${SYN_ONLY} counter name ${outKey} map @${hostMapName(family)} ${joinLive(family)} notrack accept`);
     out.rawIn.open.push(`${nfproto} meta l4proto tcp jump live_in${family}`);
   }
   return out;

@@ -22,9 +22,10 @@
 // one counts it), and the output chain accepts them without looking again: such an endpoint's
 // counter counts every packet the sandbox sends on its flows, where a tracked one's counts the
 // first packet of each connection. Hostname endpoints' TCP connections are left untracked as
-// well, through a live set that outlasts their host-map element (live.ts); their counters count
-// the first packet of each connection. Everything else
-// stays tracked: UDP to hostname endpoints, the proxy and the DNS proxy, and the port-443
+// well, through a live set that outlasts their host-map element (live.ts), and so are TCP
+// connections to direct allows searched by port (searched once, at the SYN); their counters
+// count the first packet of each connection. Everything else stays tracked: UDP to hostname
+// endpoints and to searched direct allows, the proxy and the DNS proxy, and the port-443
 // redirect to the SNI listener (a DNAT needs the tracker; untracked packets never reach the NAT
 // chain, so directly allowed HTTPS keeps its address without a rule there). One thing the
 // tracker gave that an untracked flow lacks: an ICMP error the sandbox sends about it (a UDP
@@ -39,7 +40,7 @@ import { canonicalIpHost } from '../policy/host-pattern.js';
 import type { Policy } from '../policy/types.js';
 import { directChain, directPorts, renderDirect, type DirectRules } from './direct.js';
 import { ipKeyword, parseRange, type Family } from './intervals.js';
-import { renderLive, type LiveRules } from './live.js';
+import { renderLive, SYN_ONLY, type LiveRules } from './live.js';
 import { block } from './syntax.js';
 import {
   DNS_COUNTER,
@@ -151,9 +152,13 @@ function allowChains(plan: KernelPlan, direct: Record<Family, DirectRules | null
 /** Families whose direct flows are left untracked. */
 const untrackedFamilies = (direct: Record<Family, DirectRules | null>): Family[] => ([4, 6] as const).filter((f) => direct[f]?.untrack !== undefined);
 
+/** The raw output rules by which a searched family admits a new TCP connection to the live set. */
+const searchedOpenings = (direct: Record<Family, DirectRules | null>): string[] =>
+  ([4, 6] as const).flatMap((f) => (direct[f]?.opening === undefined ? [] : [`meta nfproto ipv${f} ${SYN_ONLY} ${direct[f]!.opening}`]));
+
 /**
  * Raw-priority chains (before the tracker) that leave untracked the hashed direct allows' flows
- * and the live hostname connections.
+ * and the live TCP connections (to hostname endpoints and to searched direct allows).
  */
 function untrackChains(direct: Record<Family, DirectRules | null>, live: LiveRules | null): string[] {
   const families = untrackedFamilies(direct);
@@ -167,6 +172,8 @@ function untrackChains(direct: Record<Family, DirectRules | null>, live: LiveRul
     const rules = [
       ...(liveRules?.open ?? []),
       ...families.flatMap((f) => TRANSPORTS.map((proto) => `meta nfproto ipv${f} meta l4proto ${proto} ${port} @${directPorts(f)} jump ${direct[f]!.untrack![way]}`)),
+      // New connections: the direct allows searched by port, then the host map.
+      ...(way === 'out' ? searchedOpenings(direct) : []),
       ...(liveRules?.opening ?? []),
     ];
     if (rules.length === 0) continue;
@@ -242,7 +249,8 @@ export function renderRuleset(policies: Policy[], options: RenderOptions = {}): 
   const sni = destination('SNI listener', options.sni);
   const plan = planKernel(policies);
   const direct = directRules(plan, sni);
-  const live = plan.hosts.length > 0 ? renderLive(sni ? { ...sni, redirectedPort: HTTPS_PORT } : null) : null;
+  const searchedTcp = ([4, 6] as const).some((f) => direct[f]?.opening !== undefined);
+  const live = plan.hosts.length > 0 || searchedTcp ? renderLive(sni ? { ...sni, redirectedPort: HTTPS_PORT } : null, plan.hosts.length > 0) : null;
   const allows = allowChains(plan, direct);
   const body = [
     ...declarations(plan, direct, live),
