@@ -36,6 +36,19 @@ async function addHostElement(address: string, port: number, id: string, timeout
   await lab.nft(['add', 'element', 'inet', 'portcullis', map, `{ ${address} . ${port} timeout ${timeout} : "${counterName(id)}" }`]);
 }
 
+/** Runs `body` with the IPv4 live set filled to its bound (destinations nobody dials, 100.64.0.0/10); empties it after. */
+async function withLiveSetFull(body: () => Promise<void>): Promise<void> {
+  const live = liveSetName(4);
+  const filler = Array.from({ length: LIVE_SIZE }, (_, i) => `100.${64 + (i >> 16)}.${(i >> 8) & 255}.${i & 255} . 9`);
+  await lab.nft(['flush', 'set', 'inet', 'portcullis', live]);
+  await lab.nft(['-f', '-'], `add element inet portcullis ${live} { ${filler.join(', ')} }\n`);
+  try {
+    await body();
+  } finally {
+    await lab.nft(['flush', 'set', 'inet', 'portcullis', live]);
+  }
+}
+
 const refusedTuples = (): Tuple[] => [
   { address: '198.51.100.128', port: ports.cidr }, // outside the allowed /25
   { address: '198.51.100.5', port: ports.other }, // allowed address, other port
@@ -144,12 +157,7 @@ describe('nft fence in a network namespace', () => {
   }
 
   it('with the live set full, a hostname connection falls back to the tracker: still admitted by the host map, still outliving it', async () => {
-    const live = liveSetName(4);
-    // Fill the set to its bound with destinations nobody dials (100.64.0.0/10).
-    const filler = Array.from({ length: LIVE_SIZE }, (_, i) => `100.${64 + (i >> 16)}.${(i >> 8) & 255}.${i & 255} . 9`);
-    await lab.nft(['flush', 'set', 'inet', 'portcullis', live]);
-    await lab.nft(['-f', '-'], `add element inet portcullis ${live} { ${filler.join(', ')} }\n`);
-    try {
+    await withLiveSetFull(async () => {
       await addHostElement('198.51.100.203', ports.host, idOf('any', 1), '2s');
       const session = await lab.session('198.51.100.203', ports.host);
       try {
@@ -157,16 +165,14 @@ describe('nft fence in a network namespace', () => {
         expect(await session.ping()).toBe('pong');
         // Tracked, and not in the (full) live set.
         expect((await lab.conntrack()).filter((e) => e.includes(' ESTABLISHED ') && e.includes('dst=198.51.100.203 '))).toHaveLength(1);
-        expect(await lab.nft(['list', 'set', 'inet', 'portcullis', live])).not.toContain('198.51.100.203');
+        expect(await lab.nft(['list', 'set', 'inet', 'portcullis', liveSetName(4)])).not.toContain('198.51.100.203');
         await waitUntilEmpty(hostMapName(4), '198.51.100.203');
         await expectRefused(lab, [{ address: '198.51.100.203', port: ports.host }]);
         expect(await session.ping()).toBe('pong');
       } finally {
         session.close();
       }
-    } finally {
-      await lab.nft(['flush', 'set', 'inet', 'portcullis', live]);
-    }
+    });
   });
 
   it('wildcard hostname endpoints go through the host maps too, counted on their own counter', async () => {
@@ -399,11 +405,7 @@ describe('direct allows searched by port: a TCP connection is searched at its SY
   });
 
   it('with the live set full, a connection is tracked instead, and still searched and allowed', async () => {
-    const live = liveSetName(4);
-    const filler = Array.from({ length: LIVE_SIZE }, (_, i) => `100.${64 + (i >> 16)}.${(i >> 8) & 255}.${i & 255} . 9`);
-    await lab.nft(['flush', 'set', 'inet', 'portcullis', live]);
-    await lab.nft(['-f', '-'], `add element inet portcullis ${live} { ${filler.join(', ')} }\n`);
-    try {
+    await withLiveSetFull(async () => {
       const session = await lab.session('198.51.100.130', ports.cidr);
       try {
         expect(await session.next()).toBe('connected');
@@ -413,8 +415,6 @@ describe('direct allows searched by port: a TCP connection is searched at its SY
       } finally {
         session.close();
       }
-    } finally {
-      await lab.nft(['flush', 'set', 'inet', 'portcullis', live]);
-    }
+    });
   });
 });
