@@ -148,7 +148,7 @@ async function measureRow(processes, sockets) {
     client.stdin.write('\n');
     return nextAccepted();
   };
-  const row = { nominal: processes, processes: processCount(), sockets, rows: tableRows(), cold: [], coldRun: [], coldRunWarmed: [], warmProcfs: [], warm: [], warmNew: [], miss: [], ss: [] };
+  const row = { nominal: processes, processes: processCount(), sockets, rows: tableRows(), cold: [], coldRun: [], coldRunWarmed: [], warmProcfs: [], warm: [], warmWithArgv: [], warmNoArgv: [], warmNew: [], miss: [], ss: [] };
 
   let previous = null;
   // Reset rather than close, so the loop itself leaves no TIME_WAIT rows behind.
@@ -209,6 +209,22 @@ async function measureRow(processes, sockets) {
   await warmLoop(procfsResolver, row.warmProcfs);
   const resolver = new IdentityResolver();
   await warmLoop(resolver, row.warm);
+  // The proxy's resolver leaves argv out (cmdline: false): each socket looked up by it and by
+  // the default one, in alternating order.
+  const noArgv = new IdentityResolver({ cmdline: false });
+  await noArgv.resolve(tupleOf(previous));
+  for (let i = 0; i < WARM && Date.now() < DEADLINE; i++) {
+    const s = await connect();
+    rotate(s);
+    const pair = [[resolver, row.warmWithArgv], [noArgv, row.warmNoArgv]];
+    for (const [r, into] of i % 2 === 0 ? pair : pair.reverse()) {
+      const t0 = now();
+      const id = await r.resolve(tupleOf(s));
+      into.push(ms(t0));
+      if (id.pid !== clientPid) throw new Error(`resolved ${JSON.stringify(id)} instead of the client ${clientPid}`);
+    }
+  }
+  noArgv.close();
   for (let i = 0; i < SS_RUNS && Date.now() < DEADLINE; i++) {
     const t0 = now();
     const id = await procfsResolver.resolve({ clientAddress: '127.0.0.1', clientPort: 1, proxyAddress: '127.0.0.1', proxyPort: PORT });
@@ -266,6 +282,9 @@ try {
   }
   for (const r of rows) {
     console.log(`${r.nominal} processes, ${r.sockets} sockets: a new resolver's first lookup (hash store on disk) p50 ${f(pct(r.coldRun, 50))} ms; warmed first (warm(): process table listed, store loaded) p50 ${f(pct(r.coldRunWarmed, 50))} ms, ×${(pct(r.coldRun, 50) / pct(r.coldRunWarmed, 50)).toFixed(1)} faster`);
+  }
+  for (const r of rows) {
+    console.log(`${r.nominal} processes, ${r.sockets} sockets: warm diag as the proxy resolves (no argv) p50 ${f(pct(r.warmNoArgv, 50))} ms vs ${f(pct(r.warmWithArgv, 50))} ms with argv (same sockets, alternating), ×${(pct(r.warmWithArgv, 50) / pct(r.warmNoArgv, 50)).toFixed(2)}`);
   }
   const at = (p, s) => rows.find((r) => r.sockets === s && r.nominal === p);
   const grow = (a, b, key) => (a && b ? (pct(b[key], 50) / pct(a[key], 50)).toFixed(1) : 'n/a');

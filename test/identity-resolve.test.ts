@@ -43,8 +43,8 @@ beforeAll(async () => {
 });
 const resolvers: IdentityResolver[] = [];
 /** A resolver whose sock_diag helper is stopped after the test. */
-function newResolver(): IdentityResolver {
-  const resolver = new IdentityResolver();
+function newResolver(options: ConstructorParameters<typeof IdentityResolver>[0] = {}): IdentityResolver {
+  const resolver = new IdentityResolver(options);
   resolvers.push(resolver);
   return resolver;
 }
@@ -82,6 +82,18 @@ describe('resolving real clients', () => {
       socket.end('HTTP/1.0 204 No Content\r\n\r\n');
     });
   }
+
+  it('a resolver made without command lines (as the proxy makes it) resolves the same and leaves cmdline out', async () => {
+    const resolver = newResolver({ cmdline: false });
+    const child = children.spawn('/usr/bin/curl', ['-s', '-o', '/dev/null', `http://127.0.0.1:${v4.port}/no-cmdline`]);
+    const socket = await v4.next();
+    const identity = await resolver.resolve(tupleOf(socket));
+    expect(identity.path).toBe(CURL);
+    expect(identity.pid).toBe(child.pid);
+    expect(identity.sha256).toBe(await sha256File(CURL));
+    expect(identity).not.toHaveProperty('cmdline');
+    socket.end('HTTP/1.0 204 No Content\r\n\r\n');
+  });
 
   it('curl started by python3 started by bash: ancestors nearest first, each with its hash', async () => {
     const resolver = newResolver();

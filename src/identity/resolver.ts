@@ -33,6 +33,11 @@ export interface IdentityResolverOptions {
   socketSource?: 'auto' | 'procfs';
   /** A file that keeps executables' hashes between runs (see hash-store.ts); none by default. */
   hashStore?: string;
+  /**
+   * Read each owner's argv (default true). Only logs and `whois` show it: the proxy turns it
+   * off and saves the three system calls per connection.
+   */
+  cmdline?: boolean;
 }
 
 const RECENT_OWNERS = 8;
@@ -218,7 +223,7 @@ export class IdentityResolver {
   }
 
   private async describe(pid: number, exe: ExecutablePath, anchorPid: number | undefined, knownParent: number | undefined): Promise<ProcessIdentity> {
-    const cmdline = readCmdline(pid);
+    const cmdline = this.options.cmdline === false ? undefined : readCmdline(pid);
     const [own, ancestry] = await Promise.all([
       this.integrity.check(pid, exe.path).catch((err: unknown) => {
         throw unresolvedFromFsError(err, 'unreadable_exe', `hashing ${exe.path}`);
@@ -231,7 +236,7 @@ export class IdentityResolver {
       pid,
       // Copies: the kept ancestry is shared between lookups.
       ancestors: ancestry.ancestors.map((a) => ({ ...a })),
-      cmdline,
+      ...(cmdline ? { cmdline } : {}),
       sha256: own.sha256,
       ...(exe.deleted ? { exe_deleted: true } : {}),
       ...(violations.length > 0 ? { integrity_violation: violations.join('; ') } : {}),

@@ -46,8 +46,11 @@ export interface ProcessIdentity {
   pid: number | null;
   /** Parent chain, nearest first, up to the anchor, pid 1 or 64 levels. */
   ancestors: AncestorIdentity[];
-  /** For logs only; never used for matching. */
-  cmdline: string[];
+  /**
+   * argv, for logs and `whois` only; never used for matching. Absent when the resolver was made
+   * without it (the proxy logs none).
+   */
+  cmdline?: string[];
   sha256: string | null;
   unresolved_reason?: UnresolvedReason;
   /** A human-readable account of why resolution failed, for logs. */

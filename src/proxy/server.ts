@@ -196,7 +196,7 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
   const engine = options.engine ?? (await PolicyEngine.fromFile(options.policyFile, options.regoDirs ?? []));
   const audit = options.audit;
   // Executables' hashes kept between runs: a new proxy does not hash the same interpreter again.
-  const identities: IdentitySource = options.identity ?? new IdentityResolver({ hashStore: portcullisCacheDir('executable-hashes.json') });
+  const identities: IdentitySource = options.identity ?? new IdentityResolver({ hashStore: portcullisCacheDir('executable-hashes.json'), cmdline: false });
   const reportOnly = options.reportOnly === true;
   const counters: ProxyStats = { connections: 0, accepted: 0, tunnels: 0, allowed: 0, denied: 0, audited: 0, errors: 0, reloads: 0 };
   const tunnels = new Set<OpenTunnel>();
