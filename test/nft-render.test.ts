@@ -15,6 +15,7 @@ import { counterName, hostMapName, kernelEndpoints } from '../src/nft/names.js';
 import { directElements, MAX_HASHED_LENGTHS, planKernel } from '../src/nft/plan.js';
 import { renderRuleset, type RenderOptions } from '../src/nft/render.js';
 import { loadPolicyFileSync, loadPolicyText } from '../src/policy/load.js';
+import type { Policy } from '../src/policy/types.js';
 
 const DIR = path.resolve(__dirname, '../testdata/nft');
 const cases = readdirSync(DIR)
@@ -26,6 +27,12 @@ function optionsOf(file: string): RenderOptions {
   const match = /^# nft-options: (.*)$/.exec(first);
   if (!match) throw new Error(`${file}: first line must be "# nft-options: {json}"`);
   return JSON.parse(match[1]!) as RenderOptions;
+}
+
+/** One policy without binaries whose endpoints are these CIDR blocks, each on these ports. */
+function cidrPolicy(blocks: string[], ports: number[]): Policy[] {
+  const endpoints = blocks.map((c) => `      - { allowed_ips: ["${c}"], ports: [${ports.join(', ')}] }`);
+  return loadPolicyText(['version: 1', 'network_policies:', '  a:', '    endpoints:', ...endpoints].join('\n'), 'cidr.yaml').policies;
 }
 
 function render(name: string): string {
@@ -197,12 +204,9 @@ describe('what reaches the kernel', () => {
   });
   it(`with more than ${MAX_HASHED_LENGTHS} prefix lengths a family is searched by port, once per flow: a TCP connection at its SYN (then live), UDP tracked`, () => {
     const lengths = ['198.51.100.0/24', '203.0.113.0/25', '203.0.113.128/26', '203.0.113.192/27', '203.0.113.224/28'];
-    const many = loadPolicyText(
-      ['version: 1', 'network_policies:', '  a:', '    endpoints:', ...lengths.slice(0, MAX_HASHED_LENGTHS + 1).map((c) => `      - { allowed_ips: ["${c}"], port: 443 }`)].join('\n'),
-      'many.yaml',
-    );
-    expect(planKernel(many.policies).direct[4].form).toBe('searched');
-    const text = renderRuleset(many.policies, { sni: { host: '192.0.2.1', port: 8443 } });
+    const many = cidrPolicy(lengths.slice(0, MAX_HASHED_LENGTHS + 1), [443]);
+    expect(planKernel(many).direct[4].form).toBe('searched');
+    const text = renderRuleset(many, { sni: { host: '192.0.2.1', port: 8443 } });
     expect(text).toContain('\tchain direct4 {\n\t\tth dport vmap @ports4\n\t}');
     expect(text).toContain('\tchain port4_443 {\n\t\tcounter name ip daddr map @direct4_443 accept\n\t}');
     // A SYN is searched in the raw output chain; found, it is counted and joins the live set,
@@ -218,12 +222,9 @@ describe('what reaches the kernel', () => {
     // Tracked when the live set is full, so the redirect chain still finds it: directly allowed
     // HTTPS keeps its address.
     expect(text).toContain('\t\tip daddr @direct4_443 accept\n');
-    const few = loadPolicyText(
-      ['version: 1', 'network_policies:', '  a:', '    endpoints:', ...lengths.slice(0, MAX_HASHED_LENGTHS).map((c) => `      - { allowed_ips: ["${c}"], port: 443 }`)].join('\n'),
-      'few.yaml',
-    );
-    expect(planKernel(few.policies).direct[4].form).toBe('hashed');
-    expect(renderRuleset(few.policies, { sni: { host: '192.0.2.1', port: 8443 } })).not.toContain('@direct4_443');
+    const few = cidrPolicy(lengths.slice(0, MAX_HASHED_LENGTHS), [443]);
+    expect(planKernel(few).direct[4].form).toBe('hashed');
+    expect(renderRuleset(few, { sni: { host: '192.0.2.1', port: 8443 } })).not.toContain('@direct4_443');
   });
   it('the SNI listener stays tracked when a direct allow covers it (its redirected replies need un-NAT)', () => {
     const covered = renderRuleset(policy.policies, { sni: { host: '198.51.100.44', port: 5432 } });
@@ -233,8 +234,7 @@ describe('what reaches the kernel', () => {
     expect(/\tchain untrack_(out|in)4 \{[^}]*return/.test(apart)).toBe(false);
     // Searched allows: the listener's port chain returns it to the tracker before the search.
     const lengths = ['198.51.100.0/24', '203.0.113.0/25', '203.0.113.128/26', '203.0.113.192/27'];
-    const many = loadPolicyText(['version: 1', 'network_policies:', '  a:', '    endpoints:', ...lengths.map((c) => `      - { allowed_ips: ["${c}"], ports: [443, 5432] }`)].join('\n'), 'm.yaml');
-    const searchedCovered = renderRuleset(many.policies, { sni: { host: '198.51.100.44', port: 5432 } });
+    const searchedCovered = renderRuleset(cidrPolicy(lengths, [443, 5432]), { sni: { host: '198.51.100.44', port: 5432 } });
     expect(searchedCovered).toContain('\tchain live_port4_5432 {\n\t\tip daddr 198.51.100.44 return\n\t\tcounter name');
     expect(searchedCovered).toContain('\tchain live_port4_443 {\n\t\tcounter name');
   });

@@ -249,8 +249,7 @@ export function renderRuleset(policies: Policy[], options: RenderOptions = {}): 
   const sni = destination('SNI listener', options.sni);
   const plan = planKernel(policies);
   const direct = directRules(plan, sni);
-  const searchedTcp = ([4, 6] as const).some((f) => direct[f]?.opening !== undefined);
-  const live = plan.hosts.length > 0 || searchedTcp ? renderLive(sni ? { ...sni, redirectedPort: HTTPS_PORT } : null, plan.hosts.length > 0) : null;
+  const live = plan.hosts.length > 0 || searchedOpenings(direct).length > 0 ? renderLive(sni ? { ...sni, redirectedPort: HTTPS_PORT } : null, plan.hosts.length > 0) : null;
   const allows = allowChains(plan, direct);
   const body = [
     ...declarations(plan, direct, live),
