@@ -13,44 +13,132 @@ const MAX_RECORD = 16384 + 2048;
 const HANDSHAKE_CLIENT_HELLO = 1;
 const EXT_SERVER_NAME = 0;
 
-/** Reassembles the handshake bytes from the records that carry them. */
-function handshakeBytes(buffer: Buffer, maxBytes: number): { bytes: Buffer; consumed: number; complete: boolean } | { error: string } {
-  const pieces: Buffer[] = [];
-  let offset = 0;
-  let collected = 0;
-  let needed = -1;
-  while (offset + RECORD_HEADER <= buffer.length) {
-    const type = buffer[offset]!;
-    if (type !== 22) return { error: 'not a TLS handshake record' };
-    if (buffer[offset + 1] !== 3) return { error: 'not a TLS record version' };
-    const length = buffer.readUInt16BE(offset + 3);
-    if (length === 0 || length > MAX_RECORD) return { error: 'invalid TLS record length' };
-    if (offset + RECORD_HEADER + length > maxBytes) return { error: `ClientHello larger than ${maxBytes} bytes` };
-    if (offset + RECORD_HEADER + length > buffer.length) break;
-    const fragment = buffer.subarray(offset + RECORD_HEADER, offset + RECORD_HEADER + length);
-    pieces.push(fragment);
-    collected += fragment.length;
-    offset += RECORD_HEADER + length;
-    if (needed === -1 && collected >= 4) {
-      const head = Buffer.concat(pieces);
-      if (head[0] !== HANDSHAKE_CLIENT_HELLO) return { error: 'first handshake message is not a ClientHello' };
-      needed = 4 + head.readUIntBE(1, 3);
-      if (needed > maxBytes) return { error: `ClientHello larger than ${maxBytes} bytes` };
+/**
+ * Reads a ClientHello from chunks as they arrive: record by record, each byte taken once, the
+ * hello parsed once when its last record is in. A hello dribbled a byte at a time (or cut into
+ * many small records) costs what it costs in one piece.
+ */
+export class ClientHelloReader {
+  /** Bytes taken into records, and hellos parsed: the work done, which must stay linear. */
+  taken = 0;
+  parses = 0;
+  private readonly chunks: Buffer[] = [];
+  private total = 0;
+  /** Received bytes not yet taken into a record: pending[start..]. */
+  private pending: Buffer[] = [];
+  private start = 0;
+  private pendingLength = 0;
+  /** The body length of the record whose header was read, or -1 before its header. */
+  private recordLength = -1;
+  /** Bytes of whole records taken. */
+  private offset = 0;
+  private readonly fragments: Buffer[] = [];
+  private collected = 0;
+  /** The handshake message's length (with its 4-byte header), once known. */
+  private needed = -1;
+  private firstByte = -1;
+  private whole: Buffer | null = null;
+
+  constructor(private readonly maxBytes = 65536) {}
+
+  feed(chunk: Buffer): HelloParse {
+    this.chunks.push(chunk);
+    this.total += chunk.length;
+    this.whole = null;
+    if (this.firstByte === -1 && chunk.length > 0) this.firstByte = chunk[0]!;
+    this.pending.push(chunk);
+    this.pendingLength += chunk.length;
+    for (;;) {
+      if (this.recordLength === -1) {
+        if (this.pendingLength < RECORD_HEADER) break;
+        const error = this.readRecordHeader(this.take(RECORD_HEADER));
+        if (error !== null) return { status: 'error', message: error };
+      }
+      if (this.pendingLength < this.recordLength) break;
+      const error = this.addFragment(this.take(this.recordLength));
+      if (error !== null) return { status: 'error', message: error };
+      if (this.needed !== -1 && this.collected >= this.needed) return this.parse();
     }
-    if (needed !== -1 && collected >= needed) return { bytes: Buffer.concat(pieces).subarray(0, needed), consumed: offset, complete: true };
+    if (this.total >= this.maxBytes) return { status: 'error', message: `ClientHello larger than ${this.maxBytes} bytes` };
+    if (this.firstByte !== -1 && this.firstByte !== 22) return { status: 'error', message: 'not a TLS handshake record' };
+    return { status: 'incomplete' };
   }
-  if (buffer.length >= maxBytes) return { error: `ClientHello larger than ${maxBytes} bytes` };
-  if (buffer.length >= 1 && buffer[0] !== 22) return { error: 'not a TLS handshake record' };
-  return { bytes: Buffer.alloc(0), consumed: offset, complete: false };
+
+  /** Everything received so far: the hello's records and whatever came after them. */
+  received(): Buffer {
+    this.whole ??= this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.total);
+    return this.whole;
+  }
+
+  private readRecordHeader(header: Buffer): string | null {
+    if (header[0] !== 22) return 'not a TLS handshake record';
+    if (header[1] !== 3) return 'not a TLS record version';
+    const length = header.readUInt16BE(3);
+    if (length === 0 || length > MAX_RECORD) return 'invalid TLS record length';
+    if (this.offset + RECORD_HEADER + length > this.maxBytes) return `ClientHello larger than ${this.maxBytes} bytes`;
+    this.recordLength = length;
+    return null;
+  }
+
+  private addFragment(fragment: Buffer): string | null {
+    this.fragments.push(fragment);
+    this.collected += fragment.length;
+    this.offset += RECORD_HEADER + this.recordLength;
+    this.recordLength = -1;
+    if (this.needed === -1 && this.collected >= 4) {
+      const head = Buffer.concat(this.fragments);
+      if (head[0] !== HANDSHAKE_CLIENT_HELLO) return 'first handshake message is not a ClientHello';
+      this.needed = 4 + head.readUIntBE(1, 3);
+      if (this.needed > this.maxBytes) return `ClientHello larger than ${this.maxBytes} bytes`;
+    }
+    return null;
+  }
+
+  private parse(): HelloParse {
+    this.parses++;
+    const hello = (this.fragments.length === 1 ? this.fragments[0]! : Buffer.concat(this.fragments, this.collected)).subarray(0, this.needed);
+    const result = readServerName(hello);
+    if (result !== null && typeof result === 'object') return { status: 'error', message: result.error };
+    return { status: 'ok', serverName: result, length: this.offset };
+  }
+
+  /** The next `n` pending bytes (n <= pendingLength), copied only when they span chunks. */
+  private take(n: number): Buffer {
+    this.taken += n;
+    this.pendingLength -= n;
+    const first = this.pending[this.start]!;
+    if (first.length > n) {
+      this.pending[this.start] = first.subarray(n);
+      return first.subarray(0, n);
+    }
+    if (first.length === n) {
+      this.drop();
+      return first;
+    }
+    const out = Buffer.allocUnsafe(n);
+    for (let filled = 0; filled < n; ) {
+      const piece = this.pending[this.start]!;
+      const k = Math.min(piece.length, n - filled);
+      piece.copy(out, filled, 0, k);
+      filled += k;
+      if (k === piece.length) this.drop();
+      else this.pending[this.start] = piece.subarray(k);
+    }
+    return out;
+  }
+
+  private drop(): void {
+    this.start++;
+    if (this.start === this.pending.length) {
+      this.pending = [];
+      this.start = 0;
+    }
+  }
 }
 
+/** Parses a ClientHello held in one buffer (pure). */
 export function parseClientHello(buffer: Buffer, maxBytes = 65536): HelloParse {
-  const hs = handshakeBytes(buffer, maxBytes);
-  if ('error' in hs) return { status: 'error', message: hs.error };
-  if (!hs.complete) return { status: 'incomplete' };
-  const result = readServerName(hs.bytes);
-  if (result !== null && typeof result === 'object') return { status: 'error', message: result.error };
-  return { status: 'ok', serverName: result, length: hs.consumed };
+  return new ClientHelloReader(maxBytes).feed(buffer);
 }
 
 /** A bounds-checked reader: every read past the end throws RangeError, caught below. */

@@ -28,20 +28,86 @@ const TARGET = /^[\x21-\x7e]+$/;
 const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
 const MAX_HEADERS = 100;
 
-const CRLFCRLF = Buffer.from('\r\n\r\n');
+const CR = 13;
+const LF = 10;
 
-export function parseRequestHead(buffer: Buffer, maxBytes: number): HeadParse {
-  const end = buffer.indexOf(CRLFCRLF);
-  if (end === -1) {
-    if (buffer.length > maxBytes) return { status: 'error', code: 431, message: `request head larger than ${maxBytes} bytes` };
-    // A bare LF would never be followed by CRLFCRLF; fail early instead of waiting for the limit.
-    if (hasBareLf(buffer, buffer.length)) return { status: 'error', code: 400, message: 'line endings must be CRLF' };
-    return { status: 'incomplete' };
+/**
+ * Reads a request head from chunks as they arrive. Each byte is looked at once (for the end of
+ * the head and for line endings that are not CRLF), and the head is parsed once, when complete:
+ * a head dribbled a byte at a time costs what it costs in one piece.
+ */
+export class RequestHeadReader {
+  /** Bytes looked at, and heads parsed: the work done, which must stay linear in the input. */
+  scanned = 0;
+  parses = 0;
+  private readonly chunks: Buffer[] = [];
+  private total = 0;
+  private previous = -1;
+  /** How much of CR LF CR LF the bytes so far end with. */
+  private matched = 0;
+  /** Where the first line ending that is not CRLF is, or -1. */
+  private badLineEnd = -1;
+  private whole: Buffer | null = null;
+
+  constructor(private readonly maxBytes: number) {}
+
+  feed(chunk: Buffer): HeadParse {
+    const base = this.total;
+    this.chunks.push(chunk);
+    this.total += chunk.length;
+    this.whole = null;
+    const end = this.scan(chunk, base);
+    if (end === -1) {
+      if (this.total > this.maxBytes) return { status: 'error', code: 431, message: `request head larger than ${this.maxBytes} bytes` };
+      // A bare LF would never be followed by CRLFCRLF; fail early instead of waiting for the limit.
+      if (this.badLineEnd !== -1) return bad('line endings must be CRLF');
+      return { status: 'incomplete' };
+    }
+    if (this.badLineEnd !== -1) return bad('line endings must be CRLF');
+    this.parses++;
+    return parseHeadLines(this.received().toString('latin1', 0, end), end + 4);
   }
-  const length = end + 4;
-  if (length > maxBytes) return { status: 'error', code: 431, message: `request head larger than ${maxBytes} bytes` };
-  if (hasBareLf(buffer, end)) return { status: 'error', code: 400, message: 'line endings must be CRLF' };
-  const text = buffer.toString('latin1', 0, end);
+
+  /** Everything received so far: the head and whatever came after it. */
+  received(): Buffer {
+    this.whole ??= this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.total);
+    return this.whole;
+  }
+
+  /** Scans the new bytes (up to the size limit); returns where CR LF CR LF starts, or -1. */
+  private scan(chunk: Buffer, base: number): number {
+    const stop = Math.max(0, Math.min(chunk.length, this.maxBytes - base));
+    let { previous, matched } = this;
+    for (let i = 0; i < stop; i++) {
+      const byte = chunk[i]!;
+      if (byte === LF) {
+        if (previous !== CR && this.badLineEnd === -1) this.badLineEnd = base + i;
+        matched = matched === 1 || matched === 3 ? matched + 1 : 0;
+        if (matched === 4) {
+          this.scanned += i + 1;
+          return base + i - 3;
+        }
+      } else {
+        // A CR must always be followed by LF.
+        if (previous === CR && this.badLineEnd === -1) this.badLineEnd = base + i - 1;
+        matched = byte === CR ? (matched === 2 ? 3 : 1) : 0;
+      }
+      previous = byte;
+    }
+    this.scanned += stop;
+    this.previous = previous;
+    this.matched = matched;
+    return -1;
+  }
+}
+
+/** Parses a complete head held in a buffer of its own (pure; one call does all the work). */
+export function parseRequestHead(buffer: Buffer, maxBytes: number): HeadParse {
+  return new RequestHeadReader(maxBytes).feed(buffer);
+}
+
+/** The request line and header fields of a complete head (`text`, without its final CRLFCRLF). */
+function parseHeadLines(text: string, length: number): HeadParse {
   const lines = text.split('\r\n');
   const requestLine = lines[0] ?? '';
   const parts = requestLine.split(' ');
@@ -71,21 +137,6 @@ export function parseRequestHead(buffer: Buffer, maxBytes: number): HeadParse {
 
 function bad(message: string): HeadParse {
   return { status: 'error', code: 400, message };
-}
-
-function hasBareLf(buffer: Buffer, end: number): boolean {
-  let at = buffer.indexOf(10);
-  while (at !== -1 && at < end) {
-    if (at === 0 || buffer[at - 1] !== 13) return true;
-    at = buffer.indexOf(10, at + 1);
-  }
-  // A CR must always be followed by LF.
-  let cr = buffer.indexOf(13);
-  while (cr !== -1 && cr < end) {
-    if (cr + 1 < buffer.length && buffer[cr + 1] !== 10) return true;
-    cr = buffer.indexOf(13, cr + 1);
-  }
-  return false;
 }
 
 /** All values of a header, case-insensitively. */
