@@ -147,8 +147,20 @@ export function headerValues(head: RequestHead, name: string): string[] {
 
 export type BodyFraming = { kind: 'none' } | { kind: 'length'; length: number } | { kind: 'chunked' } | { kind: 'error'; code: 400 | 411 | 501; message: string };
 
+/** The field names a request lists in `Connection` (lower case): those that end at this hop. */
+export function connectionOptions(head: RequestHead): Set<string> {
+  return new Set(headerValues(head, 'connection').flatMap((v) => v.split(',').map((s) => s.trim().toLowerCase())));
+}
+
+const FRAMING_FIELDS = ['content-length', 'transfer-encoding'];
+
 /** How the request body is delimited (RFC 9112 §6). */
 export function requestBodyFraming(head: RequestHead): BodyFraming {
+  // A framing field dropped at this hop would leave the next one reading the body by other
+  // rules than the proxy did: what the proxy saw as a body could be a second request there.
+  const options = connectionOptions(head);
+  const named = FRAMING_FIELDS.find((field) => options.has(field));
+  if (named !== undefined) return { kind: 'error', code: 400, message: `Connection must not name ${named}: framing headers (Content-Length, Transfer-Encoding) are never hop-by-hop` };
   const te = headerValues(head, 'transfer-encoding');
   const cl = headerValues(head, 'content-length');
   if (te.length > 0 && cl.length > 0) return { kind: 'error', code: 400, message: 'both Transfer-Encoding and Content-Length given' };

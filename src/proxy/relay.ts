@@ -3,6 +3,9 @@
 import type { Socket } from 'node:net';
 import type { Downstream } from './downstream.js';
 
+// Relay buffers: a 64 KiB read fits a write without pausing the reader on every chunk.
+export const RELAY_HIGH_WATER_MARK = 256 * 1024;
+
 export type CloseCause = 'finished' | 'idle' | 'error' | 'policy_reload' | 'shutdown';
 
 export interface RelayStats {

@@ -1,0 +1,31 @@
+// CONNECT host:port — the client asks for a tunnel to a host and port it names:
+//   1. the target must be a valid authority (else 400);
+//   2. who is calling (identity), then the decision for host and port (403 JSON on a deny);
+//   3. dial exactly the checked addresses (502/504 when none answers);
+//   4. "200 Connection Established", and from then on an opaque tunnel, tracked until it ends.
+// (A TLS-inspecting CONNECT will hand the client to an inspecting path at step 4 instead.)
+import type net from 'node:net';
+import { refuseHttp } from '../answers.js';
+import type { RequestFacts } from '../authorise.js';
+import { Downstream } from '../downstream.js';
+import type { RequestHead } from '../http-head.js';
+import type { Pipeline } from '../pipeline.js';
+import { CONNECT_ESTABLISHED } from '../responses.js';
+import { parseConnectTarget } from '../target.js';
+
+/** `rest`: bytes the client sent after the head (its first tunnel bytes, e.g. a ClientHello). */
+export async function connect(p: Pipeline, client: net.Socket, head: RequestHead, rest: Buffer): Promise<void> {
+  const target = parseConnectTarget(head.target);
+  if (!target.ok) return refuseHttp(client, { kind: 'bad_request', detail: target.message });
+  const facts: RequestFacts = { host: target.host, port: target.port, ip: target.ip };
+  const identity = await p.identify(client, false);
+  const allowed = await p.decide('connect', client, identity, facts, refuseHttp);
+  if (!allowed) return;
+  // A tunnel reads the upstream into buffers of its own (downstream.ts).
+  const dialed = await p.dial(allowed, new Downstream());
+  if (!dialed) return;
+  client.write(CONNECT_ESTABLISHED);
+  if (rest.length > 0) dialed.upstream.write(rest);
+  p.tunnels.relay(client, dialed);
+  client.resume();
+}

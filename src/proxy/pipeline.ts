@@ -1,0 +1,174 @@
+// The stages every entry path shares, in the order a connection meets them:
+//
+//   admit → [the path reads its head] → identify → decide → dial → [tunnels: relay] → audit
+//
+// A path (paths/*.ts) reads its own first message and answers in its own form (answers.ts);
+// what must be the same for every path lives here: admission, the identity lookup, the
+// decision flow and its audit event, dialing exactly the checked addresses, and the counters.
+// Deciding and dialing are separate steps: a path that decides many requests over one
+// connection dials once.
+import net from 'node:net';
+import type { AuditEvent } from '../audit/events.js';
+import type { AuditSink } from '../audit/sink.js';
+import type { ProcessIdentity } from '../identity/types.js';
+import type { Decision } from '../policy/types.js';
+import type { Refuse, Refusal } from './answers.js';
+import { authorise, type AuthoriseContext, type RequestFacts } from './authorise.js';
+import { lookUpCaller, callerFields, peerOf, type IdentitySource } from './caller.js';
+import { dialChecked } from './dialer.js';
+import type { Downstream } from './downstream.js';
+import type { ProxyLimits } from './limits.js';
+import { statusOf } from './responses.js';
+import type { ConnectionKind, Dialed, Tunnels } from './tunnels.js';
+
+export interface ProxyStats {
+  connections: number;
+  accepted: number;
+  tunnels: number;
+  allowed: number;
+  denied: number;
+  audited: number;
+  errors: number;
+  reloads: number;
+}
+
+/** A request the decision allowed, on its way to be dialed. */
+export interface Allowed {
+  kind: ConnectionKind;
+  client: net.Socket;
+  identity: ProcessIdentity;
+  facts: RequestFacts;
+  decision: Decision;
+  /** The checked addresses: the only ones that may be dialed. */
+  addresses: string[];
+  refuse: Refuse;
+  /** The decision's audit event, emitted once the dial has an outcome. */
+  event: AuditEvent;
+}
+
+export interface PipelineOptions {
+  limits: ProxyLimits;
+  audit: AuditSink;
+  counters: ProxyStats;
+  decisions: AuthoriseContext;
+  identities: IdentitySource;
+  anchorPid: number | undefined;
+  tunnels: Tunnels;
+}
+
+export class Pipeline {
+  readonly limits: ProxyLimits;
+  readonly tunnels: Tunnels;
+  /** Set by close(): no new connection is admitted. */
+  closing = false;
+  /** Every client socket, admitted or refused: close() ends them all. */
+  readonly sockets = new Set<net.Socket>();
+
+  constructor(private readonly options: PipelineOptions) {
+    this.limits = options.limits;
+    this.tunnels = options.tunnels;
+  }
+
+  /** Lets a new connection in, or refuses it in the listener's form; the one admission check. */
+  admit(client: net.Socket, refuse: Refuse): boolean {
+    client.on('error', () => client.destroy());
+    // Refused sockets are tracked too: close() must not wait for a client that keeps one open.
+    this.sockets.add(client);
+    client.once('close', () => this.sockets.delete(client));
+    const refusal = this.admissionRefusal();
+    if (refusal) {
+      this.options.counters.errors++;
+      refuse(client, refusal);
+      return false;
+    }
+    this.options.counters.connections++;
+    this.options.counters.accepted++;
+    client.once('close', () => this.options.counters.connections--);
+    return true;
+  }
+
+  /** Why a new connection cannot be taken now, or null. */
+  private admissionRefusal(): Refusal | null {
+    if (this.closing || this.options.counters.connections >= this.limits.maxConnections) {
+      return { kind: 'too_many_connections', detail: 'the proxy is at its connection limit; try again later' };
+    }
+    return null;
+  }
+
+  /** The process behind the client (`redirected`: it reached the proxy through a redirect). */
+  identify(client: net.Socket, redirected: boolean): Promise<ProcessIdentity> {
+    return lookUpCaller(this.options.identities, client, redirected, this.options.anchorPid);
+  }
+
+  /** Decides one request. A refusal is counted, audited and answered with `refuse` here. */
+  async decide(kind: ConnectionKind, client: net.Socket, identity: ProcessIdentity, facts: RequestFacts, refuse: Refuse): Promise<Allowed | null> {
+    const auth = await authorise(this.options.decisions, identity, facts);
+    const event = decisionEvent(kind, auth.decision, identity, facts, client);
+    if (auth.addresses) event.addresses = auth.addresses;
+    if (!auth.ok) {
+      event.error = auth.kind;
+      const denied = statusOf(auth.kind) === 403;
+      if (denied) this.count(auth.decision);
+      else {
+        event.error_detail = auth.detail;
+        this.options.counters.errors++;
+      }
+      this.options.audit.emit(event);
+      refuse(client, { kind: auth.kind, detail: auth.detail, policy: auth.decision.policy, binary: identity.path, host: facts.host, port: facts.port });
+      return null;
+    }
+    if (client.destroyed) {
+      event.error = 'client_gone';
+      this.options.audit.emit(event);
+      return null;
+    }
+    return { kind, client, identity, facts, decision: auth.decision, addresses: auth.addresses, refuse, event };
+  }
+
+  /**
+   * Dials the allowed request's checked addresses and audits its decision with the address that
+   * answered (or the dial's failure, answered with the path's `refuse`).
+   */
+  async dial(allowed: Allowed, downstream?: Downstream): Promise<Dialed | null> {
+    const { client, event, facts, identity } = allowed;
+    const upstream = await dialChecked(allowed.addresses, facts.port, this.limits.connectTimeoutMs, downstream);
+    if (!(upstream instanceof net.Socket)) {
+      event.error = upstream.kind;
+      event.error_detail = upstream.detail;
+      this.options.counters.errors++;
+      this.options.audit.emit(event);
+      allowed.refuse(client, { ...upstream, policy: allowed.decision.policy, binary: identity.path, host: facts.host, port: facts.port });
+      return null;
+    }
+    this.count(allowed.decision);
+    event.dialed = upstream.remoteAddress;
+    this.options.audit.emit(event);
+    if (client.destroyed) {
+      upstream.destroy();
+      return null;
+    }
+    return { kind: allowed.kind, identity, facts, addresses: allowed.addresses, upstream, dialed: upstream.remoteAddress ?? '', downstream };
+  }
+
+  /** An error outside any decision (a bad head, a timeout, an internal fault): counted and audited. */
+  error(event: AuditEvent): void {
+    this.options.counters.errors++;
+    this.options.audit.emit(event);
+  }
+
+  private count(decision: Decision): void {
+    const counters = this.options.counters;
+    if (decision.decision === 'allow') counters.allowed++;
+    else if (decision.decision === 'audit') counters.audited++;
+    else counters.denied++;
+  }
+}
+
+/** The audit event of a decision (completed by the dial's outcome). */
+function decisionEvent(kind: ConnectionKind, decision: Decision, identity: ProcessIdentity, facts: RequestFacts, client: net.Socket): AuditEvent {
+  const event: AuditEvent = { kind, ...decision, host: facts.host, port: facts.port, ...callerFields(identity), client: peerOf(client) };
+  delete event.explicit_ips;
+  if (facts.method !== undefined) event.method = facts.method;
+  if (facts.path !== undefined) event.path = facts.path;
+  return event;
+}

@@ -1,0 +1,94 @@
+// The open tunnels: every connection that relays bytes once its decision was made (an opaque
+// CONNECT or SNI tunnel, a forward HTTP exchange). Kept so that a reload can cut those the new
+// policy denies and a shutdown can end them all; each ends with exactly one `tunnel` event.
+import type net from 'node:net';
+import type { AuditSink } from '../audit/sink.js';
+import type { ProcessIdentity } from '../identity/types.js';
+import type { Decision } from '../policy/types.js';
+import type { RequestFacts } from './authorise.js';
+import { callerFields } from './caller.js';
+import type { Downstream } from './downstream.js';
+import { Relay, type CloseCause, type RelayStats } from './relay.js';
+
+export type ConnectionKind = 'connect' | 'http' | 'sni';
+
+/** A connection whose decision allowed it and whose upstream answered. */
+export interface Dialed {
+  kind: ConnectionKind;
+  identity: ProcessIdentity;
+  facts: RequestFacts;
+  /** The checked addresses (what a reload decides on again). */
+  addresses: string[];
+  upstream: net.Socket;
+  /** The address that answered. */
+  dialed: string;
+  /** For opaque tunnels: how the upstream's bytes reach the client (see downstream.ts). */
+  downstream: Downstream | undefined;
+}
+
+interface OpenTunnel {
+  dialed: Dialed;
+  /** Ends the connection (both sides); its tunnel event says why. */
+  stop(cause: CloseCause): void;
+}
+
+/** Records a tunnel's end: the first call emits its event, later calls do nothing. */
+export type TunnelEnd = (cause: CloseCause, bytes: RelayStats) => void;
+
+export class Tunnels {
+  private readonly open = new Set<OpenTunnel>();
+
+  constructor(
+    private readonly audit: AuditSink,
+    private readonly counters: { tunnels: number },
+    private readonly idleTimeoutMs: number,
+  ) {}
+
+  /** Registers a relaying connection that `stop` can end. */
+  add(dialed: Dialed, stop: (cause: CloseCause) => void): TunnelEnd {
+    const started = process.hrtime.bigint();
+    const tunnel: OpenTunnel = { dialed, stop };
+    this.open.add(tunnel);
+    this.counters.tunnels++;
+    return (cause, bytes) => {
+      if (!this.open.delete(tunnel)) return;
+      this.counters.tunnels--;
+      this.audit.emit({
+        kind: 'tunnel',
+        via: dialed.kind,
+        host: dialed.facts.host,
+        port: dialed.facts.port,
+        dialed: dialed.dialed,
+        ...callerFields(dialed.identity),
+        bytes_up: bytes.bytesUp,
+        bytes_down: bytes.bytesDown,
+        duration_ms: Number(process.hrtime.bigint() - started) / 1e6,
+        closed_by: cause,
+      });
+    };
+  }
+
+  /** Relays bytes both ways between the client and its upstream until either ends. */
+  relay(client: net.Socket, dialed: Dialed): void {
+    const end = this.add(dialed, (cause) => relay.stop(cause));
+    const relay = new Relay(client, dialed.upstream, dialed.downstream, this.idleTimeoutMs, end);
+  }
+
+  /** Stops the open tunnels that `decide` now denies (after a reload); returns how many. */
+  cutDenied(decide: (dialed: Dialed) => Decision): number {
+    let closed = 0;
+    for (const tunnel of [...this.open]) {
+      const { kind, facts, identity } = tunnel.dialed;
+      const decision = decide(tunnel.dialed);
+      if (decision.allow) continue;
+      closed++;
+      this.audit.emit({ kind, ...decision, host: facts.host, port: facts.port, ...callerFields(identity), detail: 'open connection closed: the reloaded policy denies it' });
+      tunnel.stop('policy_reload');
+    }
+    return closed;
+  }
+
+  stopAll(cause: CloseCause): void {
+    for (const tunnel of [...this.open]) tunnel.stop(cause);
+  }
+}
