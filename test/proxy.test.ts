@@ -101,6 +101,7 @@ beforeAll(async () => {
       'rest.sim.test': {},
       'denied.sim.test': {},
       'public.ssrf.test': { v4: PUBLIC_V4 },
+      'frame.sim.test': {},
     },
     extraPorts: [ECHO_PORT],
   });
@@ -314,6 +315,110 @@ describe('L7 rules on forward HTTP', () => {
   });
 });
 
+describe('request framing', () => {
+  const FRAME_PORT = 8088;
+  interface Seen {
+    listening?: boolean;
+    request?: string;
+    body?: string;
+    connection?: number;
+    framed?: string[];
+  }
+
+  /** The recording HTTP/1.1 upstream, started in the simulated internet on frame.sim.test. */
+  async function recordingUpstream(): Promise<{ seen: Seen[]; stop(): void }> {
+    const child = spawn('ip', ['netns', 'exec', sim.netns, process.execPath, join(FIXTURES, 'recording-upstream.mjs'), sim.hosts['frame.sim.test']!.v4!, String(FRAME_PORT)], {
+      stdio: ['pipe', 'pipe', 'inherit'],
+    });
+    const seen: Seen[] = [];
+    let partial = '';
+    child.stdout!.on('data', (c: Buffer) => {
+      const lines = (partial + c.toString('latin1')).split('\n');
+      partial = lines.pop()!;
+      for (const line of lines) seen.push(JSON.parse(line) as Seen);
+    });
+    const stop = (): void => {
+      child.stdin!.end();
+      child.kill();
+    };
+    const deadline = Date.now() + 10_000;
+    while (!seen.some((l) => l.listening) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    if (!seen.some((l) => l.listening)) {
+      stop();
+      throw new Error('the recording upstream did not start');
+    }
+    return { seen, stop };
+  }
+
+  async function seenRequest(seen: Seen[], request: string): Promise<Seen> {
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const found = seen.find((l) => l.request === request);
+      if (found) return found;
+      if (Date.now() > deadline) throw new Error(`the upstream never saw ${request}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
+  /** Every request the upstream's connections carried, once all of them have closed. */
+  async function framedRequests(seen: Seen[]): Promise<string[]> {
+    const deadline = Date.now() + 10_000;
+    const opened = (): number => seen.filter((l) => l.connection !== undefined).length;
+    const closed = (): Seen[] => seen.filter((l) => l.framed !== undefined);
+    while (closed().length < opened() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    expect(closed()).toHaveLength(opened());
+    return closed().flatMap((l) => l.framed!);
+  }
+
+  it('a request whose Connection names Content-Length or Transfer-Encoding is refused before any decision; its body never reaches the upstream as a request', async () => {
+    const file = join(dir, 'framing.yaml');
+    writeFileSync(
+      file,
+      mainPolicy(`  framing:
+    endpoints:
+      - host: frame.sim.test
+        port: ${FRAME_PORT}
+        allowed_ips: ${cidrs('frame.sim.test')}
+        protocol: rest
+        rules:
+          - allow: { method: POST, path: "/v1/ok" }
+          - allow: { method: GET, path: "/v1/**" }
+        deny_rules:
+          - { method: "*", path: "/v1/admin/**" }
+`),
+    );
+    const upstream = await recordingUpstream();
+    try {
+      const { proxy: p, events } = await proxy({ policyFile: file });
+      const url = `http://frame.sim.test:${FRAME_PORT}`;
+      const smuggled = `GET /v1/admin/secret HTTP/1.1\r\nHost: frame.sim.test\r\n\r\n`;
+      const post = (extra: string): string => `POST ${url}/v1/ok HTTP/1.1\r\nHost: frame.sim.test\r\n${extra}Content-Length: ${smuggled.length}\r\n\r\n${smuggled}`;
+
+      // The control: without the Connection trick those bytes arrive as the POST's body.
+      expect((await rawExchange(p.address.port, post(''))).status).toBe(200);
+      expect((await seenRequest(upstream.seen, 'POST /v1/ok')).body).toBe(smuggled);
+
+      for (const named of ['content-length', 'Keep-Alive, Content-Length', 'transfer-encoding']) {
+        const refused = await rawExchange(p.address.port, post(`Connection: ${named}\r\n`));
+        expect(refused.status, named).toBe(400);
+        const body = JSON.parse(refused.body);
+        expect(body.error, named).toBe('bad_request');
+        expect(body.detail, named).toMatch(/Connection must not name (content-length|transfer-encoding)/);
+      }
+      expect((await rawExchange(p.address.port, `GET ${url}/v1/after HTTP/1.1\r\nHost: frame.sim.test\r\n\r\n`)).status).toBe(200);
+      await seenRequest(upstream.seen, 'GET /v1/after');
+      // What reached the upstream, as HTTP/1.1 frames it: the control and the request after;
+      // neither the refused POSTs nor, above all, the GET their bodies carried.
+      expect((await framedRequests(upstream.seen)).sort()).toEqual(['GET /v1/after', 'POST /v1/ok']);
+      expect(upstream.seen.some((l) => l.request === 'GET /v1/admin/secret')).toBe(false);
+      // Refused before the decision: the only decisions made were the control's and the last request's.
+      expect(events.filter((e) => e.kind === 'http').map((e) => `${String(e.method)} ${String(e.path)}`)).toEqual(['POST /v1/ok', 'GET /v1/after']);
+    } finally {
+      upstream.stop();
+    }
+  });
+});
+
 describe('report-only', () => {
   it('lets would-deny requests through and records them as audit', async () => {
     const { events, url } = await proxy({ reportOnly: true });
@@ -419,12 +524,14 @@ describe('SSRF', () => {
 
   it('normalises every IP-literal spelling before deciding and refuses the loopback and metadata addresses', async () => {
     const { proxy: p, events } = await proxy();
-    for (const spelling of ['127.0.0.1', '2130706433', '0x7f.1', '127.1', '0177.0.0.1', '017700000001', '0x7f000001', '0x7f.0.0.1']) {
+    const spellings = ['127.0.0.1', '2130706433', '0x7f.1', '127.1', '0177.0.0.1', '017700000001', '0x7f000001', '0x7f.0.0.1'];
+    for (const spelling of spellings) {
       const t = await openTunnel(p.address.port, `${spelling}:443`);
       expect(t.status, spelling).toBe(403);
       expect(JSON.parse(t.response.body).error, spelling).toBe('ssrf_denied');
     }
-    expect(events.filter((e) => e.kind === 'connect').every((e) => e.host === '127.0.0.1')).toBe(true);
+    // One decision per spelling, each made on the one canonical address.
+    expect(events.filter((e) => e.kind === 'connect').map((e) => e.host)).toEqual(spellings.map(() => '127.0.0.1'));
     for (const spelling of ['[::ffff:127.0.0.1]', '[::1]', '[::ffff:7f00:1]', '[0:0:0:0:0:ffff:127.0.0.1]']) {
       const t = await openTunnel(p.address.port, `${spelling}:443`);
       expect(t.status, spelling).toBe(403);
