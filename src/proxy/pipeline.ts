@@ -59,14 +59,20 @@ export interface PipelineOptions {
 export class Pipeline {
   readonly limits: ProxyLimits;
   readonly tunnels: Tunnels;
-  /** Set by close(): no new connection is admitted. */
-  closing = false;
+  private closing = false;
   /** Every client socket, admitted or refused: close() ends them all. */
-  readonly sockets = new Set<net.Socket>();
+  private readonly sockets = new Set<net.Socket>();
 
   constructor(private readonly options: PipelineOptions) {
     this.limits = options.limits;
     this.tunnels = options.tunnels;
+  }
+
+  /** Admits nothing more and ends every connection (tunnels first, so each says why it ended). */
+  close(): void {
+    this.closing = true;
+    this.tunnels.stopAll('shutdown');
+    for (const socket of [...this.sockets]) socket.destroy();
   }
 
   /** Lets a new connection in, or refuses it in the listener's form; the one admission check. */

@@ -69,6 +69,17 @@ function pathForFirstByte(_byte: number): ListenPortPath {
   return acceptHttpRequest;
 }
 
+function onListenPort(p: Pipeline, client: net.Socket): void {
+  if (!p.admit(client, refuseHttp)) return;
+  const deadline = performance.now() + p.limits.headerTimeoutMs;
+  // A client that says nothing is answered as the HTTP proxy it connected to.
+  readHead(client, FIRST_BYTES, deadline, () => headTimedOut(p, client), ({ chunk }) => pathForFirstByte(chunk[0]!)(p, client, chunk, deadline));
+}
+
+function onSniPort(p: Pipeline, client: net.Socket): void {
+  if (p.admit(client, refuseByClosing)) acceptSni(p, client);
+}
+
 /** Addresses that name this proxy: the listen addresses, or every local one for a wildcard. */
 function ownAddresses(listens: HostPort[]): Set<string> {
   const out = new Set<string>();
@@ -108,25 +119,13 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
   const tunnels = new Tunnels(audit, counters, limits.idleTimeoutMs);
   const pipeline = new Pipeline({ limits, audit, counters, decisions, identities, anchorPid: options.anchorPid, tunnels });
 
-  const onListenPort = (client: net.Socket): void => {
-    if (!pipeline.admit(client, refuseHttp)) return;
-    const deadline = performance.now() + limits.headerTimeoutMs;
-    // A client that says nothing is answered as the HTTP proxy it connected to.
-    readHead(client, FIRST_BYTES, deadline, () => headTimedOut(pipeline, client), ({ chunk }) =>
-      pathForFirstByte(chunk[0]!)(pipeline, client, chunk, deadline),
-    );
-  };
-  const onSniPort = (client: net.Socket): void => {
-    if (pipeline.admit(client, refuseByClosing)) acceptSni(pipeline, client);
-  };
-
-  const httpServer = createListener(onListenPort);
+  const httpServer = createListener((client) => onListenPort(pipeline, client));
   const address = await listen(httpServer, options.listen);
   let sniServer: net.Server | undefined;
   let sniAddress: HostPort | undefined;
   try {
     if (options.sniListen) {
-      sniServer = createListener(onSniPort);
+      sniServer = createListener((client) => onSniPort(pipeline, client));
       sniAddress = await listen(sniServer, options.sniListen);
     }
   } catch (err) {
@@ -152,14 +151,14 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
     return { ok: true, closed };
   };
 
+  let closing = false;
   const close = async (): Promise<void> => {
-    if (pipeline.closing) return;
-    pipeline.closing = true;
+    if (closing) return;
+    closing = true;
     const closed = Promise.all(
       [httpServer, sniServer].filter((s): s is net.Server => s !== undefined).map((s) => new Promise<void>((resolve) => s.close(() => resolve()))),
     );
-    tunnels.stopAll('shutdown');
-    for (const socket of [...pipeline.sockets]) socket.destroy();
+    pipeline.close();
     // A resolver made here owns a helper process; one passed in belongs to the caller.
     if (!options.identity && identities instanceof IdentityResolver) identities.close();
     await closed;
