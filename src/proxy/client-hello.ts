@@ -1,6 +1,6 @@
 // TLS ClientHello reader for the transparent (SNI) listener: takes the server name out of the
-// first handshake message, which may span several TLS records. Pure; fed the bytes received
-// so far and bounded by `maxBytes`.
+// first handshake message, which may span several TLS records. Pure (no I/O): fed chunks as
+// they arrive, bounded by `maxBytes`.
 import { parseHost } from './target.js';
 
 export type HelloParse =

@@ -1,5 +1,5 @@
 // Strict parser for an HTTP/1.x request head (request line + header fields), as a proxy sees
-// it: CONNECT authority-form or absolute-form targets. Pure; fed the bytes received so far.
+// it: CONNECT authority-form or absolute-form targets. Pure (no I/O): fed chunks as they arrive.
 // Anything ambiguous (bare LF, obs-fold, whitespace before a colon, control characters,
 // conflicting lengths) is refused, because a proxy and an upstream that disagree on framing
 // is how requests get smuggled.
