@@ -4,7 +4,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import fc from 'fast-check';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { ChunkedBodyScanner } from '../src/proxy/chunked.js';
+import { ChunkedBodyScanner, MAX_CHUNK_SIZE, MAX_EXTENSION_BYTES, MAX_TRAILER_BYTES, MAX_TRAILER_FIELDS, type ChunkedErrorCode, type ChunkedFeed } from '../src/proxy/chunked.js';
 import { parseClientHello } from '../src/proxy/client-hello.js';
 import { parseRequestHead, requestBodyFraming } from '../src/proxy/http-head.js';
 import { classifyHostLiteral } from '../src/proxy/ip-literal.js';
@@ -92,6 +92,25 @@ describe('request head', () => {
   });
 });
 
+/** Feeds a chunked body in one piece. */
+function feedAll(text: string): ChunkedFeed {
+  return new ChunkedBodyScanner().feed(Buffer.from(text, 'latin1'));
+}
+
+/** Feeds a chunked body a byte at a time; the first error, or the total consumed. */
+function feedBytewise(text: string): ChunkedFeed {
+  const scanner = new ChunkedBodyScanner();
+  const bytes = Buffer.from(text, 'latin1');
+  let consumed = 0;
+  for (let i = 0; i < bytes.length; i++) {
+    const fed = scanner.feed(bytes.subarray(i, i + 1));
+    if ('error' in fed) return fed;
+    consumed += fed.consumed;
+    if (fed.done) return { consumed, done: true };
+  }
+  return { consumed, done: false };
+}
+
 describe('chunked request bodies', () => {
   const encode = (parts: Buffer[], trailer = '') =>
     Buffer.concat([...parts.flatMap((p) => [Buffer.from(`${p.length.toString(16)}\r\n`), p, Buffer.from('\r\n')]), Buffer.from(`0\r\n${trailer}\r\n`)]);
@@ -127,10 +146,63 @@ describe('chunked request bodies', () => {
   });
 
   it('refuses bad sizes and missing CRLFs', () => {
-    for (const bad of ['x\r\n', '5\nhello\r\n', '5\r\nhelloXX', '1234567890abcdef0\r\n', '\r\n', '0\r\nX: y\n']) {
-      const fed = new ChunkedBodyScanner().feed(Buffer.from(bad));
-      expect('error' in fed, JSON.stringify(bad)).toBe(true);
+    const cases: Array<[string, ChunkedErrorCode]> = [
+      ['x\r\n', 'chunk-size'],
+      ['5\nhello\r\n', 'chunk-size'],
+      ['5\r\nhelloXX', 'line-ending'],
+      ['1234567890abcdef0\r\n', 'chunk-size-too-large'],
+      ['\r\n', 'chunk-size'],
+      ['0\r\nX: y\n', 'line-ending'],
+      ['5;a\x01\r\n', 'chunk-extension'],
+    ];
+    for (const [bad, code] of cases) expect(feedAll(bad), JSON.stringify(bad)).toMatchObject({ code });
+  });
+
+  it('caps chunk sizes far below 2^53: at most 16 hex digits and 2^40 bytes', () => {
+    // 15 digits used to be accepted, a size past 2^53 that a Number cannot count exactly.
+    expect(feedAll('fffffffffffffff\r\n')).toMatchObject({ code: 'chunk-size-too-large' });
+    expect(feedAll('20000000000001\r\n')).toMatchObject({ code: 'chunk-size-too-large' });
+    expect(feedAll('10000000001\r\n')).toMatchObject({ code: 'chunk-size-too-large', error: `chunk larger than ${MAX_CHUNK_SIZE} bytes` });
+    expect(feedAll('00000000000000001\r\n')).toMatchObject({ code: 'chunk-size-too-large', error: 'chunk size longer than 16 hex digits' });
+    expect(feedAll('10000000000\r\nabc')).toEqual({ consumed: 16, done: false });
+    expect(feedAll('0000000000000005\r\nhello\r\n0\r\n\r\n')).toEqual({ consumed: 30, done: true });
+    expect(feedAll(`5;${'x'.repeat(MAX_EXTENSION_BYTES + 1)}\r\n`)).toMatchObject({ code: 'chunk-extension' });
+  });
+
+  it('checks every trailer line as a header field, however the bytes are split', () => {
+    const good = ['X-Sum: 1', 'X-A:b', 'X-B: v w\t', 'X-Latin: caf\xe9'];
+    const bad: Array<[string, RegExp]> = [
+      ['X Y: 1', /invalid trailer field name/],
+      ['X : 1', /invalid trailer field name/],
+      ['(x): 1', /invalid trailer field name/],
+      [': 1', /without a name/],
+      ['NoColon', /without a name/],
+      [' folded: 1', /folded/],
+      ['\tfolded', /folded/],
+      ['X: a\x00b', /invalid characters in trailer field X/],
+      ['X: a\x7fb', /invalid characters in trailer field X/],
+      ['Content-Length: 5', /Content-Length is not allowed in a trailer/],
+      ['transfer-encoding: chunked', /not allowed in a trailer/],
+      ['Host: other.example', /not allowed in a trailer/],
+    ];
+    const body = (trailer: string) => `3\r\nabc\r\n0\r\n${trailer}\r\n\r\n`;
+    for (const line of good) {
+      const text = body(line);
+      expect(feedAll(text), JSON.stringify(line)).toEqual({ consumed: text.length, done: true });
+      expect(feedBytewise(text), JSON.stringify(line)).toEqual({ consumed: text.length, done: true });
     }
+    for (const [line, why] of bad) {
+      for (const result of [feedAll(body(line)), feedBytewise(body(line))]) {
+        expect(result, JSON.stringify(line)).toMatchObject({ code: 'trailer-field' });
+        expect('error' in result && result.error, JSON.stringify(line)).toMatch(why);
+      }
+    }
+  });
+
+  it('bounds the trailer section', () => {
+    const many = Array.from({ length: MAX_TRAILER_FIELDS + 1 }, (_, i) => `X-${i}: 1\r\n`).join('');
+    expect(feedAll(`0\r\n${many}\r\n`)).toMatchObject({ code: 'trailer-too-large', error: `more than ${MAX_TRAILER_FIELDS} trailer fields` });
+    expect(feedAll(`0\r\nX: ${'a'.repeat(MAX_TRAILER_BYTES)}\r\n\r\n`)).toMatchObject({ code: 'trailer-too-large' });
   });
 });
 

@@ -115,3 +115,4 @@ export function requestBodyFraming(head: RequestHead): BodyFraming {
   }
   return { kind: 'none' };
 }
+export { TOKEN, FIELD_VALUE };
