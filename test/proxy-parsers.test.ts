@@ -1,5 +1,6 @@
-// The proxy's pure parsers: request heads, targets, IP literals, ClientHellos and the SSRF
-// classes — examples, then fuzzing (100,000 malformed inputs for each parser).
+// The proxy's pure parsers: request heads, targets, IP literals, ClientHellos, chunked bodies and
+// the SSRF classes — examples, then fuzzing (known defects get their own refusal; 100,000
+// malformed inputs for each parser get only known refusals).
 import net from 'node:net';
 import tls from 'node:tls';
 import fc from 'fast-check';
@@ -9,7 +10,8 @@ import { parseClientHello } from '../src/proxy/client-hello.js';
 import { parseRequestHead, requestBodyFraming } from '../src/proxy/http-head.js';
 import { classifyHostLiteral } from '../src/proxy/ip-literal.js';
 import { checkAddresses, forbiddenAddressClass } from '../src/proxy/ssrf.js';
-import { parseAbsoluteTarget, parseConnectTarget } from '../src/proxy/target.js';
+import { parseAbsoluteTarget, parseConnectTarget, parseHost } from '../src/proxy/target.js';
+import { canonicalRequestPath } from '../src/http/request-path.js';
 
 /** The first bytes a real Node TLS client sends: its ClientHello. */
 async function captureHello(servername?: string): Promise<Buffer> {
@@ -222,7 +224,8 @@ describe('targets and IP literals', () => {
     expect(parseConnectTarget('[2001:db8::1]:8443')).toEqual({ ok: true, host: '2001:db8::1', port: 8443, ip: true });
     expect(parseConnectTarget('0x7f.1:22')).toEqual({ ok: true, host: '127.0.0.1', port: 22, ip: true });
     expect(parseConnectTarget('bücher.example:443')).toMatchObject({ ok: true, host: 'xn--bcher-kva.example' });
-    for (const t of ['api.example.com', 'api.example.com:0', 'api.example.com:65536', 'a:b:443', '[::1:443', 'a_b$:443', ':443', 'a..b:443']) {
+    // A URL parser stops a host at "/", "\\", "?" or "#": "a/b.example" once became host "a".
+    for (const t of ['api.example.com', 'api.example.com:0', 'api.example.com:65536', 'a:b:443', '[::1:443', 'a_b$:443', ':443', 'a..b:443', 'a/b.example:443', 'a\\b.example:443', 'a?b.example:443', 'a#b.example:443', 'a%2fb.example:443']) {
       expect(parseConnectTarget(t).ok, t).toBe(false);
     }
   });
@@ -232,7 +235,14 @@ describe('targets and IP literals', () => {
     expect(parseAbsoluteTarget('http://a.example:8080')).toMatchObject({ port: 8080, path: '/', authority: 'a.example:8080' });
     expect(parseAbsoluteTarget('http://[::1]:81/')).toMatchObject({ host: '::1', authority: '[::1]:81' });
     expect(parseAbsoluteTarget('https://a.example/')).toMatchObject({ ok: false, useConnect: true });
-    for (const t of ['/relative', 'ftp://a.example/', 'http://u:p@a.example/', 'http://a.example/#f', 'http://a.example:x/']) expect(parseAbsoluteTarget(t).ok, t).toBe(false);
+    for (const t of ['/relative', 'ftp://a.example/', 'http://u:p@a.example/', 'http://a.example/#f', 'http://a.example:x/', 'http://a.example\\b/']) expect(parseAbsoluteTarget(t).ok, t).toBe(false);
+  });
+
+  it('an absolute-form path comes out canonical, or the target is refused', () => {
+    expect(parseAbsoluteTarget('http://a.example/v1/%61dmin//x/./y/../z?q=%2e%2e')).toMatchObject({ ok: true, path: '/v1/admin/x/z?q=%2e%2e' });
+    expect(parseAbsoluteTarget('http://a.example?x=1')).toMatchObject({ ok: true, path: '/?x=1' });
+    expect(parseAbsoluteTarget('http://a.example/v1/x/%2e%2e/admin')).toMatchObject({ ok: false, message: expect.stringMatching(/encoded dot segment/) });
+    expect(parseAbsoluteTarget('http://a.example/v1/x/..;/admin')).toMatchObject({ ok: false, message: expect.stringMatching(/path parameter/) });
   });
 });
 
@@ -284,7 +294,198 @@ describe('SSRF classes', () => {
   });
 });
 
-describe('fuzzing (no crash, no hang, a definite answer)', () => {
+// Fuzzing. Each known defect is injected into an otherwise valid input, and the parser must give
+// that defect's own refusal (code and message), not merely some answer; random mutations must
+// never crash, every refusal must be one of the parser's known ones with its own code, and what
+// is accepted must really be well-formed.
+
+const MAX_HEAD = 4096;
+const CRLFCRLF = Buffer.from('\r\n\r\n');
+
+/** What the proxy makes of a forward request head: the first stage that refuses it, or ok. */
+type HeadAnswer =
+  | { stage: 'incomplete' }
+  | { stage: 'head'; code: number; message: string }
+  | { stage: 'target'; message: string }
+  | { stage: 'framing'; code: number; message: string }
+  | { stage: 'ok' };
+
+function answerTo(buf: Buffer): HeadAnswer {
+  const head = parseRequestHead(buf, MAX_HEAD);
+  if (head.status === 'incomplete') return { stage: 'incomplete' };
+  if (head.status === 'error') return { stage: 'head', code: head.code, message: head.message };
+  const target = head.head.method === 'CONNECT' ? parseConnectTarget(head.head.target) : parseAbsoluteTarget(head.head.target);
+  if (!target.ok) return { stage: 'target', message: target.message };
+  const framing = requestBodyFraming(head.head);
+  if (framing.kind === 'error') return { stage: 'framing', code: framing.code, message: framing.message };
+  return { stage: 'ok' };
+}
+
+// Every refusal parseRequestHead and requestBodyFraming can give, with its status code.
+const HEAD_REFUSALS: Array<[number, RegExp]> = [
+  [400, /^line endings must be CRLF$/],
+  [400, /^request line must be "METHOD target HTTP\/1\.1"$/],
+  [400, /^invalid method$/],
+  [400, /^invalid request target$/],
+  [400, /^invalid protocol version$/],
+  [400, /^empty header line$/],
+  [400, /^folded header lines are not accepted$/],
+  [400, /^header line without a name$/],
+  [400, /^invalid header name$/],
+  [400, /^invalid characters in header [!#$%&'*+\-.^_`|~0-9A-Za-z]+$/],
+  [431, new RegExp(`^request head larger than ${MAX_HEAD} bytes$`)],
+  [431, /^more than 100 header fields$/],
+  [501, /^HTTP\/\d\.\d is not supported$/],
+];
+const FRAMING_REFUSALS: Array<[number, RegExp]> = [
+  [400, /^both Transfer-Encoding and Content-Length given$/],
+  [400, /^conflicting Content-Length values$/],
+  [400, /^invalid Content-Length$/],
+  [501, /^only "Transfer-Encoding: chunked" is supported$/],
+];
+
+function isKnownRefusal(catalogue: Array<[number, RegExp]>, code: number, message: string): boolean {
+  return catalogue.some(([c, pattern]) => c === code && pattern.test(message));
+}
+
+interface HeadParts {
+  method: string;
+  path: string;
+  version: string;
+  headers: Array<[string, string]>;
+}
+
+function headText(h: HeadParts, lineEnds?: string[]): string {
+  const lines = [`${h.method} http://a.example${h.path} ${h.version}`, ...h.headers.map(([n, v]) => `${n}: ${v}`)];
+  return `${lines.map((l, i) => l + (lineEnds?.[i] ?? '\r\n')).join('')}\r\n`;
+}
+
+const FRAMING_NAMES = /^(content-length|transfer-encoding)$/i;
+const validParts: fc.Arbitrary<HeadParts> = fc.record({
+  method: fc.constantFrom('GET', 'POST', 'PUT', 'DELETE', 'PATCH', 'X-CUSTOM'),
+  path: fc.stringMatching(/^(\/[a-z0-9]{1,8}){1,4}(\?[a-z0-9=&]{0,12})?$/),
+  version: fc.constantFrom('HTTP/1.1', 'HTTP/1.0'),
+  headers: fc
+    .array(fc.tuple(fc.stringMatching(/^[A-Za-z][A-Za-z0-9-]{0,15}$/), fc.stringMatching(/^[\x21-\x7e]([\x20-\x7e]{0,30}[\x21-\x7e])?$/)), { maxLength: 8 })
+    .map((hs) => [['Host', 'a.example'] as [string, string], ...hs.filter(([n]) => !FRAMING_NAMES.test(n))]),
+});
+
+/** Inserts `piece` into `text` at a position chosen by `at` within [from, text.length]. */
+function insertAt(text: string, piece: string, at: number, from = 0): string {
+  const i = from + (at % (text.length - from + 1));
+  return text.slice(0, i) + piece + text.slice(i);
+}
+
+type Defect = { name: string; text: string; answer: HeadAnswer };
+
+const NON_TOKEN = ['(', ')', ',', '/', ';', '<', '=', '>', '?', '@', '[', '\\', ']', '{', '}', '"', '\t', '\x01', '\x1f', '\x7f', '\xe9'];
+const VALUE_CONTROLS = ['\x00', '\x01', '\x08', '\x0b', '\x0c', '\x0e', '\x1b', '\x1f', '\x7f'];
+const TARGET_BAD = ['\x00', '\x01', '\t', '\x1f', '\x7f', '\x80', '\xe9', '\xff'];
+const PATH_REFUSED: Array<[string, RegExp]> = [
+  ['/%2e%2e', /encoded dot segment/],
+  ['/.%2E', /encoded dot segment/],
+  ['/..;', /";" path parameter/],
+  ['/a;b', /";" path parameter/],
+  ['/%2f', /encoded "\/"/],
+  ['/%5C', /encoded "\\"/],
+  ['/\\', /"\\" is not allowed/],
+  ['/%00', /encoded control character/],
+  ['/%c0%ae', /UTF-8/],
+  ['/%zz', /not a percent-escape/],
+  ['#frag', /fragment/],
+];
+
+const defects: fc.Arbitrary<Defect> = fc.tuple(validParts, fc.nat(), fc.nat(), fc.nat()).chain(([h, a, b, c]) => {
+  const lines = 1 + h.headers.length;
+  const header = b % h.headers.length;
+  const [name, value] = h.headers[header]!;
+  const withHeader = (n: string, v: string): HeadParts => ({ ...h, headers: h.headers.map((hv, i) => (i === header ? [n, v] : hv)) });
+  const head400 = (message: string): HeadAnswer => ({ stage: 'head', code: 400, message });
+  const options: Defect[] = [
+    { name: 'bare LF', text: headText(h, Array.from({ length: lines }, (_, i) => (i === a % lines ? '\n' : '\r\n'))), answer: head400('line endings must be CRLF') },
+    { name: 'bare CR', text: headText(withHeader(name, insertAt(value, `\r${String.fromCharCode(0x21 + (c % 90))}`, a))), answer: head400('line endings must be CRLF') },
+    {
+      name: 'obs-fold',
+      text: headText({ ...h, headers: [...h.headers.slice(0, header + 1), [c % 2 ? ' x' : '\tx', 'y'], ...h.headers.slice(header + 1)] }).replace(/\r\n(\s)x: y\r\n/, '\r\n$1x y\r\n'),
+      answer: head400('folded header lines are not accepted'),
+    },
+    { name: 'bad header name', text: headText(withHeader(insertAt(name, NON_TOKEN[c % NON_TOKEN.length]!, a, 1), value)), answer: head400('invalid header name') },
+    { name: 'space before colon', text: headText(withHeader(`${name} `, value)), answer: head400('invalid header name') },
+    {
+      name: 'control in value',
+      text: headText(withHeader(name, insertAt(value, VALUE_CONTROLS[c % VALUE_CONTROLS.length]!, a))),
+      answer: head400(`invalid characters in header ${name}`),
+    },
+    { name: 'bad method', text: headText({ ...h, method: insertAt(h.method, NON_TOKEN[c % NON_TOKEN.length]!, a) }), answer: head400('invalid method') },
+    { name: 'bad target byte', text: headText({ ...h, path: insertAt(h.path, TARGET_BAD[c % TARGET_BAD.length]!, a, 1) }), answer: head400('invalid request target') },
+    { name: 'unsupported version', text: headText({ ...h, version: `HTTP/${2 + (c % 8)}.${a % 10}` }), answer: { stage: 'head', code: 501, message: `HTTP/${2 + (c % 8)}.${a % 10} is not supported` } },
+    { name: 'malformed version', text: headText({ ...h, version: ['HTTP/1', 'http/1.1', 'HTTP/1.1x', 'HTTP/11', 'HTTPS/1.1'][c % 5]! }), answer: head400('invalid protocol version') },
+    { name: 'head too large', text: headText(withHeader(name, 'v'.repeat(MAX_HEAD + (a % 100)))), answer: { stage: 'head', code: 431, message: `request head larger than ${MAX_HEAD} bytes` } },
+    {
+      name: 'too many fields',
+      text: headText({ ...h, headers: [['Host', 'a.example'], ...Array.from({ length: 100 + (a % 20) }, (_, i): [string, string] => [`X-${i}`, 'v'])] }),
+      answer: { stage: 'head', code: 431, message: 'more than 100 header fields' },
+    },
+    {
+      name: 'duplicate Content-Length, different values',
+      text: headText({ ...h, headers: [...h.headers, ['Content-Length', String(a % 1000)], ['Content-Length', String((a % 1000) + 1 + (c % 9))]] }),
+      answer: { stage: 'framing', code: 400, message: 'conflicting Content-Length values' },
+    },
+    {
+      name: 'Content-Length list, different values',
+      text: headText({ ...h, headers: [...h.headers, ['Content-Length', `${a % 1000}, ${(a % 1000) + 1}`]] }),
+      answer: { stage: 'framing', code: 400, message: 'conflicting Content-Length values' },
+    },
+    {
+      name: 'Content-Length with Transfer-Encoding',
+      text: headText({ ...h, headers: [...h.headers, ['Transfer-Encoding', 'chunked'], ['Content-Length', String(a % 1000)]] }),
+      answer: { stage: 'framing', code: 400, message: 'both Transfer-Encoding and Content-Length given' },
+    },
+    {
+      name: 'invalid Content-Length',
+      text: headText({ ...h, headers: [...h.headers, ['Content-Length', ['-1', '+5', '1e3', '0x10', '5 5', '1234567890123456', 'five'][c % 7]!]] }),
+      answer: { stage: 'framing', code: 400, message: 'invalid Content-Length' },
+    },
+    {
+      name: 'other transfer coding',
+      text: headText({ ...h, headers: [...h.headers, ['Transfer-Encoding', ['gzip, chunked', 'chunked, chunked', 'identity', 'chunked;q=1'][c % 4]!]] }),
+      answer: { stage: 'framing', code: 501, message: 'only "Transfer-Encoding: chunked" is supported' },
+    },
+  ];
+  const pathDefect = PATH_REFUSED[c % PATH_REFUSED.length]!;
+  const refusedPath = { name: `path ${pathDefect[0]}`, text: headText({ ...h, path: h.path.replace(/(\?|$)/, `${pathDefect[0]}$1`) }), pattern: pathDefect[1] };
+  return fc.oneof(
+    fc.constantFrom(...options),
+    fc.constant({ name: refusedPath.name, text: refusedPath.text, answer: { stage: 'target', message: String(refusedPath.pattern) } as HeadAnswer }),
+  );
+});
+
+describe('fuzzing', () => {
+  it('a valid head is accepted (the base every defect below is injected into)', () => {
+    fc.assert(
+      fc.property(validParts, (h) => {
+        expect(answerTo(Buffer.from(headText(h), 'latin1'))).toEqual({ stage: 'ok' });
+      }),
+      { numRuns: 5_000 },
+    );
+  });
+
+  it('each known defect gets its own refusal: 20,000 heads with bare LF, obs-fold, bad tokens, conflicting lengths, CL+TE, walk-around paths…', () => {
+    const seen = new Set<string>();
+    fc.assert(
+      fc.property(defects, (d) => {
+        seen.add(d.name.startsWith('path') ? 'path' : d.name);
+        const got = answerTo(Buffer.from(d.text, 'latin1'));
+        if (d.answer.stage === 'target') {
+          expect(got.stage, d.name).toBe('target');
+          expect(got.stage === 'target' && got.message, d.name).toMatch(new RegExp(d.answer.message.slice(1, -1)));
+        } else expect(got, `${d.name}: ${JSON.stringify(d.text)}`).toEqual(d.answer);
+      }),
+      { numRuns: 20_000 },
+    );
+    expect(seen.size).toBe(18);
+  });
+
   const validHead = 'CONNECT api.example.com:443 HTTP/1.1\r\nHost: api.example.com:443\r\nProxy-Connection: keep-alive\r\n\r\n';
   const mutate = (base: Buffer) =>
     fc
@@ -301,28 +502,89 @@ describe('fuzzing (no crash, no hang, a definite answer)', () => {
         return b;
       });
 
-  it('100,000 malformed request heads', () => {
-    const piece = fc.constantFrom('GET', 'CONNECT', ' ', '\r\n', '\n', '\r', ':', 'http://', 'https://', 'a.example', '[::1]', ':443', 'HTTP/1.1', 'Host', '\t', '\x00', '\xff', '%', '/', '?', '#', '@');
+  it('100,000 malformed request heads: no crash, only known refusals with their own codes, and what is accepted is well-formed', () => {
+    const piece = fc.constantFrom('GET', 'CONNECT', ' ', '\r\n', '\n', '\r', ':', 'http://', 'https://', 'a.example', '[::1]', ':443', 'HTTP/1.1', 'Host', '\t', '\x00', '\xff', '%', '/', '?', '#', '@', 'Content-Length: 1', 'Transfer-Encoding: chunked');
     const heads = fc.oneof(
       mutate(Buffer.from(validHead)),
+      validParts.chain((h) => mutate(Buffer.from(headText(h), 'latin1'))),
       fc.array(piece, { maxLength: 40 }).map((p) => Buffer.from(`${p.join('')}\r\n\r\n`, 'latin1')),
       fc.uint8Array({ maxLength: 600 }).map((a) => Buffer.from(a)),
     );
     fc.assert(
       fc.property(heads, (buf) => {
-        const r = parseRequestHead(buf, 4096);
-        expect(['incomplete', 'error', 'ok']).toContain(r.status);
-        if (r.status === 'ok') {
-          const t = r.head.method === 'CONNECT' ? parseConnectTarget(r.head.target) : parseAbsoluteTarget(r.head.target);
-          expect(typeof t.ok).toBe('boolean');
-          expect(['none', 'length', 'chunked', 'error']).toContain(requestBodyFraming(r.head).kind);
+        const r = parseRequestHead(buf, MAX_HEAD);
+        if (r.status === 'incomplete') {
+          expect(buf.indexOf(CRLFCRLF)).toBe(-1);
+          return;
         }
+        if (r.status === 'error') {
+          expect(isKnownRefusal(HEAD_REFUSALS, r.code, r.message), `${r.code} ${r.message}`).toBe(true);
+          return;
+        }
+        // Accepted: the head ends at the first CRLFCRLF, with CRLF line ends only, and every part is well-formed.
+        expect(buf.indexOf(CRLFCRLF)).toBe(r.length - 4);
+        const text = buf.toString('latin1', 0, r.length - 4);
+        expect(text.replace(/\r\n/g, '')).not.toMatch(/[\r\n]/);
+        expect(r.head.method).toMatch(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/);
+        expect(r.head.target).toMatch(/^[\x21-\x7e]+$/);
+        for (const { name, value } of r.head.headers) {
+          expect(name).toMatch(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/);
+          expect(value).toMatch(/^([\x21-\x7e\x80-\xff]([\t\x20-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?)?$/);
+        }
+        const target = r.head.method === 'CONNECT' ? parseConnectTarget(r.head.target) : parseAbsoluteTarget(r.head.target);
+        if (target.ok && 'path' in target) expect(canonicalRequestPath(target.path)).toEqual({ ok: true, path: target.path });
+        const framing = requestBodyFraming(r.head);
+        if (framing.kind === 'error') expect(isKnownRefusal(FRAMING_REFUSALS, framing.code, framing.message), framing.message).toBe(true);
+        if (framing.kind === 'length') expect(Number.isSafeInteger(framing.length) && framing.length >= 0).toBe(true);
       }),
       { numRuns: 100_000 },
     );
   });
 
-  it('100,000 malformed ClientHellos', () => {
+  const HELLO_REFUSALS = [
+    /^not a TLS handshake record$/,
+    /^not a TLS record version$/,
+    /^invalid TLS record length$/,
+    /^ClientHello larger than 4096 bytes$/,
+    /^first handshake message is not a ClientHello$/,
+    /^unsupported ClientHello version$/,
+    /^session id too long$/,
+    /^invalid cipher suite list$/,
+    /^invalid compression method list$/,
+    /^trailing bytes after extensions$/,
+    /^duplicate extension \d+$/,
+    /^malformed server_name extension$/,
+    /^more than one host name in server_name$/,
+    /^server_name is not a valid host name$/,
+    /^server_name extension without a host name$/,
+    /^truncated ClientHello$/,
+  ];
+
+  it('each known ClientHello defect gets its own refusal; every prefix waits for more', () => {
+    const at = () => hello.indexOf(Buffer.from('api.example.com'));
+    const withBytes = (edits: Array<[number, number]>) => {
+      const b = Buffer.from(hello);
+      for (const [i, v] of edits) b[i] = v;
+      return b;
+    };
+    const defectsOfHello = fc.oneof(
+      fc.integer({ min: 0, max: 255 }).filter((v) => v !== 22).map((v) => ({ buf: withBytes([[0, v]]), message: 'not a TLS handshake record' })),
+      fc.integer({ min: 0, max: 255 }).filter((v) => v !== 3).map((v) => ({ buf: withBytes([[1, v]]), message: 'not a TLS record version' })),
+      fc.oneof(fc.constant(0), fc.integer({ min: 16384 + 2049, max: 65535 })).map((n) => ({ buf: withBytes([[3, n >> 8], [4, n & 255]]), message: 'invalid TLS record length' })),
+      fc.integer({ min: 0, max: 255 }).filter((v) => v !== 1).map((v) => ({ buf: withBytes([[5, v]]), message: 'first handshake message is not a ClientHello' })),
+      fc.tuple(fc.nat(14), fc.constantFrom(0x20, 0x00, 0x2f, 0x40, 0x7f, 0xff, 0x5c, 0x2c, 0x3b)).map(([i, v]) => ({ buf: withBytes([[at() + i, v]]), message: 'server_name is not a valid host name' })),
+      fc.integer({ min: 6, max: 4095 }).filter((max) => max < hello.length).map((max) => ({ buf: hello, max, message: `ClientHello larger than ${max} bytes` })),
+    );
+    fc.assert(
+      fc.property(defectsOfHello, (d) => {
+        expect(parseClientHello(d.buf, 'max' in d ? d.max : 4096)).toEqual({ status: 'error', message: d.message });
+      }),
+      { numRuns: 10_000 },
+    );
+    for (let n = 0; n < hello.length; n++) expect(parseClientHello(hello.subarray(0, n), 4096).status, String(n)).toBe('incomplete');
+  });
+
+  it('100,000 malformed ClientHellos: no crash, only known refusals, and a server name that is a canonical host', () => {
     const hellos = fc.oneof(
       { weight: 3, arbitrary: fc.constant(0).chain(() => mutate(hello)) },
       { weight: 1, arbitrary: fc.uint8Array({ maxLength: 600 }).map((a) => Buffer.concat([Buffer.from([22, 3, 1]), Buffer.from(a)])) },
@@ -331,10 +593,57 @@ describe('fuzzing (no crash, no hang, a definite answer)', () => {
     fc.assert(
       fc.property(hellos, (buf) => {
         const r = parseClientHello(buf, 4096);
-        expect(['incomplete', 'error', 'ok']).toContain(r.status);
-        if (r.status === 'ok' && r.serverName !== null) expect(r.serverName).toMatch(/^[a-z0-9_.:-]+$/);
+        if (r.status === 'error') expect(HELLO_REFUSALS.some((p) => p.test(r.message)), r.message).toBe(true);
+        if (r.status === 'ok') {
+          expect(r.length).toBeLessThanOrEqual(buf.length);
+          if (r.serverName !== null) expect(parseHost(r.serverName)).toMatchObject({ ok: true, host: r.serverName });
+        }
       }),
       { numRuns: 100_000 },
+    );
+  });
+
+  it('chunked bodies: each known defect gets its own code, and nothing at or after it is counted as body', () => {
+    const cases = fc.tuple(fc.array(fc.uint8Array({ minLength: 1, maxLength: 40 }), { minLength: 1, maxLength: 4 }), fc.nat(), fc.array(fc.nat(), { maxLength: 5 })).chain(([parts, c, cuts]) => {
+      const prefix = Buffer.concat(parts.flatMap((p) => [Buffer.from(`${p.length.toString(16)}\r\n`), Buffer.from(p), Buffer.from('\r\n')]));
+      const trailer = ['X Y: 1', ' fold: 1', 'NoColon', 'X: a\x00', 'Content-Length: 1', 'Transfer-Encoding: chunked', 'Host: b'][c % 7]!;
+      // Each defect with the index of its first bad byte (for a trailer line, the LF that ends it).
+      const defects: Array<[string, number, ChunkedErrorCode]> = [
+        [`${['x', 'g', '-', ' ', ';'][c % 5]!}\r\n`, 0, 'chunk-size'],
+        [`${'0'.repeat(16)}1\r\n`, 16, 'chunk-size-too-large'],
+        [`${(2 ** 40 + 1 + (c % 1000)).toString(16)}\r\n`, 10, 'chunk-size-too-large'],
+        ['fffffffffffffff\r\n', 10, 'chunk-size-too-large'],
+        [`3;x${'\x00\x01\x7f\n'[c % 4]!}\r\n`, 3, 'chunk-extension'],
+        ['3\r\nabcX', 6, 'line-ending'],
+        ['3\nabc\r\n', 1, 'chunk-size'],
+        [`0\r\n${trailer}\r\n\r\n`, 3 + trailer.length + 1, 'trailer-field'],
+        ['0\r\nX: 1\n', 7, 'line-ending'],
+      ];
+      const [defect, bad, code] = defects[c % defects.length]!;
+      return fc.constant({ wire: Buffer.concat([prefix, Buffer.from(defect, 'latin1'), Buffer.from('GET http://smuggled/ HTTP/1.1\r\n\r\n')]), bad: prefix.length + bad, code, cuts });
+    });
+    fc.assert(
+      fc.property(cases, ({ wire, bad, code, cuts }) => {
+        const scanner = new ChunkedBodyScanner();
+        const points = [...new Set(cuts.map((x) => x % wire.length))].sort((a, b) => a - b);
+        let consumed = 0;
+        let from = 0;
+        for (const to of [...points, wire.length]) {
+          if (to <= from) continue;
+          const fed = scanner.feed(wire.subarray(from, to));
+          if ('error' in fed) {
+            expect(fed.code).toBe(code);
+            // Nothing from the first bad byte on was handed on as body.
+            expect(consumed).toBeLessThanOrEqual(bad);
+            return;
+          }
+          expect(fed.done).toBe(false);
+          consumed += fed.consumed;
+          from = to;
+        }
+        throw new Error(`no refusal for a ${code} defect`);
+      }),
+      { numRuns: 20_000 },
     );
   });
 });

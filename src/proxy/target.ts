@@ -48,6 +48,8 @@ export function parseHost(raw: string): { ok: true; host: string; ip: boolean } 
   const literal = classifyHostLiteral(raw);
   if (literal.kind === 'invalid') return { ok: false, message: literal.message };
   if (literal.kind === 'ip') return { ok: true, host: literal.address, ip: true };
+  // The IDNA conversion reads a host as a URL would and stops at these: "a/b.example" must not become "a".
+  if (/[/\\?#@%:\s]/.test(raw)) return { ok: false, message: `"${raw}" is not a valid host name` };
   const host = canonicalRequestHost(raw);
   if (host === null) return { ok: false, message: `"${raw}" is not a valid host name` };
   return { ok: true, host, ip: false };
