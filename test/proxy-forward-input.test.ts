@@ -68,7 +68,8 @@ afterAll(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-const get = (path: string) => rawExchange(proxy.address.port, `GET http://rest.sim.test${path} HTTP/1.1\r\nHost: rest.sim.test\r\n\r\n`);
+const exchange = (text: string, timeoutMs?: number) => rawExchange(proxy.address.port, Buffer.from(text, 'latin1'), timeoutMs);
+const get = (path: string) => exchange(`GET http://rest.sim.test${path} HTTP/1.1\r\nHost: rest.sim.test\r\n\r\n`);
 
 describe('forward HTTP request paths', () => {
   it.each([
@@ -105,7 +106,6 @@ describe('forward HTTP request paths', () => {
   });
 });
 
-const exchange = (text: string, timeoutMs?: number) => rawExchange(proxy.address.port, Buffer.from(text, 'latin1'), timeoutMs);
 
 describe('chunked trailers on forward HTTP', () => {
   // The echo never closes: what it sent back within a second is what was forwarded.
