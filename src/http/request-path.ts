@@ -26,6 +26,7 @@ type Segment = { ok: true; text: string } | { ok: false; message: string };
 const UNRESERVED = /^[A-Za-z0-9\-._~]$/;
 // Allowed as they are in a path segment (RFC 3986 pchar without `;`, which is refused).
 const PLAIN = /^[A-Za-z0-9\-._~!$&'()*+,=:@]$/;
+const ALL_PLAIN = /^[A-Za-z0-9\-._~!$&'()*+,=:@]+$/;
 // Not allowed by RFC 3986 in a path, harmless once percent-encoded.
 const ENCODED_ON_THE_WAY = new Set(['"', '<', '>', '[', ']', '^', '`', '{', '|', '}']);
 const HEX2 = /^[0-9A-Fa-f]{2}$/;
@@ -77,6 +78,7 @@ function foldsIntoStructure(text: string): boolean {
 
 /** One segment that is not `.`, `..` or empty, in canonical form. */
 function canonicalSegment(raw: string): Segment {
+  if (ALL_PLAIN.test(raw)) return { ok: true, text: raw }; // the common case: nothing to decode or refuse
   let text = '';
   let highRun: number[] = [];
   let sawNonAscii = false;
