@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { EngineLoadError, PolicyEngine } from '../src/engine/engine.js';
-import { buildDecisionInput, normaliseRequestPath } from '../src/engine/input.js';
+import { buildDecisionInput, RequestPathError } from '../src/engine/input.js';
 import { loadPolicyText, PolicyLoadError } from '../src/policy/load.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'portcullis-engine-'));
@@ -82,8 +82,10 @@ describe('decision input', () => {
     expect(buildDecisionInput({ host: 'API.Example.COM.', port: 1 }).network).toEqual({ host: 'api.example.com', port: 1 });
     expect(buildDecisionInput({ host: '[2001:DB8::1]', port: 1 }).network).toEqual({ host: '2001:db8::1', port: 1, addresses: ['2001:db8::1'] });
     expect(buildDecisionInput({ host: 'x', port: 1 }).exec).toEqual({ path: '<unresolved>', ancestors: [] });
-    expect(normaliseRequestPath('/v1/a/../admin//x/./y?q=1')).toBe('/v1/admin/x/y?q=1');
-    expect(normaliseRequestPath('/../../etc')).toBe('/etc');
-    expect(normaliseRequestPath('/v1/')).toBe('/v1/');
+    const pathOf = (path: string) => buildDecisionInput({ host: 'x', port: 1, path }).request?.path;
+    expect(pathOf('/v1/a/../admin//x/./y?q=1')).toBe('/v1/admin/x/y?q=1');
+    expect(pathOf('/../../etc')).toBe('/etc');
+    expect(pathOf('/v1/')).toBe('/v1/');
+    expect(() => pathOf('/v1/x/%2e%2e/admin')).toThrow(RequestPathError);
   });
 });

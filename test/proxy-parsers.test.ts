@@ -1,15 +1,18 @@
-// The proxy's pure parsers: request heads, targets, IP literals, ClientHellos and the SSRF
-// classes — examples, then fuzzing (100,000 malformed inputs for each parser).
+// The proxy's pure parsers: request heads, targets, IP literals, ClientHellos, chunked bodies and
+// the SSRF classes — examples, then fuzzing (known defects get their own refusal; 100,000
+// malformed inputs for each parser get only known refusals).
 import net from 'node:net';
 import tls from 'node:tls';
 import fc from 'fast-check';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { ChunkedBodyScanner } from '../src/proxy/chunked.js';
+import { ChunkedBodyScanner, MAX_CHUNK_SIZE, MAX_EXTENSION_BYTES, MAX_TRAILER_BYTES, MAX_TRAILER_FIELDS, type ChunkedErrorCode, type ChunkedFeed } from '../src/proxy/chunked.js';
 import { parseClientHello } from '../src/proxy/client-hello.js';
 import { parseRequestHead, requestBodyFraming } from '../src/proxy/http-head.js';
 import { classifyHostLiteral } from '../src/proxy/ip-literal.js';
 import { checkAddresses, forbiddenAddressClass } from '../src/proxy/ssrf.js';
-import { parseAbsoluteTarget, parseConnectTarget } from '../src/proxy/target.js';
+import { parseAbsoluteTarget, parseConnectTarget, parseHost } from '../src/proxy/target.js';
+import { canonicalRequestPath } from '../src/http/request-path.js';
+import { DEFECT_CLASSES, DEFECT_MAX_HEAD, headDefects, headText, validHeadParts, type HeadAnswer } from './support/head-defects.js';
 
 /** The first bytes a real Node TLS client sends: its ClientHello. */
 async function captureHello(servername?: string): Promise<Buffer> {
@@ -92,6 +95,25 @@ describe('request head', () => {
   });
 });
 
+/** Feeds a chunked body in one piece. */
+function feedAll(text: string): ChunkedFeed {
+  return new ChunkedBodyScanner().feed(Buffer.from(text, 'latin1'));
+}
+
+/** Feeds a chunked body a byte at a time; the first error, or the total consumed. */
+function feedBytewise(text: string): ChunkedFeed {
+  const scanner = new ChunkedBodyScanner();
+  const bytes = Buffer.from(text, 'latin1');
+  let consumed = 0;
+  for (let i = 0; i < bytes.length; i++) {
+    const fed = scanner.feed(bytes.subarray(i, i + 1));
+    if ('error' in fed) return fed;
+    consumed += fed.consumed;
+    if (fed.done) return { consumed, done: true };
+  }
+  return { consumed, done: false };
+}
+
 describe('chunked request bodies', () => {
   const encode = (parts: Buffer[], trailer = '') =>
     Buffer.concat([...parts.flatMap((p) => [Buffer.from(`${p.length.toString(16)}\r\n`), p, Buffer.from('\r\n')]), Buffer.from(`0\r\n${trailer}\r\n`)]);
@@ -127,10 +149,63 @@ describe('chunked request bodies', () => {
   });
 
   it('refuses bad sizes and missing CRLFs', () => {
-    for (const bad of ['x\r\n', '5\nhello\r\n', '5\r\nhelloXX', '1234567890abcdef0\r\n', '\r\n', '0\r\nX: y\n']) {
-      const fed = new ChunkedBodyScanner().feed(Buffer.from(bad));
-      expect('error' in fed, JSON.stringify(bad)).toBe(true);
+    const cases: Array<[string, ChunkedErrorCode]> = [
+      ['x\r\n', 'chunk-size'],
+      ['5\nhello\r\n', 'chunk-size'],
+      ['5\r\nhelloXX', 'line-ending'],
+      ['1234567890abcdef0\r\n', 'chunk-size-too-large'],
+      ['\r\n', 'chunk-size'],
+      ['0\r\nX: y\n', 'line-ending'],
+      ['5;a\x01\r\n', 'chunk-extension'],
+    ];
+    for (const [bad, code] of cases) expect(feedAll(bad), JSON.stringify(bad)).toMatchObject({ code });
+  });
+
+  it('caps chunk sizes far below 2^53: at most 16 hex digits and 2^40 bytes', () => {
+    // 15 digits used to be accepted, a size past 2^53 that a Number cannot count exactly.
+    expect(feedAll('fffffffffffffff\r\n')).toMatchObject({ code: 'chunk-size-too-large' });
+    expect(feedAll('20000000000001\r\n')).toMatchObject({ code: 'chunk-size-too-large' });
+    expect(feedAll('10000000001\r\n')).toMatchObject({ code: 'chunk-size-too-large', error: `chunk larger than ${MAX_CHUNK_SIZE} bytes` });
+    expect(feedAll('00000000000000001\r\n')).toMatchObject({ code: 'chunk-size-too-large', error: 'chunk size longer than 16 hex digits' });
+    expect(feedAll('10000000000\r\nabc')).toEqual({ consumed: 16, done: false });
+    expect(feedAll('0000000000000005\r\nhello\r\n0\r\n\r\n')).toEqual({ consumed: 30, done: true });
+    expect(feedAll(`5;${'x'.repeat(MAX_EXTENSION_BYTES + 1)}\r\n`)).toMatchObject({ code: 'chunk-extension' });
+  });
+
+  it('checks every trailer line as a header field, however the bytes are split', () => {
+    const good = ['X-Sum: 1', 'X-A:b', 'X-B: v w\t', 'X-Latin: caf\xe9'];
+    const bad: Array<[string, RegExp]> = [
+      ['X Y: 1', /invalid trailer field name/],
+      ['X : 1', /invalid trailer field name/],
+      ['(x): 1', /invalid trailer field name/],
+      [': 1', /without a name/],
+      ['NoColon', /without a name/],
+      [' folded: 1', /folded/],
+      ['\tfolded', /folded/],
+      ['X: a\x00b', /invalid characters in trailer field X/],
+      ['X: a\x7fb', /invalid characters in trailer field X/],
+      ['Content-Length: 5', /Content-Length is not allowed in a trailer/],
+      ['transfer-encoding: chunked', /not allowed in a trailer/],
+      ['Host: other.example', /not allowed in a trailer/],
+    ];
+    const body = (trailer: string) => `3\r\nabc\r\n0\r\n${trailer}\r\n\r\n`;
+    for (const line of good) {
+      const text = body(line);
+      expect(feedAll(text), JSON.stringify(line)).toEqual({ consumed: text.length, done: true });
+      expect(feedBytewise(text), JSON.stringify(line)).toEqual({ consumed: text.length, done: true });
     }
+    for (const [line, why] of bad) {
+      for (const result of [feedAll(body(line)), feedBytewise(body(line))]) {
+        expect(result, JSON.stringify(line)).toMatchObject({ code: 'trailer-field' });
+        expect('error' in result && result.error, JSON.stringify(line)).toMatch(why);
+      }
+    }
+  });
+
+  it('bounds the trailer section', () => {
+    const many = Array.from({ length: MAX_TRAILER_FIELDS + 1 }, (_, i) => `X-${i}: 1\r\n`).join('');
+    expect(feedAll(`0\r\n${many}\r\n`)).toMatchObject({ code: 'trailer-too-large', error: `more than ${MAX_TRAILER_FIELDS} trailer fields` });
+    expect(feedAll(`0\r\nX: ${'a'.repeat(MAX_TRAILER_BYTES)}\r\n\r\n`)).toMatchObject({ code: 'trailer-too-large' });
   });
 });
 
@@ -150,7 +225,8 @@ describe('targets and IP literals', () => {
     expect(parseConnectTarget('[2001:db8::1]:8443')).toEqual({ ok: true, host: '2001:db8::1', port: 8443, ip: true });
     expect(parseConnectTarget('0x7f.1:22')).toEqual({ ok: true, host: '127.0.0.1', port: 22, ip: true });
     expect(parseConnectTarget('bücher.example:443')).toMatchObject({ ok: true, host: 'xn--bcher-kva.example' });
-    for (const t of ['api.example.com', 'api.example.com:0', 'api.example.com:65536', 'a:b:443', '[::1:443', 'a_b$:443', ':443', 'a..b:443']) {
+    // A URL parser stops a host at "/", "\\", "?" or "#": "a/b.example" once became host "a".
+    for (const t of ['api.example.com', 'api.example.com:0', 'api.example.com:65536', 'a:b:443', '[::1:443', 'a_b$:443', ':443', 'a..b:443', 'a/b.example:443', 'a\\b.example:443', 'a?b.example:443', 'a#b.example:443', 'a%2fb.example:443']) {
       expect(parseConnectTarget(t).ok, t).toBe(false);
     }
   });
@@ -160,7 +236,14 @@ describe('targets and IP literals', () => {
     expect(parseAbsoluteTarget('http://a.example:8080')).toMatchObject({ port: 8080, path: '/', authority: 'a.example:8080' });
     expect(parseAbsoluteTarget('http://[::1]:81/')).toMatchObject({ host: '::1', authority: '[::1]:81' });
     expect(parseAbsoluteTarget('https://a.example/')).toMatchObject({ ok: false, useConnect: true });
-    for (const t of ['/relative', 'ftp://a.example/', 'http://u:p@a.example/', 'http://a.example/#f', 'http://a.example:x/']) expect(parseAbsoluteTarget(t).ok, t).toBe(false);
+    for (const t of ['/relative', 'ftp://a.example/', 'http://u:p@a.example/', 'http://a.example/#f', 'http://a.example:x/', 'http://a.example\\b/']) expect(parseAbsoluteTarget(t).ok, t).toBe(false);
+  });
+
+  it('an absolute-form path comes out canonical, or the target is refused', () => {
+    expect(parseAbsoluteTarget('http://a.example/v1/%61dmin//x/./y/../z?q=%2e%2e')).toMatchObject({ ok: true, path: '/v1/admin/x/z?q=%2e%2e' });
+    expect(parseAbsoluteTarget('http://a.example?x=1')).toMatchObject({ ok: true, path: '/?x=1' });
+    expect(parseAbsoluteTarget('http://a.example/v1/x/%2e%2e/admin')).toMatchObject({ ok: false, message: expect.stringMatching(/encoded dot segment/) });
+    expect(parseAbsoluteTarget('http://a.example/v1/x/..;/admin')).toMatchObject({ ok: false, message: expect.stringMatching(/path parameter/) });
   });
 });
 
@@ -212,7 +295,78 @@ describe('SSRF classes', () => {
   });
 });
 
-describe('fuzzing (no crash, no hang, a definite answer)', () => {
+// Fuzzing. Each known defect is injected into an otherwise valid input, and the parser must give
+// that defect's own refusal (code and message), not merely some answer; random mutations must
+// never crash, every refusal must be one of the parser's known ones with its own code, and what
+// is accepted must really be well-formed.
+
+const MAX_HEAD = DEFECT_MAX_HEAD;
+const CRLFCRLF = Buffer.from('\r\n\r\n');
+
+function answerTo(buf: Buffer): HeadAnswer {
+  const head = parseRequestHead(buf, MAX_HEAD);
+  if (head.status === 'incomplete') return { stage: 'incomplete' };
+  if (head.status === 'error') return { stage: 'head', code: head.code, message: head.message };
+  const target = head.head.method === 'CONNECT' ? parseConnectTarget(head.head.target) : parseAbsoluteTarget(head.head.target);
+  if (!target.ok) return { stage: 'target', message: target.message };
+  const framing = requestBodyFraming(head.head);
+  if (framing.kind === 'error') return { stage: 'framing', code: framing.code, message: framing.message };
+  return { stage: 'ok' };
+}
+
+// Every refusal parseRequestHead and requestBodyFraming can give, with its status code.
+const HEAD_REFUSALS: Array<[number, RegExp]> = [
+  [400, /^line endings must be CRLF$/],
+  [400, /^request line must be "METHOD target HTTP\/1\.1"$/],
+  [400, /^invalid method$/],
+  [400, /^invalid request target$/],
+  [400, /^invalid protocol version$/],
+  [400, /^empty header line$/],
+  [400, /^folded header lines are not accepted$/],
+  [400, /^header line without a name$/],
+  [400, /^invalid header name$/],
+  [400, /^invalid characters in header [!#$%&'*+\-.^_`|~0-9A-Za-z]+$/],
+  [431, new RegExp(`^request head larger than ${MAX_HEAD} bytes$`)],
+  [431, /^more than 100 header fields$/],
+  [501, /^HTTP\/\d\.\d is not supported$/],
+];
+const FRAMING_REFUSALS: Array<[number, RegExp]> = [
+  [400, /^both Transfer-Encoding and Content-Length given$/],
+  [400, /^conflicting Content-Length values$/],
+  [400, /^invalid Content-Length$/],
+  [501, /^only "Transfer-Encoding: chunked" is supported$/],
+];
+
+function isKnownRefusal(catalogue: Array<[number, RegExp]>, code: number, message: string): boolean {
+  return catalogue.some(([c, pattern]) => c === code && pattern.test(message));
+}
+
+describe('fuzzing', () => {
+  it('a valid head is accepted (the base every defect below is injected into)', () => {
+    fc.assert(
+      fc.property(validHeadParts(), (h) => {
+        expect(answerTo(Buffer.from(headText(h), 'latin1'))).toEqual({ stage: 'ok' });
+      }),
+      { numRuns: 5_000 },
+    );
+  });
+
+  it('each known defect gets its own refusal: 20,000 heads with bare LF, obs-fold, bad tokens, conflicting lengths, CL+TE, walk-around paths…', () => {
+    const seen = new Set<string>();
+    fc.assert(
+      fc.property(headDefects(), (d) => {
+        seen.add(d.name);
+        const got = answerTo(Buffer.from(d.text, 'latin1'));
+        if (d.expected.stage === 'target') {
+          expect(got.stage, d.name).toBe('target');
+          expect(got.stage === 'target' && got.message, d.name).toMatch(d.expected.pattern);
+        } else expect(got, `${d.name}: ${JSON.stringify(d.text)}`).toEqual(d.expected);
+      }),
+      { numRuns: 20_000 },
+    );
+    expect(seen.size).toBe(DEFECT_CLASSES);
+  });
+
   const validHead = 'CONNECT api.example.com:443 HTTP/1.1\r\nHost: api.example.com:443\r\nProxy-Connection: keep-alive\r\n\r\n';
   const mutate = (base: Buffer) =>
     fc
@@ -229,28 +383,91 @@ describe('fuzzing (no crash, no hang, a definite answer)', () => {
         return b;
       });
 
-  it('100,000 malformed request heads', () => {
-    const piece = fc.constantFrom('GET', 'CONNECT', ' ', '\r\n', '\n', '\r', ':', 'http://', 'https://', 'a.example', '[::1]', ':443', 'HTTP/1.1', 'Host', '\t', '\x00', '\xff', '%', '/', '?', '#', '@');
+  it('100,000 malformed request heads: no crash, only known refusals with their own codes, and what is accepted is well-formed', () => {
+    const piece = fc.constantFrom('GET', 'CONNECT', ' ', '\r\n', '\n', '\r', ':', 'http://', 'https://', 'a.example', '[::1]', ':443', 'HTTP/1.1', 'Host', '\t', '\x00', '\xff', '%', '/', '?', '#', '@', 'Content-Length: 1', 'Transfer-Encoding: chunked');
     const heads = fc.oneof(
       mutate(Buffer.from(validHead)),
+      validHeadParts().chain((h) => mutate(Buffer.from(headText(h), 'latin1'))),
       fc.array(piece, { maxLength: 40 }).map((p) => Buffer.from(`${p.join('')}\r\n\r\n`, 'latin1')),
       fc.uint8Array({ maxLength: 600 }).map((a) => Buffer.from(a)),
     );
     fc.assert(
       fc.property(heads, (buf) => {
-        const r = parseRequestHead(buf, 4096);
-        expect(['incomplete', 'error', 'ok']).toContain(r.status);
-        if (r.status === 'ok') {
-          const t = r.head.method === 'CONNECT' ? parseConnectTarget(r.head.target) : parseAbsoluteTarget(r.head.target);
-          expect(typeof t.ok).toBe('boolean');
-          expect(['none', 'length', 'chunked', 'error']).toContain(requestBodyFraming(r.head).kind);
+        const r = parseRequestHead(buf, MAX_HEAD);
+        if (r.status === 'incomplete') {
+          expect(buf.indexOf(CRLFCRLF)).toBe(-1);
+          return;
         }
+        if (r.status === 'error') {
+          expect(isKnownRefusal(HEAD_REFUSALS, r.code, r.message), `${r.code} ${r.message}`).toBe(true);
+          return;
+        }
+        // Accepted: the head ends at the first CRLFCRLF, with CRLF line ends only, and every part is well-formed.
+        expect(buf.indexOf(CRLFCRLF)).toBe(r.length - 4);
+        const text = buf.toString('latin1', 0, r.length - 4);
+        expect(text.replace(/\r\n/g, '')).not.toMatch(/[\r\n]/);
+        expect(r.head.method).toMatch(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/);
+        expect(r.head.target).toMatch(/^[\x21-\x7e]+$/);
+        for (const { name, value } of r.head.headers) {
+          expect(name).toMatch(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/);
+          expect(value).toMatch(/^([\x21-\x7e\x80-\xff]([\t\x20-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?)?$/);
+        }
+        if (r.head.method !== 'CONNECT') {
+          const target = parseAbsoluteTarget(r.head.target);
+          if (target.ok) expect(canonicalRequestPath(target.path)).toEqual({ ok: true, path: target.path });
+        } else parseConnectTarget(r.head.target);
+        const framing = requestBodyFraming(r.head);
+        if (framing.kind === 'error') expect(isKnownRefusal(FRAMING_REFUSALS, framing.code, framing.message), framing.message).toBe(true);
+        if (framing.kind === 'length') expect(Number.isSafeInteger(framing.length) && framing.length >= 0).toBe(true);
       }),
       { numRuns: 100_000 },
     );
   });
 
-  it('100,000 malformed ClientHellos', () => {
+  const HELLO_REFUSALS = [
+    /^not a TLS handshake record$/,
+    /^not a TLS record version$/,
+    /^invalid TLS record length$/,
+    /^ClientHello larger than 4096 bytes$/,
+    /^first handshake message is not a ClientHello$/,
+    /^unsupported ClientHello version$/,
+    /^session id too long$/,
+    /^invalid cipher suite list$/,
+    /^invalid compression method list$/,
+    /^trailing bytes after extensions$/,
+    /^duplicate extension \d+$/,
+    /^malformed server_name extension$/,
+    /^more than one host name in server_name$/,
+    /^server_name is not a valid host name$/,
+    /^server_name extension without a host name$/,
+    /^truncated ClientHello$/,
+  ];
+
+  it('each known ClientHello defect gets its own refusal; every prefix waits for more', () => {
+    const at = () => hello.indexOf(Buffer.from('api.example.com'));
+    const withBytes = (edits: Array<[number, number]>) => {
+      const b = Buffer.from(hello);
+      for (const [i, v] of edits) b[i] = v;
+      return b;
+    };
+    const defectsOfHello = fc.oneof(
+      fc.integer({ min: 0, max: 255 }).filter((v) => v !== 22).map((v) => ({ buf: withBytes([[0, v]]), message: 'not a TLS handshake record' })),
+      fc.integer({ min: 0, max: 255 }).filter((v) => v !== 3).map((v) => ({ buf: withBytes([[1, v]]), message: 'not a TLS record version' })),
+      fc.oneof(fc.constant(0), fc.integer({ min: 16384 + 2049, max: 65535 })).map((n) => ({ buf: withBytes([[3, n >> 8], [4, n & 255]]), message: 'invalid TLS record length' })),
+      fc.integer({ min: 0, max: 255 }).filter((v) => v !== 1).map((v) => ({ buf: withBytes([[5, v]]), message: 'first handshake message is not a ClientHello' })),
+      fc.tuple(fc.nat(14), fc.constantFrom(0x20, 0x00, 0x2f, 0x40, 0x7f, 0xff, 0x5c, 0x2c, 0x3b)).map(([i, v]) => ({ buf: withBytes([[at() + i, v]]), message: 'server_name is not a valid host name' })),
+      fc.integer({ min: 6, max: 4095 }).filter((max) => max < hello.length).map((max) => ({ buf: hello, max, message: `ClientHello larger than ${max} bytes` })),
+    );
+    fc.assert(
+      fc.property(defectsOfHello, (d) => {
+        expect(parseClientHello(d.buf, 'max' in d ? d.max : 4096)).toEqual({ status: 'error', message: d.message });
+      }),
+      { numRuns: 10_000 },
+    );
+    for (let n = 0; n < hello.length; n++) expect(parseClientHello(hello.subarray(0, n), 4096).status, String(n)).toBe('incomplete');
+  });
+
+  it('100,000 malformed ClientHellos: no crash, only known refusals, and a server name that is a canonical host', () => {
     const hellos = fc.oneof(
       { weight: 3, arbitrary: fc.constant(0).chain(() => mutate(hello)) },
       { weight: 1, arbitrary: fc.uint8Array({ maxLength: 600 }).map((a) => Buffer.concat([Buffer.from([22, 3, 1]), Buffer.from(a)])) },
@@ -259,10 +476,57 @@ describe('fuzzing (no crash, no hang, a definite answer)', () => {
     fc.assert(
       fc.property(hellos, (buf) => {
         const r = parseClientHello(buf, 4096);
-        expect(['incomplete', 'error', 'ok']).toContain(r.status);
-        if (r.status === 'ok' && r.serverName !== null) expect(r.serverName).toMatch(/^[a-z0-9_.:-]+$/);
+        if (r.status === 'error') expect(HELLO_REFUSALS.some((p) => p.test(r.message)), r.message).toBe(true);
+        if (r.status === 'ok') {
+          expect(r.length).toBeLessThanOrEqual(buf.length);
+          if (r.serverName !== null) expect(parseHost(r.serverName)).toMatchObject({ ok: true, host: r.serverName });
+        }
       }),
       { numRuns: 100_000 },
+    );
+  });
+
+  it('chunked bodies: each known defect gets its own code, and nothing at or after it is counted as body', () => {
+    const cases = fc.tuple(fc.array(fc.uint8Array({ minLength: 1, maxLength: 40 }), { minLength: 1, maxLength: 4 }), fc.nat(), fc.array(fc.nat(), { maxLength: 5 })).chain(([parts, c, cuts]) => {
+      const prefix = Buffer.concat(parts.flatMap((p) => [Buffer.from(`${p.length.toString(16)}\r\n`), Buffer.from(p), Buffer.from('\r\n')]));
+      const trailer = ['X Y: 1', ' fold: 1', 'NoColon', 'X: a\x00', 'Content-Length: 1', 'Transfer-Encoding: chunked', 'Host: b'][c % 7]!;
+      // Each defect with the index of its first bad byte (for a trailer line, the LF that ends it).
+      const defects: Array<[string, number, ChunkedErrorCode]> = [
+        [`${['x', 'g', '-', ' ', ';'][c % 5]!}\r\n`, 0, 'chunk-size'],
+        [`${'0'.repeat(16)}1\r\n`, 16, 'chunk-size-too-large'],
+        [`${(2 ** 40 + 1 + (c % 1000)).toString(16)}\r\n`, 10, 'chunk-size-too-large'],
+        ['fffffffffffffff\r\n', 10, 'chunk-size-too-large'],
+        [`3;x${'\x00\x01\x7f\n'[c % 4]!}\r\n`, 3, 'chunk-extension'],
+        ['3\r\nabcX', 6, 'line-ending'],
+        ['3\nabc\r\n', 1, 'chunk-size'],
+        [`0\r\n${trailer}\r\n\r\n`, 3 + trailer.length + 1, 'trailer-field'],
+        ['0\r\nX: 1\n', 7, 'line-ending'],
+      ];
+      const [defect, bad, code] = defects[c % defects.length]!;
+      return fc.constant({ wire: Buffer.concat([prefix, Buffer.from(defect, 'latin1'), Buffer.from('GET http://smuggled/ HTTP/1.1\r\n\r\n')]), bad: prefix.length + bad, code, cuts });
+    });
+    fc.assert(
+      fc.property(cases, ({ wire, bad, code, cuts }) => {
+        const scanner = new ChunkedBodyScanner();
+        const points = [...new Set(cuts.map((x) => x % wire.length))].sort((a, b) => a - b);
+        let consumed = 0;
+        let from = 0;
+        for (const to of [...points, wire.length]) {
+          if (to <= from) continue;
+          const fed = scanner.feed(wire.subarray(from, to));
+          if ('error' in fed) {
+            expect(fed.code).toBe(code);
+            // Nothing from the first bad byte on was handed on as body.
+            expect(consumed).toBeLessThanOrEqual(bad);
+            return;
+          }
+          expect(fed.done).toBe(false);
+          consumed += fed.consumed;
+          from = to;
+        }
+        throw new Error(`no refusal for a ${code} defect`);
+      }),
+      { numRuns: 20_000 },
     );
   });
 });

@@ -1,4 +1,7 @@
 // Canonical decision input: what the proxy, the CLI and the tests hand to the engine. Pure.
+// A request path is decided in its canonical form (src/http/request-path.ts); one that has none
+// is an error, never decided in some other spelling.
+import { canonicalRequestPath } from '../http/request-path.js';
 import { canonicalIpHost, canonicalRequestHost } from '../policy/host-pattern.js';
 import type { DecisionInput } from '../policy/types.js';
 import { UNRESOLVED } from '../policy/types.js';
@@ -13,17 +16,22 @@ export interface RequestFacts {
   path?: string;
 }
 
-/** Removes dot segments and duplicate slashes so a deny rule cannot be walked around. */
-export function normaliseRequestPath(raw: string): string {
-  const [pathPart = '', query] = raw.split(/\?(.*)/s, 2);
-  const out: string[] = [];
-  for (const segment of pathPart.split('/').slice(1)) {
-    if (segment === '..') out.pop();
-    else if (segment !== '.' && segment !== '') out.push(segment);
+/** A request path with no safe canonical form: the proxy answers such a request with 400. */
+export class RequestPathError extends Error {
+  constructor(
+    readonly path: string,
+    readonly problem: string,
+  ) {
+    super(`request path ${JSON.stringify(path)} refused: ${problem}`);
+    this.name = 'RequestPathError';
   }
-  const trailing = pathPart.length > 1 && pathPart.endsWith('/') && out.length > 0 ? '/' : '';
-  const path = `/${out.join('/')}${trailing}`;
-  return query === undefined ? path : `${path}?${query}`;
+}
+
+/** The path rules decide on: the canonical form, never the raw one (throws RequestPathError). */
+function decisionPath(raw: string): string {
+  const canonical = canonicalRequestPath(raw);
+  if (!canonical.ok) throw new RequestPathError(raw, canonical.message);
+  return canonical.path;
 }
 
 export function buildDecisionInput(facts: RequestFacts): DecisionInput {
@@ -39,7 +47,7 @@ export function buildDecisionInput(facts: RequestFacts): DecisionInput {
   const addresses = facts.addresses ?? (ip !== null ? [ip] : undefined);
   if (addresses !== undefined) input.network.addresses = addresses.map((a) => canonicalIpHost(a) ?? a);
   if (facts.method !== undefined || facts.path !== undefined) {
-    input.request = { method: (facts.method ?? 'GET').toUpperCase(), path: normaliseRequestPath(facts.path ?? '/') };
+    input.request = { method: (facts.method ?? 'GET').toUpperCase(), path: decisionPath(facts.path ?? '/') };
   }
   return input;
 }

@@ -178,3 +178,4 @@ export function requestBodyFraming(head: RequestHead): BodyFraming {
   }
   return { kind: 'none' };
 }
+export { TOKEN, FIELD_VALUE };

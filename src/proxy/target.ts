@@ -1,6 +1,8 @@
 // Request targets: the CONNECT authority (`host:port`, `[v6]:port`) and the absolute-form URL
 // of a forward request (`http://host[:port]/path`). Pure. Hosts come out canonical: IP literals
-// in one spelling, names lower-case punycode without a trailing dot.
+// in one spelling, names lower-case punycode without a trailing dot; the path comes out in its
+// canonical form, the one that is decided and sent upstream.
+import { canonicalRequestPath } from '../http/request-path.js';
 import { canonicalRequestHost } from '../policy/host-pattern.js';
 import { classifyHostLiteral } from './ip-literal.js';
 
@@ -14,7 +16,7 @@ export interface Target {
 export type TargetParse = ({ ok: true } & Target) | { ok: false; message: string };
 
 export interface AbsoluteTarget extends Target {
-  /** Origin-form path with query, starting with "/". */
+  /** Canonical origin-form path with query, starting with "/": decided, and sent upstream as it is. */
   path: string;
   /** `host[:port]` for the Host header sent upstream. */
   authority: string;
@@ -46,6 +48,8 @@ export function parseHost(raw: string): { ok: true; host: string; ip: boolean } 
   const literal = classifyHostLiteral(raw);
   if (literal.kind === 'invalid') return { ok: false, message: literal.message };
   if (literal.kind === 'ip') return { ok: true, host: literal.address, ip: true };
+  // The IDNA conversion reads a host as a URL would and stops at these: "a/b.example" must not become "a".
+  if (/[/\\?#@%:\s]/.test(raw)) return { ok: false, message: `"${raw}" is not a valid host name` };
   const host = canonicalRequestHost(raw);
   if (host === null) return { ok: false, message: `"${raw}" is not a valid host name` };
   return { ok: true, host, ip: false };
@@ -74,10 +78,11 @@ export function parseAbsoluteTarget(target: string): AbsoluteParse {
   const rest = target.slice(scheme[0].length);
   const slash = rest.search(/[/?#]/);
   const authority = slash === -1 ? rest : rest.slice(0, slash);
-  let path = slash === -1 ? '/' : rest.slice(slash);
+  const rawPath = slash === -1 ? '/' : rest.slice(slash);
   if (authority.includes('@')) return { ok: false, message: 'credentials in the URL are not accepted' };
-  if (path.includes('#')) return { ok: false, message: 'a fragment is not allowed in a request target' };
-  if (path.startsWith('?')) path = `/${path}`;
+  if (rawPath.includes('#')) return { ok: false, message: 'a fragment is not allowed in a request target' };
+  const path = canonicalRequestPath(rawPath.startsWith('?') ? `/${rawPath}` : rawPath);
+  if (!path.ok) return { ok: false, message: path.message };
   const parts = splitAuthority(authority);
   if (parts === null) return { ok: false, message: 'invalid URL authority' };
   const port = parts.port === null || parts.port === '' ? 80 : parsePort(parts.port);
@@ -85,5 +90,5 @@ export function parseAbsoluteTarget(target: string): AbsoluteParse {
   const host = parseHost(parts.host);
   if (!host.ok) return host;
   const hostText = host.ip && host.host.includes(':') ? `[${host.host}]` : host.host;
-  return { ok: true, host: host.host, port, ip: host.ip, path, authority: port === 80 ? hostText : `${hostText}:${port}` };
+  return { ok: true, host: host.host, port, ip: host.ip, path: path.path, authority: port === 80 ? hostText : `${hostText}:${port}` };
 }

@@ -1,5 +1,8 @@
 // `portcullis eval`: one decision, printed as JSON. No --binary means the `<unresolved>` sentinel.
-import type { Command } from 'commander';
+// A --path with no canonical form is a usage error (exit 2), as the proxy answers it with 400:
+// no decision is ever made on it.
+import { InvalidArgumentError, type Command } from 'commander';
+import { canonicalRequestPath } from '../../http/request-path.js';
 import { buildDecisionInput } from '../../engine/input.js';
 import { engineOrExit } from '../policy-or-exit.js';
 import { collect, parsePort } from '../repeatable.js';
@@ -16,6 +19,13 @@ interface EvalOptions {
   rego?: string[];
 }
 
+/** The path in the canonical form the proxy decides and sends upstream. */
+function parseRequestPath(text: string): string {
+  const canonical = canonicalRequestPath(text);
+  if (!canonical.ok) throw new InvalidArgumentError(`the proxy refuses this path with 400: ${canonical.message}`);
+  return canonical.path;
+}
+
 export function registerEval(program: Command): void {
   program
     .command('eval')
@@ -27,7 +37,7 @@ export function registerEval(program: Command): void {
     .option('--ancestor <path>', 'executable of an ancestor process (repeatable)', collect, [])
     .option('--address <ip>', 'a resolved address of the host, for allowed_ips (repeatable)', collect)
     .option('--method <method>', 'HTTP method, for protocol: rest endpoints')
-    .option('--path <path>', 'HTTP path, for protocol: rest endpoints')
+    .option('--path <path>', 'HTTP path (with query), for protocol: rest endpoints; decided in canonical form', parseRequestPath)
     .option('--rego <dir>', 'directory of extension Rego (repeatable)', collect)
     .action(async (opts: EvalOptions) => {
       const engine = await engineOrExit(opts.policy, opts.rego ?? []);
