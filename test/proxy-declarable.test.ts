@@ -83,13 +83,13 @@ describe('a range overlapping loopback in an IPv6 form', () => {
     writeFileSync(file, policyText(HOLE));
     const result = await cli('check', '--policy', file);
     expect(result.code).toBe(2);
-    expect(result.stderr).toContain(`${file}:5:23: allowed_ips entry "${HOLE}" overlaps ::ffff:7f00:0/104 (127.0.0.0/8 in its IPv4-mapped form)`);
+    expect(result.stderr).toContain(`${file}:5:23: allowed_ips entry "${HOLE}" covers loopback addresses (::ffff:7f00:0/104 = 127.0.0.0/8 in its IPv4-mapped form)`);
   });
 
   it('the proxy refuses to start with it', async () => {
     const file = join(dir, 'hole-start.yaml');
     writeFileSync(file, policyText(HOLE));
-    await expect(proxy({ policyFile: file })).rejects.toThrow(/hole-start\.yaml:5:23: .*overlaps ::ffff:7f00:0\/104/);
+    await expect(proxy({ policyFile: file })).rejects.toThrow(/hole-start\.yaml:5:23: .*covers loopback addresses \(::ffff:7f00:0\/104 = /);
     expect(reached).toBe(0);
   });
 
@@ -100,7 +100,7 @@ describe('a range overlapping loopback in an IPv6 form', () => {
     writeFileSync(file, policyText(HOLE));
     const result = await p.reload();
     expect(result.ok).toBe(false);
-    expect(result.error).toMatch(/overlaps ::ffff:7f00:0\/104/);
+    expect(result.error).toMatch(/covers loopback addresses \(::ffff:7f00:0\/104 = /);
     expect(events.find((e) => e.kind === 'reload')).toMatchObject({ ok: false, policy_file: file });
     // Still the old policy: the host's listener stays out of reach in every spelling.
     for (const target of [`[::ffff:127.0.0.1]:${listenerPort}`, `[::ffff:7f00:1]:${listenerPort}`, `127.0.0.1:${listenerPort}`]) {

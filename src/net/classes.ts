@@ -210,7 +210,7 @@ function neverDeclarableSets(): NeverDeclarable[] {
       const pattern = embed(f, parseRange(cidr)!);
       const asCidr = patternCidr(pattern);
       const text = asCidr !== null
-        ? `${asCidr} (${cidr} in its ${f.name} form)`
+        ? `${asCidr} = ${cidr} in its ${f.name} form`
         : `${f.name} addresses in ${formatAddress(f.prefix[0])}/${f.prefix[1]} that carry ${cidr}`;
       out.push({ ...pattern, cls, text });
     }

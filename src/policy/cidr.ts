@@ -12,7 +12,7 @@ export function parseAllowedIp(raw: string): CidrResult {
   // spelt: the whole of it would otherwise reach them.
   const blocked = neverDeclarableOverlap(range);
   if (blocked !== null) {
-    return { ok: false, message: `allowed_ips entry "${raw}" overlaps ${blocked.text}, ${blocked.cls} addresses that can never be allowed` };
+    return { ok: false, message: `allowed_ips entry "${raw}" covers ${blocked.cls} addresses (${blocked.text}), which can never be allowed` };
   }
   if (isIPv4Mapped(range[0])) {
     return { ok: false, message: `allowed_ips entry "${raw}" is IPv4-mapped IPv6; write the IPv4 form` };
