@@ -18,6 +18,7 @@ export type IpRange = [IpAddress, number];
 /** Bits in an address of each family. */
 export const ADDRESS_BITS: Record<IpFamily, number> = { 4: 32, 6: 128 };
 
+const DOTTED_QUAD = /^(0|[1-9]\d{0,2})\.(0|[1-9]\d{0,2})\.(0|[1-9]\d{0,2})\.(0|[1-9]\d{0,2})$/;
 const EMBEDDED_QUAD = /^(.*:)([^:]*\.[^:]*)$/;
 const HEX_GROUPS = /^[0-9a-f:]+$/i;
 const PREFIX_LENGTH = /^\d{1,3}$/;
@@ -27,7 +28,10 @@ export function familyOf(ip: IpAddress): IpFamily {
 }
 
 function parseIPv4(text: string): ipaddr.IPv4 | null {
-  return ipaddr.IPv4.isValidFourPartDecimal(text) ? ipaddr.IPv4.parse(text) : null;
+  const quad = DOTTED_QUAD.exec(text);
+  if (quad === null) return null;
+  const octets = [Number(quad[1]), Number(quad[2]), Number(quad[3]), Number(quad[4])];
+  return octets.every((o) => o <= 255) ? new ipaddr.IPv4(octets) : null;
 }
 
 function parseIPv6(text: string): ipaddr.IPv6 | null {
@@ -41,8 +45,12 @@ function parseIPv6(text: string): ipaddr.IPv6 | null {
     const [a, b, c, d] = v4.octets as [number, number, number, number];
     hex = `${embedded[1]}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
   }
-  if (!HEX_GROUPS.test(hex) || !ipaddr.IPv6.isValid(hex)) return null;
-  return ipaddr.IPv6.parse(hex);
+  if (!HEX_GROUPS.test(hex)) return null;
+  try {
+    return ipaddr.IPv6.parse(hex);
+  } catch {
+    return null;
+  }
 }
 
 /** Parses an address in a standard spelling (no zone, no brackets); null otherwise. */

@@ -3,7 +3,7 @@
 // `allowed_ips` exempts an address from its class, never from being the host itself or one of
 // the proxy's own addresses. Pure.
 import { canonicalAddress as canonicalOrNull, formatAddress, parseAddress, type IpAddress } from '../net/address.js';
-import { embeddedIPv4s, forbiddenAddressClass, neverDeclarableClass } from '../net/classes.js';
+import { addressClass, embeddedIPv4s, forbiddenAddressClass, neverDeclarableClass } from '../net/classes.js';
 
 export { forbiddenAddressClass };
 
@@ -19,7 +19,7 @@ export interface SsrfVerdict {
   cls?: string;
 }
 
-/** Every spelling that reaches the same host as `ip`: itself and each IPv4 address it carries. */
+/** Every spelling that reaches the same host as `ip`: itself (canonical, first) and each IPv4 address it carries. */
 function sameHostForms(ip: IpAddress): string[] {
   return [formatAddress(ip), ...embeddedIPv4s(ip).map((e) => formatAddress(e.address))];
 }
@@ -52,11 +52,12 @@ export function checkAddresses(addresses: string[], ownAddresses: ReadonlySet<st
   for (const address of addresses) {
     const ip = parseAddress(address);
     if (ip === null) return { ok: false, address, cls: 'invalid' };
-    const canonical = formatAddress(ip);
-    if (sameHostForms(ip).some((form) => own.has(form))) return { ok: false, address: canonical, cls: 'proxy-own-address' };
+    const forms = sameHostForms(ip);
+    const canonical = forms[0]!;
+    if (forms.some((form) => own.has(form))) return { ok: false, address: canonical, cls: 'proxy-own-address' };
     // allowed_ips can never name these (the loader refuses them): the check stands on its own
     // should a policy reach the engine some other way.
-    const cls = explicit ? (neverDeclarableClass(ip)?.cls ?? null) : forbiddenAddressClass(canonical);
+    const cls = explicit ? (neverDeclarableClass(ip)?.cls ?? null) : addressClass(ip);
     if (cls !== null) return { ok: false, address: canonical, cls };
   }
   return { ok: true };
