@@ -126,9 +126,8 @@ const bitAt = (width: number, position: number): bigint => 1n << BigInt(width - 
 
 /** Each form's prefix as fixed bits, and the v6 bit of each v4 bit: read per dialled address. */
 const READERS = EMBEDDING_FORMS.map((f) => {
-  const mask = ((1n << BigInt(f.prefix[1])) - 1n) << BigInt(128 - f.prefix[1]);
   const v6Bits = Array.from({ length: 32 }, (_, i) => bitAt(128, v6BitOf(f.placement, i)));
-  return { form: f, value: addressToBigInt(f.prefix[0]) & mask, mask, v6Bits };
+  return { form: f, ...rangePattern(f.prefix), v6Bits };
 });
 
 /** The IPv4 address each form would read out of `ip` (several for an address several forms share). */
