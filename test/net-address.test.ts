@@ -7,6 +7,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { addressFromBigInt, canonicalAddress, canonicalIpHost, parseAddress, parseRange, type IpFamily, type IpRange } from '../src/net/address.js';
 import { commonAddress, embeddedIPv4s, neverDeclarableOverlap, rangePattern } from '../src/net/classes.js';
+import { classifyHostLiteral } from '../src/net/ip-literal.js';
 import { checkAddresses } from '../src/proxy/ssrf.js';
 
 /** The address as the WHATWG URL standard serialises an IPv6 host (RFC 5952, hex for embedded IPv4). */
@@ -37,6 +38,9 @@ describe('the canonical form', () => {
     expect(canonicalAddress('::ffff:127.0.0.1')).toBe('::ffff:7f00:1');
     expect(canonicalAddress('0:0:0:0:0:FFFF:7F00:0001')).toBe('::ffff:7f00:1');
     expect(canonicalIpHost('[::127.0.0.1]')).toBe('::7f00:1');
+    // A request host says the same: the proxy dials the address asked for, not 127.0.0.1.
+    expect(classifyHostLiteral('[::127.0.0.1]')).toEqual({ kind: 'ip', address: '::7f00:1', family: 6 });
+    expect(isIPv6('::127.0.0.1') && urlCanonical('::127.0.0.1')).toBe('::7f00:1');
   });
 
   it('refuses what is not a standard spelling (Node agrees on every IPv6 case)', () => {
