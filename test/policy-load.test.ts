@@ -73,6 +73,14 @@ network_policies:
     const result = parsePolicySource(withEndpoint('allowed_ips: ["10.20.3.4/16", "2001:DB8::1"]\n        port: 1'), 'p.yaml');
     expect(result.ok && result.policies[0]!.endpoints[0]!.allowed_ips).toEqual(['10.20.0.0/16', '2001:db8::1/128']);
   });
+
+  it('accepts ranges beside the never-declarable ones, IPv6 forms of ordinary IPv4 included', () => {
+    const entries = ['11.0.0.0/8', '126.255.255.255', '192.0.0.0/2', '169.253.0.0/16', '2002:b00::/24', '64:ff9b::b00:0/104', '::100:0/104', '2001:db8::/32', 'fe00::/9'];
+    const result = parsePolicySource(withEndpoint(`allowed_ips: ${JSON.stringify(entries)}\n        port: 1`), 'p.yaml');
+    expect(result.ok ? result.policies[0]!.endpoints[0]!.allowed_ips : result.errors).toEqual(
+      ['11.0.0.0/8', '126.255.255.255/32', '192.0.0.0/2', '169.253.0.0/16', '2002:b00::/24', '64:ff9b::b00:0/104', '::100:0/104', '2001:db8::/32', 'fe00::/9'].sort(),
+    );
+  });
 });
 
 describe('host patterns', () => {
@@ -134,6 +142,18 @@ describe('bad policies are rejected with file:line:col', () => {
     ['range covering loopback', withEndpoint('allowed_ips: ["0.0.0.0/0"]\n        port: 1'), 5, 23, 'can never be allowed'],
     ['link-local in allowed_ips', withEndpoint('allowed_ips: ["169.254.169.254"]\n        port: 1'), 5, 23, 'link-local'],
     ['IPv6 loopback', withEndpoint('allowed_ips: ["::1"]\n        port: 1'), 5, 23, 'loopback'],
+    // A range overlapping a never-declarable one in any IPv6 form that carries IPv4, named.
+    ...([
+      ['range around mapped loopback', '::fff0:0:0/92', 'covers loopback addresses (::ffff:7f00:0/104 = 127.0.0.0/8 in its IPv4-mapped form)'],
+      ['mapped loopback', '::ffff:127.0.0.0/104', 'covers loopback addresses (::ffff:7f00:0/104 = 127.0.0.0/8 in its IPv4-mapped form)'],
+      ['the whole of IPv6', '::/0', 'covers loopback addresses (::1/128)'],
+      ['6to4 loopback', '2002:7f00::/24', 'covers loopback addresses (2002:7f00::/24 = 127.0.0.0/8 in its 6to4 form)'],
+      ['NAT64 loopback', '64:ff9b::7f00:1/128', 'covers loopback addresses (64:ff9b::7f00:0/104 = 127.0.0.0/8 in its NAT64 form)'],
+      ['compatible loopback', '::127.0.0.1', 'covers loopback addresses (::7f00:0/104 = 127.0.0.0/8 in its IPv4-compatible form)'],
+      ['6to4 metadata', '2002:a9fe:a9fe::/48', 'covers link-local addresses (2002:a9fe::/32 = 169.254.0.0/16 in its 6to4 form)'],
+      ['Teredo client loopback', '2001:0:4136:e378:8000:63bf:80ff:fffe', 'covers loopback addresses (Teredo client addresses in 2001::/32 that carry 127.0.0.0/8)'],
+      ['local NAT64 unspecified', '64:ff9b:1::/64', 'covers unspecified addresses (64:ff9b:1::/56 = 0.0.0.0/8 in its local NAT64 /48 form)'],
+    ] as const).map(([label, entry, message]) => [label, withEndpoint(`allowed_ips: ["${entry}"]\n        port: 1`), 5, 23, message] as const),
     ['bad CIDR', withEndpoint('allowed_ips: ["10.0.0.0/33"]\n        port: 1'), 5, 23, 'not an IP address or CIDR'],
     ['short IPv4 spelling', withEndpoint('allowed_ips: ["10.1"]\n        port: 1'), 5, 23, 'not an IP address or CIDR'],
     ['rules without protocol rest', withEndpoint('host: a.example\n        port: 80\n        rules: []'), 7, 9, 'only to endpoints with "protocol: rest"'],

@@ -3,11 +3,11 @@
 // A small walker over the wire format rather than a full decode: the proxy reads every
 // response it forwards, so this is on the hot path. Every offset is bounds-checked; a message
 // that does not parse throws.
-import ipaddr from 'ipaddr.js';
+import { addressFromBytes, formatAddress } from '../net/address.js';
 
 export interface AnsweredAddress {
   family: 4 | 6;
-  /** Canonical text form (as `canonicalIpHost` gives it). */
+  /** Canonical text form (src/net/address.ts). */
   address: string;
   ttl: number;
 }
@@ -63,7 +63,7 @@ export function answeredAddresses(message: Buffer): AnsweredAddress[] {
     if (klass === CLASS_IN && type === TYPE_A && rdlength === 4) {
       out.push({ family: 4, address: `${message[at]}.${message[at + 1]}.${message[at + 2]}.${message[at + 3]}`, ttl: ttlValue(ttl) });
     } else if (klass === CLASS_IN && type === TYPE_AAAA && rdlength === 16) {
-      out.push({ family: 6, address: ipaddr.fromByteArray([...message.subarray(at, at + 16)]).toString(), ttl: ttlValue(ttl) });
+      out.push({ family: 6, address: formatAddress(addressFromBytes([...message.subarray(at, at + 16)])), ttl: ttlValue(ttl) });
     }
     at += rdlength;
   }

@@ -6,12 +6,12 @@
 import dgram from 'node:dgram';
 import net from 'node:net';
 import ipaddr from 'ipaddr.js';
-import { canonicalIpHost } from '../policy/host-pattern.js';
+import { canonicalIpHost } from '../net/address.js';
 import type { Policy } from '../policy/types.js';
 import type { AuditEvent } from '../audit/events.js';
 import type { AuditSink } from '../audit/sink.js';
 import type { HostElement, NftSetFeeder, TimedHostElement } from '../nft/set-feeder.js';
-import { forbiddenAddressClass } from '../proxy/ssrf.js';
+import { forbiddenAddressClass } from '../net/classes.js';
 import { answeredAddresses } from './answers.js';
 import { CoverageIndex, addressAllowed, canonicalQueryName, type NameCoverage } from './coverage.js';
 import { HandedOutBook } from './handed-out.js';

@@ -3,8 +3,11 @@
 // The kernel prints each 32-bit word of an address with %08X on the raw (network-order) value,
 // so on a little-endian machine the bytes of every word come out reversed: 127.0.0.1 is
 // "0100007F". IPv6 is four such words. Ports are printed in host order (%04X).
+//
+// Addresses come out in the one canonical form of src/net/address.ts, seen as a socket sees
+// them: an IPv4-mapped address is its IPv4 address (tcp6 lists v4 peers of dual-stack sockets so).
 import { endianness } from 'node:os';
-import ipaddr from 'ipaddr.js';
+import { addressFromBytes, formatAddress, parseAddress, unmapIPv4 } from '../net/address.js';
 
 export type TableFamily = 'tcp' | 'tcp6';
 
@@ -25,19 +28,13 @@ export interface CanonicalAddress {
 /** Parses an address as a socket reports it; null when it is not an IP address. */
 export function canonicalAddress(text: string): CanonicalAddress | null {
   if (typeof text !== 'string') return null; // e.g. a destroyed socket's remoteAddress
+  // The common case, checked per connection, skips the general parser.
   const dotted = dottedQuad(text.startsWith('::ffff:') ? text.slice(7) : text);
   if (dotted) return dotted;
-  const withoutZone = text.replace(/%.*$/, '');
-  if (!ipaddr.isValid(withoutZone)) return null;
-  let parsed = ipaddr.parse(withoutZone);
-  if (parsed.kind() === 'ipv6' && (parsed as ipaddr.IPv6).isIPv4MappedAddress()) {
-    parsed = (parsed as ipaddr.IPv6).toIPv4Address();
-  }
-  if (parsed.kind() === 'ipv4' && !ipaddr.IPv4.isValidFourPartDecimal(withoutZone) && !withoutZone.includes(':')) {
-    // "127.1" and friends: sockets never report these, refuse rather than guess.
-    return null;
-  }
-  return { kind: parsed.kind(), bytes: parsed.toByteArray(), text: parsed.toString() };
+  const parsed = parseAddress(text.replace(/%.*$/, ''));
+  if (parsed === null) return null;
+  const ip = unmapIPv4(parsed);
+  return { kind: ip.kind(), bytes: ip.toByteArray(), text: formatAddress(ip) };
 }
 
 const DOTTED_QUAD = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
@@ -89,11 +86,7 @@ export function decodeEndpoint(text: string): Endpoint | null {
     for (let j = 0; j < 8; j += 2) word.push(parseInt(hex.slice(i + j, i + j + 2), 16));
     bytes.push(...(LITTLE_ENDIAN ? word.reverse() : word));
   }
-  const port = parseInt(match[2]!, 16);
-  if (bytes.length === 4) return { address: ipaddr.fromByteArray(bytes).toString(), port };
-  const v6 = ipaddr.fromByteArray(bytes) as ipaddr.IPv6;
-  const address = v6.isIPv4MappedAddress() ? v6.toIPv4Address().toString() : v6.toString();
-  return { address, port };
+  return { address: formatAddress(unmapIPv4(addressFromBytes(bytes))), port: parseInt(match[2]!, 16) };
 }
 
 /** `a.b.c.d:p` or `[v6]:p`, for messages and the CLI. */

@@ -10,7 +10,7 @@
 //   block around it is left out (`ownedBlocks`);
 // - in interval maps, which refuse overlapping elements: the ranges are cut into disjoint
 //   pieces, each owned by the first endpoint that covers it (`disjointRanges`).
-import ipaddr from 'ipaddr.js';
+import { addressFromBigInt, addressToBigInt, formatAddress as canonicalText, parseRange as parseIpRange } from '../net/address.js';
 
 export type Family = 4 | 6;
 
@@ -31,28 +31,11 @@ export const ADDRESS_BITS: Record<Family, number> = { 4: 32, 6: 128 };
 /** nft's keyword for a family's header fields: `ip daddr`, `ip6 saddr`. */
 export const ipKeyword = (family: Family): string => (family === 4 ? 'ip' : 'ip6');
 
-function bytesToBigInt(bytes: number[]): bigint {
-  let value = 0n;
-  for (const byte of bytes) value = (value << 8n) | BigInt(byte);
-  return value;
-}
-
-function bigIntToBytes(value: bigint, length: number): number[] {
-  const bytes: number[] = new Array<number>(length).fill(0);
-  let rest = value;
-  for (let i = length - 1; i >= 0; i--) {
-    bytes[i] = Number(rest & 0xffn);
-    rest >>= 8n;
-  }
-  return bytes;
-}
-
 const DOTTED_QUAD = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})(?:\/(\d{1,2}))?$/;
 
 /** Range of a canonical CIDR (`a.b.c.d/n`, `x::/n`) or single address. */
 export function parseRange(text: string): AddressRange {
-  // IPv4 by hand: policies with thousands of CIDRs are compiled, and ipaddr.parseCIDR tries
-  // (and throws for) IPv6 first.
+  // IPv4 by hand: policies with thousands of CIDRs are compiled. IPv6 through src/net.
   const quad = DOTTED_QUAD.exec(text);
   if (quad !== null) {
     const octets = quad.slice(1, 5).map(Number);
@@ -63,9 +46,11 @@ export function parseRange(text: string): AddressRange {
     const base = (value >> hostBits) << hostBits;
     return { family: 4, start: base, end: base + (1n << hostBits) - 1n };
   }
-  const [addr, bits] = text.includes('/') ? ipaddr.IPv6.parseCIDR(text) : [ipaddr.IPv6.parse(text), 128];
+  const range = text.includes(':') ? parseIpRange(text) : null;
+  if (range === null) throw new Error(`"${text}" is not an IP address or CIDR`);
+  const [addr, bits] = range;
   const hostBits = BigInt(128 - bits);
-  const base = (bytesToBigInt(addr.toByteArray()) >> hostBits) << hostBits;
+  const base = (addressToBigInt(addr) >> hostBits) << hostBits;
   return { family: 6, start: base, end: base + (1n << hostBits) - 1n };
 }
 
@@ -74,7 +59,7 @@ export function formatAddress(value: bigint, family: Family): string {
     const n = Number(value);
     return `${n >>> 24}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`;
   }
-  return ipaddr.fromByteArray(bigIntToBytes(value, 16)).toString();
+  return canonicalText(addressFromBigInt(value, 6));
 }
 
 /** Prefix length when [start, end] is exactly one CIDR block, else null. */

@@ -3,7 +3,7 @@
 // Only endpoints of policies without binaries (any program) and without L7 rules can be
 // enforced in the kernel; each gets a stable id from its position in the sorted policy list,
 // so the renderer and the DNS proxy agree on counter names without sharing state.
-import { canonicalIpHost } from '../policy/host-pattern.js';
+import { canonicalIpHost } from '../net/address.js';
 import type { Endpoint, Policy } from '../policy/types.js';
 
 export const NFT_TABLE = 'portcullis';

@@ -36,7 +36,7 @@
 // packets to their own chain, loopback, the proxy, DNS proxy and SNI listener, then per family
 // the allows of new connections (direct allows, then the host map), then the counted reject:
 // TCP reset for TCP, ICMP admin-prohibited otherwise, so a bypass fails at once.
-import { canonicalIpHost } from '../policy/host-pattern.js';
+import { canonicalIpHost } from '../net/address.js';
 import type { Policy } from '../policy/types.js';
 import { directChain, directPorts, renderDirect, type DirectRules } from './direct.js';
 import { ipKeyword, parseRange, type Family } from './intervals.js';

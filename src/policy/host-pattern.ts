@@ -4,8 +4,11 @@
 // first label and matches one or more labels. Hosts compare case-insensitively, in punycode,
 // without a trailing dot.
 import { domainToASCII } from 'node:url';
-import ipaddr from 'ipaddr.js';
+import { canonicalIpHost } from '../net/address.js';
 import type { HostKind } from './types.js';
+
+/** IP literals as hosts take the one canonical address form (src/net/address.ts). */
+export { canonicalIpHost };
 
 export type HostPatternResult =
   | { ok: true; host: string; kind: Exclude<HostKind, 'none'>; indexKey: string }
@@ -14,14 +17,6 @@ export type HostPatternResult =
 const LABEL_CHARS = /^[a-z0-9*-]+$/;
 const MAX_LABEL = 63;
 const MAX_HOST = 253;
-
-/** Canonical form of an IP literal used as a host, or null when `text` is not one. */
-export function canonicalIpHost(text: string): string | null {
-  const bare = text.startsWith('[') && text.endsWith(']') ? text.slice(1, -1) : text;
-  if (ipaddr.IPv4.isValidFourPartDecimal(bare)) return ipaddr.IPv4.parse(bare).toString();
-  if (bare.includes(':') && ipaddr.IPv6.isValid(bare)) return ipaddr.IPv6.parse(bare).toString();
-  return null;
-}
 
 function labelToAscii(label: string): string | null {
   if (/^[\x00-\x7f]*$/.test(label)) return label;

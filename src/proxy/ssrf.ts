@@ -1,86 +1,15 @@
-// SSRF address classes: which resolved addresses the proxy refuses to dial unless an
-// endpoint's `allowed_ips` names them. Pure.
-import ipaddr from 'ipaddr.js';
+// The SSRF decision: which resolved addresses the proxy refuses to dial. The address classes
+// and the canonical form are src/net's; what is proxy policy is here: an endpoint's
+// `allowed_ips` exempts an address from its class, never from being the host itself or one of
+// the proxy's own addresses. Pure.
+import { canonicalAddress as canonicalOrNull, formatAddress, parseAddress, type IpAddress } from '../net/address.js';
+import { addressClass, embeddedIPv4s, forbiddenAddressClass, neverDeclarableClass } from '../net/classes.js';
 
-type Range = [ipaddr.IPv4 | ipaddr.IPv6, number];
+export { forbiddenAddressClass };
 
-function ranges(list: Array<[string, string]>): Array<{ cls: string; range: Range }> {
-  return list.map(([cidr, cls]) => ({ cls, range: ipaddr.parseCIDR(cidr) as Range }));
-}
-
-// Explicit lists, checked before ipaddr.js's own range() so the classes are ours and stable.
-const V4_CLASSES = ranges([
-  ['0.0.0.0/8', 'unspecified'],
-  ['10.0.0.0/8', 'private'],
-  ['100.64.0.0/10', 'cgnat'],
-  ['127.0.0.0/8', 'loopback'],
-  ['169.254.0.0/16', 'link-local'],
-  ['172.16.0.0/12', 'private'],
-  ['192.0.0.0/24', 'reserved'],
-  ['192.0.2.0/24', 'documentation'],
-  ['192.88.99.0/24', 'reserved'],
-  ['192.168.0.0/16', 'private'],
-  ['198.18.0.0/15', 'benchmarking'],
-  ['198.51.100.0/24', 'documentation'],
-  ['203.0.113.0/24', 'documentation'],
-  ['224.0.0.0/4', 'multicast'],
-  ['255.255.255.255/32', 'broadcast'],
-  ['240.0.0.0/4', 'reserved'],
-]);
-
-const V6_CLASSES = ranges([
-  ['::/128', 'unspecified'],
-  ['::1/128', 'loopback'],
-  ['::ffff:0:0/96', 'ipv4-mapped'],
-  ['::/96', 'ipv4-compatible'],
-  ['64:ff9b::/96', 'nat64'],
-  ['64:ff9b:1::/48', 'nat64'],
-  ['100::/64', 'discard'],
-  ['2001::/32', 'teredo'],
-  ['2001:db8::/32', 'documentation'],
-  ['2001:10::/28', 'reserved'],
-  ['2001:20::/28', 'reserved'],
-  ['2002::/16', '6to4'],
-  ['3fff::/20', 'documentation'],
-  ['fc00::/7', 'unique-local'],
-  ['fe80::/10', 'link-local'],
-  ['fec0::/10', 'site-local'],
-  ['ff00::/8', 'multicast'],
-]);
-
-const GLOBAL_UNICAST_V6 = ipaddr.parseCIDR('2000::/3') as Range;
-
-/**
- * The class that makes `address` unsafe to dial, or null for an ordinary public address.
- * Anything that does not parse is "invalid" (and so refused).
- */
-export function forbiddenAddressClass(address: string): string | null {
-  let ip: ipaddr.IPv4 | ipaddr.IPv6;
-  try {
-    ip = ipaddr.parse(address);
-  } catch {
-    return 'invalid';
-  }
-  if (ip.kind() === 'ipv4') {
-    for (const { cls, range } of V4_CLASSES) if (ip.match(range)) return cls;
-    const r = ip.range();
-    return r === 'unicast' ? null : r;
-  }
-  for (const { cls, range } of V6_CLASSES) if (ip.match(range)) return cls;
-  // Outside 2000::/3 nothing is assigned for ordinary unicast.
-  if (!ip.match(GLOBAL_UNICAST_V6)) return 'reserved';
-  const r = ip.range();
-  return r === 'unicast' ? null : r;
-}
-
-/** Canonical spelling, so own-address comparisons are exact. */
+/** Canonical spelling (src/net/address.ts), or the text itself when it is not an address. */
 export function canonicalAddress(address: string): string {
-  try {
-    const ip = ipaddr.parse(address);
-    return ip.toString();
-  } catch {
-    return address;
-  }
+  return canonicalOrNull(address) ?? address;
 }
 
 export interface SsrfVerdict {
@@ -90,16 +19,45 @@ export interface SsrfVerdict {
   cls?: string;
 }
 
+/** Every spelling that reaches the same host as `ip`: itself (canonical, first) and each IPv4 address it carries. */
+function sameHostForms(ip: IpAddress): string[] {
+  return [formatAddress(ip), ...embeddedIPv4s(ip).map((e) => formatAddress(e.address))];
+}
+
+// The own-address sets a proxy passes are built once per listen, so their widening is cached.
+const widenedOwn = new WeakMap<ReadonlySet<string>, ReadonlySet<string>>();
+
+/** Own addresses with the IPv4 each carries (a proxy listening on ::ffff:127.0.0.1 owns 127.0.0.1). */
+function widened(own: ReadonlySet<string>): ReadonlySet<string> {
+  let out = widenedOwn.get(own);
+  if (out === undefined) {
+    const set = new Set<string>();
+    for (const text of own) {
+      const ip = parseAddress(text);
+      for (const form of ip === null ? [text] : sameHostForms(ip)) set.add(form);
+    }
+    widenedOwn.set(own, set);
+    out = set;
+  }
+  return out;
+}
+
 /**
- * Checks every address: refused when one is in a forbidden class (unless `explicit` says the
- * policy named it in allowed_ips) or is one of the proxy's own addresses (always).
+ * Checks every address: refused when it is (or carries) one of the proxy's own addresses or an
+ * address no policy may open (always), or is in a forbidden class (unless `explicit` says the
+ * policy named it in allowed_ips).
  */
 export function checkAddresses(addresses: string[], ownAddresses: ReadonlySet<string>, explicit: boolean): SsrfVerdict {
+  const own = widened(ownAddresses);
   for (const address of addresses) {
-    const canonical = canonicalAddress(address);
-    if (ownAddresses.has(canonical)) return { ok: false, address: canonical, cls: 'proxy-own-address' };
-    if (explicit) continue;
-    const cls = forbiddenAddressClass(canonical);
+    const ip = parseAddress(address);
+    if (ip === null) return { ok: false, address, cls: 'invalid' };
+    const forms = sameHostForms(ip);
+    const canonical = forms[0]!;
+    if (forms.some((form) => own.has(form))) return { ok: false, address: canonical, cls: 'proxy-own-address' };
+    // allowed_ips can never name these (the loader refuses them): the check stands on its own
+    // should a policy reach the engine some other way.
+    const cls = explicit ? (neverDeclarableClass(ip)?.cls ?? null) : addressClass(ip);
     if (cls !== null) return { ok: false, address: canonical, cls };
   }
   return { ok: true };
