@@ -368,6 +368,7 @@ addresses_named if {
 
 default addresses_named := false
 
+# An allow or an audit carries whether an endpoint it rests on names every resolved address.
 explicit_ips if {
 	input.network.addresses
 	some ref in (allowing | auditing)
