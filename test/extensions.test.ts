@@ -59,7 +59,7 @@ describe('extension deny rules in the wasm engine', () => {
     for (const { facts, reason } of EXTENSION_DENIES) {
       const input = buildDecisionInput(facts);
       expect(plain.decide(input)).toMatchObject({ allow: true, decision: 'allow' });
-      expect(extended.decide(input)).toEqual({ allow: false, decision: 'deny', reason: EXTENSION_PREFIX + reason, policy: null });
+      expect(extended.decide(input)).toEqual({ allow: false, decision: 'deny', reason: EXTENSION_PREFIX + reason, policy: null, explicit_ips: false });
     }
     for (const facts of EXTENSION_ALLOWS) {
       const input = buildDecisionInput(facts);

@@ -1,6 +1,8 @@
 // Parity: one file of decision vectors, replayed through the wasm engine and through the real
 // `opa eval` on the same Rego and data; both must agree with the expected decision, which comes
-// from an independent reference model of the semantics.
+// from an independent reference model of the semantics. The vectors' host cases are replayed
+// on their own too: every host against every host pattern of the fixture, answered by the one
+// TypeScript host matcher (src/policy/host-match.ts), the wasm engine and `opa eval`.
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -11,6 +13,7 @@ import { buildDecisionInput } from '../src/engine/input.js';
 import { opaBinary } from '../src/engine/opa-cli.js';
 import { loadPolicyFileSync, type LoadedPolicy } from '../src/policy/load.js';
 import type { Decision } from '../src/policy/types.js';
+import { hostProbe, opaAnswers, tsAnswer, wasmAnswer, type HostCase } from './support/host-probe.js';
 import { generateVectors } from './support/vectors.js';
 import type { Vector } from './support/vector-table.js';
 
@@ -73,5 +76,30 @@ describe('decision vectors', () => {
         rmSync(dir, { recursive: true, force: true });
       }
     });
+  });
+});
+
+describe('host cases of the vectors', () => {
+  const patterns = [...new Set(policy.policies.flatMap((p) => p.endpoints.flatMap((e) => (e.host === null ? [] : [e.host]))))].sort();
+  const hosts = [...new Set(vectors.map((v) => v.facts.host))].sort();
+  const probe = hostProbe(patterns);
+  const cases: HostCase[] = hosts.flatMap((host) => patterns.map((_, pattern) => ({ pattern, host })));
+  const matcher = cases.map((c) => tsAnswer(probe, c));
+  const label = (c: HostCase): string => `${probe.patterns[c.pattern]} against ${c.host}`;
+
+  it('cover every host pattern of the fixture, matching and not', () => {
+    expect(patterns.filter((p) => p.includes('*')).length).toBeGreaterThanOrEqual(3);
+    expect(matcher.filter(Boolean).length).toBeGreaterThanOrEqual(patterns.length);
+    expect(matcher.filter((m) => !m).length).toBeGreaterThan(cases.length / 2);
+  });
+
+  it('the matcher agrees with the wasm engine', async () => {
+    const engine = await PolicyEngine.create(probe.policy);
+    cases.forEach((c, i) => expect(wasmAnswer(engine, c), label(c)).toBe(matcher[i]));
+  });
+
+  it('the matcher agrees with opa eval', () => {
+    const opa = opaAnswers(probe, cases);
+    cases.forEach((c, i) => expect(opa[i], label(c)).toBe(matcher[i]));
   });
 });

@@ -70,8 +70,14 @@ host_matches(ep) if {
 
 host_matches(ep) if {
 	ep.host_kind == "wildcard"
+	host_labels_nonempty
 	_wildcard_host_matches(ep.host)
 }
+
+# A wildcard stands for characters inside labels, never for an empty label: `*.example.com`
+# does not match ".example.com", nor `**.example.com` "a..example.com". (Exact hosts have no
+# empty label, so they cannot equal such a host.)
+host_labels_nonempty if not contains(concat("", [".", host, "."]), "..")
 
 # glob.match compiles its pattern on every call in wasm (µs each), so the common wildcard
 # forms are matched with string functions and only the rest reach glob.match. Same semantics:
@@ -351,6 +357,18 @@ deny_reason := min(l7_reasons) if {
 
 # --- the decision ---------------------------------------------------------------------------
 
+# A deny carries what report-only mode needs for its SSRF check: whether some endpoint matching
+# host and port (whatever its binaries and method/path rules) names every resolved address in
+# its allowed_ips.
+addresses_named if {
+	input.network.addresses
+	some ref in covering
+	count(_endpoint(ref).allowed_ips) > 0
+}
+
+default addresses_named := false
+
+# An allow or an audit carries whether an endpoint it rests on names every resolved address.
 explicit_ips if {
 	input.network.addresses
 	some ref in (allowing | auditing)
@@ -369,6 +387,7 @@ decision := {
 	"decision": "deny",
 	"reason": concat("", ["blocked by an extension rule: ", min(ext_denials)]),
 	"policy": null,
+	"explicit_ips": addresses_named,
 } if {
 	count(ext_denials) > 0
 } else := {
@@ -395,6 +414,7 @@ decision := {
 	"decision": "deny",
 	"reason": deny_reason[1],
 	"policy": _null_if_empty(deny_reason[0]),
+	"explicit_ips": addresses_named,
 }
 
 default explicit_ips := false

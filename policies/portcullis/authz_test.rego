@@ -91,6 +91,20 @@ test_double_star_does_not_match_apex if denied(run("/usr/bin/wget", "deep.exampl
 
 test_double_star_does_not_match_lookalike if denied(run("/usr/bin/wget", "notdeep.example", 443))
 
+# --- empty labels: a wildcard never stands for one -----------------------------------------
+
+test_star_does_not_match_empty_label if denied(run(git, ".githubusercontent.com", 443))
+
+test_star_does_not_match_empty_label_before_suffix if denied(run(git, "a..githubusercontent.com", 443))
+
+test_star_inside_label_matches_empty_run if allowed_by(run("/usr/bin/python3", "api-.example.net", 443), "wild")
+
+test_double_star_does_not_match_empty_label if denied(run("/usr/bin/wget", ".deep.example", 443))
+
+test_double_star_does_not_match_inner_empty_label if denied(run("/usr/bin/wget", "a..deep.example", 443))
+
+test_wildcard_does_not_match_second_trailing_dot if denied(run("/usr/bin/wget", "a.deep.example..", 443))
+
 # --- ports ----------------------------------------------------------------------------------
 
 test_wrong_port_denied if {
@@ -208,6 +222,81 @@ test_plain_endpoint_not_explicit_ips if {
 	d := run_addresses(curl, "registry.example.org", 443, ["203.0.113.9"])
 	allowed_by(d, "mirror")
 	d.explicit_ips == false
+}
+
+# --- a deny says whether an endpoint names the addresses (report-only's SSRF check) ---------
+
+_named_policies := {
+	"named": {"name": "named", "binaries": [git], "endpoints": [{
+		"host": "*.corp.example", "host_kind": "wildcard", "ports": [443], "protocol": "",
+		"enforcement": "enforce", "rules": [], "deny_rules": [], "allowed_ips": ["10.40.0.0/16"],
+	}]},
+	"open": {"name": "open", "binaries": [], "endpoints": [{
+		"host": "*.corp.example", "host_kind": "wildcard", "ports": [443], "protocol": "",
+		"enforcement": "enforce", "rules": [], "deny_rules": [], "allowed_ips": [],
+	}]},
+}
+
+_named(path, host, port, addresses) := d if {
+	d := authz.decision with input as {
+		"exec": {"path": path, "ancestors": []},
+		"network": {"host": host, "port": port, "addresses": addresses},
+	}
+		with data.portcullis.policies as _named_policies
+		with data.portcullis.index as {"exact": {}, "wildcard": {"corp.example": [["named", 0]]}, "hostless": {}}
+}
+
+test_deny_names_addresses_of_endpoint_for_other_binary if {
+	d := _named(curl, "git.corp.example", 443, ["10.40.1.1"])
+	denied(d)
+	d.explicit_ips == true
+}
+
+test_deny_does_not_name_addresses_outside if {
+	d := _named(curl, "git.corp.example", 443, ["10.40.1.1", "10.41.0.1"])
+	denied(d)
+	d.explicit_ips == false
+}
+
+test_deny_does_not_name_addresses_for_other_port if {
+	d := _named(curl, "git.corp.example", 8443, ["10.40.1.1"])
+	denied(d)
+	d.explicit_ips == false
+}
+
+test_deny_does_not_name_addresses_for_empty_label if {
+	d := _named(curl, ".corp.example", 443, ["10.40.1.1"])
+	denied(d)
+	d.explicit_ips == false
+}
+
+test_deny_before_resolution_names_no_addresses if {
+	d := run(curl, "api.github.com", 443)
+	denied(d)
+	d.explicit_ips == false
+}
+
+test_allow_names_addresses_only_of_its_endpoints if {
+	d := authz.decision with input as {
+		"exec": {"path": curl, "ancestors": []},
+		"network": {"host": "git.corp.example", "port": 443, "addresses": ["10.40.1.1"]},
+	}
+		with data.portcullis.policies as _named_policies
+		with data.portcullis.index as {"exact": {}, "wildcard": {"corp.example": [["named", 0], ["open", 0]]}, "hostless": {}}
+	allowed_by(d, "open")
+	d.explicit_ips == false
+}
+
+test_extension_deny_names_addresses if {
+	d := authz.decision with input as {
+		"exec": {"path": git, "ancestors": []},
+		"network": {"host": "git.corp.example", "port": 443, "addresses": ["10.40.1.1"]},
+	}
+		with data.portcullis.policies as _named_policies
+		with data.portcullis.index as {"exact": {}, "wildcard": {"corp.example": [["named", 0]]}, "hostless": {}}
+		with data.portcullis.ext.deny as {"not today"}
+	denied(d)
+	d.explicit_ips == true
 }
 
 # --- L7 rules -------------------------------------------------------------------------------

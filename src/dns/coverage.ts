@@ -1,14 +1,14 @@
 // Which query names the DNS proxy answers, and which kernel endpoints an answer opens. Pure.
 //
 // A name is covered when some endpoint of some policy names it: an exact host, or a host
-// pattern with the Rego's `glob.match(pattern, ["."], name)` semantics (`*` is a run of
-// characters inside one label, `**` as the first label is one or more labels). Policies with
+// pattern as the Rego matches it (src/policy/host-match.ts, the one matcher). Policies with
 // binaries count too: programs they allow may resolve the name before connecting. A hostless
 // (`allowed_ips`-only) endpoint names no host, so it covers no name: queries for it are refused.
 //
 // Only kernel endpoints (policies without binaries, no L7 rules) that use the host maps are fed:
 // their map elements are the only place an answered address opens anything.
 import ipaddr from 'ipaddr.js';
+import { compileHostPattern, wildcardSuffix, type HostMatcher } from '../policy/host-match.js';
 import { canonicalIpHost } from '../policy/host-pattern.js';
 import type { Endpoint, Policy } from '../policy/types.js';
 import { compareEndpointIds, kernelEndpoints, usesHostMaps } from '../nft/names.js';
@@ -35,7 +35,7 @@ export interface NameCoverage {
 }
 
 interface PatternEntry {
-  regex: RegExp;
+  matches: HostMatcher;
   policy: string;
   target: HostTarget | null;
 }
@@ -51,30 +51,6 @@ export function canonicalQueryName(raw: string): string | null {
     if (label === '' || label.length > MAX_LABEL || !/^[a-z0-9_-]+$/.test(label)) return null;
   }
   return text;
-}
-
-/** The glob a wildcard host pattern stands for, as a regular expression over a whole name. */
-export function patternRegex(pattern: string): RegExp {
-  let source = '';
-  for (let i = 0; i < pattern.length; i++) {
-    const c = pattern[i]!;
-    if (c === '*' && pattern[i + 1] === '*') {
-      source += '.*';
-      i++;
-    } else if (c === '*') {
-      source += '[^.]*';
-    } else {
-      source += c.replace(/[.\\^$+?()[\]{}|-]/g, '\\$&');
-    }
-  }
-  return new RegExp(`^${source}$`);
-}
-
-/** Literal suffix after the last wildcard label: the index key, as in the loader. */
-function wildcardSuffix(pattern: string): string {
-  const labels = pattern.split('.');
-  const last = labels.reduce((at, label, i) => (label.includes('*') ? i : at), -1);
-  return labels.slice(last + 1).join('.');
 }
 
 function parseAllowed(cidrs: string[]): HostTarget['allowedIps'] {
@@ -110,7 +86,7 @@ export class CoverageIndex {
         if (endpoint.host_kind === 'wildcard') {
           const key = wildcardSuffix(endpoint.host);
           const list = this.wildcard.get(key) ?? [];
-          list.push({ regex: patternRegex(endpoint.host), policy: policy.name, target });
+          list.push({ matches: compileHostPattern(endpoint.host), policy: policy.name, target });
           this.wildcard.set(key, list);
         } else if (canonicalIpHost(endpoint.host) === null) {
           const list = this.exact.get(endpoint.host) ?? [];
@@ -133,7 +109,7 @@ export class CoverageIndex {
     // Every proper suffix of the name may be a wildcard's literal part, as in the Rego.
     for (let dot = name.indexOf('.'); dot !== -1; dot = name.indexOf('.', dot + 1)) {
       for (const entry of this.wildcard.get(name.slice(dot + 1)) ?? []) {
-        if (entry.regex.test(name)) take(entry.policy, entry.target);
+        if (entry.matches(name)) take(entry.policy, entry.target);
       }
     }
     return {

@@ -76,6 +76,10 @@ export interface Decision {
   decision: 'allow' | 'deny' | 'audit';
   reason: string;
   policy: string | null;
-  /** True when the allow rests on an endpoint whose `allowed_ips` covers every address given. */
+  /**
+   * True when every address given lies in the `allowed_ips` of an endpoint: for an allow or
+   * audit, one the decision rests on; for a deny, any endpoint matching host and port (what
+   * report-only mode's SSRF check needs). Not part of the printed decision.
+   */
   explicit_ips?: boolean;
 }

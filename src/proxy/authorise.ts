@@ -7,7 +7,7 @@ import type { PolicyEngine } from '../engine/engine.js';
 import type { ProcessIdentity } from '../identity/types.js';
 import type { Decision } from '../policy/types.js';
 import type { ProxyErrorKind } from './responses.js';
-import { addressesNamedByPolicy } from './report-only.js';
+import { addressesNamed, letThrough } from './report-only.js';
 import { checkAddresses } from './ssrf.js';
 import { DnsLookupError, type UpstreamLookup } from './upstream-dns.js';
 
@@ -47,11 +47,6 @@ function denied(reason: string): Decision {
   return { allow: false, decision: 'deny', reason, policy: null };
 }
 
-/** In report-only mode a would-deny goes through, recorded as `audit`. */
-function letThrough(decision: Decision): Decision {
-  return { ...decision, allow: true, decision: 'audit', reason: `report-only, would deny: ${decision.reason}` };
-}
-
 export async function authorise(ctx: AuthoriseContext, identity: ProcessIdentity, facts: RequestFacts): Promise<Authorisation> {
   let reported: Decision | null = null;
   const refuse = (kind: ProxyErrorKind, decision: Decision): Authorisation | null => {
@@ -89,8 +84,7 @@ export async function authorise(ctx: AuthoriseContext, identity: ProcessIdentity
   }
 
   // SSRF stays enforced in report-only mode: it protects the host, it is not policy.
-  const explicit = second.allow ? second.explicit_ips === true : addressesNamedByPolicy(ctx.engine.data, facts.host, facts.port, addresses);
-  const ssrf = checkAddresses(addresses, ctx.ownAddresses, explicit);
+  const ssrf = checkAddresses(addresses, ctx.ownAddresses, addressesNamed(second));
   if (!ssrf.ok) {
     const detail =
       ssrf.cls === 'proxy-own-address'

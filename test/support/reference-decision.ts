@@ -1,7 +1,9 @@
 // An independent, deliberately naive model of the decision semantics in DESIGN.md: it walks
-// every policy and turns globs into regular expressions. The parity vectors' expectations come
-// from it, so the Rego (via opa and via wasm) is checked against a second implementation.
+// every policy and turns path globs into regular expressions. The parity vectors' expectations
+// come from it, so the Rego (via opa and via wasm) is checked against a second implementation.
+// Hosts are matched by the one TypeScript host matcher: the vectors pin it to the Rego.
 import ipaddr from 'ipaddr.js';
+import { hostMatches } from '../../src/policy/host-match.js';
 import type { DecisionInput, L7Rule, Policy } from '../../src/policy/types.js';
 
 export interface ExpectedDecision {
@@ -11,14 +13,6 @@ export interface ExpectedDecision {
 }
 
 const escape = (s: string): string => s.replace(/[.+^${}()|[\]\\?]/g, '\\$&');
-
-function hostRegex(pattern: string): RegExp {
-  const labels = pattern.split('.').map((label, i) => {
-    if (label === '**' && i === 0) return '[^.]+(?:\\.[^.]+)*';
-    return label.split('*').map(escape).join('[^.]*');
-  });
-  return new RegExp(`^${labels.join('\\.')}$`);
-}
 
 function pathRegex(glob: string): RegExp {
   const body = glob
@@ -49,7 +43,7 @@ export function referenceDecision(policies: Policy[], input: DecisionInput): Exp
     const binaryOk = policy.binaries.length === 0 || policy.binaries.some((b) => paths.some((p) => pathRegex(b).test(p)));
     if (!binaryOk) continue;
     for (const ep of policy.endpoints) {
-      if (ep.host !== null && !hostRegex(ep.host).test(host)) continue;
+      if (ep.host !== null && !hostMatches(ep.host, host)) continue;
       if (!ep.ports.includes(input.network.port)) continue;
       const addresses = input.network.addresses;
       if (ep.allowed_ips.length > 0 && addresses !== undefined) {

@@ -74,4 +74,8 @@ export const EDGE_CASES: Array<Omit<Vector, 'expected'>> = [
   { name: 'punycode host', facts: { host: 'xn--bcher-kva.example', port: 443 } },
   { name: 'wildcard inside label across dot', facts: { host: 'api-x.eu.example.net', port: 443, binary: '/usr/bin/x' } },
   { name: 'wildcard inside label multi-port', facts: { host: 'api-x.example.net', port: 8443, binary: '/usr/bin/x' } },
+  { name: 'wildcard inside label matches an empty run', facts: { host: 'api-.example.net', port: 443, binary: '/usr/bin/x' } },
+  { name: 'star never matches an empty label', facts: { host: '.githubusercontent.com', port: 443, binary: '/usr/bin/git' }, reason_contains: 'is not allowed by any policy' },
+  { name: 'double star never matches an empty label', facts: { host: '.deep.example', port: 443, binary: '/usr/bin/x' }, reason_contains: 'is not allowed by any policy' },
+  { name: 'double star never matches an inner empty label', facts: { host: 'a..deep.example', port: 443, binary: '/usr/bin/x' }, reason_contains: 'is not allowed by any policy' },
 ];
