@@ -11,7 +11,7 @@ import { IdentityResolver } from '../identity/resolver.js';
 import type { ConnectionTuple, ProcessIdentity, ResolveOptions } from '../identity/types.js';
 import { loadPolicyFile } from '../policy/load.js';
 import { UNRESOLVED } from '../policy/types.js';
-import { authorise, decisionInputFor, type AuthoriseContext, type RequestFacts } from './authorise.js';
+import { authorise, decisionInputFor, inspectionRefusal, type AuthoriseContext, type RequestFacts } from './authorise.js';
 import { parseClientHello } from './client-hello.js';
 import { ChunkedBodyScanner } from './chunked.js';
 import { headerValues, parseRequestHead, requestBodyFraming, type BodyFraming, type RequestHead } from './http-head.js';
@@ -597,7 +597,8 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
     let closed = 0;
     if (!reportOnly) {
       for (const tunnel of [...tunnels]) {
-        const decision = engine.decide(decisionInputFor(tunnel.identity, tunnel.facts, tunnel.addresses));
+        const allowed = engine.decide(decisionInputFor(tunnel.identity, tunnel.facts, tunnel.addresses));
+        const decision = inspectionRefusal(allowed, tunnel.facts) ?? allowed;
         if (decision.allow) continue;
         closed++;
         audit.emit({ kind: tunnel.kind, ...decision, host: tunnel.facts.host, port: tunnel.facts.port, ...identityFields(tunnel.identity), detail: 'open connection closed: the reloaded policy denies it' });
