@@ -2,6 +2,7 @@
 // openssl reading and verifying what portcullis made, curl and `openssl s_client` completing
 // handshakes with minted leaves, and Node's TLS client verifying upstreams. Loopback only.
 import { execFile } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
 import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -11,6 +12,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createAuthority, type CreatedAuthority } from '../src/tls/ca.js';
 import { CaFileError, loadAuthority, writeAuthority } from '../src/tls/ca-files.js';
+import * as der from '../src/tls/der.js';
 import { LeafCache } from '../src/tls/leaf-cache.js';
 import { LEAF_LIFETIME_MS, LeafMinter } from '../src/tls/leaf.js';
 import { pemCertificates, systemRoots } from '../src/tls/roots.js';
@@ -138,15 +140,68 @@ describe('loading a CA', () => {
     expect(await refusal(certFile, open)).toMatch(/readable or writable by other users \(mode 644\).*chmod 600/);
   });
 
-  it('loads an openssl-made RSA CA and signs leaves that verify', async () => {
-    const key = join(dir, 'rsa.key');
-    const cert = join(dir, 'rsa.crt');
-    const made = await openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=corp CA',
+  it.each([
+    ['RSA', ['-newkey', 'rsa:2048'], 'sha256WithRSAEncryption'],
+    ['ECDSA P-384', ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:secp384r1'], 'ecdsa-with-SHA384'],
+  ])('loads an openssl-made %s CA and signs leaves that verify', async (label, keyArgs, algorithm) => {
+    const key = join(dir, `${label}.key`);
+    const cert = join(dir, `${label}.crt`);
+    const made = await openssl('req', '-x509', ...keyArgs, '-nodes', '-keyout', key, '-out', cert, '-days', '2', '-subj', '/C=XX/O=Corp/CN=corp CA',
       '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign');
     expect(made.code, made.out).toBe(0);
     chmodSync(key, 0o600);
     const leaf = await (await LeafMinter.create(await loadAuthority(cert, key))).mint('corp.example');
-    expect((await openssl('verify', '-CAfile', cert, file(leaf.certPem))).out).toContain(': OK');
+    const pem = file(leaf.certPem);
+    expect((await openssl('verify', '-CAfile', cert, pem)).out).toContain(': OK');
+    expect((await openssl('x509', '-in', pem, '-noout', '-text')).out).toContain(`Signature Algorithm: ${algorithm}`);
+  });
+});
+
+describe('DER encoding', () => {
+  it('writes identifiers, integers, lengths and times as DER requires', () => {
+    expect(der.objectIdentifier('1.2.840.10045.4.3.2').toString('hex')).toBe('06082a8648ce3d040302');
+    expect(der.unsignedInteger(Buffer.from([0x80, 1])).toString('hex')).toBe('0203008001');
+    expect(der.unsignedInteger(Buffer.from([0, 0, 5])).toString('hex')).toBe('020105');
+    expect(der.octetString(Buffer.alloc(200)).subarray(0, 3).toString('hex')).toBe('0481c8');
+    expect(der.octetString(Buffer.alloc(300)).subarray(0, 4).toString('hex')).toBe('0482012c');
+    expect(der.time(new Date('2049-12-31T23:59:59Z')).toString('latin1')).toBe('\x17\x0d491231235959Z');
+    expect(der.time(new Date('2050-01-01T00:00:00Z')).toString('latin1')).toBe('\x18\x0f20500101000000Z');
+    const outer = der.sequence(der.octetString(Buffer.alloc(300)), der.TRUE);
+    expect(der.children(outer).map((c) => c.length)).toEqual([304, 3]);
+  });
+});
+
+describe('an intermediate CA', () => {
+  it('is sent after each leaf, so clients that hold only the root verify the chain; a root is not sent', async () => {
+    const run = async (...args: string[]): Promise<void> => {
+      const r = await openssl(...args);
+      expect(r.code, r.out).toBe(0);
+    };
+    const [rootKey, rootCert, midKey, midCsr, midCert, ext] = ['root.key', 'root.crt', 'mid.key', 'mid.csr', 'mid.crt', 'mid.ext'].map((n) => join(dir, n)) as [string, string, string, string, string, string];
+    await run('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', rootKey, '-out', rootCert, '-days', '2', '-subj', '/CN=corp root',
+      '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign');
+    await run('req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', midKey, '-out', midCsr, '-subj', '/CN=corp inspection');
+    writeFileSync(ext, 'basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n');
+    await run('x509', '-req', '-in', midCsr, '-CA', rootCert, '-CAkey', rootKey, '-CAcreateserial', '-out', midCert, '-days', '2', '-extfile', ext);
+    chmodSync(midKey, 0o600);
+    const leaf = await (await LeafMinter.create(await loadAuthority(midCert, midKey))).mint('inner.example');
+    expect(pemCertificates(leaf.chainPem)).toHaveLength(2);
+    const server = tls.createServer({ key: leaf.keyPem, cert: leaf.chainPem }, (s) => s.end('ok'));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const body = await new Promise<string>((resolve, reject) => {
+        const socket = tls.connect({ host: '127.0.0.1', port: (server.address() as AddressInfo).port, servername: 'inner.example', ca: readFileSync(rootCert, 'utf8') });
+        let text = '';
+        socket.on('data', (d: Buffer) => (text += d.toString()));
+        socket.on('end', () => resolve(text));
+        socket.on('error', reject);
+      });
+      expect(body).toBe('ok');
+    } finally {
+      server.close();
+    }
+    const root = await (await LeafMinter.create(await createAuthority())).mint('x.example');
+    expect(pemCertificates(root.chainPem)).toEqual([root.certPem]);
   });
 });
 
@@ -161,7 +216,7 @@ describe('leaf certificates', () => {
   });
 
   it('name the host as a DNS SAN, for serverAuth, valid an hour back and a day ahead', async () => {
-    const now = new Date();
+    const now = new Date(Math.floor(Date.now() / 1000) * 1000 + 400); // validity counts whole seconds
     const leaf = await minter.mint('API.Example.COM.', now);
     expect(leaf.host).toBe('api.example.com');
     const pem = file(leaf.certPem);
@@ -172,8 +227,14 @@ describe('leaf certificates', () => {
     expect(text).toMatch(/Extended Key Usage: \s+TLS Web Server Authentication\s/);
     expect(text).toMatch(/CA:FALSE/);
     expect(text).toMatch(/NIST CURVE: P-256/);
-    expect(leaf.notBefore.getTime()).toBe(now.getTime() - HOUR);
-    expect(leaf.notAfter.getTime()).toBe(now.getTime() + LEAF_LIFETIME_MS);
+    expect(leaf.notBefore.getTime()).toBe(now.getTime() - 400 - HOUR);
+    expect(leaf.notAfter.getTime()).toBe(now.getTime() - 400 + LEAF_LIFETIME_MS);
+    // Node's own parser agrees: issued by the CA, signature valid, the same validity.
+    const parsed = new X509Certificate(leaf.certPem);
+    expect(parsed.checkIssued(new X509Certificate(ca.certPem))).toBe(true);
+    expect(parsed.verify(new X509Certificate(ca.certPem).publicKey)).toBe(true);
+    expect(new Date(parsed.validTo).getTime()).toBe(leaf.notAfter.getTime());
+    expect(parsed.checkHost('api.example.com')).toBe('api.example.com');
   });
 
   it('name an IP literal as an IP address SAN (IPv4 and IPv6)', async () => {
@@ -183,6 +244,23 @@ describe('leaf certificates', () => {
       expect((await openssl('verify', '-CAfile', caFile, '-verify_ip', bare, pem)).out).toContain(': OK');
       expect((await openssl('x509', '-in', pem, '-noout', '-ext', 'subjectAltName')).out).toContain(shown);
     }
+  });
+
+  it('carry a name longer than a common name allows in a critical SAN only, under an empty subject', async () => {
+    const long = `${'a'.repeat(60)}.example.com`;
+    const pem = file((await minter.mint(long)).certPem);
+    expect((await openssl('verify', '-CAfile', caFile, '-verify_hostname', long, pem)).out).toContain(': OK');
+    const text = (await openssl('x509', '-in', pem, '-noout', '-text')).out;
+    expect(text).toMatch(/Subject: \n/);
+    expect(text).toMatch(/Subject Alternative Name: critical/);
+  });
+
+  it('use one key pair per minter, or a new one per leaf when asked', async () => {
+    const a = await minter.mint('one.example');
+    const b = await minter.mint('two.example');
+    expect(a.keyPem).toBe(b.keyPem);
+    const perLeaf = await LeafMinter.create(ca, { keyPerLeaf: true });
+    expect((await perLeaf.mint('one.example')).keyPem).not.toBe((await perLeaf.mint('two.example')).keyPem);
   });
 
   it('never outlive the CA, and are not minted by an expired CA', async () => {
@@ -230,7 +308,7 @@ describe('the leaf cache', () => {
   });
 
   it('never serves a leaf past or near its expiry (clock injected)', async () => {
-    let now = Date.now();
+    let now = Math.floor(Date.now() / 1000) * 1000;
     const cache = new LeafCache(minter, { clock: () => now, renewBeforeMs: HOUR });
     const first = await cache.get('clock.example');
     now += 22 * HOUR + 59 * 60_000; // an hour and a minute before the end: still served
@@ -332,7 +410,7 @@ describe('trust bundle and upstream verification', () => {
     it('classifies an untrusted, a mismatched and an expired certificate as upstream_tls_error with the code', async () => {
       const { port } = await serve('upstream.example');
       const untrusted = await connect(new UpstreamTrust(), 'upstream.example', port).catch((e: unknown) => e);
-      expect(classifyUpstreamTlsError(untrusted, 'upstream.example')).toMatchObject({ kind: 'upstream_tls_error', code: 'SELF_SIGNED_CERT_IN_CHAIN' });
+      expect(classifyUpstreamTlsError(untrusted, 'upstream.example')).toMatchObject({ kind: 'upstream_tls_error', code: 'UNABLE_TO_VERIFY_LEAF_SIGNATURE' });
       const trust = new UpstreamTrust([upstreamCa.certPem]);
       const mismatch = await connect(trust, 'other.example', port).catch((e: unknown) => e);
       const classified = classifyUpstreamTlsError(mismatch, 'other.example');

@@ -7,7 +7,7 @@ import { canonicalLeafHost, type Leaf, type LeafMinter } from './leaf.js';
 const HOUR_MS = 60 * 60 * 1000;
 
 export interface ServedLeaf extends Leaf {
-  /** Key and chain (leaf + CA), ready for `tls.createServer`'s SNICallback or `secureContext`. */
+  /** Key and chain, ready for `tls.createServer`'s SNICallback or `secureContext`. */
   context: SecureContext;
 }
 
