@@ -294,6 +294,13 @@ describe('the leaf cache', () => {
     expect(cache.minted).toBe(1);
   });
 
+  it('rejects (never throws) for a name no certificate may carry, and caches nothing for it', async () => {
+    const cache = new LeafCache(minter);
+    const attempt = cache.get('bad name.example');
+    await expect(attempt).rejects.toThrow(/not a host name/);
+    expect([cache.size, cache.minted]).toEqual([0, 0]);
+  });
+
   it('keeps at most maxEntries, dropping the least recently used', async () => {
     const cache = new LeafCache(minter, { maxEntries: 2 });
     const a = await cache.get('a.example');

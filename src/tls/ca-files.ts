@@ -73,9 +73,8 @@ async function writeNew(file: string, text: string, mode: number, force: boolean
     throw new CaFileError(`cannot write ${file}: ${(err as Error).message}`);
   }
   try {
-    // open() applies the mode only to a new file (and through the umask): set it either way.
+    // open() applies the mode only to a new file (and through the umask): set it before writing.
     await handle.chmod(mode);
-    await handle.truncate(0);
     await handle.writeFile(text);
   } finally {
     await handle.close();

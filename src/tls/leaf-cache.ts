@@ -65,11 +65,16 @@ export class LeafCache {
     return leaf;
   }
 
-  /** The leaf for `host`, minted when missing or near expiry. */
+  /** The leaf for `host`, minted when missing or near expiry; rejects for a name no certificate may carry. */
   get(host: string): Promise<ServedLeaf> {
-    const cached = this.peek(host);
+    let key: string;
+    try {
+      key = canonicalLeafHost(host).host;
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const cached = this.peek(key);
     if (cached) return Promise.resolve(cached);
-    const key = canonicalLeafHost(host).host;
     const pending = this.minting.get(key);
     if (pending) return pending;
     const minted = this.mint(key).finally(() => this.minting.delete(key));
