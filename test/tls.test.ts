@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createAuthority, type CreatedAuthority } from '../src/tls/ca.js';
 import { CaFileError, loadAuthority, writeAuthority } from '../src/tls/ca-files.js';
 import * as der from '../src/tls/der.js';
+import { ephemeralInspectionTls, leafSniCallback, loadInspectionTls } from '../src/tls/inspection.js';
 import { LeafCache } from '../src/tls/leaf-cache.js';
 import { LEAF_LIFETIME_MS, LeafMinter } from '../src/tls/leaf.js';
 import { pemCertificates, systemRoots } from '../src/tls/roots.js';
@@ -53,7 +54,7 @@ async function leafServer(cache: LeafCache, fallback: string): Promise<{ port: n
       cert: initial.chainPem,
       SNICallback: (name, done) => {
         names.push(name);
-        cache.get(name).then((leaf) => done(null, leaf.context), (err: Error) => done(err));
+        leafSniCallback(cache)(name, done);
       },
     },
     (socket) => socket.end('HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\nhello\n'),
@@ -94,9 +95,8 @@ describe('portcullis ca init', () => {
   });
 
   it('loads what it wrote, and the leaves it signs verify with openssl', async () => {
-    const ca = await loadAuthority(join(out, 'ca.crt'), join(out, 'ca.key'));
-    const minter = await LeafMinter.create(ca);
-    const leaf = await minter.mint('api.example.com');
+    const inspection = await loadInspectionTls(join(out, 'ca.crt'), join(out, 'ca.key'), { maxEntries: 10 });
+    const leaf = await inspection.leaves.get('api.example.com');
     const verified = await openssl('verify', '-CAfile', join(out, 'ca.crt'), '-purpose', 'sslserver', file(leaf.certPem));
     expect(verified.out).toContain(': OK');
   });
@@ -347,8 +347,9 @@ describe('the leaf cache', () => {
         const child = execFile('openssl', ['s_client', '-connect', `127.0.0.1:${port}`, '-servername', 'shop.example', '-verify_hostname', 'shop.example', '-verify_return_error', '-CAfile', caFile], { timeout: 10_000 }, (err, stdout, stderr) => resolve({ code: err ? (err as { code: number }).code : 0, out: stdout + stderr }));
         child.stdin?.end('');
       });
+      // The exit code is not asserted: s_client may report the server's close after the answer.
       expect(sClient.out).toContain('Verify return code: 0 (ok)');
-      expect(sClient.code).toBe(0);
+      expect(sClient.out).not.toMatch(/verify error/);
       // Without the CA the same client refuses the leaf.
       const untrusted = await exec('curl', ['-sS', '--max-time', '10', '--resolve', `shop.example:${port}:127.0.0.1`, `https://shop.example:${port}/`]).then(() => 'accepted', (e: { stderr: string }) => e.stderr);
       expect(untrusted).toMatch(/certificate/i);
@@ -436,6 +437,14 @@ describe('trust bundle and upstream verification', () => {
       expect(trust.connectOptions('127.0.0.1').servername).toBeUndefined();
       expect(await connect(trust, '127.0.0.1', port)).toBe('ok');
       expect(sni).toEqual(['false']);
+    });
+
+    it('an ephemeral CA for one run: a day long, its leaves served, upstreams trusted through --upstream-ca', async () => {
+      const inspection = await ephemeralInspectionTls({ upstreamCaFiles: [upstreamCaFile] });
+      expect(inspection.ca.cert.notAfter.getTime() - Date.now()).toBeLessThanOrEqual(24 * HOUR);
+      const { port } = await serve('upstream.example');
+      expect(await connect(inspection.upstream, 'upstream.example', port)).toBe('ok');
+      await expect(loadInspectionTls(join(dir, 'no.crt'), join(dir, 'no.key'))).rejects.toThrow(CaFileError);
     });
 
     it('refuses an --upstream-ca file that is missing or holds no certificate', async () => {
