@@ -337,7 +337,7 @@ describe('TLS inspection without a CA', () => {
     expect(await p.reload()).toMatchObject({ ok: true, closed: 1 });
     expect(await waitForClose(tunnel.socket)).toBe(true);
     const closed = await waitForEvent(events, (e) => e.kind === 'connect' && e.host === 'keep.sim.test' && e.decision === 'deny');
-    expect(String(closed.reason)).toContain('only through TLS inspection');
+    expect(String(closed.reason)).toContain('but must be TLS-inspected');
   });
 });
 

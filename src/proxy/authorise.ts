@@ -53,7 +53,7 @@ function denied(reason: string): Decision {
  */
 export function inspectionRefusal(decision: Decision, facts: RequestFacts): Decision | null {
   if (!decision.allow || decision.inspect !== true || facts.method !== undefined) return null;
-  const reason = `${facts.host}:${facts.port} may be reached only through TLS inspection (policy ${decision.policy ?? '?'}: tls: inspect, the default for protocol: rest), and TLS inspection needs the proxy to have a CA (--ca-cert FILE --ca-key FILE; portcullis ca init makes one); without method/path rules, tls: passthrough lets the tunnel through uninspected`;
+  const reason = `${facts.host}:${facts.port} is allowed (policy ${decision.policy ?? '?'}) but must be TLS-inspected: an endpoint covering it has tls: inspect (the default for protocol: rest), and TLS inspection needs the proxy to have a CA (--ca-cert FILE --ca-key FILE; portcullis ca init makes one); tls: passthrough on an endpoint without method/path rules lets a tunnel through uninspected`;
   return { allow: false, decision: 'deny', reason, policy: decision.policy };
 }
 
