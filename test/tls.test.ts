@@ -140,6 +140,12 @@ describe('loading a CA', () => {
     expect(await refusal(certFile, open)).toMatch(/readable or writable by other users \(mode 644\).*chmod 600/);
   });
 
+  it('refuses an expired CA, naming when it expired', async () => {
+    const old = await createAuthority({ now: new Date(Date.now() - 3 * 24 * HOUR), validityDays: 1 });
+    const written = await writeAuthority(join(dir, 'expired'), old);
+    expect(await refusal(written.certFile, written.keyFile)).toMatch(/ca\.crt expired on \d{4}-/);
+  });
+
   it.each([
     ['RSA', ['-newkey', 'rsa:2048'], 'sha256WithRSAEncryption'],
     ['ECDSA P-384', ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:secp384r1'], 'ecdsa-with-SHA384'],
