@@ -70,7 +70,16 @@ describe('portcullis eval', () => {
   it('prints the decision JSON', async () => {
     const result = await cli('eval', '--policy', FIXTURE, '--host', 'api.github.com', '--port', '443', '--binary', '/usr/bin/git');
     expect(result.code).toBe(0);
-    expect(JSON.parse(result.stdout)).toEqual({ allow: true, decision: 'allow', reason: 'api.github.com:443 allowed by policy github', policy: 'github' });
+    expect(JSON.parse(result.stdout)).toEqual({ allow: true, decision: 'allow', reason: 'api.github.com:443 allowed by policy github', policy: 'github', inspect: false });
+  });
+
+  it('says whether an allowed tunnel is to be TLS-inspected', async () => {
+    const tunnel = JSON.parse((await cli('eval', '--policy', FIXTURE, '--host', 'api.internal.example', '--port', '8080', '--binary', '/usr/bin/curl')).stdout);
+    expect(tunnel).toEqual({ allow: true, decision: 'allow', reason: 'api.internal.example:8080 allowed by policy internal-api', policy: 'internal-api', inspect: true });
+    const passthrough = JSON.parse((await cli('eval', '--policy', FIXTURE, '--host', 'opaque.internal.example', '--port', '443')).stdout);
+    expect(passthrough).toMatchObject({ allow: false, policy: 'tls-modes' });
+    expect(passthrough.reason).toContain('tls: passthrough');
+    expect(passthrough.inspect).toBeUndefined();
   });
 
   it('uses <unresolved> without --binary', async () => {

@@ -96,6 +96,7 @@ describe('what reaches the kernel', () => {
       '      - { host: 203.0.113.10, port: 443, allowed_ips: ["198.51.100.0/24"] }',
       '      - { host: db.example.com, port: 5432, allowed_ips: ["203.0.113.0/24"] }',
       '      - { host: api.example.com, port: 80, protocol: rest, access: read-only }',
+      '      - { host: logged.example.com, port: 443, tls: inspect }',
       '  tools:',
       '    endpoints: [{ allowed_ips: ["203.0.113.0/24"], port: 22 }]',
       '    binaries: [{ path: /usr/bin/ssh }]',
@@ -238,7 +239,7 @@ describe('what reaches the kernel', () => {
     expect(searchedCovered).toContain('\tchain live_port4_5432 {\n\t\tip daddr 198.51.100.44 return\n\t\tcounter name');
     expect(searchedCovered).toContain('\tchain live_port4_443 {\n\t\tcounter name');
   });
-  it('rest endpoints and policies with binaries stay with the proxy', () => {
+  it('rest endpoints, inspected endpoints and policies with binaries stay with the proxy', () => {
     expect(kernelEndpoints(policy.policies).map((k) => k.id)).toEqual(['0_0', '0_1', '0_2', '0_3']);
     expect(renderRuleset(policy.policies)).not.toContain(' . 22 ');
   });

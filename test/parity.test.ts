@@ -26,7 +26,10 @@ const vectors = JSON.parse(readFileSync(VECTORS, 'utf8')) as Vector[];
 function agrees(actual: Decision, vector: Vector): void {
   const label = `${vector.name}: ${actual.reason}`;
   expect({ allow: actual.allow, decision: actual.decision }, label).toEqual({ allow: vector.expected.allow, decision: vector.expected.decision });
-  if (vector.expected.allow) expect(actual.policy, label).toBe(vector.expected.policy);
+  if (vector.expected.allow) {
+    expect(actual.policy, label).toBe(vector.expected.policy);
+    expect(actual.inspect, label).toBe(vector.expected.inspect);
+  }
   if (vector.reason_contains) expect(actual.reason, label).toContain(vector.reason_contains);
 }
 
@@ -36,6 +39,10 @@ describe('decision vectors', () => {
     const outcomes = new Set(vectors.map((v) => v.expected.decision));
     expect([...outcomes].sort()).toEqual(['allow', 'audit', 'deny']);
     expect(vectors.filter((v) => v.expected.allow).length).toBeGreaterThan(30);
+    const inspected = vectors.filter((v) => v.expected.inspect === true);
+    expect(inspected.length).toBeGreaterThan(10);
+    expect(inspected.some((v) => v.facts.method === undefined && v.expected.policy === 'internal-api')).toBe(true);
+    expect(vectors.filter((v) => v.expected.inspect === false).length).toBeGreaterThan(30);
   });
 
   it('expectations are those of the reference model (the file has not drifted)', () => {

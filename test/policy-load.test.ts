@@ -33,6 +33,27 @@ describe('valid policies normalise', () => {
     ]);
   });
 
+  it('tls defaults to inspect for rest endpoints and passthrough for the others; inspect needs no rest', () => {
+    const result = parsePolicySource(
+      `version: 1
+network_policies:
+  p:
+    endpoints:
+      - { host: a.example, port: 443, protocol: rest, access: read-only }
+      - { host: b.example, port: 443 }
+      - { host: c.example, port: 443, tls: inspect }
+      - { host: d.example, port: 443, protocol: rest, tls: passthrough }
+`,
+      'p.yaml',
+    );
+    expect(result.ok && result.policies[0]!.endpoints.map((e) => [e.host, e.tls])).toEqual([
+      ['a.example', 'inspect'],
+      ['b.example', 'passthrough'],
+      ['c.example', 'inspect'],
+      ['d.example', 'passthrough'],
+    ]);
+  });
+
   it('uses name: over the key, and omitted or empty binaries become []', () => {
     const text = `version: 1
 network_policies:
@@ -160,6 +181,10 @@ describe('bad policies are rejected with file:line:col', () => {
     ['bad method', withEndpoint('host: a.example\n        port: 80\n        protocol: rest\n        rules:\n          - allow: { method: "GE T", path: "/" }'), 9, 30, 'HTTP method'],
     ['relative rule path', withEndpoint('host: a.example\n        port: 80\n        protocol: rest\n        deny_rules:\n          - { method: GET, path: "v1" }'), 9, 34, 'must start with "/"'],
     ['unknown access preset', withEndpoint('host: a.example\n        port: 80\n        protocol: rest\n        access: everything'), 8, 17, 'must be one of'],
+    ['passthrough with rules', withEndpoint('host: a.example\n        port: 443\n        protocol: rest\n        tls: passthrough\n        rules:\n          - allow: { method: GET, path: "/" }'), 9, 9, 'which "tls: passthrough" (an opaque tunnel) does not allow'],
+    ['passthrough with deny_rules', withEndpoint('host: a.example\n        port: 443\n        protocol: rest\n        deny_rules: []\n        tls: passthrough'), 8, 9, '"deny_rules" needs to see each request'],
+    ['passthrough with access', withEndpoint('host: a.example\n        port: 443\n        tls: passthrough\n        protocol: rest\n        access: full'), 9, 9, '"access" needs to see each request'],
+    ['unknown tls mode', withEndpoint('host: a.example\n        port: 443\n        tls: skip'), 7, 14, 'must be one of "inspect", "passthrough"'],
     ['duplicate policy names', 'version: 1\nnetwork_policies:\n  a:\n    endpoints: []\n  b:\n    name: a\n    endpoints: []\n', 6, 11, 'already used'],
     ['empty file', '', 1, 1, 'empty'],
   ])('%s', (_label, text, line, col, fragment) => {

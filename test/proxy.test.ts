@@ -419,6 +419,33 @@ describe('request framing', () => {
   });
 });
 
+describe('TLS inspection without a CA', () => {
+  it('a CONNECT the policy allows only inspected is refused with inspection_unavailable, saying what is missing', async () => {
+    const { proxy: p, events } = await proxy();
+    const refused = await openTunnel(p.address.port, 'rest.sim.test:80');
+    expect(refused.status).toBe(403);
+    const body = JSON.parse(refused.response.body) as { error: string; detail: string; policy: string };
+    expect(body).toMatchObject({ error: 'inspection_unavailable', policy: 'rest' });
+    expect(body.detail).toContain('TLS inspection needs the proxy to have a CA (--ca-cert FILE --ca-key FILE');
+    const event = await waitForEvent(events, (e) => e.kind === 'connect' && e.host === 'rest.sim.test');
+    expect(event).toMatchObject({ allow: false, decision: 'deny', error: 'inspection_unavailable', policy: 'rest' });
+    expect(event.addresses).toBeUndefined(); // refused before the host was looked up
+  });
+
+  it('a reload that makes an open tunnel need inspection closes it', async () => {
+    const file = join(dir, 'reload-inspect.yaml');
+    writeFileSync(file, mainPolicy());
+    const { proxy: p, events } = await proxy({ policyFile: file });
+    const tunnel = await openTunnel(p.address.port, `keep.sim.test:${ECHO_PORT}`);
+    expect(tunnel.status).toBe(200);
+    writeFileSync(file, mainPolicy().replace(`{ host: keep.sim.test, ports: [${ECHO_PORT}],`, `{ host: keep.sim.test, tls: inspect, ports: [${ECHO_PORT}],`));
+    expect(await p.reload()).toMatchObject({ ok: true, closed: 1 });
+    expect(await waitForClose(tunnel.socket)).toBe(true);
+    const closed = await waitForEvent(events, (e) => e.kind === 'connect' && e.host === 'keep.sim.test' && e.decision === 'deny');
+    expect(String(closed.reason)).toContain('but must be TLS-inspected');
+  });
+});
+
 describe('report-only', () => {
   it('lets would-deny requests through and records them as audit', async () => {
     const { events, url } = await proxy({ reportOnly: true });

@@ -194,9 +194,18 @@ permitted_by_rule(ep) if {
 # L7 verdict of one endpoint: "ok", or why the request fails its method/path rules.
 l7_verdict(ep) := "ok" if ep.protocol != "rest"
 
+# A tunnel to an inspected rest endpoint is allowed: the proxy terminates its TLS and asks
+# again for every request on it (see `inspect`).
+l7_verdict(ep) := "ok" if {
+	ep.protocol == "rest"
+	not input.request
+	inspected(ep)
+}
+
 l7_verdict(ep) := "opaque" if {
 	ep.protocol == "rest"
 	not input.request
+	not inspected(ep)
 }
 
 l7_verdict(ep) := "deny_rule" if {
@@ -260,6 +269,24 @@ allowing_policies contains ref[0] if some ref in allowing
 
 auditing_policies contains ref[0] if some ref in auditing
 
+# --- TLS inspection ------------------------------------------------------------------------
+
+# The loader always writes `tls` (inspect by default for rest endpoints, passthrough for the
+# others); a data document without it is never inspected, so a rest tunnel stays denied.
+inspected(ep) if ep.tls == "inspect"
+
+# The tunnel is TLS-inspected when any endpoint that covers it for this caller (host, port,
+# addresses, binary) asks for it; at that level every such endpoint lets the tunnel through, and
+# the answer stays the same for each request on it. Where endpoints disagree, inspecting is the
+# safe choice: method/path rules can only be applied to an inspected connection, and a
+# passthrough endpoint loses nothing by it (it still allows each request, now decided and audited).
+default inspect := false
+
+inspect if {
+	some ref in binary_passing
+	inspected(_endpoint(ref))
+}
+
 # --- author extensions: data.portcullis.ext.deny is a set of reasons ------------------------
 
 ext_denials contains reason if {
@@ -318,7 +345,8 @@ l7_reasons contains [ref[0], reason] if {
 	l7_verdicts[ref] == "opaque"
 	reason := concat("", [
 		target, " needs HTTP method/path inspection (protocol: rest in policy ", ref[0],
-		"), which an opaque tunnel does not allow; send plain HTTP through the proxy",
+		"), which an opaque tunnel does not allow, and the endpoint has tls: passthrough;",
+		" send plain HTTP through the proxy",
 	])
 }
 
@@ -396,6 +424,7 @@ decision := {
 	"reason": concat("", [target, " allowed by policy ", min(allowing_policies)]),
 	"policy": min(allowing_policies),
 	"explicit_ips": explicit_ips,
+	"inspect": inspect,
 } if {
 	count(allowing) > 0
 } else := {
@@ -407,6 +436,7 @@ decision := {
 	]),
 	"policy": min(auditing_policies),
 	"explicit_ips": explicit_ips,
+	"inspect": inspect,
 } if {
 	count(auditing) > 0
 } else := {

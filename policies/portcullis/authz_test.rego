@@ -326,8 +326,70 @@ test_l7_deny_wins_over_allow if {
 	d.reason == "GET /v1/admin/keys to api.internal.example:8080 is blocked by a deny rule of policy internal-api"
 }
 
-test_l7_opaque_tunnel_to_rest_endpoint_denied if {
+# --- TLS inspection: the connection-level decision says whether to inspect ------------------
+
+test_tunnel_to_rest_endpoint_allowed_for_inspection if {
 	d := run(curl, "api.internal.example", 8080)
+	allowed_by(d, "internal-api")
+	d.inspect == true
+}
+
+test_tunnel_to_passthrough_rest_endpoint_denied if {
+	d := run(curl, "opaque.internal.example", 443)
+	denied(d)
+	d.reason == concat("", [
+		"opaque.internal.example:443 needs HTTP method/path inspection (protocol: rest in policy tls-modes),",
+		" which an opaque tunnel does not allow, and the endpoint has tls: passthrough; send plain HTTP through the proxy",
+	])
+}
+
+test_plain_endpoint_is_passed_through if {
+	d := run(git, "api.github.com", 443)
+	allowed_by(d, "github")
+	d.inspect == false
+}
+
+test_inspect_without_rest_decides_requests_by_host_port_binary if {
+	tunnel := run(curl, "logged.example.com", 443)
+	allowed_by(tunnel, "tls-modes")
+	tunnel.inspect == true
+	request := run_http(curl, "logged.example.com", 443, "DELETE", "/anything")
+	allowed_by(request, "tls-modes")
+	request.inspect == true
+}
+
+# overlap-a and overlap-b pass shared.example.com through; tls-modes has read-only rules for it.
+test_endpoints_disagreeing_inspect if {
+	d := run(curl, "shared.example.com", 443)
+	allowed_by(d, "overlap-a")
+	d.inspect == true
+}
+
+test_passthrough_endpoint_still_allows_each_inspected_request if {
+	d := run_http(curl, "shared.example.com", 443, "DELETE", "/x")
+	allowed_by(d, "overlap-a")
+	d.inspect == true
+}
+
+test_inspected_audit_endpoint_tunnel_allowed if {
+	d := run(curl, "audit.internal.example", 8080)
+	allowed_by(d, "internal-api")
+	d.inspect == true
+}
+
+test_denial_carries_no_inspect if {
+	d := run(curl, "evil.example", 443)
+	denied(d)
+	not d.inspect
+}
+
+# A data document written without `tls` (by hand) never inspects: the rest tunnel stays denied.
+test_endpoint_without_tls_key_is_not_inspected if {
+	policy := fixture.policies["internal-api"]
+	endpoint := object.remove(policy.endpoints[0], {"tls"})
+	d := authz.decision with input as {"exec": {"path": curl, "ancestors": []}, "network": {"host": "api.internal.example", "port": 8080}}
+		with data.portcullis.policies as {"internal-api": object.union(policy, {"endpoints": [endpoint]})}
+		with data.portcullis.index as {"exact": {"api.internal.example": [["internal-api", 0]]}, "wildcard": {}, "hostless": {}}
 	denied(d)
 	contains(d.reason, "needs HTTP method/path inspection")
 }

@@ -24,7 +24,8 @@ export function kernelEndpoints(policies: Policy[]): KernelEndpoint[] {
   for (const [pi, policy] of sorted.entries()) {
     if (policy.binaries.length > 0) continue;
     for (const [ei, endpoint] of policy.endpoints.entries()) {
-      if (endpoint.protocol === 'rest') continue;
+      // Inspected endpoints too: a kernel allow would let the connection bypass inspection.
+      if (endpoint.protocol === 'rest' || endpoint.tls === 'inspect') continue;
       out.push({ id: `${pi}_${ei}`, policy: policy.name, index: ei, endpoint });
     }
   }

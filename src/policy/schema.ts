@@ -18,6 +18,7 @@ export const endpointSchema = {
     port,
     ports: { type: 'array', minItems: 1, items: port },
     protocol: { enum: ['rest'] },
+    tls: { enum: ['inspect', 'passthrough'] },
     enforcement: { enum: ['enforce', 'audit'] },
     access: { enum: ['read-only', 'read-write', 'full'] },
     rules: {

@@ -5,7 +5,7 @@ import type { ValidateFunction } from 'ajv';
 import { createRequire } from 'node:module';
 // Ajv's code loads small runtime helpers (ajv/dist/runtime/*) with require().
 const require = createRequire(import.meta.url);
-const schema11 = { "type": "object", "additionalProperties": false, "required": ["version", "network_policies"], "properties": { "version": { "const": 1 }, "network_policies": { "type": ["object", "null"], "propertyNames": { "minLength": 1 }, "additionalProperties": { "type": "object", "additionalProperties": false, "required": ["endpoints"], "properties": { "name": { "type": "string", "minLength": 1 }, "endpoints": { "type": "array", "items": { "type": "object", "additionalProperties": false, "properties": { "host": { "type": "string" }, "port": { "type": "integer", "minimum": 1, "maximum": 65535 }, "ports": { "type": "array", "minItems": 1, "items": { "type": "integer", "minimum": 1, "maximum": 65535 } }, "protocol": { "enum": ["rest"] }, "enforcement": { "enum": ["enforce", "audit"] }, "access": { "enum": ["read-only", "read-write", "full"] }, "rules": { "type": "array", "items": { "type": "object", "additionalProperties": false, "required": ["allow"], "properties": { "allow": { "type": "object", "additionalProperties": false, "required": ["method", "path"], "properties": { "method": { "type": "string" }, "path": { "type": "string" } } } } } }, "deny_rules": { "type": "array", "items": { "type": "object", "additionalProperties": false, "required": ["method", "path"], "properties": { "method": { "type": "string" }, "path": { "type": "string" } } } }, "allowed_ips": { "type": "array", "minItems": 1, "items": { "type": "string" } } } } }, "binaries": { "type": ["array", "null"], "items": { "type": "object", "additionalProperties": false, "required": ["path"], "properties": { "path": { "type": "string" } } } } } } } } };
+const schema11 = { "type": "object", "additionalProperties": false, "required": ["version", "network_policies"], "properties": { "version": { "const": 1 }, "network_policies": { "type": ["object", "null"], "propertyNames": { "minLength": 1 }, "additionalProperties": { "type": "object", "additionalProperties": false, "required": ["endpoints"], "properties": { "name": { "type": "string", "minLength": 1 }, "endpoints": { "type": "array", "items": { "type": "object", "additionalProperties": false, "properties": { "host": { "type": "string" }, "port": { "type": "integer", "minimum": 1, "maximum": 65535 }, "ports": { "type": "array", "minItems": 1, "items": { "type": "integer", "minimum": 1, "maximum": 65535 } }, "protocol": { "enum": ["rest"] }, "tls": { "enum": ["inspect", "passthrough"] }, "enforcement": { "enum": ["enforce", "audit"] }, "access": { "enum": ["read-only", "read-write", "full"] }, "rules": { "type": "array", "items": { "type": "object", "additionalProperties": false, "required": ["allow"], "properties": { "allow": { "type": "object", "additionalProperties": false, "required": ["method", "path"], "properties": { "method": { "type": "string" }, "path": { "type": "string" } } } } } }, "deny_rules": { "type": "array", "items": { "type": "object", "additionalProperties": false, "required": ["method", "path"], "properties": { "method": { "type": "string" }, "path": { "type": "string" } } } }, "allowed_ips": { "type": "array", "minItems": 1, "items": { "type": "string" } } } } }, "binaries": { "type": ["array", "null"], "items": { "type": "object", "additionalProperties": false, "required": ["path"], "properties": { "path": { "type": "string" } } } } } } } } };
 const func2 = require("ajv/dist/runtime/ucs2length").default;
 const func4 = Object.prototype.hasOwnProperty;
 function validate10(data, { instancePath = "", parentData, parentDataProperty, rootData = data } = {}) {
@@ -260,10 +260,10 @@ function validate10(data, { instancePath = "", parentData, parentDataProperty, r
                         errors++;
                       }
                     }
-                    if (data5.enforcement !== void 0) {
-                      let data11 = data5.enforcement;
-                      if (!(data11 === "enforce" || data11 === "audit")) {
-                        const err22 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1") + "/endpoints/" + i0 + "/enforcement", schemaPath: "#/properties/network_policies/additionalProperties/properties/endpoints/items/properties/enforcement/enum", keyword: "enum", params: { allowedValues: schema11.properties.network_policies.additionalProperties.properties.endpoints.items.properties.enforcement.enum }, message: "must be equal to one of the allowed values" };
+                    if (data5.tls !== void 0) {
+                      let data11 = data5.tls;
+                      if (!(data11 === "inspect" || data11 === "passthrough")) {
+                        const err22 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1") + "/endpoints/" + i0 + "/tls", schemaPath: "#/properties/network_policies/additionalProperties/properties/endpoints/items/properties/tls/enum", keyword: "enum", params: { allowedValues: schema11.properties.network_policies.additionalProperties.properties.endpoints.items.properties.tls.enum }, message: "must be equal to one of the allowed values" };
                         if (vErrors === null) {
                           vErrors = [err22];
                         } else {
@@ -272,10 +272,10 @@ function validate10(data, { instancePath = "", parentData, parentDataProperty, r
                         errors++;
                       }
                     }
-                    if (data5.access !== void 0) {
-                      let data12 = data5.access;
-                      if (!(data12 === "read-only" || data12 === "read-write" || data12 === "full")) {
-                        const err23 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1") + "/endpoints/" + i0 + "/access", schemaPath: "#/properties/network_policies/additionalProperties/properties/endpoints/items/properties/access/enum", keyword: "enum", params: { allowedValues: schema11.properties.network_policies.additionalProperties.properties.endpoints.items.properties.access.enum }, message: "must be equal to one of the allowed values" };
+                    if (data5.enforcement !== void 0) {
+                      let data12 = data5.enforcement;
+                      if (!(data12 === "enforce" || data12 === "audit")) {
+                        const err23 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1") + "/endpoints/" + i0 + "/enforcement", schemaPath: "#/properties/network_policies/additionalProperties/properties/endpoints/items/properties/enforcement/enum", keyword: "enum", params: { allowedValues: schema11.properties.network_policies.additionalProperties.properties.endpoints.items.properties.enforcement.enum }, message: "must be equal to one of the allowed values" };
                         if (vErrors === null) {
                           vErrors = [err23];
                         } else {
@@ -284,47 +284,50 @@ function validate10(data, { instancePath = "", parentData, parentDataProperty, r
                         errors++;
                       }
                     }
+                    if (data5.access !== void 0) {
+                      let data13 = data5.access;
+                      if (!(data13 === "read-only" || data13 === "read-write" || data13 === "full")) {
+                        const err24 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1") + "/endpoints/" + i0 + "/access", schemaPath: "#/properties/network_policies/additionalProperties/properties/endpoints/items/properties/access/enum", keyword: "enum", params: { allowedValues: schema11.properties.network_policies.additionalProperties.properties.endpoints.items.properties.access.enum }, message: "must be equal to one of the allowed values" };
+                        if (vErrors === null) {
+                          vErrors = [err24];
+                        } else {
+                          vErrors.push(err24);
+                        }
+                        errors++;
+                      }
+                    }
                     if (data5.rules !== void 0) {
-                      let data13 = data5.rules;
-                      if (Array.isArray(data13)) {
-                        const len2 = data13.length;
+                      let data14 = data5.rules;
+                      if (Array.isArray(data14)) {
+                        const len2 = data14.length;
                         for (let i2 = 0; i2 < len2; i2++) {
-                          let data14 = data13[i2];
-                          if (data14 && typeof data14 == "object" && !Array.isArray(data14)) {
-                            if (data14.allow === void 0) {
-                              const err24 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1") + "/endpoints/" + i0 + "/rules/" + i2, schemaPath: "#/properties/network_policies/additionalProperties/properties/endpoints/items/properties/rules/items/required", keyword: "required", params: { missingProperty: "allow" }, message: "must have required property 'allow'" };
+                          let data15 = data14[i2];
+                          if (data15 && typeof data15 == "object" && !Array.isArray(data15)) {
+                            if (data15.allow === void 0) {
+                              const err25 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1") + "/endpoints/" + i0 + "/rules/" + i2, schemaPath: "#/properties/network_policies/additionalProperties/properties/endpoints/items/properties/rules/items/required", keyword: "required", params: { missingProperty: "allow" }, message: "must have required property 'allow'" };
                               if (vErrors === null) {
-                                vErrors = [err24];
+                                vErrors = [err25];
                               } else {
-                                vErrors.push(err24);
+                                vErrors.push(err25);
                               }
                               errors++;
                             }
-                            for (const key5 in data14) {
+                            for (const key5 in data15) {
                               if (!(key5 === "allow")) {
-                                const err25 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1") + "/endpoints/" + i0 + "/rules/" + i2, schemaPath: "#/properties/network_policies/additionalProperties/properties/endpoints/items/properties/rules/items/additionalProperties", keyword: "additionalProperties", params: { additionalProperty: key5 }, message: "must NOT have additional properties" };
+                                const err26 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1") + "/endpoints/" + i0 + "/rules/" + i2, schemaPath: "#/properties/network_policies/additionalProperties/properties/endpoints/items/properties/rules/items/additionalProperties", keyword: "additionalProperties", params: { additionalProperty: key5 }, message: "must NOT have additional properties" };
                                 if (vErrors === null) {
-                                  vErrors = [err25];
+                                  vErrors = [err26];
                                 } else {
-                                  vErrors.push(err25);
+                                  vErrors.push(err26);
                                 }
                                 errors++;
                               }
                             }
-                            if (data14.allow !== void 0) {
-                              let data15 = data14.allow;
-                              if (data15 && typeof data15 == "object" && !Array.isArray(data15)) {
-                                if (data15.method === void 0) {
-                                  const err26 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1") + "/endpoints/" + i0 + "/rules/" + i2 + "/allow", schemaPath: "#/properties/network_policies/additionalProperties/properties/endpoints/items/properties/rules/items/properties/allow/required", keyword: "required", params: { missingProperty: "method" }, message: "must have required property 'method'" };
-                                  if (vErrors === null) {
-                                    vErrors = [err26];
-                                  } else {
-                                    vErrors.push(err26);
-                                  }
-                                  errors++;
-                                }
-                                if (data15.path === void 0) {
-                                  const err27 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1") + "/endpoints/" + i0 + "/rules/" + i2 + "/allow", schemaPath: "#/properties/network_policies/additionalProperties/properties/endpoints/items/properties/rules/items/properties/allow/required", keyword: "required", params: { missingProperty: "path" }, message: "must have required property 'path'" };
+                            if (data15.allow !== void 0) {
+                              let data16 = data15.allow;
+                              if (data16 && typeof data16 == "object" && !Array.isArray(data16)) {
+                                if (data16.method === void 0) {
+                                  const err27 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1") + "/endpoints/" + i0 + "/rules/" + i2 + "/allow", schemaPath: "#/properties/network_policies/additionalProperties/properties/endpoints/items/properties/rules/items/properties/allow/required", keyword: "required", params: { missingProperty: "method" }, message: "must have required property 'method'" };
                                   if (vErrors === null) {
                                     vErrors = [err27];
                                   } else {
@@ -332,20 +335,18 @@ function validate10(data, { instancePath = "", parentData, parentDataProperty, r
                                   }
                                   errors++;
                                 }
-                                for (const key6 in data15) {
-                                  if (!(key6 === "method" || key6 === "path")) {
-                                    const err28 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1") + "/endpoints/" + i0 + "/rules/" + i2 + "/allow", schemaPath: "#/properties/network_policies/additionalProperties/properties/endpoints/items/properties/rules/items/properties/allow/additionalProperties", keyword: "additionalProperties", params: { additionalProperty: key6 }, message: "must NOT have additional properties" };
-                                    if (vErrors === null) {
-                                      vErrors = [err28];
-                                    } else {
-                                      vErrors.push(err28);
-                                    }
-                                    errors++;
+                                if (data16.path === void 0) {
+                                  const err28 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1") + "/endpoints/" + i0 + "/rules/" + i2 + "/allow", schemaPath: "#/properties/network_policies/additionalProperties/properties/endpoints/items/properties/rules/items/properties/allow/required", keyword: "required", params: { missingProperty: "path" }, message: "must have required property 'path'" };
+                                  if (vErrors === null) {
+                                    vErrors = [err28];
+                                  } else {
+                                    vErrors.push(err28);
                                   }
+                                  errors++;
                                 }
-                                if (data15.method !== void 0) {
-                                  if (typeof data15.method !== "string") {
-                                    const err29 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1") + "/endpoints/" + i0 + "/rules/" + i2 + "/allow/method", schemaPath: "#/properties/network_policies/additionalProperties/properties/endpoints/items/properties/rules/items/properties/allow/properties/method/type", keyword: "type", params: { type: "string" }, message: "must be string" };
+                                for (const key6 in data16) {
+                                  if (!(key6 === "method" || key6 === "path")) {
+                                    const err29 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1") + "/endpoints/" + i0 + "/rules/" + i2 + "/allow", schemaPath: "#/properties/network_policies/additionalProperties/properties/endpoints/items/properties/rules/items/properties/allow/additionalProperties", keyword: "additionalProperties", params: { additionalProperty: key6 }, message: "must NOT have additional properties" };
                                     if (vErrors === null) {
                                       vErrors = [err29];
                                     } else {
@@ -354,9 +355,9 @@ function validate10(data, { instancePath = "", parentData, parentDataProperty, r
                                     errors++;
                                   }
                                 }
-                                if (data15.path !== void 0) {
-                                  if (typeof data15.path !== "string") {
-                                    const err30 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1") + "/endpoints/" + i0 + "/rules/" + i2 + "/allow/path", schemaPath: "#/properties/network_policies/additionalProperties/properties/endpoints/items/properties/rules/items/properties/allow/properties/path/type", keyword: "type", params: { type: "string" }, message: "must be string" };
+                                if (data16.method !== void 0) {
+                                  if (typeof data16.method !== "string") {
+                                    const err30 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1") + "/endpoints/" + i0 + "/rules/" + i2 + "/allow/method", schemaPath: "#/properties/network_policies/additionalProperties/properties/endpoints/items/properties/rules/items/properties/allow/properties/method/type", keyword: "type", params: { type: "string" }, message: "must be string" };
                                     if (vErrors === null) {
                                       vErrors = [err30];
                                     } else {
@@ -365,54 +366,56 @@ function validate10(data, { instancePath = "", parentData, parentDataProperty, r
                                     errors++;
                                   }
                                 }
+                                if (data16.path !== void 0) {
+                                  if (typeof data16.path !== "string") {
+                                    const err31 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1") + "/endpoints/" + i0 + "/rules/" + i2 + "/allow/path", schemaPath: "#/properties/network_policies/additionalProperties/properties/endpoints/items/properties/rules/items/properties/allow/properties/path/type", keyword: "type", params: { type: "string" }, message: "must be string" };
+                                    if (vErrors === null) {
+                                      vErrors = [err31];
+                                    } else {
+                                      vErrors.push(err31);
+                                    }
+                                    errors++;
+                                  }
+                                }
                               } else {
-                                const err31 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1") + "/endpoints/" + i0 + "/rules/" + i2 + "/allow", schemaPath: "#/properties/network_policies/additionalProperties/properties/endpoints/items/properties/rules/items/properties/allow/type", keyword: "type", params: { type: "object" }, message: "must be object" };
+                                const err32 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1") + "/endpoints/" + i0 + "/rules/" + i2 + "/allow", schemaPath: "#/properties/network_policies/additionalProperties/properties/endpoints/items/properties/rules/items/properties/allow/type", keyword: "type", params: { type: "object" }, message: "must be object" };
                                 if (vErrors === null) {
-                                  vErrors = [err31];
+                                  vErrors = [err32];
                                 } else {
-                                  vErrors.push(err31);
+                                  vErrors.push(err32);
                                 }
                                 errors++;
                               }
                             }
                           } else {
-                            const err32 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1") + "/endpoints/" + i0 + "/rules/" + i2, schemaPath: "#/properties/network_policies/additionalProperties/properties/endpoints/items/properties/rules/items/type", keyword: "type", params: { type: "object" }, message: "must be object" };
+                            const err33 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1") + "/endpoints/" + i0 + "/rules/" + i2, schemaPath: "#/properties/network_policies/additionalProperties/properties/endpoints/items/properties/rules/items/type", keyword: "type", params: { type: "object" }, message: "must be object" };
                             if (vErrors === null) {
-                              vErrors = [err32];
+                              vErrors = [err33];
                             } else {
-                              vErrors.push(err32);
+                              vErrors.push(err33);
                             }
                             errors++;
                           }
                         }
                       } else {
-                        const err33 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1") + "/endpoints/" + i0 + "/rules", schemaPath: "#/properties/network_policies/additionalProperties/properties/endpoints/items/properties/rules/type", keyword: "type", params: { type: "array" }, message: "must be array" };
+                        const err34 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1") + "/endpoints/" + i0 + "/rules", schemaPath: "#/properties/network_policies/additionalProperties/properties/endpoints/items/properties/rules/type", keyword: "type", params: { type: "array" }, message: "must be array" };
                         if (vErrors === null) {
-                          vErrors = [err33];
+                          vErrors = [err34];
                         } else {
-                          vErrors.push(err33);
+                          vErrors.push(err34);
                         }
                         errors++;
                       }
                     }
                     if (data5.deny_rules !== void 0) {
-                      let data18 = data5.deny_rules;
-                      if (Array.isArray(data18)) {
-                        const len3 = data18.length;
+                      let data19 = data5.deny_rules;
+                      if (Array.isArray(data19)) {
+                        const len3 = data19.length;
                         for (let i3 = 0; i3 < len3; i3++) {
-                          let data19 = data18[i3];
-                          if (data19 && typeof data19 == "object" && !Array.isArray(data19)) {
-                            if (data19.method === void 0) {
-                              const err34 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1") + "/endpoints/" + i0 + "/deny_rules/" + i3, schemaPath: "#/properties/network_policies/additionalProperties/properties/endpoints/items/properties/deny_rules/items/required", keyword: "required", params: { missingProperty: "method" }, message: "must have required property 'method'" };
-                              if (vErrors === null) {
-                                vErrors = [err34];
-                              } else {
-                                vErrors.push(err34);
-                              }
-                              errors++;
-                            }
-                            if (data19.path === void 0) {
-                              const err35 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1") + "/endpoints/" + i0 + "/deny_rules/" + i3, schemaPath: "#/properties/network_policies/additionalProperties/properties/endpoints/items/properties/deny_rules/items/required", keyword: "required", params: { missingProperty: "path" }, message: "must have required property 'path'" };
+                          let data20 = data19[i3];
+                          if (data20 && typeof data20 == "object" && !Array.isArray(data20)) {
+                            if (data20.method === void 0) {
+                              const err35 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1") + "/endpoints/" + i0 + "/deny_rules/" + i3, schemaPath: "#/properties/network_policies/additionalProperties/properties/endpoints/items/properties/deny_rules/items/required", keyword: "required", params: { missingProperty: "method" }, message: "must have required property 'method'" };
                               if (vErrors === null) {
                                 vErrors = [err35];
                               } else {
@@ -420,20 +423,18 @@ function validate10(data, { instancePath = "", parentData, parentDataProperty, r
                               }
                               errors++;
                             }
-                            for (const key7 in data19) {
-                              if (!(key7 === "method" || key7 === "path")) {
-                                const err36 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1") + "/endpoints/" + i0 + "/deny_rules/" + i3, schemaPath: "#/properties/network_policies/additionalProperties/properties/endpoints/items/properties/deny_rules/items/additionalProperties", keyword: "additionalProperties", params: { additionalProperty: key7 }, message: "must NOT have additional properties" };
-                                if (vErrors === null) {
-                                  vErrors = [err36];
-                                } else {
-                                  vErrors.push(err36);
-                                }
-                                errors++;
+                            if (data20.path === void 0) {
+                              const err36 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1") + "/endpoints/" + i0 + "/deny_rules/" + i3, schemaPath: "#/properties/network_policies/additionalProperties/properties/endpoints/items/properties/deny_rules/items/required", keyword: "required", params: { missingProperty: "path" }, message: "must have required property 'path'" };
+                              if (vErrors === null) {
+                                vErrors = [err36];
+                              } else {
+                                vErrors.push(err36);
                               }
+                              errors++;
                             }
-                            if (data19.method !== void 0) {
-                              if (typeof data19.method !== "string") {
-                                const err37 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1") + "/endpoints/" + i0 + "/deny_rules/" + i3 + "/method", schemaPath: "#/properties/network_policies/additionalProperties/properties/endpoints/items/properties/deny_rules/items/properties/method/type", keyword: "type", params: { type: "string" }, message: "must be string" };
+                            for (const key7 in data20) {
+                              if (!(key7 === "method" || key7 === "path")) {
+                                const err37 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1") + "/endpoints/" + i0 + "/deny_rules/" + i3, schemaPath: "#/properties/network_policies/additionalProperties/properties/endpoints/items/properties/deny_rules/items/additionalProperties", keyword: "additionalProperties", params: { additionalProperty: key7 }, message: "must NOT have additional properties" };
                                 if (vErrors === null) {
                                   vErrors = [err37];
                                 } else {
@@ -442,9 +443,9 @@ function validate10(data, { instancePath = "", parentData, parentDataProperty, r
                                 errors++;
                               }
                             }
-                            if (data19.path !== void 0) {
-                              if (typeof data19.path !== "string") {
-                                const err38 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1") + "/endpoints/" + i0 + "/deny_rules/" + i3 + "/path", schemaPath: "#/properties/network_policies/additionalProperties/properties/endpoints/items/properties/deny_rules/items/properties/path/type", keyword: "type", params: { type: "string" }, message: "must be string" };
+                            if (data20.method !== void 0) {
+                              if (typeof data20.method !== "string") {
+                                const err38 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1") + "/endpoints/" + i0 + "/deny_rules/" + i3 + "/method", schemaPath: "#/properties/network_policies/additionalProperties/properties/endpoints/items/properties/deny_rules/items/properties/method/type", keyword: "type", params: { type: "string" }, message: "must be string" };
                                 if (vErrors === null) {
                                   vErrors = [err38];
                                 } else {
@@ -453,84 +454,83 @@ function validate10(data, { instancePath = "", parentData, parentDataProperty, r
                                 errors++;
                               }
                             }
+                            if (data20.path !== void 0) {
+                              if (typeof data20.path !== "string") {
+                                const err39 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1") + "/endpoints/" + i0 + "/deny_rules/" + i3 + "/path", schemaPath: "#/properties/network_policies/additionalProperties/properties/endpoints/items/properties/deny_rules/items/properties/path/type", keyword: "type", params: { type: "string" }, message: "must be string" };
+                                if (vErrors === null) {
+                                  vErrors = [err39];
+                                } else {
+                                  vErrors.push(err39);
+                                }
+                                errors++;
+                              }
+                            }
                           } else {
-                            const err39 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1") + "/endpoints/" + i0 + "/deny_rules/" + i3, schemaPath: "#/properties/network_policies/additionalProperties/properties/endpoints/items/properties/deny_rules/items/type", keyword: "type", params: { type: "object" }, message: "must be object" };
+                            const err40 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1") + "/endpoints/" + i0 + "/deny_rules/" + i3, schemaPath: "#/properties/network_policies/additionalProperties/properties/endpoints/items/properties/deny_rules/items/type", keyword: "type", params: { type: "object" }, message: "must be object" };
                             if (vErrors === null) {
-                              vErrors = [err39];
+                              vErrors = [err40];
                             } else {
-                              vErrors.push(err39);
+                              vErrors.push(err40);
                             }
                             errors++;
                           }
                         }
                       } else {
-                        const err40 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1") + "/endpoints/" + i0 + "/deny_rules", schemaPath: "#/properties/network_policies/additionalProperties/properties/endpoints/items/properties/deny_rules/type", keyword: "type", params: { type: "array" }, message: "must be array" };
+                        const err41 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1") + "/endpoints/" + i0 + "/deny_rules", schemaPath: "#/properties/network_policies/additionalProperties/properties/endpoints/items/properties/deny_rules/type", keyword: "type", params: { type: "array" }, message: "must be array" };
                         if (vErrors === null) {
-                          vErrors = [err40];
+                          vErrors = [err41];
                         } else {
-                          vErrors.push(err40);
+                          vErrors.push(err41);
                         }
                         errors++;
                       }
                     }
                     if (data5.allowed_ips !== void 0) {
-                      let data22 = data5.allowed_ips;
-                      if (Array.isArray(data22)) {
-                        if (data22.length < 1) {
-                          const err41 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1") + "/endpoints/" + i0 + "/allowed_ips", schemaPath: "#/properties/network_policies/additionalProperties/properties/endpoints/items/properties/allowed_ips/minItems", keyword: "minItems", params: { limit: 1 }, message: "must NOT have fewer than 1 items" };
+                      let data23 = data5.allowed_ips;
+                      if (Array.isArray(data23)) {
+                        if (data23.length < 1) {
+                          const err42 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1") + "/endpoints/" + i0 + "/allowed_ips", schemaPath: "#/properties/network_policies/additionalProperties/properties/endpoints/items/properties/allowed_ips/minItems", keyword: "minItems", params: { limit: 1 }, message: "must NOT have fewer than 1 items" };
                           if (vErrors === null) {
-                            vErrors = [err41];
+                            vErrors = [err42];
                           } else {
-                            vErrors.push(err41);
+                            vErrors.push(err42);
                           }
                           errors++;
                         }
-                        const len4 = data22.length;
+                        const len4 = data23.length;
                         for (let i4 = 0; i4 < len4; i4++) {
-                          if (typeof data22[i4] !== "string") {
-                            const err42 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1") + "/endpoints/" + i0 + "/allowed_ips/" + i4, schemaPath: "#/properties/network_policies/additionalProperties/properties/endpoints/items/properties/allowed_ips/items/type", keyword: "type", params: { type: "string" }, message: "must be string" };
+                          if (typeof data23[i4] !== "string") {
+                            const err43 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1") + "/endpoints/" + i0 + "/allowed_ips/" + i4, schemaPath: "#/properties/network_policies/additionalProperties/properties/endpoints/items/properties/allowed_ips/items/type", keyword: "type", params: { type: "string" }, message: "must be string" };
                             if (vErrors === null) {
-                              vErrors = [err42];
+                              vErrors = [err43];
                             } else {
-                              vErrors.push(err42);
+                              vErrors.push(err43);
                             }
                             errors++;
                           }
                         }
                       } else {
-                        const err43 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1") + "/endpoints/" + i0 + "/allowed_ips", schemaPath: "#/properties/network_policies/additionalProperties/properties/endpoints/items/properties/allowed_ips/type", keyword: "type", params: { type: "array" }, message: "must be array" };
+                        const err44 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1") + "/endpoints/" + i0 + "/allowed_ips", schemaPath: "#/properties/network_policies/additionalProperties/properties/endpoints/items/properties/allowed_ips/type", keyword: "type", params: { type: "array" }, message: "must be array" };
                         if (vErrors === null) {
-                          vErrors = [err43];
+                          vErrors = [err44];
                         } else {
-                          vErrors.push(err43);
+                          vErrors.push(err44);
                         }
                         errors++;
                       }
                     }
                   } else {
-                    const err44 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1") + "/endpoints/" + i0, schemaPath: "#/properties/network_policies/additionalProperties/properties/endpoints/items/type", keyword: "type", params: { type: "object" }, message: "must be object" };
+                    const err45 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1") + "/endpoints/" + i0, schemaPath: "#/properties/network_policies/additionalProperties/properties/endpoints/items/type", keyword: "type", params: { type: "object" }, message: "must be object" };
                     if (vErrors === null) {
-                      vErrors = [err44];
+                      vErrors = [err45];
                     } else {
-                      vErrors.push(err44);
+                      vErrors.push(err45);
                     }
                     errors++;
                   }
                 }
               } else {
-                const err45 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1") + "/endpoints", schemaPath: "#/properties/network_policies/additionalProperties/properties/endpoints/type", keyword: "type", params: { type: "array" }, message: "must be array" };
-                if (vErrors === null) {
-                  vErrors = [err45];
-                } else {
-                  vErrors.push(err45);
-                }
-                errors++;
-              }
-            }
-            if (data2.binaries !== void 0) {
-              let data24 = data2.binaries;
-              if (!Array.isArray(data24) && data24 !== null) {
-                const err46 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1") + "/binaries", schemaPath: "#/properties/network_policies/additionalProperties/properties/binaries/type", keyword: "type", params: { type: schema11.properties.network_policies.additionalProperties.properties.binaries.type }, message: "must be array,null" };
+                const err46 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1") + "/endpoints", schemaPath: "#/properties/network_policies/additionalProperties/properties/endpoints/type", keyword: "type", params: { type: "array" }, message: "must be array" };
                 if (vErrors === null) {
                   vErrors = [err46];
                 } else {
@@ -538,34 +538,35 @@ function validate10(data, { instancePath = "", parentData, parentDataProperty, r
                 }
                 errors++;
               }
-              if (Array.isArray(data24)) {
-                const len5 = data24.length;
+            }
+            if (data2.binaries !== void 0) {
+              let data25 = data2.binaries;
+              if (!Array.isArray(data25) && data25 !== null) {
+                const err47 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1") + "/binaries", schemaPath: "#/properties/network_policies/additionalProperties/properties/binaries/type", keyword: "type", params: { type: schema11.properties.network_policies.additionalProperties.properties.binaries.type }, message: "must be array,null" };
+                if (vErrors === null) {
+                  vErrors = [err47];
+                } else {
+                  vErrors.push(err47);
+                }
+                errors++;
+              }
+              if (Array.isArray(data25)) {
+                const len5 = data25.length;
                 for (let i5 = 0; i5 < len5; i5++) {
-                  let data25 = data24[i5];
-                  if (data25 && typeof data25 == "object" && !Array.isArray(data25)) {
-                    if (data25.path === void 0) {
-                      const err47 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1") + "/binaries/" + i5, schemaPath: "#/properties/network_policies/additionalProperties/properties/binaries/items/required", keyword: "required", params: { missingProperty: "path" }, message: "must have required property 'path'" };
+                  let data26 = data25[i5];
+                  if (data26 && typeof data26 == "object" && !Array.isArray(data26)) {
+                    if (data26.path === void 0) {
+                      const err48 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1") + "/binaries/" + i5, schemaPath: "#/properties/network_policies/additionalProperties/properties/binaries/items/required", keyword: "required", params: { missingProperty: "path" }, message: "must have required property 'path'" };
                       if (vErrors === null) {
-                        vErrors = [err47];
+                        vErrors = [err48];
                       } else {
-                        vErrors.push(err47);
+                        vErrors.push(err48);
                       }
                       errors++;
                     }
-                    for (const key8 in data25) {
+                    for (const key8 in data26) {
                       if (!(key8 === "path")) {
-                        const err48 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1") + "/binaries/" + i5, schemaPath: "#/properties/network_policies/additionalProperties/properties/binaries/items/additionalProperties", keyword: "additionalProperties", params: { additionalProperty: key8 }, message: "must NOT have additional properties" };
-                        if (vErrors === null) {
-                          vErrors = [err48];
-                        } else {
-                          vErrors.push(err48);
-                        }
-                        errors++;
-                      }
-                    }
-                    if (data25.path !== void 0) {
-                      if (typeof data25.path !== "string") {
-                        const err49 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1") + "/binaries/" + i5 + "/path", schemaPath: "#/properties/network_policies/additionalProperties/properties/binaries/items/properties/path/type", keyword: "type", params: { type: "string" }, message: "must be string" };
+                        const err49 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1") + "/binaries/" + i5, schemaPath: "#/properties/network_policies/additionalProperties/properties/binaries/items/additionalProperties", keyword: "additionalProperties", params: { additionalProperty: key8 }, message: "must NOT have additional properties" };
                         if (vErrors === null) {
                           vErrors = [err49];
                         } else {
@@ -574,12 +575,23 @@ function validate10(data, { instancePath = "", parentData, parentDataProperty, r
                         errors++;
                       }
                     }
+                    if (data26.path !== void 0) {
+                      if (typeof data26.path !== "string") {
+                        const err50 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1") + "/binaries/" + i5 + "/path", schemaPath: "#/properties/network_policies/additionalProperties/properties/binaries/items/properties/path/type", keyword: "type", params: { type: "string" }, message: "must be string" };
+                        if (vErrors === null) {
+                          vErrors = [err50];
+                        } else {
+                          vErrors.push(err50);
+                        }
+                        errors++;
+                      }
+                    }
                   } else {
-                    const err50 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1") + "/binaries/" + i5, schemaPath: "#/properties/network_policies/additionalProperties/properties/binaries/items/type", keyword: "type", params: { type: "object" }, message: "must be object" };
+                    const err51 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1") + "/binaries/" + i5, schemaPath: "#/properties/network_policies/additionalProperties/properties/binaries/items/type", keyword: "type", params: { type: "object" }, message: "must be object" };
                     if (vErrors === null) {
-                      vErrors = [err50];
+                      vErrors = [err51];
                     } else {
-                      vErrors.push(err50);
+                      vErrors.push(err51);
                     }
                     errors++;
                   }
@@ -587,11 +599,11 @@ function validate10(data, { instancePath = "", parentData, parentDataProperty, r
               }
             }
           } else {
-            const err51 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1"), schemaPath: "#/properties/network_policies/additionalProperties/type", keyword: "type", params: { type: "object" }, message: "must be object" };
+            const err52 = { instancePath: instancePath + "/network_policies/" + key2.replace(/~/g, "~0").replace(/\//g, "~1"), schemaPath: "#/properties/network_policies/additionalProperties/type", keyword: "type", params: { type: "object" }, message: "must be object" };
             if (vErrors === null) {
-              vErrors = [err51];
+              vErrors = [err52];
             } else {
-              vErrors.push(err51);
+              vErrors.push(err52);
             }
             errors++;
           }
@@ -599,11 +611,11 @@ function validate10(data, { instancePath = "", parentData, parentDataProperty, r
       }
     }
   } else {
-    const err52 = { instancePath, schemaPath: "#/type", keyword: "type", params: { type: "object" }, message: "must be object" };
+    const err53 = { instancePath, schemaPath: "#/type", keyword: "type", params: { type: "object" }, message: "must be object" };
     if (vErrors === null) {
-      vErrors = [err52];
+      vErrors = [err53];
     } else {
-      vErrors.push(err52);
+      vErrors.push(err53);
     }
     errors++;
   }

@@ -19,6 +19,11 @@ export interface Endpoint {
   ports: number[];
   /** "rest" turns on L7 method/path rules; "" means plain L4. */
   protocol: '' | 'rest';
+  /**
+   * TLS on this endpoint: terminated and every request decided ("inspect", the default for
+   * rest endpoints), or relayed as an opaque tunnel ("passthrough", the default otherwise).
+   */
+  tls: 'inspect' | 'passthrough';
   enforcement: 'enforce' | 'audit';
   /** Allow rules, the `access` preset already expanded into them. */
   rules: L7Rule[];
@@ -82,4 +87,6 @@ export interface Decision {
    * report-only mode's SSRF check needs). Not part of the printed decision.
    */
   explicit_ips?: boolean;
+  /** On an allow or audit: the tunnel is to be TLS-inspected (some endpoint letting it through has tls: inspect). */
+  inspect?: boolean;
 }

@@ -75,6 +75,7 @@ interface RawEndpoint {
   port?: number;
   ports?: number[];
   protocol?: 'rest';
+  tls?: 'inspect' | 'passthrough';
   enforcement?: 'enforce' | 'audit';
   access?: string;
   rules?: Array<{ allow: L7Rule }>;
@@ -112,6 +113,13 @@ function normaliseEndpoint(raw: RawEndpoint, path: NodePath, problems: Problem[]
       problems.push({ path: [...path, key], atKey: true, message: `"${key}" applies only to endpoints with "protocol: rest"; without it the rule would be ignored` });
     }
   }
+  if (raw.tls === 'passthrough' && isRest) {
+    for (const key of ['rules', 'deny_rules', 'access'] as const) {
+      if (raw[key] !== undefined) {
+        problems.push({ path: [...path, key], atKey: true, message: `"${key}" needs to see each request, which "tls: passthrough" (an opaque tunnel) does not allow; remove it or use "tls: inspect"` });
+      }
+    }
+  }
   let host: string | null = null;
   let hostKind: Endpoint['host_kind'] = 'none';
   if (raw.host !== undefined) {
@@ -138,6 +146,7 @@ function normaliseEndpoint(raw: RawEndpoint, path: NodePath, problems: Problem[]
     host_kind: hostKind,
     ports,
     protocol: isRest ? 'rest' : '',
+    tls: raw.tls ?? (isRest ? 'inspect' : 'passthrough'),
     enforcement: raw.enforcement ?? 'enforce',
     rules,
     deny_rules: denyRules,

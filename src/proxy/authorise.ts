@@ -47,6 +47,16 @@ function denied(reason: string): Decision {
   return { allow: false, decision: 'deny', reason, policy: null };
 }
 
+/**
+ * A tunnel the policy allows only inspected (decision.inspect) is refused while the proxy has no
+ * CA to inspect with; null when the decision stands. Requests (method and path) are not tunnels.
+ */
+export function inspectionRefusal(decision: Decision, facts: RequestFacts): Decision | null {
+  if (!decision.allow || decision.inspect !== true || facts.method !== undefined) return null;
+  const reason = `${facts.host}:${facts.port} is allowed (policy ${decision.policy ?? '?'}) but must be TLS-inspected: an endpoint covering it has tls: inspect (the default for protocol: rest), and TLS inspection needs the proxy to have a CA (--ca-cert FILE --ca-key FILE; portcullis ca init makes one); tls: passthrough on an endpoint without method/path rules lets a tunnel through uninspected`;
+  return { allow: false, decision: 'deny', reason, policy: decision.policy };
+}
+
 export async function authorise(ctx: AuthoriseContext, identity: ProcessIdentity, facts: RequestFacts): Promise<Authorisation> {
   let reported: Decision | null = null;
   const refuse = (kind: ProxyErrorKind, decision: Decision): Authorisation | null => {
@@ -62,6 +72,11 @@ export async function authorise(ctx: AuthoriseContext, identity: ProcessIdentity
   const first = ctx.engine.decide(decisionInputFor(identity, facts));
   if (!first.allow) {
     const refusal = refuse('policy_denied', first);
+    if (refusal) return refusal;
+  }
+  const uninspectable = inspectionRefusal(first, facts);
+  if (uninspectable) {
+    const refusal = refuse('inspection_unavailable', uninspectable);
     if (refusal) return refusal;
   }
 

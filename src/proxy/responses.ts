@@ -5,6 +5,7 @@ export type ProxyErrorKind =
   | 'policy_denied'
   | 'ssrf_denied'
   | 'integrity_violation'
+  | 'inspection_unavailable'
   | 'bad_request'
   | 'use_connect'
   | 'headers_too_large'
@@ -20,6 +21,7 @@ const STATUS: Record<ProxyErrorKind, [number, string]> = {
   policy_denied: [403, 'Forbidden'],
   ssrf_denied: [403, 'Forbidden'],
   integrity_violation: [403, 'Forbidden'],
+  inspection_unavailable: [403, 'Forbidden'],
   bad_request: [400, 'Bad Request'],
   use_connect: [400, 'Bad Request'],
   headers_too_large: [431, 'Request Header Fields Too Large'],
@@ -58,6 +60,7 @@ function explain(f: DenialFacts): string {
     case 'ssrf_denied':
       return `portcullis refused to connect to ${where}: ${f.detail}. Connections to internal, loopback, link-local (cloud metadata) and other special addresses are blocked. ${NO_WORKAROUND}`;
     case 'integrity_violation':
+    case 'inspection_unavailable':
       return `portcullis refused the connection to ${where}: ${f.detail}. ${NO_WORKAROUND}`;
     case 'dns_failed':
       return `portcullis could not resolve ${f.host ?? 'the host'}: ${f.detail}.`;

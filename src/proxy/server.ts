@@ -11,7 +11,7 @@ import { IdentityResolver } from '../identity/resolver.js';
 import { loadPolicyFile } from '../policy/load.js';
 import { portcullisCacheDir } from '../util/cache-dir.js';
 import { refuseByClosing, refuseHttp } from './answers.js';
-import { decisionInputFor, type AuthoriseContext } from './authorise.js';
+import { decisionInputFor, inspectionRefusal, type AuthoriseContext } from './authorise.js';
 import type { IdentitySource } from './caller.js';
 import { resolveLimits, type ProxyLimits } from './limits.js';
 import { acceptHttpRequest, headTimedOut } from './paths/http-request.js';
@@ -145,8 +145,14 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
       return { ok: false, error, closed: 0 };
     }
     counters.reloads++;
-    // Report-only closes nothing: it only records what the policy would deny.
-    const closed = reportOnly ? 0 : tunnels.cutDenied((t) => engine.decide(decisionInputFor(t.identity, t.facts, t.addresses)));
+    // Report-only closes nothing: it only records what the policy would deny. A tunnel that now
+    // needs inspection is cut too: this proxy relays it opaque.
+    const closed = reportOnly
+      ? 0
+      : tunnels.cutDenied((t) => {
+          const allowed = engine.decide(decisionInputFor(t.identity, t.facts, t.addresses));
+          return inspectionRefusal(allowed, t.facts) ?? allowed;
+        });
     audit.emit({ kind: 'reload', ok: true, policy_file: options.policyFile, tunnels_closed: closed });
     return { ok: true, closed };
   };

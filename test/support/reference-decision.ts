@@ -10,6 +10,8 @@ export interface ExpectedDecision {
   allow: boolean;
   decision: 'allow' | 'deny' | 'audit';
   policy: string | null;
+  /** On an allow or audit: some endpoint covering the caller has tls: inspect. */
+  inspect?: boolean;
 }
 
 const escape = (s: string): string => s.replace(/[.+^${}()|[\]\\?]/g, '\\$&');
@@ -39,6 +41,7 @@ export function referenceDecision(policies: Policy[], input: DecisionInput): Exp
   );
   const allowing: string[] = [];
   const auditing: string[] = [];
+  let inspect = false;
   for (const policy of policies) {
     const binaryOk = policy.binaries.length === 0 || policy.binaries.some((b) => paths.some((p) => pathRegex(b).test(p)));
     if (!binaryOk) continue;
@@ -49,10 +52,12 @@ export function referenceDecision(policies: Policy[], input: DecisionInput): Exp
       if (ep.allowed_ips.length > 0 && addresses !== undefined) {
         if (addresses.length === 0 || !addresses.every((a) => ep.allowed_ips.some((c) => inCidr(a, c)))) continue;
       }
+      if (ep.tls === 'inspect') inspect = true;
       let ok = true;
       if (ep.protocol === 'rest') {
         const req = input.request;
-        if (!req) ok = false;
+        // A tunnel is allowed only when it will be inspected; each request is then decided.
+        if (!req) ok = ep.tls === 'inspect';
         else {
           const method = req.method.toUpperCase();
           const path = req.path.split('?')[0] ?? '';
@@ -65,7 +70,7 @@ export function referenceDecision(policies: Policy[], input: DecisionInput): Exp
     }
   }
   const smallest = (names: string[]): string => [...names].sort()[0]!;
-  if (allowing.length > 0) return { allow: true, decision: 'allow', policy: smallest(allowing) };
-  if (auditing.length > 0) return { allow: true, decision: 'audit', policy: smallest(auditing) };
+  if (allowing.length > 0) return { allow: true, decision: 'allow', policy: smallest(allowing), inspect };
+  if (auditing.length > 0) return { allow: true, decision: 'audit', policy: smallest(auditing), inspect };
   return { allow: false, decision: 'deny', policy: null };
 }

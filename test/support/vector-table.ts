@@ -1,11 +1,12 @@
 // The table the parity vectors are generated from: hosts × binaries × ports against
 // testdata/policies/fixture.yaml, plus hand-written edge cases.
 import type { RequestFacts } from '../../src/engine/input.js';
+import type { ExpectedDecision } from './reference-decision.js';
 
 export interface Vector {
   name: string;
   facts: RequestFacts;
-  expected: { allow: boolean; decision: 'allow' | 'deny' | 'audit'; policy: string | null };
+  expected: ExpectedDecision;
   /** For hand-written cases: a fragment the reason must contain. */
   reason_contains?: string;
 }
@@ -27,6 +28,8 @@ export const HOSTS = [
   'any.example.com',
   'evil.example',
   'bücher.example',
+  'logged.example.com',
+  'opaque.internal.example',
 ];
 
 export const BINARIES: Array<{ binary: string | null; ancestors: string[] }> = [
@@ -58,7 +61,14 @@ export const EDGE_CASES: Array<Omit<Vector, 'expected'>> = [
   { name: 'L7 deny rule wins', facts: { host: 'api.internal.example', port: 8080, binary: '/usr/bin/curl', method: 'GET', path: '/v1/admin/x' }, reason_contains: 'deny rule' },
   { name: 'L7 dot segments normalised into deny rule', facts: { host: 'api.internal.example', port: 8080, binary: '/usr/bin/curl', method: 'GET', path: '/v1/users/../admin/x' }, reason_contains: 'deny rule' },
   { name: 'L7 query ignored', facts: { host: 'api.internal.example', port: 8080, binary: '/usr/bin/curl', method: 'GET', path: '/v1/x?admin=1' } },
-  { name: 'L7 tunnel to rest endpoint', facts: { host: 'api.internal.example', port: 8080, binary: '/usr/bin/curl' }, reason_contains: 'method/path inspection' },
+  { name: 'L7 tunnel to rest endpoint, to be inspected', facts: { host: 'api.internal.example', port: 8080, binary: '/usr/bin/curl' }, reason_contains: 'allowed by policy internal-api' },
+  { name: 'L7 tunnel to passthrough rest endpoint', facts: { host: 'opaque.internal.example', port: 443, binary: '/usr/bin/curl' }, reason_contains: 'tls: passthrough' },
+  { name: 'L7 plain request to passthrough rest endpoint', facts: { host: 'opaque.internal.example', port: 443, method: 'GET', path: '/' }, reason_contains: 'not permitted' },
+  { name: 'inspected L4 endpoint, tunnel', facts: { host: 'logged.example.com', port: 443, binary: '/usr/bin/curl' } },
+  { name: 'inspected L4 endpoint, any request', facts: { host: 'logged.example.com', port: 443, binary: '/usr/bin/curl', method: 'DELETE', path: '/x' } },
+  { name: 'inspected and passthrough endpoints disagree: inspected', facts: { host: 'shared.example.com', port: 443, binary: '/usr/bin/wget' } },
+  { name: 'disagreeing endpoints: passthrough one allows the request', facts: { host: 'shared.example.com', port: 443, binary: '/usr/bin/curl', method: 'DELETE', path: '/x' } },
+  { name: 'audit endpoint tunnel, to be inspected', facts: { host: 'audit.internal.example', port: 8080 } },
   { name: 'read-only preset GET', facts: { host: 'ro.internal.example', port: 80, method: 'GET', path: '/a/b' } },
   { name: 'read-only preset DELETE', facts: { host: 'ro.internal.example', port: 80, method: 'DELETE', path: '/a/b' } },
   { name: 'audit enforcement would-deny', facts: { host: 'audit.internal.example', port: 8080, method: 'PUT', path: '/ok/1' }, reason_contains: 'would be denied' },

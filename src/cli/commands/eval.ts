@@ -50,7 +50,8 @@ export function registerEval(program: Command): void {
         ...(opts.method !== undefined ? { method: opts.method } : {}),
         ...(opts.path !== undefined ? { path: opts.path } : {}),
       });
-      const { allow, decision, reason, policy } = engine.decide(input);
-      process.stdout.write(`${JSON.stringify({ allow, decision, reason, policy })}\n`);
+      const { allow, decision, reason, policy, inspect } = engine.decide(input);
+      // `inspect` comes with allows and audits: whether the tunnel is to be TLS-inspected.
+      process.stdout.write(`${JSON.stringify({ allow, decision, reason, policy, ...(inspect !== undefined ? { inspect } : {}) })}\n`);
     });
 }
