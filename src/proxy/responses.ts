@@ -14,7 +14,8 @@ export type ProxyErrorKind =
   | 'dns_failed'
   | 'upstream_unreachable'
   | 'upstream_timeout'
-  | 'too_many_connections';
+  | 'too_many_connections'
+  | 'audit_unavailable';
 
 const STATUS: Record<ProxyErrorKind, [number, string]> = {
   policy_denied: [403, 'Forbidden'],
@@ -30,6 +31,7 @@ const STATUS: Record<ProxyErrorKind, [number, string]> = {
   upstream_unreachable: [502, 'Bad Gateway'],
   upstream_timeout: [504, 'Gateway Timeout'],
   too_many_connections: [503, 'Service Unavailable'],
+  audit_unavailable: [503, 'Service Unavailable'],
 };
 
 export function statusOf(kind: ProxyErrorKind): number {
@@ -65,6 +67,8 @@ function explain(f: DenialFacts): string {
       return `portcullis could not connect to ${where}: ${f.detail}. The request was allowed; the destination did not accept the connection.`;
     case 'upstream_timeout':
       return `portcullis timed out connecting to ${where}: ${f.detail}.`;
+    case 'audit_unavailable':
+      return `portcullis cannot write its audit log at the moment and refuses new connections until it can (nothing leaves unrecorded). This is temporary: try again later.`;
     case 'use_connect':
       return `${f.detail}. Configure the client to use this proxy with CONNECT for https URLs (e.g. set https_proxy).`;
     default:
@@ -91,6 +95,18 @@ export function errorResponse(f: DenialFacts, extraHeaders: Record<string, strin
     .map(([k, v]) => `${k}: ${v}\r\n`)
     .join('');
   return Buffer.from(`HTTP/1.1 ${status} ${text}\r\n${head}\r\n${json}`);
+}
+
+/** Why a connection was refused before anything was read from it. */
+export type AdmissionRefusal = 'too_many_connections' | 'audit_unavailable';
+
+const ADMISSION_DETAIL: Record<AdmissionRefusal, string> = {
+  too_many_connections: 'the proxy is at its connection limit; try again later',
+  audit_unavailable: 'the audit log cannot be written; new connections are refused until it can',
+};
+
+export function admissionRefusal(kind: AdmissionRefusal): Buffer {
+  return errorResponse({ kind, detail: ADMISSION_DETAIL[kind] });
 }
 
 export const CONNECT_ESTABLISHED = Buffer.from('HTTP/1.1 200 Connection Established\r\n\r\n');

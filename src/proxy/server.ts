@@ -4,7 +4,7 @@
 import net from 'node:net';
 import os from 'node:os';
 import type { AuditEvent } from '../audit/events.js';
-import type { AuditSink } from '../audit/sink.js';
+import type { AuditFailureMode, AuditSink } from '../audit/sink.js';
 import { PolicyEngine } from '../engine/engine.js';
 import { portcullisCacheDir } from '../util/cache-dir.js';
 import { IdentityResolver } from '../identity/resolver.js';
@@ -18,7 +18,7 @@ import { headerValues, parseRequestHead, requestBodyFraming, type BodyFraming, t
 import { resolveLimits, type ProxyLimits } from './limits.js';
 import { Relay, type CloseCause, type RelayStats } from './relay.js';
 import { Downstream } from './downstream.js';
-import { CONNECT_ESTABLISHED, errorResponse, statusOf, type ProxyErrorKind } from './responses.js';
+import { admissionRefusal, CONNECT_ESTABLISHED, errorResponse, statusOf, type AdmissionRefusal, type ProxyErrorKind } from './responses.js';
 import { canonicalAddress } from './ssrf.js';
 import { parseAbsoluteTarget, parseConnectTarget, parseHost } from './target.js';
 import { createUpstreamLookup } from './upstream-dns.js';
@@ -51,6 +51,8 @@ export interface ProxyOptions {
   listen: HostPort;
   sniListen?: HostPort;
   audit: AuditSink;
+  /** While the audit cannot be written: refuse new connections (closed, the default) or serve them. */
+  auditFailure?: AuditFailureMode;
   resolver?: HostPort;
   reportOnly?: boolean;
   anchorPid?: number;
@@ -239,15 +241,19 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
     else counters.denied++;
   };
 
-  /** Accepts a connection unless over the limit; tracks it for close(). */
-  const admit = (client: net.Socket, refuse: () => void): boolean => {
+  /** Accepts a connection unless over the limit or the audit fails closed; tracks it for close(). */
+  const admit = (client: net.Socket, refuse: (kind: AdmissionRefusal) => void): boolean => {
     client.on('error', () => client.destroy());
     // Refused sockets are tracked too: close() must not wait for a client that keeps one open.
     sockets.add(client);
     client.once('close', () => sockets.delete(client));
-    if (closing || counters.connections >= limits.maxConnections) {
+    const refusal: AdmissionRefusal | null =
+      closing || counters.connections >= limits.maxConnections ? 'too_many_connections'
+      : options.auditFailure !== 'open' && !audit.healthy() ? 'audit_unavailable'
+      : null;
+    if (refusal) {
       counters.errors++;
-      refuse();
+      refuse(refusal);
       return false;
     }
     counters.connections++;
@@ -374,7 +380,7 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
   };
 
   const httpConnection = (client: net.Socket): void => {
-    if (!admit(client, () => client.end(errorResponse({ kind: 'too_many_connections', detail: 'the proxy is at its connection limit; try again later' })))) return;
+    if (!admit(client, (kind) => client.end(admissionRefusal(kind)))) return;
     let buffered: Buffer = Buffer.alloc(0);
     const reply = (kind: ProxyErrorKind, detail: string, extra: { policy?: string | null; binary?: string | null; host?: string; port?: number } = {}): void => {
       if (client.writable) client.end(errorResponse({ kind, detail, ...extra }));
