@@ -2,13 +2,14 @@
 // path must not make root append to the file it points to), nor when it is not a regular file or
 // belongs to someone else. And the sink's two states, with a target that fails on purpose.
 import { spawn, spawnSync } from 'node:child_process';
-import { chownSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chownSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { AuditEvent } from '../src/audit/events.js';
 import { openAuditSink, StreamAuditSink, type AuditHealth } from '../src/audit/sink.js';
 import { AuditWriteError, type AuditTarget } from '../src/audit/target.js';
+import { cli } from './support/cli.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'pc-audit-file-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -61,6 +62,11 @@ describe('the audit file', () => {
     const err = await tryAudit(link);
     expect(err?.message).toMatch(/audit file .*link\.jsonl is a symbolic link: refusing to follow it/);
     expect(readFileSync(target, 'utf8')).toBe(CANARY);
+    // A dangling link must not make root create the file it names either.
+    const nowhere = join(dir, 'would-be-created');
+    symlinkSync(nowhere, join(dir, 'dangling.jsonl'));
+    expect((await tryAudit(join(dir, 'dangling.jsonl')))?.message).toMatch(/is a symbolic link/);
+    expect(existsSync(nowhere)).toBe(false);
   });
 
   it('refuses what is not a regular file (a FIFO, without hanging) and a file that belongs to someone else', async () => {
@@ -89,6 +95,19 @@ describe('the audit file', () => {
     expect(code).toBe(2);
     expect(stderr).toMatch(/portcullis proxy: audit file .* is a symbolic link/);
     expect(readFileSync(target, 'utf8')).toBe(CANARY);
+  });
+
+  it('portcullis run refuses an audit symlink (exit 2, before anything starts) and checks --audit-failure', async () => {
+    const { target, link } = canary('run');
+    const policy = join(dir, 'policy.yaml');
+    writeFileSync(policy, 'version: 1\nnetwork_policies: {}\n');
+    const refused = await cli('run', '--policy', policy, '--audit', link, '--', 'true');
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toMatch(/portcullis run: audit file .* is a symbolic link/);
+    expect(readFileSync(target, 'utf8')).toBe(CANARY);
+    const bad = await cli('run', '--policy', policy, '--audit-failure', 'sometimes', '--', 'true');
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('"sometimes" must be closed or open');
   });
 });
 
