@@ -7,6 +7,7 @@ import { Writable } from 'node:stream';
 import { afterAll, describe, expect, it } from 'vitest';
 import { auditLine } from '../src/audit/events.js';
 import { openAuditSink, StreamAuditSink } from '../src/audit/sink.js';
+import { StreamTarget } from '../src/audit/target.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'pc-audit-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -40,7 +41,7 @@ describe('audit sink', () => {
 
   it('never makes the emitter wait on a slow stream, and still loses nothing', async () => {
     const stream = new SlowStream();
-    const sink = new StreamAuditSink(stream, false);
+    const sink = new StreamAuditSink(new StreamTarget(stream));
     const seen: string[] = [];
     sink.onEvent((e) => seen.push(String(e.host)));
     for (let i = 0; i < 2_000; i++) sink.emit({ kind: 'tunnel', host: `t${i}`, bytes_up: i, bytes_down: i, duration_ms: 1 });
@@ -60,7 +61,7 @@ describe('audit sink', () => {
         done();
       },
     });
-    const sink = new StreamAuditSink(stream, false);
+    const sink = new StreamAuditSink(new StreamTarget(stream));
     // Events spread over a few milliseconds, as tunnels open: far fewer writes than events.
     for (let i = 0; i < 200; i++) {
       sink.emit({ kind: 'connect', host: `h${i}`, port: 443 });

@@ -9,7 +9,7 @@
 // connection dials once.
 import net from 'node:net';
 import type { AuditEvent } from '../audit/events.js';
-import type { AuditSink } from '../audit/sink.js';
+import type { AuditFailureMode, AuditSink } from '../audit/sink.js';
 import type { ProcessIdentity } from '../identity/types.js';
 import type { Decision } from '../policy/types.js';
 import type { Refuse, Refusal } from './answers.js';
@@ -54,6 +54,8 @@ export interface PipelineOptions {
   identities: IdentitySource;
   anchorPid: number | undefined;
   tunnels: Tunnels;
+  /** While the audit cannot be written: refuse new connections (closed, the default) or serve them. */
+  auditFailure: AuditFailureMode | undefined;
 }
 
 export class Pipeline {
@@ -97,6 +99,9 @@ export class Pipeline {
   private admissionRefusal(): Refusal | null {
     if (this.closing || this.options.counters.connections >= this.limits.maxConnections) {
       return { kind: 'too_many_connections', detail: 'the proxy is at its connection limit; try again later' };
+    }
+    if (this.options.auditFailure !== 'open' && !this.options.audit.healthy()) {
+      return { kind: 'audit_unavailable', detail: 'the audit log cannot be written; new connections are refused until it can' };
     }
     return null;
   }

@@ -15,7 +15,8 @@ export type ProxyErrorKind =
   | 'dns_failed'
   | 'upstream_unreachable'
   | 'upstream_timeout'
-  | 'too_many_connections';
+  | 'too_many_connections'
+  | 'audit_unavailable';
 
 const STATUS: Record<ProxyErrorKind, [number, string]> = {
   policy_denied: [403, 'Forbidden'],
@@ -32,6 +33,7 @@ const STATUS: Record<ProxyErrorKind, [number, string]> = {
   upstream_unreachable: [502, 'Bad Gateway'],
   upstream_timeout: [504, 'Gateway Timeout'],
   too_many_connections: [503, 'Service Unavailable'],
+  audit_unavailable: [503, 'Service Unavailable'],
 };
 
 export function statusOf(kind: ProxyErrorKind): number {
@@ -68,6 +70,8 @@ function explain(f: DenialFacts): string {
       return `portcullis could not connect to ${where}: ${f.detail}. The request was allowed; the destination did not accept the connection.`;
     case 'upstream_timeout':
       return `portcullis timed out connecting to ${where}: ${f.detail}.`;
+    case 'audit_unavailable':
+      return `portcullis cannot write its audit log at the moment and refuses new connections until it can (nothing leaves unrecorded). This is temporary: try again later.`;
     case 'use_connect':
       return `${f.detail}. Configure the client to use this proxy with CONNECT for https URLs (e.g. set https_proxy).`;
     default:

@@ -5,7 +5,7 @@
 // No process-global side effects (signals, file watching): the CLI adds those.
 import net from 'node:net';
 import os from 'node:os';
-import type { AuditSink } from '../audit/sink.js';
+import type { AuditFailureMode, AuditSink } from '../audit/sink.js';
 import { PolicyEngine } from '../engine/engine.js';
 import { IdentityResolver } from '../identity/resolver.js';
 import { loadPolicyFile } from '../policy/load.js';
@@ -37,6 +37,8 @@ export interface ProxyOptions {
   listen: HostPort;
   sniListen?: HostPort;
   audit: AuditSink;
+  /** While the audit cannot be written: refuse new connections (closed, the default) or serve them. */
+  auditFailure?: AuditFailureMode;
   resolver?: HostPort;
   reportOnly?: boolean;
   anchorPid?: number;
@@ -117,7 +119,7 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
   const counters: ProxyStats = { connections: 0, accepted: 0, tunnels: 0, allowed: 0, denied: 0, audited: 0, errors: 0, reloads: 0 };
   const decisions: AuthoriseContext = { engine, lookup: createUpstreamLookup(options.resolver, limits.dnsTimeoutMs), ownAddresses: new Set(), reportOnly };
   const tunnels = new Tunnels(audit, counters, limits.idleTimeoutMs);
-  const pipeline = new Pipeline({ limits, audit, counters, decisions, identities, anchorPid: options.anchorPid, tunnels });
+  const pipeline = new Pipeline({ limits, audit, counters, decisions, identities, anchorPid: options.anchorPid, tunnels, auditFailure: options.auditFailure });
 
   const httpServer = createListener((client) => onListenPort(pipeline, client));
   const address = await listen(httpServer, options.listen);

@@ -22,6 +22,7 @@ export async function startSandboxEgress(ctx: EgressContext): Promise<RunningEgr
         listen: ctx.plan.proxy,
         ...(ctx.plan.sni ? { sniListen: ctx.plan.sni } : {}),
         audit: ctx.audit,
+        ...(ctx.auditFailure ? { auditFailure: ctx.auditFailure } : {}),
         ...(resolver ? { resolver } : {}),
         reportOnly: ctx.reportOnly,
         ...(ctx.anchorPid !== undefined ? { anchorPid: ctx.anchorPid } : {}),

@@ -4,7 +4,7 @@
 // by the next one.
 import type { Writable } from 'node:stream';
 import type { AuditEvent } from '../audit/events.js';
-import { openAuditSink, type StreamAuditSink } from '../audit/sink.js';
+import { openAuditSink, type AuditFailureMode, type StreamAuditSink } from '../audit/sink.js';
 import type { AddressNamer } from '../dns/flows.js';
 import { renderRuleset } from '../nft/render.js';
 import { loadPolicyFile, type LoadedPolicy } from '../policy/load.js';
@@ -38,6 +38,7 @@ export interface EgressContext {
   loaded: LoadedPolicy;
   policyFile: string;
   audit: StreamAuditSink;
+  auditFailure?: AuditFailureMode;
   /** The upstream DNS server for the proxy's lookups and the DNS proxy. */
   resolver?: HostPort;
   reportOnly: boolean;
@@ -62,6 +63,7 @@ export interface RunSandboxOptions {
   command: string[];
   user?: string;
   auditFile?: string;
+  auditFailure?: AuditFailureMode;
   resolver?: HostPort;
   reportOnly?: boolean;
   /** Print every decision as it happens (default: denials only). */
@@ -231,6 +233,7 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<number> {
       loaded,
       policyFile: opts.policyFile,
       audit,
+      ...(opts.auditFailure ? { auditFailure: opts.auditFailure } : {}),
       ...(opts.resolver ? { resolver: opts.resolver } : {}),
       reportOnly: opts.reportOnly === true,
     };

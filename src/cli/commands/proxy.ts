@@ -1,10 +1,12 @@
 // `portcullis proxy`: the egress proxy in the foreground. Reloads the policy on SIGHUP and when
-// the file changes; on SIGTERM/SIGINT stops accepting, flushes the audit sink and exits 0.
+// the file changes; reopens the audit file on SIGUSR1 (log rotation); on SIGTERM/SIGINT stops
+// accepting, flushes the audit sink and exits 0.
 import { InvalidArgumentError, type Command } from 'commander';
-import { openAuditSink } from '../../audit/sink.js';
+import type { AuditFailureMode } from '../../audit/sink.js';
 import { DEFAULT_LIMITS, type ProxyLimits } from '../../proxy/limits.js';
 import { watchPolicyFile } from '../../proxy/policy-watch.js';
 import { startProxy, type HostPort } from '../../proxy/server.js';
+import { AUDIT_FAILURE_HELP, openAuditSinkOrExit, parseAuditFailure, reportAuditHealth, reportUnwritten } from '../audit-options.js';
 import { engineOrExit } from '../policy-or-exit.js';
 import { collect } from '../repeatable.js';
 
@@ -13,6 +15,7 @@ interface ProxyCommandOptions {
   listen: HostPort;
   sniListen?: HostPort;
   audit?: string;
+  auditFailure: AuditFailureMode;
   resolver?: HostPort;
   reportOnly?: boolean;
   anchor?: number;
@@ -50,7 +53,8 @@ export function registerProxy(program: Command): void {
     .requiredOption('--policy <file>', 'policy file (YAML)')
     .requiredOption('--listen <addr:port>', 'address for CONNECT and forward HTTP', parseListen)
     .option('--sni-listen <addr:port>', 'address for transparent TLS (traffic redirected by nft)', parseListen)
-    .option('--audit <file|->', 'audit log: JSON lines appended to FILE, or - for stdout')
+    .option('--audit <file|->', 'audit log: JSON lines appended to FILE (created 0600, never through a symlink), or - for stdout')
+    .option('--audit-failure <closed|open>', AUDIT_FAILURE_HELP, parseAuditFailure, 'closed')
     .option('--resolver <addr:port>', 'DNS server for upstream lookups (default: the system resolver)', parseListen)
     .option('--report-only', 'let every would-deny through, recorded with decision "audit"')
     .option('--anchor <pid>', 'first process of the sandbox the clients live in (its network namespace)', positive)
@@ -63,6 +67,8 @@ export function registerProxy(program: Command): void {
     .option('--max-connections <n>', `concurrent client connections (default ${DEFAULT_LIMITS.maxConnections})`, positive)
     .option('--hello-timeout <ms>', `time allowed for a TLS ClientHello on the SNI listener (default ${DEFAULT_LIMITS.helloTimeoutMs})`, positive)
     .action(async (opts: ProxyCommandOptions) => {
+      const audit = openAuditSinkOrExit(opts.audit, 'proxy');
+      reportAuditHealth(audit, 'proxy', opts.auditFailure);
       const engine = await engineOrExit(opts.policy, opts.rego ?? []);
       const limits: Partial<ProxyLimits> = {};
       if (opts.maxHeaderBytes) limits.maxHeaderBytes = opts.maxHeaderBytes;
@@ -71,13 +77,13 @@ export function registerProxy(program: Command): void {
       if (opts.idleTimeout) limits.idleTimeoutMs = opts.idleTimeout;
       if (opts.maxConnections) limits.maxConnections = opts.maxConnections;
       if (opts.helloTimeout) limits.helloTimeoutMs = opts.helloTimeout;
-      const audit = openAuditSink(opts.audit);
       const proxy = await startProxy({
         policyFile: opts.policy,
         engine,
         listen: opts.listen,
         ...(opts.sniListen ? { sniListen: opts.sniListen } : {}),
         audit,
+        auditFailure: opts.auditFailure,
         ...(opts.resolver ? { resolver: opts.resolver } : {}),
         reportOnly: opts.reportOnly === true,
         ...(opts.anchor !== undefined ? { anchorPid: opts.anchor } : {}),
@@ -94,6 +100,7 @@ export function registerProxy(program: Command): void {
       };
       const watcher = opts.watch ? watchPolicyFile(opts.policy, reload) : { close() {} };
       process.on('SIGHUP', reload);
+      process.on('SIGUSR1', () => audit.reopen());
       let stopping = false;
       const stop = (): void => {
         if (stopping) return;
@@ -102,6 +109,7 @@ export function registerProxy(program: Command): void {
         void (async () => {
           await proxy.close();
           await audit.close();
+          reportUnwritten(audit, 'proxy');
           process.exit(0);
         })();
       };

@@ -1,13 +1,17 @@
 // `portcullis run`: CMD in its own network namespace behind the proxy, the DNS proxy and the
 // nft fence, as an unprivileged user; exit code is CMD's.
 import type { Command } from 'commander';
+import { AuditFileError } from '../../audit/file.js';
+import type { AuditFailureMode } from '../../audit/sink.js';
 import { PolicyLoadError } from '../../policy/load.js';
+import { AUDIT_FAILURE_HELP, parseAuditFailure } from '../audit-options.js';
 import { parseHostPort } from '../../sandbox/upstream-resolver.js';
 
 interface RunOptions {
   policy: string;
   user?: string;
   audit?: string;
+  auditFailure: AuditFailureMode;
   resolver?: string;
   reportOnly?: boolean;
   live?: boolean;
@@ -21,7 +25,8 @@ export function registerRun(program: Command): void {
     .description('run CMD in its own network namespace behind the proxy, the DNS proxy and the nft fence, unprivileged')
     .requiredOption('--policy <file>', 'policy file (YAML)')
     .option('--user <user>', 'account CMD runs as (default: portcullis-sandbox, created if missing)')
-    .option('--audit <file>', 'append every audit event as JSON lines (- for stdout)')
+    .option('--audit <file>', 'append every audit event as JSON lines (created 0600, never through a symlink; - for stdout)')
+    .option('--audit-failure <closed|open>', AUDIT_FAILURE_HELP, parseAuditFailure, 'closed')
     .option('--resolver <addr:port>', 'upstream DNS server (default: the first nameserver of /etc/resolv.conf)')
     .option('--report-only', 'allow everything, log what would have been denied as audit')
     .option('--live', 'print every decision as it happens (default: denials only)')
@@ -41,6 +46,7 @@ export function registerRun(program: Command): void {
           command,
           ...(opts.user !== undefined ? { user: opts.user } : {}),
           ...(opts.audit !== undefined ? { auditFile: opts.audit } : {}),
+          auditFailure: opts.auditFailure,
           ...(opts.resolver !== undefined ? { resolver: parseHostPort(opts.resolver) } : {}),
           reportOnly: opts.reportOnly === true,
           live: opts.live === true,
@@ -51,7 +57,7 @@ export function registerRun(program: Command): void {
         });
       } catch (err) {
         process.stderr.write(`portcullis run: ${(err as Error).message}\n`);
-        const usage = err instanceof PolicyLoadError || err instanceof RunUsageError || err instanceof SandboxUserError;
+        const usage = err instanceof PolicyLoadError || err instanceof RunUsageError || err instanceof SandboxUserError || err instanceof AuditFileError;
         code = usage ? 2 : 70;
       }
       process.exit(code);
