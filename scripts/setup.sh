@@ -23,6 +23,9 @@ if [ ! -d node_modules/@open-policy-agent/opa-wasm ] || [ package.json -nt node_
 fi
 # The in-process sock_diag lookup for identity (optional; see the script).
 bash scripts/build-native.sh
+# Sources the build generates (src/generated/; cheap, rewritten only when they change): tests
+# import src/ directly.
+npm run --silent generate
 # The CLI runs from dist/ (one bundled file); rebuild when a source or a build script is newer
 # than the last build.
 if [ ! -f dist/cli/main.js ] || [ -n "$(find src scripts -newer dist/cli/main.js \( -name '*.ts' -o -name '*.mjs' \) -print -quit)" ]; then

@@ -111,7 +111,7 @@ network_policies:
     binaries:
       - path: /usr/bin/curl
       - path: /usr/bin/python3*
-      - path: /usr/bin/node
+      - path: ${process.execPath}
   code:
     endpoints:
       - { host: code.runtest.example, port: 443, allowed_ips: ${DOCS} }

@@ -1,12 +1,18 @@
 // Builds the wasm bundle with `opa build -t wasm` from the built-in Rego plus the author's
 // extension Rego. The compiled module does not depend on the policy data (that is set at run
-// time), so it is cached by the hash of its Rego sources.
+// time), so it is keyed by the hash of its Rego sources: shipped prebuilt in the package for
+// the built-in Rego alone (scripts/prebuilt-policy.mjs, at `npm pack`), else built once and
+// cached.
 import { createHash } from 'node:crypto';
+import { closeSync, fstatSync, openSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { portcullisCacheDir, readTrustedCacheFile } from '../util/cache-dir.js';
-import { BUILTIN_REGO_DIR, ENTRYPOINT, opaBinary } from './opa-cli.js';
+import { BUILTIN_REGO_DIR, ENTRYPOINT, opaBinary, PROJECT_ROOT } from './opa-cli.js';
+
+/** Where the package carries compiled policies, one `<key>.wasm` per Rego source set. */
+export const PREBUILT_WASM_DIR = join(PROJECT_ROOT, 'dist', 'wasm');
 
 export class BundleBuildError extends Error {
   override name = 'BundleBuildError';
@@ -41,7 +47,14 @@ async function runOpaBuild(sources: string[], outFile: string, dataFile?: string
   const args = ['build', '-t', 'wasm', '-e', ENTRYPOINT, '-o', outFile, ...sources];
   if (dataFile) args.push(dataFile);
   const execa = await execaLazily();
-  const result = await execa(opaBinary(), args, { reject: false, timeout: 120_000 });
+  const opa = opaBinary();
+  const result = await execa(opa, args, { reject: false, timeout: 120_000 });
+  if ((result as { code?: string }).code === 'ENOENT') {
+    throw new BundleBuildError(
+      `the opa CLI (${opa}) is not installed: it compiles extension Rego (--rego) and runs \`portcullis test\`; ` +
+        'install opa or set PORTCULLIS_OPA to its path (the built-in Rego alone needs no opa in an installed package)',
+    );
+  }
   if (result.exitCode !== 0) {
     throw new BundleBuildError(`opa build failed:\n${result.stderr || result.stdout || result.message}`);
   }
@@ -58,31 +71,57 @@ function cacheDir(): string {
   return portcullisCacheDir('wasm');
 }
 
-/** The compiled policy.wasm for the built-in Rego plus `extraDirs`, built once per source hash. */
-export async function compiledWasm(extraDirs: string[] = []): Promise<Buffer> {
-  const sources = await regoSources([BUILTIN_REGO_DIR, ...extraDirs]);
-  // The compiled module depends on the sources' contents, not on where they live: key the
-  // cache by the sorted content hashes, so temporary copies of the same Rego share one entry.
+/** The cache key of a set of Rego sources: their sorted content hashes, not where they live. */
+export async function regoSourcesKey(sources: string[]): Promise<string> {
+  // Temporary copies of the same Rego share one key.
   const digests = await Promise.all(sources.map(async (file) => createHash('sha256').update(await readFile(file)).digest('hex')));
   const hash = createHash('sha256');
   for (const digest of digests.sort()) hash.update(digest);
-  const key = hash.digest('hex').slice(0, 32);
+  return hash.digest('hex').slice(0, 32);
+}
+
+/** The prebuilt module for `key` when the package ships one that only its owner can write. */
+function readPrebuiltWasm(key: string): Buffer | null {
+  try {
+    const fd = openSync(join(PREBUILT_WASM_DIR, `${key}.wasm`), 'r');
+    try {
+      // Installed with the program that reads it, by whoever installed it (root or the user).
+      return (fstatSync(fd).mode & 0o022) === 0 ? readFileSync(fd) : null;
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    return null;
+  }
+}
+
+/** policy.wasm for exactly these Rego sources, compiled now by `opa build` (no cache). */
+export async function buildWasm(sources: string[]): Promise<Buffer> {
+  const work = await mkdtemp(join(tmpdir(), 'portcullis-build-'));
+  try {
+    await runOpaBuild(sources, join(work, 'bundle.tar.gz'));
+    return await extractFromBundle(join(work, 'bundle.tar.gz'), '/policy.wasm', work);
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+/** The compiled policy.wasm for the built-in Rego plus `extraDirs`: shipped, cached, or built once per source hash. */
+export async function compiledWasm(extraDirs: string[] = []): Promise<Buffer> {
+  const sources = await regoSources([BUILTIN_REGO_DIR, ...extraDirs]);
+  const key = await regoSourcesKey(sources);
+  const shipped = readPrebuiltWasm(key);
+  if (shipped) return shipped;
   const cached = join(cacheDir(), `${key}.wasm`);
   // A compiled policy from a file someone else could write might allow anything: built anew then.
   const kept = readTrustedCacheFile(cached);
   if (kept) return kept;
-  const work = await mkdtemp(join(tmpdir(), 'portcullis-build-'));
-  try {
-    await runOpaBuild(sources, join(work, 'bundle.tar.gz'));
-    const wasm = await extractFromBundle(join(work, 'bundle.tar.gz'), '/policy.wasm', work);
-    await mkdir(cacheDir(), { recursive: true, mode: 0o700 });
-    const partial = `${cached}.${process.pid}.tmp`;
-    await writeFile(partial, wasm, { mode: 0o600 });
-    await rename(partial, cached);
-    return wasm;
-  } finally {
-    await rm(work, { recursive: true, force: true });
-  }
+  const wasm = await buildWasm(sources);
+  await mkdir(cacheDir(), { recursive: true, mode: 0o700 });
+  const partial = `${cached}.${process.pid}.tmp`;
+  await writeFile(partial, wasm, { mode: 0o600 });
+  await rename(partial, cached);
+  return wasm;
 }
 
 /**

@@ -1,5 +1,7 @@
 // Locates the `opa` CLI: $PORTCULLIS_OPA, the project's .cache/bin/opa (scripts/setup.sh puts it
-// there), or `opa` on PATH.
+// there), or `opa` on PATH. An installed package runs the built-in Rego from the wasm it ships:
+// opa is needed only to compile extension Rego (--rego), for `compile --target wasm` and for
+// `portcullis test`.
 import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';

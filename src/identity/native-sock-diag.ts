@@ -1,7 +1,7 @@
 // The in-process sock_diag lookup (native/sock-diag.c, compiled by scripts/build-native.sh into
-// .cache/native/): one netlink socket per network namespace, kept open, and a synchronous
-// exact lookup that the kernel answers within the call. Absent (no compiler on the machine, no
-// build yet) or failing, callers use the helper process or procfs instead.
+// .cache/native/, one file per Node ABI): one netlink socket per network namespace, kept open,
+// and a synchronous exact lookup that the kernel answers within the call. Absent (no compiler on
+// the machine, no build for this Node yet) or failing, callers use the helper process or procfs.
 import { statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
@@ -11,7 +11,8 @@ interface SockDiagAddon {
   close(fd: number): void;
 }
 
-export const SOCK_DIAG_ADDON_PATH = fileURLToPath(new URL('../../.cache/native/sock-diag.node', import.meta.url));
+/** The build for the Node running us: each release line has its own ABI number. */
+export const SOCK_DIAG_ADDON_PATH = fileURLToPath(new URL(`../../.cache/native/sock-diag-abi${process.versions.modules}.node`, import.meta.url));
 
 /** The addon, or null when it is not built or does not load here. */
 export function loadSockDiagAddon(path = process.env.PORTCULLIS_SOCK_DIAG_ADDON ?? SOCK_DIAG_ADDON_PATH): SockDiagAddon | null {

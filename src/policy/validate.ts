@@ -6,7 +6,7 @@ import { parseBinaryPattern } from './binary-pattern.js';
 import { parseAllowedIp } from './cidr.js';
 import { parseHostPattern } from './host-pattern.js';
 // schema.ts compiled by Ajv at build time (scripts/generate-structure-check.mjs).
-import { checkStructure } from './structure-check.js';
+import { checkStructure } from '../generated/structure-check.js';
 import type { Endpoint, L7Rule, Policy } from './types.js';
 
 export type NodePath = Array<string | number>;
