@@ -15,6 +15,8 @@ const COMMANDS: Record<Subcommand, () => Promise<Register>> = {
   whois: async () => (await import('./commands/whois.js')).registerWhois,
   run: async () => (await import('./commands/run.js')).registerRun,
   ca: async () => (await import('./commands/ca.js')).registerCa,
+  decider: async () => (await import('./commands/decider.js')).registerDecider,
+  build: async () => (await import('./commands/build.js')).registerBuild,
 };
 
 async function main(): Promise<void> {

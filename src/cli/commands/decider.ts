@@ -1,0 +1,75 @@
+// `portcullis decider`: the policy brain of srt-proxy. Speaks srt-proxy's decider protocol on
+// stdin/stdout (or one inherited socket with --fd); reloads the policy on SIGHUP and when the
+// file changes (the last good policy stays). Exits 0 when srt-proxy ends the link, 1 when it
+// breaks the protocol (srt-proxy then refuses every request).
+import net from 'node:net';
+import type { Readable, Writable } from 'node:stream';
+import { InvalidArgumentError, type Command } from 'commander';
+import { openAuditSink } from '../../audit/sink.js';
+import { startDeciderLink } from '../../decider/link.js';
+import { loadPolicyFile } from '../../policy/load.js';
+import { watchPolicyFile } from '../../proxy/policy-watch.js';
+import { engineOrExit } from '../policy-or-exit.js';
+import { collect } from '../repeatable.js';
+
+interface DeciderCommandOptions {
+  policy: string;
+  rego?: string[];
+  audit?: string;
+  reportOnly?: boolean;
+  fd?: number;
+  watch: boolean;
+}
+
+function descriptor(text: string): number {
+  if (!/^\d+$/.test(text) || Number(text) < 3) throw new InvalidArgumentError(`"${text}" must be an inherited descriptor number of 3 or more`);
+  return Number(text);
+}
+
+function linkStreams(fd: number | undefined): { input: Readable; output: Writable } {
+  if (fd === undefined) return { input: process.stdin, output: process.stdout };
+  const socket = new net.Socket({ fd, readable: true, writable: true });
+  return { input: socket, output: socket };
+}
+
+export function registerDecider(program: Command): void {
+  program
+    .command('decider')
+    .description("decide srt-proxy's requests by the policy (its decider protocol on stdin/stdout, or --fd)")
+    .requiredOption('--policy <file>', 'policy file (YAML)')
+    .option('--rego <dir>', 'directory of extension Rego (repeatable)', collect)
+    .option('--audit <file>', 'audit log: JSON lines appended to FILE (not stdout: that carries the protocol)')
+    .option('--report-only', 'allow every would-deny, recorded with decision "audit"')
+    .option('--fd <n>', 'one inherited bidirectional socket instead of stdin/stdout', descriptor)
+    .option('--no-watch', 'do not reload when the policy file changes (SIGHUP still reloads)')
+    .action(async (opts: DeciderCommandOptions) => {
+      if (opts.audit === '-' && opts.fd === undefined) {
+        process.stderr.write('portcullis decider: --audit - would write into the protocol stream on stdout; give a file\n');
+        process.exit(2);
+      }
+      const engine = await engineOrExit(opts.policy, opts.rego ?? []);
+      const audit = openAuditSink(opts.audit);
+      const log = (line: string): boolean => process.stderr.write(`${line}\n`);
+      const reload = (): void => {
+        loadPolicyFile(opts.policy).then(
+          (loaded) => {
+            engine.replace(loaded);
+            audit.emit({ kind: 'reload', ok: true, policy_file: opts.policy });
+            log('portcullis decider: policy reloaded (hosts new to it are refused by srt-proxy until it restarts)');
+          },
+          (err: unknown) => {
+            audit.emit({ kind: 'reload', ok: false, policy_file: opts.policy, error: (err as Error).message });
+            log(`portcullis decider: reload refused, previous policy stays:\n${(err as Error).message}`);
+          },
+        );
+      };
+      const watcher = opts.watch ? watchPolicyFile(opts.policy, reload) : { close() {} };
+      process.on('SIGHUP', reload);
+      const link = startDeciderLink({ ...linkStreams(opts.fd), engine, audit, reportOnly: opts.reportOnly === true, log });
+      const end = await link.ended;
+      watcher.close();
+      await audit.close();
+      if (!end.ok) log(`portcullis decider: ${end.error}; link closed`);
+      process.exit(end.ok ? 0 : 1);
+    });
+}
