@@ -14,6 +14,7 @@ const COMMANDS: Record<Subcommand, () => Promise<Register>> = {
   proxy: async () => (await import('./commands/proxy.js')).registerProxy,
   whois: async () => (await import('./commands/whois.js')).registerWhois,
   run: async () => (await import('./commands/run.js')).registerRun,
+  build: async () => (await import('./commands/build.js')).registerBuild,
 };
 
 async function main(): Promise<void> {

@@ -59,7 +59,7 @@ export class PolicyEngine {
   private decisions: Map<string, Decision> | null;
 
   private constructor(
-    private readonly module: WebAssembly.Module,
+    private module: WebAssembly.Module,
     loaded: Loaded,
     private readonly deterministic: boolean,
   ) {
@@ -80,6 +80,17 @@ export class PolicyEngine {
     return new PolicyEngine(module, instantiate(module, data, source), regoDirs.length === 0);
   }
 
+  /** Loads a compiled module as it is (from a built bundle): no `opa` needed. */
+  static async fromWasm(wasm: Uint8Array, data: PolicyData, source: string, deterministic = false): Promise<PolicyEngine> {
+    let module: WebAssembly.Module;
+    try {
+      module = await WebAssembly.compile(new Uint8Array(wasm));
+    } catch (err) {
+      throw new EngineLoadError(`the bundle's policy.wasm is not a usable module: ${(err as Error).message}`);
+    }
+    return new PolicyEngine(module, instantiate(module, data, source), deterministic);
+  }
+
   static async fromFile(file: string, regoDirs: string[] = []): Promise<PolicyEngine> {
     return PolicyEngine.create(await loadPolicyFile(file), regoDirs);
   }
@@ -94,12 +105,27 @@ export class PolicyEngine {
 
   /** Swaps in a new policy atomically. Throws (and keeps the old policy) when it cannot load. */
   replace(policy: LoadedPolicy): void {
-    const next = instantiate(this.module, policy.data, policy.file);
+    this.swapIn(this.module, instantiate(this.module, policy.data, policy.file));
+  }
+
+  /** Swaps in a new compiled module with its data (a new bundle revision), atomically. */
+  async replaceWasm(wasm: Uint8Array, data: PolicyData, source: string): Promise<void> {
+    let module: WebAssembly.Module;
+    try {
+      module = await WebAssembly.compile(new Uint8Array(wasm));
+    } catch (err) {
+      throw new EngineLoadError(`the bundle's policy.wasm is not a usable module: ${(err as Error).message}`);
+    }
+    this.swapIn(module, instantiate(module, data, source));
+  }
+
+  private swapIn(module: WebAssembly.Module, next: Loaded): void {
     const probe = this.evaluateWith(next, {
       exec: { path: '<unresolved>', ancestors: [] },
       network: { host: 'probe.invalid', port: 1 },
     });
     if (probe.reason.startsWith('policy evaluation failed')) throw new EngineLoadError(probe.reason);
+    this.module = module;
     this.current = next;
     this.decisions = this.deterministic ? new Map() : null;
   }
