@@ -1,0 +1,266 @@
+// portcullis on OPA's management plane, against real parts: nginx serving signed bundles with
+// ETags, a collector for /logs and /status, and OPA itself on the same configuration — both
+// activate the same revisions, answer alike and upload decision logs of the same shape. Faults:
+// the bundle server down at start, a download cut midway, a gzip bomb, a tampered bundle, the
+// collector down for a while, and a restart with the service down (persisted bundle).
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
+import http from 'node:http';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseOpaConfig } from '../src/bundle/config.js';
+import { startManagement, type Management } from '../src/bundle/management.js';
+import { buildDecisionInput } from '../src/engine/input.js';
+import { collector, freePort, nginx, type Collector, type Nginx } from './fixtures/bundle/servers.js';
+
+const ROOT = process.cwd();
+const CLI = join(ROOT, 'dist/cli/main.js');
+const GIT = buildDecisionInput({ host: 'api.github.com', port: 443, binary: '/usr/bin/git' });
+const GITLAB = buildDecisionInput({ host: 'gitlab.example.com', port: 443, binary: '/usr/bin/git' });
+
+let work: string;
+let web: Nginx;
+let logs: Collector;
+let opaWasm: string;
+let publicPem: string;
+
+function policyYaml(host: string): string {
+  return `version: 1\nnetwork_policies:\n  code:\n    endpoints:\n      - { host: ${host}, port: 443 }\n    binaries:\n      - path: /usr/bin/git\n`;
+}
+
+/** Builds revision `rev` allowing `host` and publishes it on nginx (atomically, by rename). */
+function publish(rev: string, host: string, name = 'portcullis.tar.gz'): void {
+  const policy = join(work, `policy-${rev}.yaml`);
+  writeFileSync(policy, policyYaml(host));
+  const out = join(work, `bundle-${rev}.tar.gz`);
+  execFileSync(process.execPath, [CLI, 'build', '--policy', policy, '--revision', rev, '--signing-key', join(work, 'fleet.key'), '--signing-key-id', 'fleet', '--out', out], { stdio: 'pipe' });
+  copyFileSync(out, join(web.root, 'bundles', `${name}.tmp`));
+  execFileSync('mv', [join(web.root, 'bundles', `${name}.tmp`), join(web.root, 'bundles', name)]);
+}
+
+function configYaml(bundleUrl: string, extra = ''): string {
+  return `services:
+  bundles:
+    url: ${bundleUrl}
+  collector:
+    url: http://127.0.0.1:${logs.port}
+bundles:
+  portcullis:
+    service: bundles
+    resource: bundles/portcullis.tar.gz
+    persist: true
+    polling:
+      min_delay_seconds: 1
+      max_delay_seconds: 1
+    signing:
+      keyid: fleet
+keys:
+  fleet:
+    algorithm: RS256
+    key: |
+${publicPem.trim().split('\n').map((l) => `      ${l}`).join('\n')}
+decision_logs:
+  service: collector
+  reporting:
+    min_delay_seconds: 1
+    max_delay_seconds: 1
+    upload_size_limit_bytes: 4096
+status:
+  service: collector
+labels:
+  fleet: test
+${extra}`;
+}
+
+async function until<T>(what: string, probe: () => T | undefined | false, timeoutMs = 15_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = probe();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function manage(configText: string, persistence: string): Promise<Management> {
+  const config = parseOpaConfig(configText.replace('labels:', `persistence_directory: ${persistence}\nlabels:`), 'config.yaml');
+  return startManagement({ config, requestedBy: 'test', log: () => undefined });
+}
+
+beforeAll(async () => {
+  opaWasm = execFileSync('bash', [join(ROOT, 'scripts/build-opa-wasm.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim();
+  work = mkdtempSync(join(tmpdir(), 'pc-fleet-'));
+  const pair = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  writeFileSync(join(work, 'fleet.key'), pair.privateKey.export({ type: 'pkcs8', format: 'pem' }));
+  publicPem = pair.publicKey.export({ type: 'spki', format: 'pem' }).toString();
+  web = nginx(work, await freePort());
+  logs = collector(await freePort());
+  await web.start();
+  await logs.start();
+}, 300_000);
+
+afterAll(async () => {
+  await web?.stop();
+  await logs?.stop();
+  if (work) rmSync(work, { recursive: true, force: true });
+});
+
+describe('one configuration for OPA and portcullis', () => {
+  it('both activate the same revisions from nginx, answer alike, and upload decision logs of the same shape', async () => {
+    publish('r1', 'api.github.com');
+    const configFile = join(work, 'shared.yaml');
+    writeFileSync(configFile, configYaml(`http://127.0.0.1:${web.port}`));
+    const opaPort = await freePort();
+    const opa: ChildProcess = spawn(opaWasm, ['run', '--server', '--addr', `127.0.0.1:${opaPort}`, '--config-file', configFile, '--log-level', 'error'], { stdio: 'ignore', cwd: work });
+    const ours = await manage(readFileSync(configFile, 'utf8'), join(work, 'persist-shared'));
+    const askOpa = async (input: unknown): Promise<Record<string, unknown> | undefined> => {
+      try {
+        const res = await fetch(`http://127.0.0.1:${opaPort}/v1/data/portcullis/authz/decision`, { method: 'POST', body: JSON.stringify({ input }) });
+        return ((await res.json()) as { result?: Record<string, unknown> }).result;
+      } catch {
+        return undefined;
+      }
+    };
+    try {
+      await until('portcullis activates r1', () => ours.puller.status.active_revision === 'r1');
+      let opaAnswer: Record<string, unknown> | undefined;
+      for (let i = 0; i < 200 && !(opaAnswer = await askOpa(GIT))?.allow; i++) await new Promise((r) => setTimeout(r, 100));
+      expect(opaAnswer).toEqual(ours.engine.decide(GIT));
+      expect(await askOpa(GITLAB)).toEqual(ours.engine.decide(GITLAB));
+
+      publish('r2', 'gitlab.example.com');
+      await until('portcullis activates r2', () => ours.puller.status.active_revision === 'r2');
+      for (let i = 0; i < 200 && !(await askOpa(GITLAB))?.allow; i++) await new Promise((r) => setTimeout(r, 100));
+      expect(await askOpa(GITLAB)).toEqual(ours.engine.decide(GITLAB));
+      expect(ours.engine.decide(GITLAB)).toMatchObject({ allow: true });
+      expect(ours.engine.decide(GIT)).toMatchObject({ allow: false });
+
+      await ours.logger!.flush();
+      const fromUs = await until('our decision logs arrive', () => logs.events.find((e) => (e.labels as Record<string, string>).version === '0.1.0'));
+      const fromOpa = await until('opa decision logs arrive', () => logs.events.find((e) => (e.labels as Record<string, string>).version !== '0.1.0'), 20_000);
+      const shape = (e: Record<string, unknown>): Record<string, string> => Object.fromEntries(Object.entries(e).map(([k, v]) => [k, Array.isArray(v) ? 'array' : v === null ? 'null' : typeof v]));
+      const common = Object.keys(shape(fromOpa)).filter((k) => k !== 'req_id' && k !== 'nd_builtin_cache');
+      expect(Object.keys(shape(fromUs)).sort()).toEqual(expect.arrayContaining(common.sort()));
+      for (const key of common) expect(shape(fromUs)[key], key).toBe(shape(fromOpa)[key]);
+      expect(fromUs.labels).toMatchObject({ fleet: 'test' });
+      expect(fromUs.path).toBe(fromOpa.path);
+      const ourStatus = await until('our status arrives', () => logs.statuses.find((s) => (s.labels as Record<string, string>).version === '0.1.0' && (s.bundles as Record<string, { active_revision?: string }>).portcullis?.active_revision === 'r2'));
+      expect(ourStatus.bundles).toMatchObject({ portcullis: { name: 'portcullis', active_revision: 'r2' } });
+      expect(logs.uploads.every((size) => size <= 4096)).toBe(true);
+    } finally {
+      opa.kill('SIGTERM');
+      await ours.stop();
+    }
+  }, 120_000);
+});
+
+describe('faults', () => {
+  it('denies everything with a reason while no bundle was ever activated, then recovers when the server comes up', async () => {
+    const port = await freePort();
+    const ours = await manage(configYaml(`http://127.0.0.1:${port}`), join(work, 'persist-down'));
+    try {
+      await until('a failed attempt', () => ours.puller.status.code);
+      expect(ours.engine.decide(GIT)).toMatchObject({ allow: false, reason: expect.stringContaining('no policy bundle has been activated yet') });
+      const late = http.createServer((_req, res) => res.writeHead(200).end(readFileSync(join(web.root, 'bundles/portcullis.tar.gz'))));
+      await new Promise<void>((resolve) => late.listen(port, '127.0.0.1', resolve));
+      try {
+        await until('activation after recovery', () => ours.engine.ready, 20_000);
+        expect(ours.puller.status.code).toBeUndefined();
+      } finally {
+        late.close();
+      }
+    } finally {
+      await ours.stop();
+    }
+  }, 60_000);
+
+  it('keeps the last good bundle through a cut download, a gzip bomb and a tampered bundle, saying why each time', async () => {
+    publish('good', 'api.github.com');
+    const good = readFileSync(join(web.root, 'bundles/portcullis.tar.gz'));
+    let serve: 'good' | 'cut' | 'bomb' | 'tampered' = 'good';
+    const server = http.createServer((_req, res) => {
+      if (serve === 'good') return void res.writeHead(200, { etag: '"good"' }).end(good);
+      if (serve === 'cut') {
+        res.writeHead(200, { 'content-length': String(good.length) });
+        res.write(good.subarray(0, good.length >> 1));
+        setTimeout(() => res.destroy(), 20);
+        return;
+      }
+      if (serve === 'bomb') return void res.writeHead(200).end(gzipSync(Buffer.alloc(300 * 1024 * 1024)));
+      const tampered = Buffer.from(good);
+      tampered[tampered.length - 40] ^= 0xff;
+      res.writeHead(200).end(tampered);
+    });
+    const port = await freePort();
+    await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+    const ours = await manage(configYaml(`http://127.0.0.1:${port}`).replace('persist: true', 'persist: true\n    size_limit_bytes: 67108864'), join(work, 'persist-faults'));
+    try {
+      await until('good active', () => ours.puller.status.active_revision === 'good');
+      for (const [fault, message] of [
+        ['cut', /socket hang up|aborted|ECONNRESET|not gzip|unexpected end/i],
+        ['bomb', /gzip bomb|exceeds/],
+        ['tampered', /not gzip|hash does not match|not a valid tar|incorrect header|invalid/i],
+      ] as const) {
+        serve = fault;
+        await ours.puller.pollNow();
+        expect(ours.puller.status.message, fault).toMatch(message);
+        expect(ours.puller.status.active_revision, fault).toBe('good');
+        expect(ours.engine.decide(GIT), fault).toMatchObject({ allow: true });
+      }
+    } finally {
+      await ours.stop();
+      server.close();
+    }
+  }, 60_000);
+
+  it('after a restart with the service down, enforces the persisted bundle', async () => {
+    publish('kept', 'api.github.com');
+    const persistence = join(work, 'persist-restart');
+    const first = await manage(configYaml(`http://127.0.0.1:${web.port}`), persistence);
+    await until('kept active', () => first.puller.status.active_revision === 'kept');
+    await first.stop();
+    const down = await freePort();
+    const second = await manage(configYaml(`http://127.0.0.1:${down}`), persistence);
+    try {
+      expect(second.puller.status.active_revision).toBe('kept');
+      expect(second.engine.decide(GIT)).toMatchObject({ allow: true });
+    } finally {
+      await second.stop();
+    }
+  }, 60_000);
+
+  it('buffers decision logs while the collector is down and delivers every one when it returns; drops beyond the buffer are counted', async () => {
+    publish('logs', 'api.github.com');
+    await logs.stop();
+    const before = logs.events.length;
+    const ours = await manage(configYaml(`http://127.0.0.1:${web.port}`), join(work, 'persist-logs'));
+    try {
+      await until('active', () => ours.engine.ready);
+      for (let i = 0; i < 50; i++) ours.engine.decide(buildDecisionInput({ host: `h${i}.example`, port: 443 }));
+      await ours.logger!.flush();
+      expect(ours.logger!.status()).toMatchObject({ code: 'decision_log_upload_failed', buffered: 50, dropped: 0 });
+      await logs.start();
+      await ours.logger!.flush();
+      const mine = logs.events.slice(before).filter((e) => String((e.input as { network: { host: string } }).network.host).endsWith('.example'));
+      expect(mine.map((e) => (e.input as { network: { host: string } }).network.host)).toEqual(Array.from({ length: 50 }, (_, i) => `h${i}.example`));
+      expect(ours.logger!.status()).toMatchObject({ buffered: 0, dropped: 0 });
+    } finally {
+      await ours.stop();
+    }
+    const small = await manage(configYaml(`http://127.0.0.1:${web.port}`).replace('upload_size_limit_bytes: 4096', 'upload_size_limit_bytes: 4096\n    buffer_size_limit_bytes: 5000'), join(work, 'persist-logs2'));
+    try {
+      await until('active', () => small.engine.ready);
+      await logs.stop();
+      for (let i = 0; i < 50; i++) small.engine.decide(buildDecisionInput({ host: `d${i}.example`, port: 443 }));
+      const status = small.logger!.status();
+      expect(status.dropped).toBeGreaterThan(0);
+      expect(status.buffered + status.dropped).toBe(50);
+    } finally {
+      await logs.start();
+      await small.stop();
+    }
+  }, 90_000);
+});
