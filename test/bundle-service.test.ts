@@ -159,6 +159,7 @@ describe('one configuration for OPA and portcullis', () => {
 
 describe('faults', () => {
   it('denies everything with a reason while no bundle was ever activated, then recovers when the server comes up', async () => {
+    publish('recovered', 'api.github.com');
     const port = await freePort();
     const ours = await manage(configYaml(`http://127.0.0.1:${port}`), join(work, 'persist-down'));
     try {
@@ -167,8 +168,8 @@ describe('faults', () => {
       const late = http.createServer((_req, res) => res.writeHead(200).end(readFileSync(join(web.root, 'bundles/portcullis.tar.gz'))));
       await new Promise<void>((resolve) => late.listen(port, '127.0.0.1', resolve));
       try {
-        await until('activation after recovery', () => ours.engine.ready, 20_000);
-        expect(ours.puller.status.code).toBeUndefined();
+        await until('activation after recovery', () => ours.engine.ready && ours.puller.status.code === undefined, 20_000);
+        expect(ours.engine.decide(GIT)).toMatchObject({ allow: true });
       } finally {
         late.close();
       }
@@ -263,4 +264,78 @@ describe('faults', () => {
       await small.stop();
     }
   }, 90_000);
+});
+
+describe('polling', () => {
+  it('asks nginx with If-None-Match and takes 304 as unchanged', async () => {
+    publish('etag', 'api.github.com');
+    const ours = await manage(configYaml(`http://127.0.0.1:${web.port}`), join(work, 'persist-etag'));
+    try {
+      await until('active', () => ours.puller.status.active_revision === 'etag');
+      await ours.puller.pollNow();
+      await ours.puller.pollNow();
+      expect(ours.puller.status.http_code).toBe(304);
+      expect(ours.puller.status.active_revision).toBe('etag');
+      const log = readFileSync(join(work, 'nginx-access.log'), 'utf8');
+      expect(log).toMatch(/"GET \/bundles\/portcullis\.tar\.gz HTTP\/1\.1" 304/);
+    } finally {
+      await ours.stop();
+    }
+  }, 60_000);
+
+  it('long-polls a server that speaks it: a new revision is active at once although polling waits a minute', async () => {
+    let revision = 0;
+    let body = readFileSync(join(web.root, 'bundles/portcullis.tar.gz'));
+    const waiting = new Set<() => void>();
+    const server = http.createServer((req, res) => {
+      const answer = (): void => void res.writeHead(200, { etag: `"${revision}"`, 'content-type': 'application/vnd.openpolicyagent.bundles' }).end(body);
+      const wait = /wait=(\d+)/.exec(String(req.headers.prefer ?? ''));
+      if (req.headers['if-none-match'] !== `"${revision}"`) return answer();
+      if (!wait) return void res.writeHead(304).end();
+      const timer = setTimeout(() => {
+        waiting.delete(wake);
+        res.writeHead(304, { 'content-type': 'application/vnd.openpolicyagent.bundles' }).end();
+      }, Number(wait[1]) * 1000);
+      const wake = (): void => {
+        clearTimeout(timer);
+        answer();
+      };
+      waiting.add(wake);
+    });
+    const port = await freePort();
+    await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+    const config = configYaml(`http://127.0.0.1:${port}`).replace('min_delay_seconds: 1\n      max_delay_seconds: 1', 'min_delay_seconds: 60\n      max_delay_seconds: 120\n      long_polling_timeout_seconds: 30');
+    const ours = await manage(config, join(work, 'persist-long'));
+    try {
+      await until('first active', () => ours.engine.ready);
+      await until('a long poll is waiting', () => waiting.size > 0);
+      publish('lp', 'gitlab.example.com');
+      body = readFileSync(join(web.root, 'bundles/portcullis.tar.gz'));
+      revision++;
+      const published = Date.now();
+      for (const wake of [...waiting]) wake();
+      waiting.clear();
+      await until('new revision active', () => ours.puller.status.active_revision === 'lp', 5_000);
+      expect(Date.now() - published).toBeLessThan(5_000);
+    } finally {
+      await ours.stop();
+      server.closeAllConnections();
+      server.close();
+    }
+  }, 60_000);
+});
+
+describe('configuration', () => {
+  it('names OPA settings it does not apply, refuses keys OPA does not have, and checks references', () => {
+    const base = 'services:\n  s:\n    url: http://127.0.0.1:1\nbundles:\n  b:\n    resource: x.tar.gz\n';
+    const parsed = parseOpaConfig(`${base}discovery:\n  name: d\nbundles_extra: 1\n`.replace('bundles_extra: 1\n', ''), 'c.yaml');
+    expect(parsed.warnings).toEqual(['discovery: an OPA setting portcullis does not apply (ignored)']);
+    expect(parsed.bundles[0]).toMatchObject({ name: 'b', service: 's', resource: 'x.tar.gz', minDelaySeconds: 60, maxDelaySeconds: 120 });
+    expect(() => parseOpaConfig(`${base}bundels: {}\n`, 'c.yaml')).toThrow(/c.yaml: bundels: unknown key/);
+    expect(() => parseOpaConfig(`${base.replace('resource: x.tar.gz', 'resource: x.tar.gz\n    servce: s')}`, 'c.yaml')).toThrow(/bundles.b.servce: unknown key/);
+    expect(() => parseOpaConfig(`${base.replace('resource: x.tar.gz', 'resource: x.tar.gz\n    service: t')}`, 'c.yaml')).toThrow(/no service named "t"/);
+    expect(() => parseOpaConfig(`${base}keys:\n  k:\n    algorithm: XX1\n    key: y\n`, 'c.yaml')).toThrow(/keys.k.algorithm/);
+    expect(parseOpaConfig(base.replace('resource: x.tar.gz', 'resource: x.tar.gz\n    trigger: manual'), 'c.yaml').warnings).toEqual(['bundles.b.trigger: an OPA setting portcullis does not apply (ignored)']);
+    expect(parseOpaConfig('services:\n  - name: s\n    url: http://127.0.0.1:1\nbundles:\n  b: {}\n', 'c.yaml').services.s).toMatchObject({ url: 'http://127.0.0.1:1' });
+  });
 });

@@ -55,6 +55,7 @@ export class BundlePuller {
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
   private inFlight: Promise<void> | undefined;
+  private readonly aborter = new AbortController();
 
   constructor(private readonly opts: BundlePullerOptions) {
     this.status = { name: opts.bundle.name };
@@ -76,6 +77,7 @@ export class BundlePuller {
   stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
+    this.aborter.abort();
     return this.inFlight ?? Promise.resolve();
   }
 
@@ -107,7 +109,7 @@ export class BundlePuller {
     this.status.last_request = new Date().toISOString();
     let longPolled = false;
     try {
-      const res = await requestService(service, { method: 'GET', resource: bundle.resource, headers, timeoutMs: ((wait ?? 0) + 30) * 1000, maxBytes: bundle.sizeLimitBytes });
+      const res = await requestService(service, { method: 'GET', resource: bundle.resource, headers, timeoutMs: ((wait ?? 0) + 30) * 1000, maxBytes: bundle.sizeLimitBytes, signal: this.aborter.signal });
       this.status.http_code = res.status;
       longPolled = wait !== undefined && String(res.headers['content-type'] ?? '').startsWith(LONG_POLL_TYPE);
       if (res.status === 304) {

@@ -21,6 +21,8 @@ export interface ServiceRequest {
   body?: Buffer;
   timeoutMs: number;
   maxBytes: number;
+  /** Ends the request early (shutdown while a long poll waits). */
+  signal?: AbortSignal;
 }
 
 export class ServiceRequestError extends Error {
@@ -40,7 +42,7 @@ export function requestService(service: ServiceConfig, req: ServiceRequest): Pro
   // The service's CA is trusted besides the system's roots, not instead of them.
   const ca = url.protocol === 'https:' && service.caCertFile ? { ca: [...tls.rootCertificates, readFileSync(service.caCertFile, 'utf8')] } : {};
   return new Promise((resolve, reject) => {
-    const request = client.request(url, { method: req.method, headers, timeout: req.timeoutMs, ...ca }, (res) => {
+    const request = client.request(url, { method: req.method, headers, timeout: req.timeoutMs, ...(req.signal ? { signal: req.signal } : {}), ...ca }, (res) => {
       const chunks: Buffer[] = [];
       let size = 0;
       res.on('data', (chunk: Buffer) => {
