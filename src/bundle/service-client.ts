@@ -53,7 +53,10 @@ export function requestService(service: ServiceConfig, req: ServiceRequest): Pro
         }
         chunks.push(chunk);
       });
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
+      res.on('end', () => {
+        if (!res.complete) reject(new ServiceRequestError(`${url.origin}: the answer was cut short`));
+        else resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) });
+      });
       res.on('error', (err) => reject(new ServiceRequestError(`${url.origin}: ${err.message}`)));
     });
     request.on('timeout', () => request.destroy(new ServiceRequestError(`no answer from ${url.origin} within ${req.timeoutMs} ms`)));
