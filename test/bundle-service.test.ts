@@ -341,3 +341,25 @@ describe('configuration', () => {
     expect(parseOpaConfig('services:\n  - name: s\n    url: http://127.0.0.1:1\nbundles:\n  b: {}\n', 'c.yaml').services.s).toMatchObject({ url: 'http://127.0.0.1:1' });
   });
 });
+
+describe('decision log pieces', () => {
+  it('erases input fields by JSON pointer and lists what it erased', async () => {
+    const { erase } = await import('../src/bundle/decision-log.js');
+    const event = { input: { exec: { path: '/usr/bin/git', ancestors: ['/bin/sh'] }, network: { host: 'a~b/c', port: 1 } } };
+    expect(erase(event, ['/input/exec/ancestors', '/input/missing', '/input/network/host'])).toEqual(['/input/exec/ancestors', '/input/network/host']);
+    expect(event).toEqual({ input: { exec: { path: '/usr/bin/git' }, network: { port: 1 } } });
+  });
+
+  it('splits uploads into gzip chunks within the limit, keeping order, and sets apart an event too large alone', async () => {
+    const { chunkEvents } = await import('../src/bundle/decision-log.js');
+    const { gunzipSync } = await import('node:zlib');
+    const { randomBytes } = await import('node:crypto');
+    const events = Array.from({ length: 300 }, (_, i) => JSON.stringify({ i, noise: randomBytes(40 + (i % 50)).toString('base64') }));
+    events.splice(150, 0, JSON.stringify({ big: randomBytes(6000).toString('base64') }));
+    const { chunks, tooLarge } = chunkEvents(events, 2048);
+    expect(tooLarge).toBe(1);
+    expect(chunks.every((c) => c.body.length <= 2048)).toBe(true);
+    const back = chunks.flatMap((c) => JSON.parse(gunzipSync(c.body).toString()) as Array<{ i?: number }>);
+    expect(back.map((e) => e.i)).toEqual(Array.from({ length: 300 }, (_, i) => i));
+  });
+});
