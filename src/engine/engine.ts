@@ -49,8 +49,21 @@ function instantiate(module: WebAssembly.Module, data: PolicyData, source: strin
 /** Decisions kept per policy: a client asks the same question again and again. */
 const MAX_KEPT_DECISIONS = 4096;
 
+const NO_POLICY: PolicyData = { policies: {}, index: { exact: {}, wildcard: {}, hostless: {} } };
+
+/** What the engine tells an observer about each decision (decision logs). */
+export interface DecisionObservation {
+  input: DecisionInput;
+  result: Decision;
+  /** Evaluation time, ns (0 when the answer was kept from an earlier evaluation). */
+  evalNs: number;
+}
+
 export class PolicyEngine {
-  private current: Loaded;
+  /** Null until a first policy arrives (a bundle service not yet answered): every decision denies. */
+  private current: Loaded | null;
+  private pendingReason = '';
+  private observers: Array<(o: DecisionObservation) => void> = [];
   /**
    * Decisions of the current policy by input. The built-in Rego is a pure function of input
    * and data, so an answer can be reused until the policy is replaced; an extension might not
@@ -59,12 +72,26 @@ export class PolicyEngine {
   private decisions: Map<string, Decision> | null;
 
   private constructor(
-    private readonly module: WebAssembly.Module,
-    loaded: Loaded,
+    private module: WebAssembly.Module | null,
+    loaded: Loaded | null,
     private readonly deterministic: boolean,
   ) {
     this.current = loaded;
     this.decisions = deterministic ? new Map() : null;
+  }
+
+  /** An engine with no policy yet: every decision denies with `reason` until replaceWasm(). */
+  static pending(reason: string): PolicyEngine {
+    // Decisions may be kept: the engine refuses modules that call out to JavaScript, and the
+    // builtins native to wasm are pure functions of input and data.
+    const engine = new PolicyEngine(null, null, true);
+    engine.pendingReason = reason;
+    return engine;
+  }
+
+  /** Calls `observer` with every decision (its input, result and evaluation time). */
+  observe(observer: (o: DecisionObservation) => void): void {
+    this.observers.push(observer);
   }
 
   /** Builds (or reuses) the wasm for the built-in Rego plus `regoDirs` and loads `policy`. */
@@ -80,26 +107,57 @@ export class PolicyEngine {
     return new PolicyEngine(module, instantiate(module, data, source), regoDirs.length === 0);
   }
 
+  /** Loads a compiled module as it is (from a built bundle): no `opa` needed. */
+  static async fromWasm(wasm: Uint8Array, data: PolicyData, source: string, deterministic = true): Promise<PolicyEngine> {
+    let module: WebAssembly.Module;
+    try {
+      module = await WebAssembly.compile(new Uint8Array(wasm));
+    } catch (err) {
+      throw new EngineLoadError(`the bundle's policy.wasm is not a usable module: ${(err as Error).message}`);
+    }
+    return new PolicyEngine(module, instantiate(module, data, source), deterministic);
+  }
+
   static async fromFile(file: string, regoDirs: string[] = []): Promise<PolicyEngine> {
     return PolicyEngine.create(await loadPolicyFile(file), regoDirs);
   }
 
   get data(): PolicyData {
-    return this.current.data;
+    return this.current?.data ?? NO_POLICY;
   }
 
   get source(): string {
-    return this.current.source;
+    return this.current?.source ?? '<none>';
+  }
+
+  get ready(): boolean {
+    return this.current !== null;
   }
 
   /** Swaps in a new policy atomically. Throws (and keeps the old policy) when it cannot load. */
   replace(policy: LoadedPolicy): void {
-    const next = instantiate(this.module, policy.data, policy.file);
+    if (!this.module) throw new EngineLoadError('this engine takes its policy from bundles, not from a policy file');
+    this.swapIn(this.module, instantiate(this.module, policy.data, policy.file));
+  }
+
+  /** Swaps in a new compiled module with its data (a new bundle revision), atomically. */
+  async replaceWasm(wasm: Uint8Array, data: PolicyData, source: string): Promise<void> {
+    let module: WebAssembly.Module;
+    try {
+      module = await WebAssembly.compile(new Uint8Array(wasm));
+    } catch (err) {
+      throw new EngineLoadError(`the bundle's policy.wasm is not a usable module: ${(err as Error).message}`);
+    }
+    this.swapIn(module, instantiate(module, data, source));
+  }
+
+  private swapIn(module: WebAssembly.Module, next: Loaded): void {
     const probe = this.evaluateWith(next, {
       exec: { path: '<unresolved>', ancestors: [] },
       network: { host: 'probe.invalid', port: 1 },
     });
     if (probe.reason.startsWith('policy evaluation failed')) throw new EngineLoadError(probe.reason);
+    this.module = module;
     this.current = next;
     this.decisions = this.deterministic ? new Map() : null;
   }
@@ -109,6 +167,16 @@ export class PolicyEngine {
   }
 
   decide(input: DecisionInput): Decision {
+    if (this.observers.length === 0) return this.decideOnly(input);
+    const started = process.hrtime.bigint();
+    const result = this.decideOnly(input);
+    const evalNs = Number(process.hrtime.bigint() - started);
+    for (const observer of this.observers) observer({ input, result, evalNs });
+    return result;
+  }
+
+  private decideOnly(input: DecisionInput): Decision {
+    if (!this.current) return { allow: false, decision: 'deny', reason: this.pendingReason, policy: null };
     if (!this.decisions) return this.evaluateWith(this.current, input);
     const key = JSON.stringify(input);
     const kept = this.decisions.get(key);
