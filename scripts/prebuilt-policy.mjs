@@ -11,8 +11,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const { buildWasm, PREBUILT_WASM_DIR, regoSources, regoSourcesKey } = await import(`${ROOT}dist/engine/bundle.js`);
-const { BUILTIN_REGO_DIR } = await import(`${ROOT}dist/engine/opa-cli.js`);
+const { buildWasm, PREBUILT_WASM_DIR, regoFiles, regoSourcesKey } = await import(`${ROOT}dist/engine/bundle.js`);
 
 /** The packed CLI must decide from the shipped file alone: no opa, an empty cache. */
 function checkShipped() {
@@ -38,17 +37,17 @@ const mode = process.argv[2];
 if (mode === 'clean') {
   rmSync(PREBUILT_WASM_DIR, { recursive: true, force: true });
 } else if (mode === 'build') {
-  const sources = await regoSources([BUILTIN_REGO_DIR]);
-  const key = await regoSourcesKey(sources);
+  const files = await regoFiles([]);
+  const key = await regoSourcesKey(files);
   // Built afresh by opa, never copied from a cache, so nothing planted there is shipped.
-  const wasm = await buildWasm(sources);
+  const wasm = await buildWasm(files);
   rmSync(PREBUILT_WASM_DIR, { recursive: true, force: true });
   mkdirSync(PREBUILT_WASM_DIR, { recursive: true });
   const file = join(PREBUILT_WASM_DIR, `${key}.wasm`);
   writeFileSync(file, wasm);
   chmodSync(file, 0o644);
   checkShipped();
-  process.stderr.write(`prebuilt policy: ${file} (${wasm.length} bytes, from ${sources.length} Rego file(s))\n`);
+  process.stderr.write(`prebuilt policy: ${file} (${wasm.length} bytes, from ${files.length} Rego file(s))\n`);
 } else {
   process.stderr.write('usage: node scripts/prebuilt-policy.mjs build|clean\n');
   process.exit(2);

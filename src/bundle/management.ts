@@ -17,6 +17,8 @@ export interface Management {
   logger: DecisionLogger | undefined;
   /** The first activation (or the first failure to get one): for start-up messages. */
   firstAttempt: Promise<BundleStatus>;
+  /** Calls `listener` after each activation of a new revision. */
+  onActivated(listener: (revision: string) => void): void;
   stop(): Promise<void>;
 }
 
@@ -50,6 +52,7 @@ export async function startManagement(opts: ManagementOptions): Promise<Manageme
     );
   };
 
+  const activationListeners: Array<(revision: string) => void> = [];
   let settleFirst!: (s: BundleStatus) => void;
   const firstAttempt = new Promise<BundleStatus>((resolve) => (settleFirst = resolve));
   const puller = new BundlePuller({
@@ -65,7 +68,10 @@ export async function startManagement(opts: ManagementOptions): Promise<Manageme
       if (s.code) opts.log(`bundle ${bundle.name}: ${s.message ?? s.code}${engine.ready ? ' (the last good bundle stays active)' : ''}`);
       if (changed) report();
     },
-    onActivated: (revision) => opts.log(`bundle ${bundle.name}: revision ${revision} active`),
+    onActivated: (revision) => {
+      opts.log(`bundle ${bundle.name}: revision ${revision} active`);
+      for (const listener of activationListeners) listener(revision);
+    },
   });
 
   let logger: DecisionLogger | undefined;
@@ -91,6 +97,7 @@ export async function startManagement(opts: ManagementOptions): Promise<Manageme
     puller,
     logger,
     firstAttempt,
+    onActivated: (listener) => activationListeners.push(listener),
     async stop() {
       await puller.stop();
       await logger?.stop();

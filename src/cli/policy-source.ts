@@ -27,6 +27,8 @@ export interface OpenedPolicy {
   /** A file whose changes should reload (none for bundle services: they poll). */
   watchFile?: string;
   reload(): Promise<void>;
+  /** Calls `listener` when the policy changed by itself (a bundle service pushed a revision). */
+  onChange(listener: () => void): void;
   stop(): Promise<void>;
 }
 
@@ -62,6 +64,7 @@ async function bundleEngine(file: string, flags: PolicySourceFlags): Promise<Ope
       const next = await load();
       await engine.replaceWasm(next.wasm, next.data, `${file} (revision ${next.revision})`);
     },
+    onChange: () => undefined,
     stop: async () => undefined,
   };
 }
@@ -73,7 +76,7 @@ export async function openPolicySource(flags: PolicySourceFlags, requestedBy: st
   if (flags.policy !== undefined) {
     const file = flags.policy;
     const engine = await engineOrExit(file, flags.rego ?? []);
-    return { engine, describe: file, watchFile: file, reload: async () => engine.replace(await loadPolicyFile(file)), stop: async () => undefined };
+    return { engine, describe: file, watchFile: file, reload: async () => engine.replace(await loadPolicyFile(file)), onChange: () => undefined, stop: async () => undefined };
   }
   if (flags.bundle !== undefined) return bundleEngine(flags.bundle, flags);
   const file = flags.config!;
@@ -85,5 +88,11 @@ export async function openPolicySource(flags: PolicySourceFlags, requestedBy: st
   }
   for (const warning of config.warnings) log(`${file}: ${warning}`);
   const management = await startManagement({ config, requestedBy, log });
-  return { engine: management.engine, describe: `${file} (bundle ${config.bundles[0]!.name})`, reload: () => management.puller.pollNow(), stop: () => management.stop() };
+  return {
+    engine: management.engine,
+    describe: `${file} (bundle ${config.bundles[0]!.name})`,
+    reload: () => management.puller.pollNow(),
+    onChange: (listener) => management.onActivated(() => listener()),
+    stop: () => management.stop(),
+  };
 }

@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { closeSync, fstatSync, openSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import { portcullisCacheDir, readTrustedCacheFile } from '../util/cache-dir.js';
 import { BUILTIN_REGO_DIR, ENTRYPOINT, opaBinary, PROJECT_ROOT } from './opa-cli.js';
 
@@ -38,17 +38,43 @@ export async function regoSources(dirs: string[]): Promise<string[]> {
   return files.sort();
 }
 
+/** A Rego source and its bundle-relative name (what opa records in the wasm, and a bundle holds). */
+export interface RegoFile {
+  path: string;
+  name: string;
+}
+
+/**
+ * The sources under bundle-relative names: the built-in Rego under `portcullis/`, the Nth
+ * extension directory under `portcullis/ext/N/`. Compiled under these names, the wasm carries no
+ * path of the build machine, and the same Rego gives the same bytes wherever it is built.
+ */
+export async function regoFiles(extraDirs: string[] = []): Promise<RegoFile[]> {
+  const out: RegoFile[] = [];
+  for (const [i, dir] of [BUILTIN_REGO_DIR, ...extraDirs].entries()) {
+    const prefix = i === 0 ? 'portcullis' : `portcullis/ext/${i}`;
+    for (const path of await regoSources([dir])) out.push({ path, name: `${prefix}/${relative(dir, path).split('\\').join('/')}` });
+  }
+  return out;
+}
+
 /** execa is loaded only when a bundle has to be built: the wasm is usually cached. */
 async function execaLazily(): Promise<typeof import('execa').execa> {
   return (await import('execa')).execa;
 }
 
-async function runOpaBuild(sources: string[], outFile: string, dataFile?: string): Promise<void> {
-  const args = ['build', '-t', 'wasm', '-e', ENTRYPOINT, '-o', outFile, ...sources];
+/** `opa build -t wasm` on copies of the sources under their bundle-relative names, from `work`. */
+async function runOpaBuild(files: RegoFile[], work: string, outFile: string, dataFile?: string): Promise<void> {
+  const staged = join(work, 'src');
+  for (const file of files) {
+    await mkdir(dirname(join(staged, file.name)), { recursive: true });
+    await writeFile(join(staged, file.name), await readFile(file.path));
+  }
+  const args = ['build', '-t', 'wasm', '-e', ENTRYPOINT, '-o', outFile, ...files.map((f) => f.name)];
   if (dataFile) args.push(dataFile);
   const execa = await execaLazily();
   const opa = opaBinary();
-  const result = await execa(opa, args, { reject: false, timeout: 120_000 });
+  const result = await execa(opa, args, { reject: false, timeout: 120_000, cwd: staged });
   if ((result as { code?: string }).code === 'ENOENT') {
     throw new BundleBuildError(
       `the opa CLI (${opa}) is not installed: it compiles extension Rego (--rego) and runs \`portcullis test\`; ` +
@@ -71,12 +97,12 @@ function cacheDir(): string {
   return portcullisCacheDir('wasm');
 }
 
-/** The cache key of a set of Rego sources: their sorted content hashes, not where they live. */
-export async function regoSourcesKey(sources: string[]): Promise<string> {
-  // Temporary copies of the same Rego share one key.
-  const digests = await Promise.all(sources.map(async (file) => createHash('sha256').update(await readFile(file)).digest('hex')));
+/** The cache key of a set of Rego sources: their names and contents, not where they live. */
+export async function regoSourcesKey(files: RegoFile[]): Promise<string> {
+  // Temporary copies of the same Rego share one key; the names are compiled into the wasm.
+  const entries = await Promise.all(files.map(async (f) => `${f.name}\0${createHash('sha256').update(await readFile(f.path)).digest('hex')}`));
   const hash = createHash('sha256');
-  for (const digest of digests.sort()) hash.update(digest);
+  for (const entry of entries.sort()) hash.update(`${entry}\n`);
   return hash.digest('hex').slice(0, 32);
 }
 
@@ -96,10 +122,10 @@ function readPrebuiltWasm(key: string): Buffer | null {
 }
 
 /** policy.wasm for exactly these Rego sources, compiled now by `opa build` (no cache). */
-export async function buildWasm(sources: string[]): Promise<Buffer> {
+export async function buildWasm(files: RegoFile[]): Promise<Buffer> {
   const work = await mkdtemp(join(tmpdir(), 'portcullis-build-'));
   try {
-    await runOpaBuild(sources, join(work, 'bundle.tar.gz'));
+    await runOpaBuild(files, work, join(work, 'bundle.tar.gz'));
     return await extractFromBundle(join(work, 'bundle.tar.gz'), '/policy.wasm', work);
   } finally {
     await rm(work, { recursive: true, force: true });
@@ -108,15 +134,15 @@ export async function buildWasm(sources: string[]): Promise<Buffer> {
 
 /** The compiled policy.wasm for the built-in Rego plus `extraDirs`: shipped, cached, or built once per source hash. */
 export async function compiledWasm(extraDirs: string[] = []): Promise<Buffer> {
-  const sources = await regoSources([BUILTIN_REGO_DIR, ...extraDirs]);
-  const key = await regoSourcesKey(sources);
+  const files = await regoFiles(extraDirs);
+  const key = await regoSourcesKey(files);
   const shipped = readPrebuiltWasm(key);
   if (shipped) return shipped;
   const cached = join(cacheDir(), `${key}.wasm`);
   // A compiled policy from a file someone else could write might allow anything: built anew then.
   const kept = readTrustedCacheFile(cached);
   if (kept) return kept;
-  const wasm = await buildWasm(sources);
+  const wasm = await buildWasm(files);
   await mkdir(cacheDir(), { recursive: true, mode: 0o700 });
   const partial = `${cached}.${process.pid}.tmp`;
   await writeFile(partial, wasm, { mode: 0o600 });
@@ -129,14 +155,14 @@ export async function compiledWasm(extraDirs: string[] = []): Promise<Buffer> {
  * policy's data), and `policy.wasm` and `data.json` beside it for loaders that want them bare.
  */
 export async function writeWasmBundle(outDir: string, data: unknown, extraDirs: string[] = []): Promise<string[]> {
-  const sources = await regoSources([BUILTIN_REGO_DIR, ...extraDirs]);
+  const files = await regoFiles(extraDirs);
   await mkdir(outDir, { recursive: true });
   const work = await mkdtemp(join(tmpdir(), 'portcullis-build-'));
   try {
     const dataFile = join(work, 'data.json');
     await writeFile(dataFile, JSON.stringify(data));
     const bundle = join(outDir, 'bundle.tar.gz');
-    await runOpaBuild(sources, bundle, dataFile);
+    await runOpaBuild(files, work, bundle, dataFile);
     await writeFile(join(outDir, 'policy.wasm'), await extractFromBundle(bundle, '/policy.wasm', work));
     await writeFile(join(outDir, 'data.json'), JSON.stringify(data));
     return [bundle, join(outDir, 'policy.wasm'), join(outDir, 'data.json')];

@@ -32,7 +32,11 @@ export interface HostPort {
 }
 
 export interface ProxyOptions {
+  /** The policy file; with `loadPolicy`, what reload events name as the policy's source. */
   policyFile: string;
+  /** Brings the engine to the newest policy, throwing (the last good one stays) when it cannot;
+   * by default the policy file is read again. */
+  loadPolicy?: () => Promise<void>;
   engine?: PolicyEngine;
   listen: HostPort;
   sniListen?: HostPort;
@@ -59,6 +63,8 @@ export interface RunningProxy {
   address: HostPort;
   sniAddress?: HostPort;
   reload(): Promise<ReloadResult>;
+  /** The engine was given a new policy from elsewhere (a bundle service): re-check open tunnels. */
+  policyChanged(): number;
   close(): Promise<void>;
   stats(): ProxyStats;
 }
@@ -138,14 +144,9 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
   // In the background: the first client need not wait for the process table to be listed.
   void identities.warm?.().catch(() => undefined);
 
-  const reload = async (): Promise<ReloadResult> => {
-    try {
-      engine.replace(await loadPolicyFile(options.policyFile));
-    } catch (err) {
-      const error = (err as Error).message;
-      audit.emit({ kind: 'reload', ok: false, error, policy_file: options.policyFile, detail: 'the new policy was refused; the previous one stays in force' });
-      return { ok: false, error, closed: 0 };
-    }
+  const loadPolicy = options.loadPolicy ?? (async () => engine.replace(await loadPolicyFile(options.policyFile)));
+  /** The engine holds a new policy: open tunnels it denies are cut, and the change is audited. */
+  const policyChanged = (): number => {
     counters.reloads++;
     // Report-only closes nothing: it only records what the policy would deny. A tunnel that now
     // needs inspection is cut too: this proxy relays it opaque.
@@ -156,7 +157,17 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
           return inspectionRefusal(allowed, t.facts) ?? allowed;
         });
     audit.emit({ kind: 'reload', ok: true, policy_file: options.policyFile, tunnels_closed: closed });
-    return { ok: true, closed };
+    return closed;
+  };
+  const reload = async (): Promise<ReloadResult> => {
+    try {
+      await loadPolicy();
+    } catch (err) {
+      const error = (err as Error).message;
+      audit.emit({ kind: 'reload', ok: false, error, policy_file: options.policyFile, detail: 'the new policy was refused; the previous one stays in force' });
+      return { ok: false, error, closed: 0 };
+    }
+    return { ok: true, closed: policyChanged() };
   };
 
   let closing = false;
@@ -172,5 +183,5 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
     await closed;
   };
 
-  return { address, ...(sniAddress ? { sniAddress } : {}), reload, close, stats: () => ({ ...counters }) };
+  return { address, ...(sniAddress ? { sniAddress } : {}), reload, policyChanged, close, stats: () => ({ ...counters }) };
 }

@@ -5,16 +5,12 @@
 import net from 'node:net';
 import type { Readable, Writable } from 'node:stream';
 import { InvalidArgumentError, type Command } from 'commander';
-import { openAuditSink } from '../../audit/sink.js';
+import { openAuditSinkOrExit } from '../audit-options.js';
 import { startDeciderLink } from '../../decider/link.js';
-import { loadPolicyFile } from '../../policy/load.js';
 import { watchPolicyFile } from '../../proxy/policy-watch.js';
-import { engineOrExit } from '../policy-or-exit.js';
-import { collect } from '../repeatable.js';
+import { addPolicySourceFlags, openPolicySource, type PolicySourceFlags } from '../policy-source.js';
 
-interface DeciderCommandOptions {
-  policy: string;
-  rego?: string[];
+interface DeciderCommandOptions extends PolicySourceFlags {
   audit?: string;
   reportOnly?: boolean;
   fd?: number;
@@ -33,11 +29,8 @@ function linkStreams(fd: number | undefined): { input: Readable; output: Writabl
 }
 
 export function registerDecider(program: Command): void {
-  program
-    .command('decider')
-    .description("decide srt-proxy's requests by the policy (its decider protocol on stdin/stdout, or --fd)")
-    .requiredOption('--policy <file>', 'policy file (YAML)')
-    .option('--rego <dir>', 'directory of extension Rego (repeatable)', collect)
+  const command = program.command('decider').description("decide srt-proxy's requests by the policy (its decider protocol on stdin/stdout, or --fd)");
+  addPolicySourceFlags(command)
     .option('--audit <file>', 'audit log: JSON lines appended to FILE (not stdout: that carries the protocol)')
     .option('--report-only', 'allow every would-deny, recorded with decision "audit"')
     .option('--fd <n>', 'one inherited bidirectional socket instead of stdin/stdout', descriptor)
@@ -47,27 +40,28 @@ export function registerDecider(program: Command): void {
         process.stderr.write('portcullis decider: --audit - would write into the protocol stream on stdout; give a file\n');
         process.exit(2);
       }
-      const engine = await engineOrExit(opts.policy, opts.rego ?? []);
-      const audit = openAuditSink(opts.audit);
       const log = (line: string): boolean => process.stderr.write(`${line}\n`);
+      const source = await openPolicySource(opts, 'portcullis decider', (line) => log(`portcullis decider: ${line}`));
+      const engine = source.engine;
+      const audit = openAuditSinkOrExit(opts.audit, 'decider');
       const reload = (): void => {
-        loadPolicyFile(opts.policy).then(
-          (loaded) => {
-            engine.replace(loaded);
-            audit.emit({ kind: 'reload', ok: true, policy_file: opts.policy });
+        source.reload().then(
+          () => {
+            audit.emit({ kind: 'reload', ok: true, policy_file: source.describe });
             log('portcullis decider: policy reloaded (hosts new to it are refused by srt-proxy until it restarts)');
           },
           (err: unknown) => {
-            audit.emit({ kind: 'reload', ok: false, policy_file: opts.policy, error: (err as Error).message });
+            audit.emit({ kind: 'reload', ok: false, policy_file: source.describe, error: (err as Error).message });
             log(`portcullis decider: reload refused, previous policy stays:\n${(err as Error).message}`);
           },
         );
       };
-      const watcher = opts.watch ? watchPolicyFile(opts.policy, reload) : { close() {} };
+      const watcher = opts.watch && source.watchFile !== undefined ? watchPolicyFile(source.watchFile, reload) : { close() {} };
       process.on('SIGHUP', reload);
       const link = startDeciderLink({ ...linkStreams(opts.fd), engine, audit, reportOnly: opts.reportOnly === true, log });
       const end = await link.ended;
       watcher.close();
+      await source.stop();
       await audit.close();
       if (!end.ok) log(`portcullis decider: ${end.error}; link closed`);
       process.exit(end.ok ? 0 : 1);

@@ -7,11 +7,9 @@ import { DEFAULT_LIMITS, type ProxyLimits } from '../../proxy/limits.js';
 import { watchPolicyFile } from '../../proxy/policy-watch.js';
 import { startProxy, type HostPort } from '../../proxy/server.js';
 import { AUDIT_FAILURE_HELP, openAuditSinkOrExit, parseAuditFailure, reportAuditHealth, reportUnwritten } from '../audit-options.js';
-import { engineOrExit } from '../policy-or-exit.js';
-import { collect } from '../repeatable.js';
+import { addPolicySourceFlags, openPolicySource, type PolicySourceFlags } from '../policy-source.js';
 
-interface ProxyCommandOptions {
-  policy: string;
+interface ProxyCommandOptions extends PolicySourceFlags {
   listen: HostPort;
   sniListen?: HostPort;
   audit?: string;
@@ -19,7 +17,6 @@ interface ProxyCommandOptions {
   resolver?: HostPort;
   reportOnly?: boolean;
   anchor?: number;
-  rego?: string[];
   watch: boolean;
   maxHeaderBytes?: number;
   headerTimeout?: number;
@@ -47,10 +44,8 @@ function show(a: HostPort): string {
 }
 
 export function registerProxy(program: Command): void {
-  program
-    .command('proxy')
-    .description('run the egress proxy (CONNECT, forward HTTP, SNI) in the foreground')
-    .requiredOption('--policy <file>', 'policy file (YAML)')
+  const command = program.command('proxy').description('run the egress proxy (CONNECT, forward HTTP, SNI) in the foreground');
+  addPolicySourceFlags(command)
     .requiredOption('--listen <addr:port>', 'address for CONNECT and forward HTTP', parseListen)
     .option('--sni-listen <addr:port>', 'address for transparent TLS (traffic redirected by nft)', parseListen)
     .option('--audit <file|->', 'audit log: JSON lines appended to FILE (created 0600, never through a symlink), or - for stdout')
@@ -58,8 +53,7 @@ export function registerProxy(program: Command): void {
     .option('--resolver <addr:port>', 'DNS server for upstream lookups (default: the system resolver)', parseListen)
     .option('--report-only', 'let every would-deny through, recorded with decision "audit"')
     .option('--anchor <pid>', 'first process of the sandbox the clients live in (its network namespace)', positive)
-    .option('--rego <dir>', 'directory of extension Rego (repeatable)', collect)
-    .option('--no-watch', 'do not reload when the policy file changes (SIGHUP still reloads)')
+    .option('--no-watch', 'do not reload when the policy or bundle file changes (SIGHUP still reloads)')
     .option('--max-header-bytes <n>', `largest request head (default ${DEFAULT_LIMITS.maxHeaderBytes})`, positive)
     .option('--header-timeout <ms>', `time allowed for a request head (default ${DEFAULT_LIMITS.headerTimeoutMs})`, positive)
     .option('--connect-timeout <ms>', `upstream connect timeout (default ${DEFAULT_LIMITS.connectTimeoutMs})`, positive)
@@ -69,7 +63,8 @@ export function registerProxy(program: Command): void {
     .action(async (opts: ProxyCommandOptions) => {
       const audit = openAuditSinkOrExit(opts.audit, 'proxy');
       reportAuditHealth(audit, 'proxy', opts.auditFailure);
-      const engine = await engineOrExit(opts.policy, opts.rego ?? []);
+      const source = await openPolicySource(opts, 'portcullis proxy', (line) => process.stderr.write(`portcullis proxy: ${line}\n`));
+      const engine = source.engine;
       const limits: Partial<ProxyLimits> = {};
       if (opts.maxHeaderBytes) limits.maxHeaderBytes = opts.maxHeaderBytes;
       if (opts.headerTimeout) limits.headerTimeoutMs = opts.headerTimeout;
@@ -78,7 +73,8 @@ export function registerProxy(program: Command): void {
       if (opts.maxConnections) limits.maxConnections = opts.maxConnections;
       if (opts.helloTimeout) limits.helloTimeoutMs = opts.helloTimeout;
       const proxy = await startProxy({
-        policyFile: opts.policy,
+        policyFile: source.describe,
+        loadPolicy: () => source.reload(),
         engine,
         listen: opts.listen,
         ...(opts.sniListen ? { sniListen: opts.sniListen } : {}),
@@ -88,8 +84,8 @@ export function registerProxy(program: Command): void {
         reportOnly: opts.reportOnly === true,
         ...(opts.anchor !== undefined ? { anchorPid: opts.anchor } : {}),
         limits,
-        regoDirs: opts.rego ?? [],
       });
+      source.onChange(() => proxy.policyChanged());
       process.stderr.write(
         `portcullis proxy listening on ${show(proxy.address)}${proxy.sniAddress ? ` (sni ${show(proxy.sniAddress)})` : ''}${opts.reportOnly ? ' in report-only mode' : ''}\n`,
       );
@@ -98,7 +94,7 @@ export function registerProxy(program: Command): void {
           process.stderr.write(r.ok ? `portcullis proxy: policy reloaded (${r.closed} connection(s) closed)\n` : `portcullis proxy: reload refused, previous policy stays:\n${r.error ?? ''}\n`);
         });
       };
-      const watcher = opts.watch ? watchPolicyFile(opts.policy, reload) : { close() {} };
+      const watcher = opts.watch && source.watchFile !== undefined ? watchPolicyFile(source.watchFile, reload) : { close() {} };
       process.on('SIGHUP', reload);
       process.on('SIGUSR1', () => audit.reopen());
       let stopping = false;
@@ -108,6 +104,7 @@ export function registerProxy(program: Command): void {
         watcher.close();
         void (async () => {
           await proxy.close();
+          await source.stop();
           await audit.close();
           reportUnwritten(audit, 'proxy');
           process.exit(0);
