@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startSimulatedInternet, type SimulatedInternet } from '../src/sim/internet.js';
-import { listNamespaces } from '../src/sim/netns.js';
+import { listNamespaces } from '../src/netns/namespaces.js';
 
 const CLI = join(process.cwd(), 'dist/cli/main.js');
 const DOCS = '["203.0.113.0/24", "198.51.100.0/24", "2001:db8::/32"]';

@@ -2,7 +2,7 @@
 import { chownSync, existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { isProcessAlive } from '../sim/netns.js';
+import { isProcessAlive } from '../netns/processes.js';
 import type { SandboxUser } from './user.js';
 
 const PREFIX = 'portcullis-home-';

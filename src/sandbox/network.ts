@@ -3,17 +3,10 @@
 // namespace, and /etc/netns/<ns>/resolv.conf naming the DNS proxy (`ip netns exec` mounts it
 // over /etc/resolv.conf). Few forks: two `ip -batch` runs, one per side of the veth pair.
 import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import {
-  allocateLinkAddresses,
-  cleanupStaleNamespaces,
-  interfaceName,
-  isProcessAlive,
-  namespaceName,
-  namespacePids,
-  nextCounter,
-  runCommand,
-  type LinkAddresses,
-} from '../sim/netns.js';
+import { runCommand } from '../netns/command.js';
+import { allocateLinkAddresses, interfaceName, type LinkAddresses } from '../netns/links.js';
+import { cleanupStaleNamespaces, namespaceName, nextCounter } from '../netns/namespaces.js';
+import { isProcessAlive, killQuietly, namespacePids } from '../netns/processes.js';
 import { execFileSync } from 'node:child_process';
 
 export const SANDBOX_NAMESPACE_PREFIX = 'pcrun-';
@@ -107,12 +100,4 @@ export async function createSandboxNetwork(): Promise<SandboxNetwork> {
     throw err;
   }
   return { netns, hostInterface, nsInterface, link, deleteLink, close, closeSync };
-}
-
-function killQuietly(pid: number): void {
-  try {
-    process.kill(pid, 'SIGKILL');
-  } catch {
-    // already gone
-  }
 }

@@ -8,7 +8,7 @@ import { openAuditSink, type StreamAuditSink } from '../audit/sink.js';
 import type { AddressNamer } from '../dns/flows.js';
 import { renderRuleset } from '../nft/render.js';
 import { loadPolicyFile, type LoadedPolicy } from '../policy/load.js';
-import { nextCounter } from '../sim/netns.js';
+import { nextCounter } from '../netns/namespaces.js';
 import { currentFenceCapability } from './capabilities.js';
 import { proxyUrl, sandboxEnvironment } from './environment.js';
 import { exitCodeOf } from './exit-code.js';

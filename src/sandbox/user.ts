@@ -1,7 +1,7 @@
 // The account CMD runs as: never root. `--user` names one; otherwise the system account
 // `portcullis-sandbox` is used, created on first use (no home, no login shell).
 import { readFileSync } from 'node:fs';
-import { runCommand } from '../sim/netns.js';
+import { runCommand } from '../netns/command.js';
 
 export const DEFAULT_SANDBOX_USER = 'portcullis-sandbox';
 
