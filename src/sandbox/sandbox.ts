@@ -8,12 +8,12 @@ import { openAuditSink, type StreamAuditSink } from '../audit/sink.js';
 import type { AddressNamer } from '../dns/flows.js';
 import { renderRuleset } from '../nft/render.js';
 import { loadPolicyFile, type LoadedPolicy } from '../policy/load.js';
-import { nextCounter } from '../netns/namespaces.js';
 import { currentFenceCapability } from './capabilities.js';
 import { proxyUrl, sandboxEnvironment } from './environment.js';
 import { exitCodeOf } from './exit-code.js';
-import { createSandboxHome, removeSandboxHome } from './home.js';
+import { removeLegacyHomes } from './home.js';
 import { launchHeld, type HeldCommand } from './launch.js';
+import { SANDBOX_HOME, sandboxMounts } from './mounts.js';
 import { createSandboxNetwork, type SandboxNetwork } from './network.js';
 import { liveLine, renderSummary, verdictOf } from './summary.js';
 import { startUsageSampler, type UsageSampler } from './usage.js';
@@ -88,6 +88,8 @@ const PROXY_PORT = 3128;
 const SNI_PORT = 3129;
 const DNS_PORT = 53;
 const KILL_GRACE_MS = 5000;
+/** How long tear-down waits for the killed run's processes to be gone. */
+const KILL_WAIT_MS = 3000;
 const FORWARDED_SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'];
 const SIGNAL_EXIT: Record<string, number> = { SIGINT: 130, SIGTERM: 143, SIGHUP: 129, SIGQUIT: 131 };
 
@@ -180,9 +182,9 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<number> {
     interrupted ??= signal;
     if (held === undefined) return; // during set-up: the steps below see `interrupted`
     // A terminal's Ctrl-C already reached CMD (same process group): do not deliver it twice.
-    if (!(signal === 'SIGINT' && process.stdin.isTTY)) held.child.kill(signal);
+    if (!(signal === 'SIGINT' && process.stdin.isTTY)) held.signal(signal);
     killTimer ??= setTimeout(() => {
-      held?.child.kill('SIGKILL');
+      held?.kill();
       network?.closeSync();
     }, KILL_GRACE_MS);
   };
@@ -199,8 +201,6 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<number> {
   try {
     let plan: EgressPlan;
     let user: SandboxUser | undefined;
-    let home: string | undefined;
-    const n = nextCounter();
     if (fenced) {
       user = await resolveSandboxUser(opts.user);
       const [built, loadedTools] = await Promise.allSettled([
@@ -218,9 +218,7 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<number> {
       tools = loadedTools.value;
       const host = net.link.hostV4;
       plan = { proxy: { host, port: PROXY_PORT }, sni: { host, port: SNI_PORT }, dns: { host, port: DNS_PORT } };
-      home = createSandboxHome(user, n);
-      const dir = home;
-      teardown.add('the sandbox home', async () => removeSandboxHome(dir), () => removeSandboxHome(dir));
+      await removeLegacyHomes();
     } else {
       if (opts.user !== undefined) say('portcullis: --user needs root; CMD runs as you');
       plan = { proxy: { host: '127.0.0.1', port: 0 } };
@@ -237,19 +235,19 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<number> {
     if (fenced && network && user && tools) {
       // CMD first, held before exec: its pid anchors identity before any connection exists.
       held = launchHeld({
-        netns: network.netns,
-        user,
+        isolation: { netns: network.netns, user, mounts: sandboxMounts({ resolvConf: network.resolvConf, user }) },
         command: opts.command,
-        env: sandboxEnvironment(process.env, { proxyUrl: proxyUrl(plan.proxy.host, plan.proxy.port), home: home!, user }),
+        env: sandboxEnvironment(process.env, { proxyUrl: proxyUrl(plan.proxy.host, plan.proxy.port), home: SANDBOX_HOME, user }),
       });
-      const h = held;
-      teardown.add('CMD', async () => void h.child.kill('SIGKILL'), () => void h.child.kill('SIGKILL'));
+      teardown.add('CMD', killRun(held), () => held?.kill());
       // The proxies and the fence are independent: set them up at the same time. CMD is still
-      // held, so nothing can slip out before both are in place.
+      // held, so nothing can slip out before both are in place. The proxy anchors identities on
+      // CMD's host pid, known once the sandbox's init has started it.
       const script = renderRuleset(loaded.policies, { proxy: plan.proxy, ...(plan.dns ? { dns: plan.dns } : {}), ...(plan.sni ? { sni: plan.sni } : {}) });
+      const netns = network.netns;
       const [started, fence] = await Promise.allSettled([
-        opts.startEgress({ ...base, plan, netns: network.netns, anchorPid: held.pid }),
-        tools.applyRuleset(script, { netns: network.netns }),
+        held.ready.then((anchorPid) => opts.startEgress({ ...base, plan, netns, anchorPid })),
+        tools.applyRuleset(script, { netns }),
       ]);
       if (started.status === 'fulfilled') {
         const running = started.value;
@@ -268,8 +266,7 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<number> {
         command: opts.command,
         env: sandboxEnvironment(process.env, { proxyUrl: proxyUrl(running.proxy.host, running.proxy.port) }),
       });
-      const h = held;
-      teardown.add('CMD', async () => void h.child.kill('SIGKILL'), () => void h.child.kill('SIGKILL'));
+      teardown.add('CMD', killRun(held), () => held?.kill());
     }
 
     sampler = startUsageSampler(held.pid);
@@ -307,6 +304,17 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<number> {
     out.write(renderSummary({ events, ...(usage ? { usage } : {}), exitCode, durationMs: Date.now() - started, fenced }));
   }
   return exitCode;
+}
+
+/** Kills every process of the run, and waits (bounded) until they are gone. */
+function killRun(held: HeldCommand): () => Promise<void> {
+  return async () => {
+    held.kill();
+    let timer: NodeJS.Timeout | undefined;
+    const bound = new Promise<void>((resolve) => (timer = setTimeout(resolve, KILL_WAIT_MS)));
+    await Promise.race([held.exited, bound]);
+    clearTimeout(timer);
+  };
 }
 
 class Interrupted extends Error {
