@@ -107,7 +107,7 @@ describe('launch argv', () => {
     const init = argv.indexOf('portcullis-init');
     const setpriv = argv.indexOf('setpriv');
     expect(unshare).toBe(4);
-    for (const flag of ['--pid', '--mount', '--mount-proc', '--fork', '--kill-child']) expect(argv.slice(unshare, init)).toContain(flag);
+    for (const flag of ['--pid', '--mount', '--ipc', '--mount-proc', '--fork', '--kill-child']) expect(argv.slice(unshare, init)).toContain(flag);
     expect(argv.slice(unshare, init)).toEqual(expect.arrayContaining(['--propagation', 'private']));
     expect(argv[init - 1]).toBe(initScript(mounts));
     expect(setpriv).toBe(init + 1); // the init runs as root; CMD does not
@@ -129,7 +129,7 @@ describe('launch argv', () => {
     const script = initScript(mounts);
     for (const target of ['/run', '/var/run', '/tmp', '/dev/shm']) expect(script).toContain(`portcullis '${target}'; fi`);
     expect(script).toMatch(/mount -t tmpfs -o nosuid,nodev,mode=1777 portcullis '\/tmp'/);
-    expect(script).toContain(`chown 995:994 '${SANDBOX_HOME}'`);
+    expect(script).toContain(`install -d -m 700 -o 995 -g 994 '${SANDBOX_HOME}'`);
     expect(script).toContain("bind '/etc/netns/pcrun-1-0/resolv.conf' '/etc/resolv.conf'");
     // mounts before CMD; CMD in the foreground (signals at their defaults); the init passes its status on
     expect(script.indexOf('bind \'')).toBeLessThan(script.indexOf('"$@"'));

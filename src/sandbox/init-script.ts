@@ -14,7 +14,8 @@ export function shellQuote(word: string): string {
 // A bind target inside a private tmpfs may not exist yet (e.g. /etc/resolv.conf → /run/…):
 // created there, never on the host's file system.
 const BIND_FUNCTION = `bind() {
-  t=$(readlink -m "$2")
+  t=$2
+  [ -L "$t" ] && t=$(readlink -m "$t")
   if [ ! -e "$t" ]; then
     case "$t" in /run/*|/var/run/*|/tmp/*|/dev/shm/*) mkdir -p "\${t%/*}" && : > "$t" ;; *) return 1 ;; esac
   fi
@@ -28,7 +29,7 @@ export function initScript(mounts: SandboxMounts): string {
     lines.push(`if [ -d ${t} ] && [ ! -L ${t} ]; then mount -t tmpfs -o nosuid,nodev,mode=${m.mode} portcullis ${t}; fi`);
   }
   const home = shellQuote(mounts.home.path);
-  lines.push(`mkdir -m 700 ${home}`, `chown ${mounts.home.uid}:${mounts.home.gid} ${home}`);
+  lines.push(`install -d -m 700 -o ${mounts.home.uid} -g ${mounts.home.gid} ${home}`);
   lines.push(BIND_FUNCTION);
   for (const b of mounts.binds) lines.push(`bind ${shellQuote(b.source)} ${shellQuote(b.target)}`);
   // CMD in the foreground: a background command would start with SIGINT and SIGQUIT ignored

@@ -3,7 +3,7 @@
 // before the fence is in place. Isolated (root), the chain is
 //
 //   ip netns exec NS                          network namespace (and /etc/netns/NS files)
-//   unshare --pid --mount --mount-proc --fork --kill-child
+//   unshare --pid --mount --ipc --mount-proc --fork --kill-child
 //   sh -c INIT                                pid 1: mounts, then CMD (init-script.ts)
 //   setpriv --reuid U --regid G --clear-groups --inh-caps=-all --bounding-set=-all --no-new-privs
 //   sh -c 'say "ready" on fd 4; wait for "go" on fd 3; exec CMD'
@@ -42,7 +42,7 @@ export function launchArgv(opts: Pick<LaunchOptions, 'isolation' | 'command'>): 
   if (iso === undefined) return hold;
   return [
     'ip', 'netns', 'exec', iso.netns,
-    'unshare', '--pid', '--mount', '--propagation', 'private', '--mount-proc', '--fork', '--kill-child',
+    'unshare', '--pid', '--mount', '--ipc', '--propagation', 'private', '--mount-proc', '--fork', '--kill-child',
     '/bin/sh', '-c', initScript(iso.mounts), 'portcullis-init',
     'setpriv', `--reuid=${iso.user.uid}`, `--regid=${iso.user.gid}`, '--clear-groups', '--inh-caps=-all', '--bounding-set=-all', '--no-new-privs', '--',
     ...hold,

@@ -43,8 +43,11 @@ export interface EgressContext {
   reportOnly: boolean;
   /** Namespace of the sandbox (for the DNS proxy's nft sets); absent when not fenced. */
   netns?: string;
-  /** CMD's pid: identities are resolved through it (its namespace's socket table). */
-  anchorPid?: number;
+  /**
+   * CMD's host pid, once the sandbox's init has started it: identities are resolved through it
+   * (its namespace's socket table, the tree below it).
+   */
+  anchorPid?: Promise<number>;
 }
 
 export interface RunningEgress {
@@ -246,7 +249,7 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<number> {
       const script = renderRuleset(loaded.policies, { proxy: plan.proxy, ...(plan.dns ? { dns: plan.dns } : {}), ...(plan.sni ? { sni: plan.sni } : {}) });
       const netns = network.netns;
       const [started, fence] = await Promise.allSettled([
-        held.ready.then((anchorPid) => opts.startEgress({ ...base, plan, netns, anchorPid })),
+        opts.startEgress({ ...base, plan, netns, anchorPid: held.ready }),
         tools.applyRuleset(script, { netns }),
       ]);
       if (started.status === 'fulfilled') {
