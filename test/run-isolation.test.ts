@@ -9,6 +9,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, wr
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { initScript } from '../src/sandbox/init-script.js';
 import { startSimulatedInternet, type SimulatedInternet } from '../src/sim/internet.js';
 
 const CLI = join(process.cwd(), 'dist/cli/main.js');
@@ -209,6 +210,29 @@ describe('portcullis run: private /run, /tmp, /dev/shm and pids', () => {
       expect(host.exitCode).toBeNull();
     } finally {
       host.kill('SIGKILL');
+    }
+  });
+});
+
+describe('the sandbox init', () => {
+  it('binds a file over a target that links into the private /run (as /etc/resolv.conf may), leaving the host untouched', () => {
+    const dir = mkdtempSync('/var/tmp/portcullis-iso-bind-');
+    const linkTarget = `/run/${MARK}-resolve/stub-resolv.conf`;
+    try {
+      writeFileSync(join(dir, 'resolv.conf.sandbox'), 'nameserver 192.0.2.53\n');
+      spawnSync('ln', ['-s', linkTarget, join(dir, 'resolv.conf')]);
+      const mounts = { tmpfs: [{ target: '/run', mode: '755' }], binds: [{ source: join(dir, 'resolv.conf.sandbox'), target: join(dir, 'resolv.conf') }], home: { path: '/run/home', uid: 65534, gid: 65534 } };
+      const r = spawnSync('unshare', ['--mount', '--propagation', 'private', '/bin/sh', '-c', initScript(mounts), 'init', 'sh', '-c', `cat ${join(dir, 'resolv.conf')}; stat -c %U /run/home`], { encoding: 'utf8', timeout: 10_000 });
+      expect(r.stderr).toBe('');
+      expect(r.stdout).toBe('nameserver 192.0.2.53\nnobody\n');
+      expect(existsSync(linkTarget)).toBe(false);
+      const missing = { ...mounts, binds: [{ source: join(dir, 'resolv.conf.sandbox'), target: join(dir, 'absent', 'resolv.conf') }] };
+      const refused = spawnSync('unshare', ['--mount', '--propagation', 'private', '/bin/sh', '-c', initScript(missing), 'init', 'echo', 'ran'], { encoding: 'utf8', timeout: 10_000 });
+      expect(refused.status).not.toBe(0);
+      expect(refused.stdout).toBe('');
+      expect(refused.stderr).toMatch(/cannot bind .* does not exist/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

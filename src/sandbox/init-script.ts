@@ -17,7 +17,10 @@ const BIND_FUNCTION = `bind() {
   t=$2
   [ -L "$t" ] && t=$(readlink -m "$t")
   if [ ! -e "$t" ]; then
-    case "$t" in /run/*|/var/run/*|/tmp/*|/dev/shm/*) mkdir -p "\${t%/*}" && : > "$t" ;; *) return 1 ;; esac
+    case "$t" in
+      /run/*|/var/run/*|/tmp/*|/dev/shm/*) mkdir -p "\${t%/*}" && : > "$t" ;;
+      *) echo "portcullis run: cannot bind $1 over $2: $t does not exist" >&2; return 1 ;;
+    esac
   fi
   mount --bind "$1" "$t"
 }`;
