@@ -1,5 +1,5 @@
-// `portcullis run`: CMD in its own network namespace behind the proxy, the DNS proxy and the
-// nft fence, as an unprivileged user; exit code is CMD's.
+// `portcullis run`: CMD in network, PID and mount namespaces of its own, behind the proxy, the
+// DNS proxy and the nft fence, as an unprivileged user; exit code is CMD's.
 import type { Command } from 'commander';
 import { PolicyLoadError } from '../../policy/load.js';
 import { parseHostPort } from '../../sandbox/upstream-resolver.js';
@@ -18,9 +18,9 @@ interface RunOptions {
 export function registerRun(program: Command): void {
   program
     .command('run')
-    .description('run CMD in its own network namespace behind the proxy, the DNS proxy and the nft fence, unprivileged')
+    .description('run CMD in network, PID and mount namespaces of its own behind the proxy, the DNS proxy and the nft fence, unprivileged')
     .requiredOption('--policy <file>', 'policy file (YAML)')
-    .option('--user <user>', 'account CMD runs as (default: portcullis-sandbox, created if missing)')
+    .option('--user <user>', 'account CMD runs as (default: portcullis-sandbox, created if missing; a uid without a passwd entry gets the nogroup group)')
     .option('--audit <file>', 'append every audit event as JSON lines (- for stdout)')
     .option('--resolver <addr:port>', 'upstream DNS server (default: the first nameserver of /etc/resolv.conf)')
     .option('--report-only', 'allow everything, log what would have been denied as audit')
