@@ -73,10 +73,13 @@ export function launchHeld(opts: LaunchOptions): HeldCommand {
     env: opts.env,
     ...(opts.cwd !== undefined ? { cwd: opts.cwd } : {}),
   });
+  // Once the launched process has ended, so has every process of the run (the init waited for
+  // CMD; a killed unshare takes the init with it): its pids are nobody's to signal any more.
+  let ended = false;
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
     child.once('exit', (code, signal) => resolve({ code, signal }));
     child.once('error', () => resolve({ code: 127, signal: null }));
-  });
+  }).finally(() => (ended = true));
   if (child.pid === undefined) throw new Error(`cannot start ${file}`);
   const outer = child.pid;
   const isolated = opts.isolation !== undefined;
@@ -93,6 +96,7 @@ export function launchHeld(opts: LaunchOptions): HeldCommand {
   });
   ready.catch(() => undefined);
   const kill = (): void => {
+    if (ended) return;
     const init = isolated ? (initPid ?? childPids(outer)[0]) : undefined;
     // The init's death takes every process of its namespace with it; without one, --kill-child does.
     killQuietly(init ?? outer);
@@ -103,7 +107,11 @@ export function launchHeld(opts: LaunchOptions): HeldCommand {
     ready,
     release: () => gate.end('go\n'),
     abort: () => gate.end('stop\n'),
-    signal: (signal) => (cmdPid === undefined ? kill() : killQuietly(cmdPid, signal)),
+    signal: (signal) => {
+      if (ended) return;
+      if (cmdPid === undefined) kill();
+      else killQuietly(cmdPid, signal);
+    },
     kill,
     exited,
   };
