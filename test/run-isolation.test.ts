@@ -215,22 +215,37 @@ describe('portcullis run: private /run, /tmp, /dev/shm and pids', () => {
 });
 
 describe('the sandbox init', () => {
-  it('binds a file over a target that links into the private /run (as /etc/resolv.conf may), leaving the host untouched', () => {
+  const inMountNamespace = (script: string, ...cmd: string[]) =>
+    spawnSync('unshare', ['--mount', '--propagation', 'private', '/bin/sh', '-c', script, 'init', ...cmd], { encoding: 'utf8', timeout: 10_000 });
+
+  it('mounts over what a target links to, once; binds over a target that links into the private /run (as /etc/resolv.conf may); touches nothing of the host', () => {
     const dir = mkdtempSync('/var/tmp/portcullis-iso-bind-');
     const linkTarget = `/run/${MARK}-resolve/stub-resolv.conf`;
     try {
       writeFileSync(join(dir, 'resolv.conf.sandbox'), 'nameserver 192.0.2.53\n');
       spawnSync('ln', ['-s', linkTarget, join(dir, 'resolv.conf')]);
-      const mounts = { tmpfs: [{ target: '/run', mode: '755' }], binds: [{ source: join(dir, 'resolv.conf.sandbox'), target: join(dir, 'resolv.conf') }], home: { path: '/run/home', uid: 65534, gid: 65534 } };
-      const r = spawnSync('unshare', ['--mount', '--propagation', 'private', '/bin/sh', '-c', initScript(mounts), 'init', 'sh', '-c', `cat ${join(dir, 'resolv.conf')}; stat -c %U /run/home`], { encoding: 'utf8', timeout: 10_000 });
+      mkdirSync(join(dir, 'real-tmp'));
+      spawnSync('ln', ['-s', join(dir, 'real-tmp'), join(dir, 'tmp')]);
+      const mounts = {
+        tmpfs: [{ target: '/run', mode: '755' }, { target: join(dir, 'tmp'), mode: '1777' }, { target: join(dir, 'real-tmp'), mode: '1777' }],
+        binds: [{ source: join(dir, 'resolv.conf.sandbox'), target: join(dir, 'resolv.conf') }],
+        home: { path: join(dir, 'tmp', 'home'), uid: 65534, gid: 65534 },
+      };
+      const r = inMountNamespace(initScript(mounts), 'sh', '-c', `cat ${join(dir, 'resolv.conf')}; stat -c %U ${join(dir, 'tmp', 'home')}; grep -c ' ${join(dir, 'real-tmp')} ' /proc/self/mountinfo`);
       expect(r.stderr).toBe('');
-      expect(r.stdout).toBe('nameserver 192.0.2.53\nnobody\n');
+      expect(r.stdout).toBe('nameserver 192.0.2.53\nnobody\n1\n');
       expect(existsSync(linkTarget)).toBe(false);
+      expect(existsSync(join(dir, 'real-tmp', 'home'))).toBe(false);
+      // A bind target that does not exist outside the private tmpfs, and a HOME outside them: refused.
       const missing = { ...mounts, binds: [{ source: join(dir, 'resolv.conf.sandbox'), target: join(dir, 'absent', 'resolv.conf') }] };
-      const refused = spawnSync('unshare', ['--mount', '--propagation', 'private', '/bin/sh', '-c', initScript(missing), 'init', 'echo', 'ran'], { encoding: 'utf8', timeout: 10_000 });
+      const refused = inMountNamespace(initScript(missing), 'echo', 'ran');
       expect(refused.status).not.toBe(0);
       expect(refused.stdout).toBe('');
       expect(refused.stderr).toMatch(/cannot bind .* does not exist/);
+      const homeOutside = inMountNamespace(initScript({ ...mounts, home: { path: join(dir, 'home'), uid: 65534, gid: 65534 } }), 'echo', 'ran');
+      expect(homeOutside.stdout).toBe('');
+      expect(homeOutside.stderr).toMatch(/would not be in a private tmpfs/);
+      expect(existsSync(join(dir, 'home'))).toBe(false);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -11,29 +11,43 @@ export function shellQuote(word: string): string {
   return `'${word.replaceAll("'", `'\\''`)}'`;
 }
 
-// A bind target inside a private tmpfs may not exist yet (e.g. /etc/resolv.conf → /run/…):
-// created there, never on the host's file system.
-const BIND_FUNCTION = `bind() {
+// Shell functions of the init. A mount target that is a symlink (/var/run → /run) is followed,
+// and a directory gets one tmpfs however many names lead to it. HOME and the bind targets that
+// do not exist yet (e.g. /etc/resolv.conf → /run/…) are created only inside those tmpfs, never on
+// the host's file system.
+const FUNCTIONS = `private=
+tmpfs() {
+  d=$1
+  [ -L "$d" ] && d=$(readlink -f "$d")
+  [ -d "$d" ] || return 0
+  case " $private " in *" $d "*) return 0 ;; esac
+  mount -t tmpfs -o "nosuid,nodev,mode=$2" portcullis "$d"
+  private="$private $d"
+}
+inside_private() {
+  for d in $private; do case "$1" in "$d"/*) return 0 ;; esac; done
+  return 1
+}
+home() {
+  p=\${1%/*}
+  [ -L "$p" ] && p=$(readlink -f "$p")
+  if ! inside_private "$p/\${1##*/}"; then echo "portcullis run: HOME $1 would not be in a private tmpfs" >&2; return 1; fi
+  install -d -m 700 -o "$2" -g "$3" "$1"
+}
+bind() {
   t=$2
   [ -L "$t" ] && t=$(readlink -m "$t")
   if [ ! -e "$t" ]; then
-    case "$t" in
-      /run/*|/var/run/*|/tmp/*|/dev/shm/*) mkdir -p "\${t%/*}" && : > "$t" ;;
-      *) echo "portcullis run: cannot bind $1 over $2: $t does not exist" >&2; return 1 ;;
-    esac
+    if ! inside_private "$t"; then echo "portcullis run: cannot bind $1 over $2: $t does not exist" >&2; return 1; fi
+    mkdir -p "\${t%/*}" && : > "$t"
   fi
   mount --bind "$1" "$t"
 }`;
 
 export function initScript(mounts: SandboxMounts): string {
-  const lines = ['set -e'];
-  for (const m of mounts.tmpfs) {
-    const t = shellQuote(m.target);
-    lines.push(`if [ -d ${t} ] && [ ! -L ${t} ]; then mount -t tmpfs -o nosuid,nodev,mode=${m.mode} portcullis ${t}; fi`);
-  }
-  const home = shellQuote(mounts.home.path);
-  lines.push(`install -d -m 700 -o ${mounts.home.uid} -g ${mounts.home.gid} ${home}`);
-  lines.push(BIND_FUNCTION);
+  const lines = ['set -e', FUNCTIONS];
+  for (const m of mounts.tmpfs) lines.push(`tmpfs ${shellQuote(m.target)} ${m.mode}`);
+  lines.push(`home ${shellQuote(mounts.home.path)} ${mounts.home.uid} ${mounts.home.gid}`);
   for (const b of mounts.binds) lines.push(`bind ${shellQuote(b.source)} ${shellQuote(b.target)}`);
   // CMD in the foreground: a background command would start with SIGINT and SIGQUIT ignored
   // (and with stdin from /dev/null). While it waits, the shell also reaps adopted orphans.
