@@ -4,7 +4,6 @@
 // loopback are contacted.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startSimulatedInternet } from '../dist/sim/internet.js';
@@ -42,7 +41,7 @@ function timed(cmd, args, opts = {}) {
   });
 }
 
-const work = mkdtempSync(join(tmpdir(), 'portcullis-bench-run-'));
+const work = mkdtempSync('/var/tmp/portcullis-bench-run-'); // not /tmp: CMD has its own
 chmodSync(work, 0o755);
 const sim = await startSimulatedInternet({ hosts: { 'files.bench.example': {} } });
 try {

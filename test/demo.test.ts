@@ -2,7 +2,7 @@
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { listNamespaces } from '../src/sim/netns.js';
+import { listNamespaces } from '../src/netns/namespaces.js';
 
 describe('npm run demo', () => {
   it('shows an allowed call, each kind of refusal and the summary, and leaves nothing behind', async () => {

@@ -5,12 +5,14 @@ import type { AuditEvent } from '../src/audit/events.js';
 import { effectiveCapabilities, fenceCapability } from '../src/sandbox/capabilities.js';
 import { proxyUrl, sandboxEnvironment } from '../src/sandbox/environment.js';
 import { exitCodeOf } from '../src/sandbox/exit-code.js';
+import { initScript, shellQuote } from '../src/sandbox/init-script.js';
 import { launchArgv } from '../src/sandbox/launch.js';
+import { SANDBOX_HOME, sandboxMounts } from '../src/sandbox/mounts.js';
 import { resolvConf } from '../src/sandbox/network.js';
 import { eventBytes, formatBytes, liveLine, renderSummary } from '../src/sandbox/summary.js';
 import { firstNameserver, parseHostPort } from '../src/sandbox/upstream-resolver.js';
 import { cpuTicksOf, parentPidOf } from '../src/sandbox/usage.js';
-import { findInPasswd } from '../src/sandbox/user.js';
+import { findInPasswd, noGroupGid } from '../src/sandbox/user.js';
 
 const deny = (over: Partial<AuditEvent>): AuditEvent => ({ kind: 'connect', allow: false, decision: 'deny', policy: null, reason: 'no', ...over });
 const allow = (over: Partial<AuditEvent>): AuditEvent => ({ kind: 'connect', allow: true, decision: 'allow', policy: 'p', reason: 'ok', ...over });
@@ -95,16 +97,43 @@ describe('environment', () => {
 });
 
 describe('launch argv', () => {
-  it('enters the namespace, drops to the user with no capabilities, holds before exec', () => {
-    const argv = launchArgv({ netns: 'pcrun-1-0', user: { name: 'u', uid: 995, gid: 994 }, command: ['curl', '-s', 'x y'] });
+  const user = { name: 'u', uid: 995, gid: 994 };
+  const mounts = sandboxMounts({ resolvConf: '/etc/netns/pcrun-1-0/resolv.conf', user });
+
+  it('enters the network namespace, new PID and mount namespaces under an init, drops to the user with no capabilities, holds before exec', () => {
+    const argv = launchArgv({ isolation: { netns: 'pcrun-1-0', user, mounts }, command: ['curl', '-s', 'x y'] });
     expect(argv.slice(0, 4)).toEqual(['ip', 'netns', 'exec', 'pcrun-1-0']);
+    const unshare = argv.indexOf('unshare');
+    const init = argv.indexOf('portcullis-init');
+    const setpriv = argv.indexOf('setpriv');
+    expect(unshare).toBe(4);
+    for (const flag of ['--pid', '--mount', '--ipc', '--mount-proc', '--fork', '--kill-child']) expect(argv.slice(unshare, init)).toContain(flag);
+    expect(argv.slice(unshare, init)).toEqual(expect.arrayContaining(['--propagation', 'private']));
+    expect(argv[init - 1]).toBe(initScript(mounts));
+    expect(setpriv).toBe(init + 1); // the init runs as root; CMD does not
     expect(argv).toContain('--reuid=995');
     expect(argv).toContain('--regid=994');
-    for (const flag of ['--clear-groups', '--inh-caps=-all', '--bounding-set=-all', '--no-new-privs']) expect(argv).toContain(flag);
+    for (const flag of ['--clear-groups', '--inh-caps=-all', '--bounding-set=-all', '--no-new-privs']) expect(argv.slice(setpriv)).toContain(flag);
     expect(argv.slice(-3)).toEqual(['curl', '-s', 'x y']);
     const plain = launchArgv({ command: ['true'] });
     expect(plain[0]).toBe('/bin/sh');
     expect(plain).not.toContain('setpriv');
+    expect(plain).not.toContain('unshare');
+  });
+
+  it('mounts private /run, /var/run, /tmp and /dev/shm, makes HOME there, binds the resolv.conf, and exits with CMD\'s status', () => {
+    expect(mounts.tmpfs.map((m) => m.target)).toEqual(['/run', '/var/run', '/tmp', '/dev/shm']);
+    expect(mounts.binds).toEqual([{ source: '/etc/netns/pcrun-1-0/resolv.conf', target: '/etc/resolv.conf' }]);
+    expect(mounts.home).toEqual({ path: SANDBOX_HOME, uid: 995, gid: 994 });
+    expect(SANDBOX_HOME.startsWith('/tmp/')).toBe(true);
+    const script = initScript(mounts);
+    expect(script).toContain("\ntmpfs '/run' 755\ntmpfs '/var/run' 755\ntmpfs '/tmp' 1777\ntmpfs '/dev/shm' 1777\n");
+    expect(script).toContain(`\nhome '${SANDBOX_HOME}' 995 994\n`);
+    expect(script).toContain("bind '/etc/netns/pcrun-1-0/resolv.conf' '/etc/resolv.conf'");
+    // mounts before CMD; CMD in the foreground (signals at their defaults); the init passes its status on
+    expect(script.indexOf('bind \'')).toBeLessThan(script.indexOf('"$@"'));
+    expect(script.trimEnd().split('\n').slice(-3)).toEqual(['set +e', '"$@"', 'exit $?']);
+    expect(shellQuote("it's")).toBe("'it'\\''s'");
   });
 });
 
@@ -140,6 +169,10 @@ describe('capabilities, exit codes, parsing', () => {
     expect(findInPasswd(passwd, 'portcullis-sandbox')).toEqual({ name: 'portcullis-sandbox', uid: 995, gid: 994 });
     expect(findInPasswd(passwd, '995')?.name).toBe('portcullis-sandbox');
     expect(findInPasswd(passwd, 'nobody')).toBeNull();
+    expect(noGroupGid('root:x:0:\nsudo:x:27:u\nnogroup:x:65534:\n')).toBe(65534);
+    expect(noGroupGid('root:x:0:\nnobody:x:65534:\n')).toBe(65534);
+    expect(noGroupGid('root:x:0:\nnobody:x:99:\nnogroup:x:65534:\n')).toBe(65534);
+    expect(noGroupGid('root:x:0:\n995:x:995:\n')).toBeNull();
     expect(parentPidOf('123 (a) b) c) S 77 123 123 0')).toBe(77);
     expect(parentPidOf('garbage')).toBeNull();
     expect(cpuTicksOf('9 (x) y) S 1 0 0 0 0 0 0 0 0 0 5 6 7 8 20 0')).toBe(26);

@@ -2,12 +2,11 @@
 // simulated internet; allow, each kind of deny, report-only, the unprivileged user, signals,
 // exit codes, parallel runs and clean-up of a killed run's leftovers.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startSimulatedInternet, type SimulatedInternet } from '../src/sim/internet.js';
-import { listNamespaces } from '../src/sim/netns.js';
+import { listNamespaces } from '../src/netns/namespaces.js';
 
 const CLI = join(process.cwd(), 'dist/cli/main.js');
 const DOCS = '["203.0.113.0/24", "198.51.100.0/24", "2001:db8::/32"]';
@@ -96,7 +95,8 @@ beforeAll(async () => {
   sim = await startSimulatedInternet({
     hosts: { 'api.runtest.example': {}, 'code.runtest.example': {}, 'tickets.runtest.example': {}, 'paste.runtest.example': {} },
   });
-  work = mkdtempSync(join(tmpdir(), 'portcullis-run-test-'));
+  // Not under /tmp: CMD has a /tmp of its own.
+  work = mkdtempSync('/var/tmp/portcullis-run-test-');
   chmodSync(work, 0o755);
   ca = join(work, 'ca.pem');
   writeFileSync(ca, sim.ca.certPem, { mode: 0o644 });
@@ -341,7 +341,6 @@ describe('portcullis run: several at once and leftovers', () => {
       const stat = existsSync(`/proc/${p}/stat`) ? readFileSync(`/proc/${p}/stat`, 'utf8') : '';
       expect(stat === '' || / Z /.test(stat.slice(stat.lastIndexOf(')')))).toBe(true);
     }
-    expect(existsSync(join(tmpdir(), `portcullis-home-${pid}-0`))).toBe(false);
   });
 
   it('removes the leftovers of a killed earlier run', async () => {
@@ -349,10 +348,31 @@ describe('portcullis run: several at once and leftovers', () => {
     const stale = `pcrun-${dead}-0`;
     spawnSync('ip', ['netns', 'add', stale]);
     spawnSync('mkdir', ['-p', `/etc/netns/${stale}`]);
+    // An earlier version's HOME in the host's /tmp, owned by the sandbox user, with a symlink
+    // out of it: removed as its owner, and nothing the link leads to.
+    const outside = join(work, 'outside-of-home');
+    spawnSync('mkdir', ['-p', join(outside, 'inner')]);
+    writeFileSync(join(outside, 'inner', 'canary'), 'keep');
+    const home = join('/tmp', `portcullis-home-${dead}-0`);
+    spawnSync('mkdir', ['-p', join(home, 'd')]);
+    writeFileSync(join(home, 'd', 'file'), 'x');
+    symlinkSync(outside, join(home, 'link'));
+    symlinkSync(join(outside, 'inner'), join(home, 'd', 'link'));
+    spawnSync('chown', ['-R', '-h', 'portcullis-sandbox:', home]);
+    const rootOwned = join('/tmp', `portcullis-home-${dead}-1`);
+    spawnSync('mkdir', ['-p', rootOwned]);
     expect(await listNamespaces()).toContain(stale);
-    const r = await run(['true']);
-    expect(r.code).toBe(0);
-    expect(await listNamespaces()).not.toContain(stale);
-    expect(existsSync(`/etc/netns/${stale}`)).toBe(false);
+    try {
+      const r = await run(['true']);
+      expect(r.code).toBe(0);
+      expect(await listNamespaces()).not.toContain(stale);
+      expect(existsSync(`/etc/netns/${stale}`)).toBe(false);
+      expect(existsSync(home)).toBe(false);
+      expect(readFileSync(join(outside, 'inner', 'canary'), 'utf8')).toBe('keep');
+      expect(existsSync(rootOwned)).toBe(true); // not a sandbox user's: left alone
+    } finally {
+      rmSync(home, { recursive: true, force: true });
+      rmSync(rootOwned, { recursive: true, force: true });
+    }
   });
 });

@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createCertificateAuthority, type CertificateAuthority } from '../src/sim/ca.js';
 import { startDnsServer, type DnsServer } from '../src/sim/dns-server.js';
 import { startSimulatedInternet, type SimulatedInternet } from '../src/sim/internet.js';
-import { cleanupStaleNamespaces, listNamespaces } from '../src/sim/netns.js';
+import { cleanupStaleNamespaces, listNamespaces } from '../src/netns/namespaces.js';
 
 const execFileAsync = promisify(execFile);
 

@@ -4,7 +4,7 @@
 // exits or execs is seen within ANCESTRY_TTL_MS; the caller's own executable is always read
 // fresh (it is not part of what is kept).
 import type { BinaryIntegrity } from './integrity.js';
-import { readAncestorPids, readExecutable } from './process-info.js';
+import { isNamespaceInit, readAncestorPids, readExecutable } from './process-info.js';
 import { readProcStat } from './process-table.js';
 import type { AncestorIdentity } from './types.js';
 import { unresolvedFromFsError } from './unresolved.js';
@@ -37,7 +37,7 @@ export class AncestryCache {
     } catch (err) {
       throw unresolvedFromFsError(err, 'process_gone', `reading /proc/${pid}/stat`);
     }
-    if (parent <= 1) return NONE;
+    if (parent <= 1 || (anchorPid !== undefined && parent !== anchorPid && isNamespaceInit(parent))) return NONE;
     const key = `${parent}/${anchorPid ?? ''}`;
     const now = performance.now();
     const hit = this.kept.get(key);

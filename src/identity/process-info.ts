@@ -50,8 +50,21 @@ export function readCmdline(pid: number, procDir = '/proc'): string[] {
 }
 
 /**
+ * Whether `pid` is pid 1 of a PID namespace below the root one (a sandbox's init): there, what
+ * pid 1 is on the host, the adopter of orphans, whose own ancestors are the sandbox's machinery.
+ */
+export function isNamespaceInit(pid: number, procDir = '/proc'): boolean {
+  try {
+    return /^NSpid:\s.*\s1$/m.test(readProcText(`${procDir}/${pid}/status`, 'latin1'));
+  } catch {
+    return false;
+  }
+}
+
+/**
  * Parent pids of `pid`, nearest first: stops after the anchor (included), before pid 1 (every
- * process's ancestor, so naming it would match everything) and after MAX_ANCESTORS levels.
+ * process's ancestor, so naming it would match everything), before the init of an anchored
+ * sandbox's PID namespace (the same in there) and after MAX_ANCESTORS levels.
  * A parent that exits while we walk ends the chain there.
  */
 export function readAncestorPids(pid: number, anchorPid: number | undefined, procDir = '/proc'): number[] {
@@ -67,6 +80,7 @@ export function readAncestorPids(pid: number, anchorPid: number | undefined, pro
       break;
     }
     if (parent <= 1 || chain.includes(parent)) break;
+    if (anchorPid !== undefined && parent !== anchorPid && isNamespaceInit(parent, procDir)) break;
     chain.push(parent);
     if (parent === anchorPid) break;
     current = parent;

@@ -2,7 +2,6 @@
 // under `portcullis run` with policies/examples/agent.yaml. Nothing leaves this machine.
 import { spawn } from 'node:child_process';
 import { chmodSync, copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startSimulatedInternet } from '../sim/internet.js';
@@ -22,8 +21,9 @@ async function main(): Promise<number> {
     return 1;
   }
   const sim = await startSimulatedInternet({ hosts: Object.fromEntries(HOSTS.map((h) => [h, {}])) });
-  // Files the sandbox user must read live in a world-readable directory of their own.
-  const work = mkdtempSync(join(tmpdir(), 'portcullis-demo-'));
+  // Files the sandbox user must read live in a world-readable directory of their own, not
+  // under /tmp (CMD has a /tmp of its own).
+  const work = mkdtempSync('/var/tmp/portcullis-demo-');
   try {
     chmodSync(work, 0o755);
     const caFile = join(work, 'ca.pem');

@@ -12,10 +12,11 @@ export async function startSandboxEgress(ctx: EgressContext): Promise<RunningEgr
   const resolver = ctx.resolver ?? systemResolver() ?? undefined;
   if (ctx.plan.dns && !resolver) throw new Error('no upstream DNS server: give --resolver ADDR:PORT');
   // Independent listeners: start both at once (the proxy spends most of its start waiting for
-  // the policy engine's wasm to compile). The engine is built from the policy runSandbox has
-  // loaded already, rather than by the proxy reading the file again.
+  // the policy engine's wasm to compile, and the engine compiles while CMD's anchor pid is
+  // awaited). The engine is built from the policy runSandbox has loaded already, rather than by
+  // the proxy reading the file again.
   const [proxy, dns] = await Promise.allSettled([
-    PolicyEngine.create(ctx.loaded).then((engine) =>
+    Promise.all([PolicyEngine.create(ctx.loaded), ctx.anchorPid]).then(([engine, anchorPid]) =>
       startProxy({
         policyFile: ctx.policyFile,
         engine,
@@ -25,7 +26,7 @@ export async function startSandboxEgress(ctx: EgressContext): Promise<RunningEgr
         ...(ctx.auditFailure ? { auditFailure: ctx.auditFailure } : {}),
         ...(resolver ? { resolver } : {}),
         reportOnly: ctx.reportOnly,
-        ...(ctx.anchorPid !== undefined ? { anchorPid: ctx.anchorPid } : {}),
+        ...(anchorPid !== undefined ? { anchorPid } : {}),
       }),
     ),
     ctx.plan.dns && resolver

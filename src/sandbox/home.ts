@@ -1,33 +1,37 @@
-// A private, empty HOME for CMD (the sandbox account has none), removed at the end.
-import { chownSync, existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
+// CMD's HOME lives in the run's private /tmp (mounts.ts) and ends with it. Earlier versions kept
+// it in the host's /tmp as portcullis-home-<pid>-<n>, removed by root at the end of the run: a
+// killed run's one stays behind. Such a tree is its owner's (the sandbox user's), who may have
+// left symlinks in it: it is removed as that owner, by `rm` (which never follows a link), never
+// by root.
+import { lstatSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { isProcessAlive } from '../sim/netns.js';
-import type { SandboxUser } from './user.js';
+import { runCommand } from '../netns/command.js';
+import { isProcessAlive } from '../netns/processes.js';
 
-const PREFIX = 'portcullis-home-';
+const LEGACY_PREFIX = 'portcullis-home-';
+/** Never root's group for the removal (the traditional nogroup gid). */
+const NO_GROUP = 65534;
 
-export function createSandboxHome(user: SandboxUser, n: number): string {
-  removeStaleHomes();
-  const dir = join(tmpdir(), `${PREFIX}${process.pid}-${n}`);
-  rmSync(dir, { recursive: true, force: true });
-  mkdirSync(dir, { mode: 0o700 });
-  chownSync(dir, user.uid, user.gid);
-  return dir;
-}
-
-export function removeSandboxHome(dir: string): void {
-  rmSync(dir, { recursive: true, force: true });
-}
-
-/** Homes of runs whose process is gone (killed before it could clean up). */
-export function removeStaleHomes(): void {
-  const root = tmpdir();
-  if (!existsSync(root)) return;
-  const pattern = new RegExp(`^${PREFIX}(\\d+)-\\d+$`);
-  for (const entry of readdirSync(root)) {
+/** Homes of earlier runs whose process is gone. */
+export async function removeLegacyHomes(root = tmpdir()): Promise<void> {
+  let entries: string[];
+  try {
+    entries = readdirSync(root);
+  } catch {
+    return;
+  }
+  const pattern = new RegExp(`^${LEGACY_PREFIX}(\\d+)-\\d+$`);
+  for (const entry of entries) {
     const match = pattern.exec(entry);
     if (!match || Number(match[1]) === process.pid || isProcessAlive(Number(match[1]))) continue;
-    rmSync(join(root, entry), { recursive: true, force: true });
+    await removeAsOwner(join(root, entry)).catch(() => undefined);
   }
+}
+
+/** Removes `path` with the owner's rights only; a root-owned path is left alone. */
+export async function removeAsOwner(path: string): Promise<void> {
+  const stat = lstatSync(path);
+  if (stat.uid === 0) return;
+  await runCommand('setpriv', [`--reuid=${stat.uid}`, `--regid=${stat.gid === 0 ? NO_GROUP : stat.gid}`, '--clear-groups', '--', 'rm', '-rf', '--one-file-system', '--', path]);
 }

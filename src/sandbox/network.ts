@@ -1,19 +1,12 @@
 // The sandbox's network: a namespace `pcrun-<pid>-<n>`, a veth pair with point-to-point
 // addresses of its own (198.19.0.0/16, fd70:6363:2::/48), default routes towards the root
-// namespace, and /etc/netns/<ns>/resolv.conf naming the DNS proxy (`ip netns exec` mounts it
-// over /etc/resolv.conf). Few forks: two `ip -batch` runs, one per side of the veth pair.
+// namespace, and /etc/netns/<ns>/resolv.conf naming the DNS proxy (bound over /etc/resolv.conf
+// in CMD's mount namespace). Few forks: two `ip -batch` runs, one per side of the veth pair.
 import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import {
-  allocateLinkAddresses,
-  cleanupStaleNamespaces,
-  interfaceName,
-  isProcessAlive,
-  namespaceName,
-  namespacePids,
-  nextCounter,
-  runCommand,
-  type LinkAddresses,
-} from '../sim/netns.js';
+import { runCommand } from '../netns/command.js';
+import { allocateLinkAddresses, interfaceName, type LinkAddresses } from '../netns/links.js';
+import { cleanupStaleNamespaces, namespaceName, nextCounter } from '../netns/namespaces.js';
+import { isProcessAlive, killQuietly, namespacePids } from '../netns/processes.js';
 import { execFileSync } from 'node:child_process';
 
 export const SANDBOX_NAMESPACE_PREFIX = 'pcrun-';
@@ -24,6 +17,8 @@ export interface SandboxNetwork {
   hostInterface: string;
   nsInterface: string;
   link: LinkAddresses;
+  /** The resolv.conf naming the DNS proxy (/etc/netns/<ns>/resolv.conf). */
+  resolvConf: string;
   /**
    * Removes the veth pair only, the slow part of tear-down (the kernel waits for RCU grace
    * periods): it can run while the namespace's nft counters are still being read.
@@ -106,13 +101,5 @@ export async function createSandboxNetwork(): Promise<SandboxNetwork> {
     await close();
     throw err;
   }
-  return { netns, hostInterface, nsInterface, link, deleteLink, close, closeSync };
-}
-
-function killQuietly(pid: number): void {
-  try {
-    process.kill(pid, 'SIGKILL');
-  } catch {
-    // already gone
-  }
+  return { netns, hostInterface, nsInterface, link, resolvConf: `${NETNS_ETC}/${netns}/resolv.conf`, deleteLink, close, closeSync };
 }

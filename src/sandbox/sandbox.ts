@@ -1,5 +1,5 @@
-// `portcullis run`: CMD in its own network namespace, behind the proxy, the DNS proxy and the
-// nft fence, as an unprivileged user; then a summary. Everything it creates is removed on
+// `portcullis run`: CMD in its own network, PID and mount namespaces, behind the proxy, the DNS
+// proxy and the nft fence, as an unprivileged user; then a summary. Everything it creates is removed on
 // exit, on SIGINT/SIGTERM/SIGHUP and when CMD crashes; leftovers of a killed run are removed
 // by the next one.
 import type { Writable } from 'node:stream';
@@ -8,16 +8,18 @@ import { openAuditSink, type AuditFailureMode, type StreamAuditSink } from '../a
 import type { AddressNamer } from '../dns/flows.js';
 import { renderRuleset } from '../nft/render.js';
 import { loadPolicyFile, type LoadedPolicy } from '../policy/load.js';
-import { nextCounter } from '../sim/netns.js';
 import { currentFenceCapability } from './capabilities.js';
 import { proxyUrl, sandboxEnvironment } from './environment.js';
 import { exitCodeOf } from './exit-code.js';
-import { createSandboxHome, removeSandboxHome } from './home.js';
+import { removeLegacyHomes } from './home.js';
 import { launchHeld, type HeldCommand } from './launch.js';
+import { SANDBOX_HOME, sandboxMounts } from './mounts.js';
 import { createSandboxNetwork, type SandboxNetwork } from './network.js';
+import { Interrupted, SignalRelay } from './signals.js';
 import { liveLine, renderSummary, verdictOf } from './summary.js';
+import { killRun, Teardown } from './teardown.js';
 import { startUsageSampler, type UsageSampler } from './usage.js';
-import { resolveSandboxUser, SandboxUserError, type SandboxUser } from './user.js';
+import { resolveSandboxUser, SandboxUserError } from './user.js';
 
 export interface HostPort {
   host: string;
@@ -44,8 +46,11 @@ export interface EgressContext {
   reportOnly: boolean;
   /** Namespace of the sandbox (for the DNS proxy's nft sets); absent when not fenced. */
   netns?: string;
-  /** CMD's pid: identities are resolved through it (its namespace's socket table). */
-  anchorPid?: number;
+  /**
+   * CMD's host pid, once the sandbox's init has started it: identities are resolved through it
+   * (its namespace's socket table, the tree below it).
+   */
+  anchorPid?: Promise<number>;
 }
 
 export interface RunningEgress {
@@ -89,9 +94,6 @@ export class RunUsageError extends Error {
 const PROXY_PORT = 3128;
 const SNI_PORT = 3129;
 const DNS_PORT = 53;
-const KILL_GRACE_MS = 5000;
-const FORWARDED_SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'];
-const SIGNAL_EXIT: Record<string, number> = { SIGINT: 130, SIGTERM: 143, SIGHUP: 129, SIGQUIT: 131 };
 
 /** What a fenced run needs once its network exists; both bring execa, slow to load. */
 interface FenceTools {
@@ -113,38 +115,17 @@ function loadOnNextTurn<T>(load: () => Promise<T>): Promise<T> {
   return new Promise<void>((resolve) => setImmediate(resolve)).then(load);
 }
 
-/** Cleanup steps, undone last-first; each runs once, async or (process 'exit') sync. */
-class Teardown {
-  private steps: Array<{ name: string; run: () => Promise<void>; runSync?: () => void; done: boolean }> = [];
-
-  add(name: string, run: () => Promise<void>, runSync?: () => void): void {
-    this.steps.push({ name, run, ...(runSync ? { runSync } : {}), done: false });
-  }
-
-  async runAll(report: (message: string) => void): Promise<void> {
-    for (const step of [...this.steps].reverse()) {
-      if (step.done) continue;
-      step.done = true;
-      try {
-        await step.run();
-      } catch (err) {
-        report(`portcullis: clean-up of ${step.name} failed: ${(err as Error).message}`);
-      }
-    }
-  }
-
-  runAllSync(): void {
-    for (const step of [...this.steps].reverse()) {
-      if (step.done || !step.runSync) continue;
-      step.done = true;
-      try {
-        step.runSync();
-      } catch {
-        // best effort while the process exits
-      }
-    }
-  }
+/** What a run has set up so far: what its end must undo and report. */
+interface RunState {
+  teardown: Teardown;
+  signals: SignalRelay;
+  held?: HeldCommand;
+  network?: SandboxNetwork;
+  tools?: FenceTools;
+  egress?: RunningEgress;
 }
+
+type EgressBase = Omit<EgressContext, 'plan' | 'netns' | 'anchorPid'>;
 
 export async function runSandbox(opts: RunSandboxOptions): Promise<number> {
   const out = opts.out ?? process.stderr;
@@ -158,7 +139,46 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<number> {
   if (!fenced) {
     say(`portcullis: ${capability.why}: no network namespace and no nft fence. CMD runs with the proxy environment only — WEAKER: a program that ignores HTTP_PROXY is not stopped.`);
   }
+  const { audit, events } = openRunAudit(opts, say);
+  const state: RunState = { teardown: new Teardown(), signals: new SignalRelay() };
+  const onExit = (): void => state.teardown.runAllSync();
+  process.on('exit', onExit);
 
+  let exitCode = 1;
+  let sampler: UsageSampler | undefined;
+  let usage;
+  try {
+    const base: EgressBase = { loaded, policyFile: opts.policyFile, audit, ...(opts.auditFailure ? { auditFailure: opts.auditFailure } : {}), ...(opts.resolver ? { resolver: opts.resolver } : {}), reportOnly: opts.reportOnly === true };
+    const held = fenced ? await setUpFenced(opts, base, state) : await setUpUnfenced(opts, base, state, say);
+    sampler = startUsageSampler(held.pid);
+    held.release();
+    const result = await held.exited;
+    state.signals.settle();
+    exitCode = exitCodeOf(result.code, result.signal);
+  } catch (err) {
+    if (err instanceof Interrupted) {
+      exitCode = err.exitCode;
+      state.held?.abort();
+    } else {
+      say(`portcullis run: ${(err as Error).message}`);
+      exitCode = err instanceof SandboxUserError ? 2 : 70;
+    }
+  } finally {
+    usage = await sampler?.stop();
+    await reportFlows(state, loaded, audit);
+    await state.teardown.runAll(say);
+    state.signals.dispose();
+    process.off('exit', onExit);
+    await audit.close();
+  }
+  if (!opts.quiet) {
+    out.write(renderSummary({ events, ...(usage ? { usage } : {}), exitCode, durationMs: Date.now() - started, fenced }));
+  }
+  return exitCode;
+}
+
+/** The audit sink, and the events kept for the summary; denials (or all, --live) printed live. */
+function openRunAudit(opts: RunSandboxOptions, say: (line: string) => void): { audit: StreamAuditSink; events: AuditEvent[] } {
   const events: AuditEvent[] = [];
   const audit = openAuditSink(opts.auditFile);
   audit.onEvent((event) => {
@@ -169,151 +189,80 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<number> {
     const line = liveLine(event);
     if (line) say(line);
   });
-
-  const teardown = new Teardown();
-  const onExit = (): void => teardown.runAllSync();
-  process.on('exit', onExit);
-
-  let held: HeldCommand | undefined;
-  let interrupted: NodeJS.Signals | undefined;
-  let killTimer: NodeJS.Timeout | undefined;
-  let network: SandboxNetwork | undefined;
-  const onSignal = (signal: NodeJS.Signals): void => {
-    interrupted ??= signal;
-    if (held === undefined) return; // during set-up: the steps below see `interrupted`
-    // A terminal's Ctrl-C already reached CMD (same process group): do not deliver it twice.
-    if (!(signal === 'SIGINT' && process.stdin.isTTY)) held.child.kill(signal);
-    killTimer ??= setTimeout(() => {
-      held?.child.kill('SIGKILL');
-      network?.closeSync();
-    }, KILL_GRACE_MS);
-  };
-  for (const signal of FORWARDED_SIGNALS) process.on(signal, onSignal);
-  const checkInterrupted = (): void => {
-    if (interrupted) throw new Interrupted(interrupted);
-  };
-
-  let exitCode = 1;
-  let sampler: UsageSampler | undefined;
-  let usage;
-  let egress: RunningEgress | undefined;
-  let tools: FenceTools | undefined;
-  try {
-    let plan: EgressPlan;
-    let user: SandboxUser | undefined;
-    let home: string | undefined;
-    const n = nextCounter();
-    if (fenced) {
-      user = await resolveSandboxUser(opts.user);
-      const [built, loadedTools] = await Promise.allSettled([
-        createSandboxNetwork(),
-        loadOnNextTurn(async () => {
-          const [fenceTools] = await Promise.all([loadFenceTools(), opts.loadEgress?.()]);
-          return fenceTools;
-        }),
-      ]);
-      if (built.status === 'rejected') throw built.reason;
-      network = built.value;
-      const net = network;
-      teardown.add('the sandbox network', () => net.close(), () => net.closeSync());
-      if (loadedTools.status === 'rejected') throw loadedTools.reason;
-      tools = loadedTools.value;
-      const host = net.link.hostV4;
-      plan = { proxy: { host, port: PROXY_PORT }, sni: { host, port: SNI_PORT }, dns: { host, port: DNS_PORT } };
-      home = createSandboxHome(user, n);
-      const dir = home;
-      teardown.add('the sandbox home', async () => removeSandboxHome(dir), () => removeSandboxHome(dir));
-    } else {
-      if (opts.user !== undefined) say('portcullis: --user needs root; CMD runs as you');
-      plan = { proxy: { host: '127.0.0.1', port: 0 } };
-    }
-    checkInterrupted();
-
-    const base = {
-      loaded,
-      policyFile: opts.policyFile,
-      audit,
-      ...(opts.auditFailure ? { auditFailure: opts.auditFailure } : {}),
-      ...(opts.resolver ? { resolver: opts.resolver } : {}),
-      reportOnly: opts.reportOnly === true,
-    };
-    if (fenced && network && user && tools) {
-      // CMD first, held before exec: its pid anchors identity before any connection exists.
-      held = launchHeld({
-        netns: network.netns,
-        user,
-        command: opts.command,
-        env: sandboxEnvironment(process.env, { proxyUrl: proxyUrl(plan.proxy.host, plan.proxy.port), home: home!, user }),
-      });
-      const h = held;
-      teardown.add('CMD', async () => void h.child.kill('SIGKILL'), () => void h.child.kill('SIGKILL'));
-      // The proxies and the fence are independent: set them up at the same time. CMD is still
-      // held, so nothing can slip out before both are in place.
-      const script = renderRuleset(loaded.policies, { proxy: plan.proxy, ...(plan.dns ? { dns: plan.dns } : {}), ...(plan.sni ? { sni: plan.sni } : {}) });
-      const [started, fence] = await Promise.allSettled([
-        opts.startEgress({ ...base, plan, netns: network.netns, anchorPid: held.pid }),
-        tools.applyRuleset(script, { netns: network.netns }),
-      ]);
-      if (started.status === 'fulfilled') {
-        const running = started.value;
-        egress = running;
-        teardown.add('the proxy', () => running.close());
-      }
-      if (started.status === 'rejected') throw started.reason;
-      if (fence.status === 'rejected') throw fence.reason;
-      checkInterrupted();
-    } else {
-      const running = await opts.startEgress({ ...base, plan });
-      egress = running;
-      teardown.add('the proxy', () => running.close());
-      checkInterrupted();
-      held = launchHeld({
-        command: opts.command,
-        env: sandboxEnvironment(process.env, { proxyUrl: proxyUrl(running.proxy.host, running.proxy.port) }),
-      });
-      const h = held;
-      teardown.add('CMD', async () => void h.child.kill('SIGKILL'), () => void h.child.kill('SIGKILL'));
-    }
-
-    sampler = startUsageSampler(held.pid);
-    held.release();
-    const result = await held.exited;
-    exitCode = exitCodeOf(result.code, result.signal);
-    if (killTimer) clearTimeout(killTimer);
-  } catch (err) {
-    if (err instanceof Interrupted) {
-      exitCode = SIGNAL_EXIT[err.signal] ?? 1;
-      held?.abort();
-    } else {
-      say(`portcullis run: ${(err as Error).message}`);
-      exitCode = err instanceof SandboxUserError ? 2 : 70;
-    }
-  } finally {
-    usage = await sampler?.stop();
-    if (network && tools) {
-      // The counters are read inside the namespace and need no veth pair, whose deletion is the
-      // slow part of the tear-down: both at once.
-      const names = egress?.names ?? (() => undefined);
-      const [flows] = await Promise.allSettled([
-        tools.readFlowEvents({ netns: network.netns, policies: loaded.policies, names }),
-        network.deleteLink(),
-      ]);
-      // Without flows (set-up failed before nft) there is nothing to report.
-      if (flows.status === 'fulfilled') for (const event of flows.value) audit.emit(event);
-    }
-    await teardown.runAll(say);
-    for (const signal of FORWARDED_SIGNALS) process.off(signal, onSignal);
-    process.off('exit', onExit);
-    await audit.close();
-  }
-  if (!opts.quiet) {
-    out.write(renderSummary({ events, ...(usage ? { usage } : {}), exitCode, durationMs: Date.now() - started, fenced }));
-  }
-  return exitCode;
+  return { audit, events };
 }
 
-class Interrupted extends Error {
-  constructor(readonly signal: NodeJS.Signals) {
-    super(`interrupted by ${signal}`);
+/** Network, CMD held in its namespaces, proxies and fence: CMD is ready to be released. */
+async function setUpFenced(opts: RunSandboxOptions, base: EgressBase, state: RunState): Promise<HeldCommand> {
+  const user = await resolveSandboxUser(opts.user);
+  const [built, loadedTools] = await Promise.allSettled([
+    createSandboxNetwork(),
+    loadOnNextTurn(async () => {
+      const [fenceTools] = await Promise.all([loadFenceTools(), opts.loadEgress?.()]);
+      return fenceTools;
+    }),
+  ]);
+  if (built.status === 'rejected') throw built.reason;
+  const network = (state.network = built.value);
+  state.teardown.add('the sandbox network', () => network.close(), () => network.closeSync());
+  if (loadedTools.status === 'rejected') throw loadedTools.reason;
+  const tools = (state.tools = loadedTools.value);
+  const host = network.link.hostV4;
+  const [proxy, sni, dns] = [{ host, port: PROXY_PORT }, { host, port: SNI_PORT }, { host, port: DNS_PORT }];
+  await removeLegacyHomes();
+  state.signals.check();
+
+  // CMD first, held before exec: its pid anchors identity before any connection exists.
+  const held = (state.held = launchHeld({
+    isolation: { netns: network.netns, user, mounts: sandboxMounts({ resolvConf: network.resolvConf, user }) },
+    command: opts.command,
+    env: sandboxEnvironment(process.env, { proxyUrl: proxyUrl(proxy.host, proxy.port), home: SANDBOX_HOME, user }),
+  }));
+  state.signals.relayTo(held, network);
+  state.teardown.add('CMD', killRun(held), () => held.kill());
+  // The proxies and the fence are independent: set them up at the same time. CMD is still
+  // held, so nothing can slip out before both are in place. The proxy anchors identities on
+  // CMD's host pid, known once the sandbox's init has started it.
+  const script = renderRuleset(base.loaded.policies, { proxy, dns, sni });
+  const netns = network.netns;
+  const [started, fence] = await Promise.allSettled([
+    opts.startEgress({ ...base, plan: { proxy, sni, dns }, netns, anchorPid: held.ready }),
+    tools.applyRuleset(script, { netns }),
+  ]);
+  if (started.status === 'fulfilled') {
+    const running = (state.egress = started.value);
+    state.teardown.add('the proxy', () => running.close());
   }
+  if (started.status === 'rejected') throw started.reason;
+  if (fence.status === 'rejected') throw fence.reason;
+  state.signals.check();
+  return held;
+}
+
+/** The weaker mode: the proxy on loopback, CMD as the caller with the proxy variables only. */
+async function setUpUnfenced(opts: RunSandboxOptions, base: EgressBase, state: RunState, say: (line: string) => void): Promise<HeldCommand> {
+  if (opts.user !== undefined) say('portcullis: --user needs root; CMD runs as you');
+  state.signals.check();
+  const running = (state.egress = await opts.startEgress({ ...base, plan: { proxy: { host: '127.0.0.1', port: 0 } } }));
+  state.teardown.add('the proxy', () => running.close());
+  state.signals.check();
+  const held = (state.held = launchHeld({
+    command: opts.command,
+    env: sandboxEnvironment(process.env, { proxyUrl: proxyUrl(running.proxy.host, running.proxy.port) }),
+  }));
+  state.signals.relayTo(held);
+  state.teardown.add('CMD', killRun(held), () => held.kill());
+  return held;
+}
+
+/** The nft counters as flow events (fenced runs whose fence was set up). */
+async function reportFlows(state: RunState, loaded: LoadedPolicy, audit: StreamAuditSink): Promise<void> {
+  const { network, tools } = state;
+  if (!network || !tools) return;
+  // The counters are read inside the namespace and need no veth pair, whose deletion is the
+  // slow part of the tear-down: both at once.
+  const names = state.egress?.names ?? (() => undefined);
+  const [flows] = await Promise.allSettled([tools.readFlowEvents({ netns: network.netns, policies: loaded.policies, names }), network.deleteLink()]);
+  // Without flows (set-up failed before nft) there is nothing to report.
+  if (flows.status === 'fulfilled') for (const event of flows.value) audit.emit(event);
 }

@@ -1,7 +1,7 @@
 // The account CMD runs as: never root. `--user` names one; otherwise the system account
 // `portcullis-sandbox` is used, created on first use (no home, no login shell).
 import { readFileSync } from 'node:fs';
-import { runCommand } from '../sim/netns.js';
+import { runCommand } from '../netns/command.js';
 
 export const DEFAULT_SANDBOX_USER = 'portcullis-sandbox';
 
@@ -38,14 +38,40 @@ export class SandboxUserError extends Error {
 }
 
 /**
- * The account for CMD. A numeric `--user` that has no passwd entry is used as uid = gid.
+ * The gid a numeric `--user` without a passwd entry gets: the system's group for nobody
+ * (`nogroup`, or `nobody` where that is its name), never gid = uid (a group of that number may
+ * exist and open files to its members). Null when there is none. Pure.
+ */
+export function noGroupGid(groupText: string): number | null {
+  const gids = new Map<string, number>();
+  for (const line of groupText.split('\n')) {
+    const [name, , gid] = line.split(':');
+    if (name !== undefined && gid !== undefined && /^\d+$/.test(gid)) gids.set(name, Number(gid));
+  }
+  return gids.get('nogroup') ?? gids.get('nobody') ?? null;
+}
+
+async function numericUser(uid: string): Promise<SandboxUser> {
+  let groups = '';
+  try {
+    groups = readFileSync('/etc/group', 'utf8');
+  } catch {
+    // no group file: refused below
+  }
+  const gid = noGroupGid(groups);
+  if (gid === null) throw new SandboxUserError(`uid ${uid} has no passwd entry and this system has no "nogroup" group to give it: name an account with --user`);
+  return { name: uid, uid: Number(uid), gid };
+}
+
+/**
+ * The account for CMD. A numeric `--user` that has no passwd entry gets the nogroup group.
  * Root (uid 0) is refused: CMD must not be able to undo the fence.
  */
 export async function resolveSandboxUser(requested: string | undefined): Promise<SandboxUser> {
   let user: SandboxUser | null;
   if (requested !== undefined) {
     user = await lookup(requested);
-    if (user === null && /^\d+$/.test(requested)) user = { name: requested, uid: Number(requested), gid: Number(requested) };
+    if (user === null && /^\d+$/.test(requested)) user = await numericUser(requested);
     if (user === null) throw new SandboxUserError(`no such user: ${requested}`);
   } else {
     user = (await lookup(DEFAULT_SANDBOX_USER)) ?? (await createDefaultUser());

@@ -7,20 +7,9 @@ import { existsSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { createCertificateAuthority, type CertificateAuthority } from './ca.js';
 import { startDnsServer, type DnsRecords, type DnsServer } from './dns-server.js';
-import {
-  addressLink,
-  allocateLinkAddresses,
-  createNamespace,
-  createVethPair,
-  deleteNamespace,
-  deleteNamespaceSync,
-  deleteLink,
-  deleteLinkSync,
-  interfaceName,
-  nextCounter,
-  runCommand,
-  type LinkAddresses,
-} from './netns.js';
+import { runCommand } from '../netns/command.js';
+import { addressLink, allocateLinkAddresses, createVethPair, deleteLink, deleteLinkSync, interfaceName, type LinkAddresses } from '../netns/links.js';
+import { createNamespace, deleteNamespace, deleteNamespaceSync, nextCounter } from '../netns/namespaces.js';
 import type { ServeConfig } from './serve.js';
 
 export const SIM_NAMESPACE_PREFIX = 'pcsim-';

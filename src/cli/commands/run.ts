@@ -1,5 +1,5 @@
-// `portcullis run`: CMD in its own network namespace behind the proxy, the DNS proxy and the
-// nft fence, as an unprivileged user; exit code is CMD's.
+// `portcullis run`: CMD in network, PID and mount namespaces of its own, behind the proxy, the
+// DNS proxy and the nft fence, as an unprivileged user; exit code is CMD's.
 import type { Command } from 'commander';
 import { AuditFileError } from '../../audit/file.js';
 import type { AuditFailureMode } from '../../audit/sink.js';
@@ -22,9 +22,9 @@ interface RunOptions {
 export function registerRun(program: Command): void {
   program
     .command('run')
-    .description('run CMD in its own network namespace behind the proxy, the DNS proxy and the nft fence, unprivileged')
+    .description('run CMD in network, PID and mount namespaces of its own behind the proxy, the DNS proxy and the nft fence, unprivileged')
     .requiredOption('--policy <file>', 'policy file (YAML)')
-    .option('--user <user>', 'account CMD runs as (default: portcullis-sandbox, created if missing)')
+    .option('--user <user>', 'account CMD runs as (default: portcullis-sandbox, created if missing; a uid without a passwd entry gets the nogroup group)')
     .option('--audit <file>', 'append every audit event as JSON lines (created 0600, never through a symlink; - for stdout)')
     .option('--audit-failure <closed|open>', AUDIT_FAILURE_HELP, parseAuditFailure, 'closed')
     .option('--resolver <addr:port>', 'upstream DNS server (default: the first nameserver of /etc/resolv.conf)')

@@ -1,0 +1,53 @@
+// What CMD sees of the file system, prepared in its own mount namespace before it starts:
+// empty private tmpfs over the places where host services keep sockets, locks and shared
+// memory (/run, /var/run, /tmp, /dev/shm: the system D-Bus, nscd, container runtimes' sockets
+// are out of reach), a HOME inside the private /tmp, and files bound over host files. The rest
+// of the file system is the host's, as the sandbox user's permissions allow. Pure.
+import type { SandboxUser } from './user.js';
+
+/** CMD's HOME: in the private /tmp, so it ends with the run and root never deletes it. */
+export const SANDBOX_HOME = '/tmp/home';
+
+export interface TmpfsMount {
+  target: string;
+  /** Octal mode of the mount's root. */
+  mode: string;
+}
+
+export interface BindMount {
+  /** A host file, read before CMD starts. */
+  source: string;
+  /** Where CMD sees it (a symlink is followed, e.g. /etc/resolv.conf → /run/…). */
+  target: string;
+}
+
+export interface SandboxMounts {
+  tmpfs: TmpfsMount[];
+  /** Bound after the tmpfs mounts, in order. */
+  binds: BindMount[];
+  home: { path: string; uid: number; gid: number };
+}
+
+export interface MountOptions {
+  /** The resolv.conf naming the DNS proxy. */
+  resolvConf: string;
+  user: SandboxUser;
+}
+
+export function sandboxMounts(opts: MountOptions): SandboxMounts {
+  return {
+    tmpfs: [
+      { target: '/run', mode: '755' },
+      // Usually a symlink to /run, covered then; a directory of its own otherwise.
+      { target: '/var/run', mode: '755' },
+      { target: '/tmp', mode: '1777' },
+      { target: '/dev/shm', mode: '1777' },
+    ],
+    // Files bound over the host's. `ip netns exec` binds the resolv.conf too, but where
+    // /etc/resolv.conf links into /run that binding is under the private /run: bound again here.
+    // This is the one list a file is added to for CMD to see it instead of the host's (a CA
+    // bundle over the system trust bundle goes here).
+    binds: [{ source: opts.resolvConf, target: '/etc/resolv.conf' }],
+    home: { path: SANDBOX_HOME, uid: opts.user.uid, gid: opts.user.gid },
+  };
+}
