@@ -5,7 +5,7 @@ import { appendFileSync, copyFileSync, mkdirSync, mkdtempSync, rmSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { BundleBuildError, compiledWasm, regoSources, regoSourcesKey } from '../src/engine/bundle.js';
+import { BundleBuildError, compiledWasm, regoSources, regoSourcesKey, type RegoFile } from '../src/engine/bundle.js';
 import { BUILTIN_REGO_DIR } from '../src/engine/opa-cli.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'portcullis-package-build-'));
@@ -18,16 +18,23 @@ function copyOfBuiltinRego(name: string): string {
   return copy;
 }
 
+/** The sources of `dir` under the built-in Rego's bundle-relative names. */
+async function asBuiltin(dir: string): Promise<RegoFile[]> {
+  return (await regoSources([dir])).map((path) => ({ path, name: `portcullis/${path.slice(dir.length + 1)}` }));
+}
+
 describe('the compiled policy key', () => {
-  it('is the Rego sources contents: equal for a copy elsewhere, different after any edit, blind to tests', async () => {
-    const builtin = await regoSourcesKey(await regoSources([BUILTIN_REGO_DIR]));
+  it('is the Rego sources names and contents: equal for a copy elsewhere, different after any edit or rename, blind to tests', async () => {
+    const builtin = await regoSourcesKey(await asBuiltin(BUILTIN_REGO_DIR));
     const copy = copyOfBuiltinRego('same');
-    expect(await regoSourcesKey(await regoSources([copy]))).toBe(builtin);
+    expect(await regoSourcesKey(await asBuiltin(copy))).toBe(builtin);
     expect(builtin).toMatch(/^[0-9a-f]{32}$/);
     copyFileSync(join(BUILTIN_REGO_DIR, 'authz.rego'), join(copy, 'extra_test.rego'));
-    expect(await regoSourcesKey(await regoSources([copy]))).toBe(builtin);
+    expect(await regoSourcesKey(await asBuiltin(copy))).toBe(builtin);
+    // The names are compiled into the wasm: the same Rego under another name is another module.
+    expect(await regoSourcesKey((await asBuiltin(copy)).map((f) => ({ ...f, name: `portcullis/ext/1/${f.name}` })))).not.toBe(builtin);
     appendFileSync(join(copy, 'authz.rego'), '\n# edited\n');
-    expect(await regoSourcesKey(await regoSources([copy]))).not.toBe(builtin);
+    expect(await regoSourcesKey(await asBuiltin(copy))).not.toBe(builtin);
   });
 });
 
