@@ -7,7 +7,7 @@
 //    /proc/<pid>/stat) through `portcullis proxy --config` with decision logs uploaded to a local
 //    collector, against the same proxy with the same bundle and no decision logs; the two run in
 //    alternation, three rounds each, upstream in the simulated internet.
-// Needs `npm run build`.
+// Needs `npm run build`. FLEET_BENCH_PARTS: propagation,logs (default both).
 import { execFileSync, spawn } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import http from 'node:http';
@@ -153,24 +153,37 @@ function cpuSeconds(pid) {
   return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
+/** One tunnel: CONNECT, one echoed line through it, close (the simulated internet's echo port). */
 function tunnelOnce(proxyPort, address) {
   return new Promise((resolve, reject) => {
     const s = net.connect({ host: '127.0.0.1', port: proxyPort, noDelay: true });
-    s.once('error', reject);
+    const timer = setTimeout(() => {
+      s.destroy();
+      reject(new Error('tunnel timed out'));
+    }, 10_000);
+    s.once('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
     let buf = '';
+    let pinged = false;
     s.on('data', (c) => {
       buf += c.toString('latin1');
-      if (buf.startsWith('HTTP/1.1 200') && buf.includes('\r\n\r\n') && !s.pinged) {
-        s.pinged = true;
-        s.write('Q\n');
-        return;
+      const head = buf.indexOf('\r\n\r\n');
+      if (head === -1) return;
+      if (!buf.startsWith('HTTP/1.1 200')) {
+        clearTimeout(timer);
+        s.destroy();
+        return reject(new Error(buf.slice(0, 200)));
       }
-      if (s.pinged && buf.endsWith('P')) {
+      if (!pinged) {
+        pinged = true;
+        s.write('ping\n');
+      }
+      if (buf.slice(head + 4).includes('ping')) {
+        clearTimeout(timer);
         s.destroy();
         resolve();
-      } else if (!buf.startsWith('HTTP/1.1 200') && buf.includes('\r\n\r\n')) {
-        s.destroy();
-        reject(new Error(buf.slice(0, 200)));
       }
     });
     s.on('connect', () => s.write(`CONNECT ${address}:${UPSTREAM_PORT} HTTP/1.1\r\nHost: ${address}\r\n\r\n`));
@@ -237,13 +250,17 @@ async function decisionLogOverhead() {
 }
 
 const median = (xs) => quantile(xs, 0.5);
+const parts = (process.env.FLEET_BENCH_PARTS ?? 'propagation,logs').split(',');
 try {
+  if (parts.includes('propagation')) {
   const long = await propagation('long', '      min_delay_seconds: 60\n      max_delay_seconds: 120\n      long_polling_timeout_seconds: 30\n');
   const short = await propagation('short', '      min_delay_seconds: 1\n      max_delay_seconds: 2\n');
   console.log(`propagation to ${PROXIES} proxies, ${REVISIONS} revisions (publish → active):`);
   console.log(`  long polling       p50 ${long.p50.toFixed(1)} ms  p99 ${long.p99.toFixed(1)} ms  (missing ${long.missing})`);
   console.log(`  polling every 1-2 s p50 ${short.p50.toFixed(1)} ms  p99 ${short.p99.toFixed(1)} ms  (missing ${short.missing})`);
   console.log(`  long polling is x${(short.p99 / long.p99).toFixed(1)} faster at p99`);
+  }
+  if (parts.includes('logs')) {
   const o = await decisionLogOverhead();
   const plainRate = median(o.plain.map((r) => r.rate));
   const loggedRate = median(o.logged.map((r) => r.rate));
@@ -253,6 +270,7 @@ try {
   console.log(`  without: ${plainRate.toFixed(0)} tunnels/s, ${plainCpu.toFixed(3)} ms CPU per tunnel`);
   console.log(`  with:    ${loggedRate.toFixed(0)} tunnels/s, ${loggedCpu.toFixed(3)} ms CPU per tunnel`);
   console.log(`  rate ratio ${(loggedRate / plainRate).toFixed(3)}, CPU ratio ${(loggedCpu / plainCpu).toFixed(3)}`);
+  }
 } finally {
   await sim?.close();
   cleanup();

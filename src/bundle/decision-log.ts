@@ -94,14 +94,17 @@ export class DecisionLogger {
       labels: this.opts.labels,
       bundles: this.opts.bundles(),
       path: ENTRYPOINT,
-      input: structuredClone(observation.input),
+      // Erasing edits the event: then the caller's input must not be the one edited.
+      input: this.opts.config.erase.length > 0 ? structuredClone(observation.input) : observation.input,
       result: observation.result,
       requested_by: requestedBy,
       timestamp: new Date().toISOString(),
       metrics: { timer_rego_query_eval_ns: observation.evalNs },
     };
-    const erased = erase(event, this.opts.config.erase);
-    if (erased.length > 0) event.erased = erased;
+    if (this.opts.config.erase.length > 0) {
+      const erased = erase(event, this.opts.config.erase);
+      if (erased.length > 0) event.erased = erased;
+    }
     const line = JSON.stringify(event);
     this.buffer.push(line);
     this.bufferedBytes += line.length;
