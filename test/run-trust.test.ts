@@ -12,6 +12,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startSandboxEgress } from '../src/sandbox/egress.js';
 import { TRUST_BUNDLE_VARIABLES } from '../src/sandbox/environment.js';
 import { runSandbox } from '../src/sandbox/sandbox.js';
+import { initScript } from '../src/sandbox/init-script.js';
+import { trustBundleBinds } from '../src/sandbox/mounts.js';
 import { FENCED_TRUST_ROOT } from '../src/sandbox/trust.js';
 import { createAuthority, type CreatedAuthority } from '../src/tls/ca.js';
 import { writeAuthority } from '../src/tls/ca-files.js';
@@ -306,5 +308,32 @@ describe('portcullis run --no-fence', () => {
     const file = fields(result.stdout).get('file')!;
     expect(file).toMatch(/ca-bundle\.pem$/);
     expect(existsSync(file)).toBe(false);
+  });
+});
+
+describe('the sandbox init: the trust bundle over the system bundles', () => {
+  it('binds over each bundle that is a file (through a link, as on Fedora), skips one that is missing or a directory, and changes nothing of the host', () => {
+    const dir = mkdtempSync('/var/tmp/portcullis-trust-bind-');
+    try {
+      writeFileSync(join(dir, 'bundle.pem'), 'run bundle\n');
+      writeFileSync(join(dir, 'extracted.pem'), 'system bundle\n');
+      spawnSync('ln', ['-s', join(dir, 'extracted.pem'), join(dir, 'ca-bundle.crt')]);
+      mkdirSync(join(dir, 'a-directory'));
+      const targets = [join(dir, 'ca-bundle.crt'), join(dir, 'missing.pem'), join(dir, 'a-directory')];
+      mkdirSync(join(dir, 'private'));
+      const mounts = {
+        tmpfs: [{ target: join(dir, 'private'), mode: '755' }],
+        binds: trustBundleBinds(join(dir, 'bundle.pem'), targets),
+        home: { path: join(dir, 'private', 'home'), uid: 65534, gid: 65534 },
+      };
+      const r = spawnSync('unshare', ['--mount', '--propagation', 'private', '/bin/sh', '-c', initScript(mounts), 'init', 'sh', '-c', `cat ${targets[0]}; ls -A ${dir}`], { encoding: 'utf8', timeout: 10_000 });
+      expect(r.stderr).toBe('');
+      expect(r.stdout).toBe('run bundle\na-directory\nbundle.pem\nca-bundle.crt\nextracted.pem\nprivate\n');
+      // Outside that namespace nothing changed, and nothing was created.
+      expect(readFileSync(targets[0]!, 'utf8')).toBe('system bundle\n');
+      expect(existsSync(join(dir, 'missing.pem'))).toBe(false);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
