@@ -208,7 +208,7 @@ i=0; while [ ! -e "$1/go" ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done`;
     expect(again.stdout).not.toContain(first.fingerprint256);
   });
 
-  it("hands the proxy the CA whose certificate CMD trusts; the CA's key stays in memory", async () => {
+  it('hands the proxy the CA whose certificate CMD trusts, and CMD nothing of its key', async () => {
     let inspection: InspectionTls | undefined;
     const seen = join(work, 'out', 'seen.pem');
     const messages: string[] = [];
@@ -227,9 +227,33 @@ i=0; while [ ! -e "$1/go" ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done`;
     expect(inspection).toBeDefined();
     const trusted = pemCertificates(readFileSync(seen, 'utf8'));
     expect(body(trusted[0]!)).toBe(body(inspection!.ca.certPem));
+    const keyPem = (inspection!.ca as Partial<CreatedAuthority>).keyPem;
+    expect(keyPem).toMatch(/PRIVATE KEY/);
+    expect(readFileSync(seen, 'utf8')).not.toContain(body(keyPem!).slice(0, 40));
     // The leaves the proxy would present chain to it.
     const leaf = await inspection!.leaves.get('api.example.test');
     expect(new X509Certificate(leaf.certPem).verify(new X509Certificate(inspection!.ca.certPem).publicKey)).toBe(true);
+  });
+});
+
+describe('portcullis run: leftovers', () => {
+  it("removes the bundle directory of a run that was killed outright, not a live run's", async () => {
+    const dead = spawnSync('true').pid!;
+    const stale = join(FENCED_TRUST_ROOT, `portcullis-trust-${dead}-zzzzzz`);
+    const live = join(FENCED_TRUST_ROOT, `portcullis-trust-${process.pid}-zzzzzz`);
+    try {
+      for (const dir of [stale, live]) {
+        mkdirSync(dir, { recursive: true });
+        writeFileSync(join(dir, 'ca-bundle.pem'), 'left behind\n');
+      }
+      const result = await run(['true']);
+      expect(result.code, result.stderr).toBe(0);
+      expect(existsSync(stale)).toBe(false);
+      expect(existsSync(live)).toBe(true);
+    } finally {
+      rmSync(stale, { recursive: true, force: true });
+      rmSync(live, { recursive: true, force: true });
+    }
   });
 });
 
