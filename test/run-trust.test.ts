@@ -10,10 +10,10 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startSandboxEgress } from '../src/sandbox/egress.js';
-import { TRUST_BUNDLE_VARIABLES } from '../src/sandbox/environment.js';
+import { sandboxEnvironment, TRUST_BUNDLE_VARIABLES } from '../src/sandbox/environment.js';
 import { runSandbox } from '../src/sandbox/sandbox.js';
 import { initScript } from '../src/sandbox/init-script.js';
-import { trustBundleBinds } from '../src/sandbox/mounts.js';
+import { sandboxMounts, trustBundleBinds } from '../src/sandbox/mounts.js';
 import { FENCED_TRUST_ROOT } from '../src/sandbox/trust.js';
 import { createAuthority, type CreatedAuthority } from '../src/tls/ca.js';
 import { writeAuthority } from '../src/tls/ca-files.js';
@@ -359,5 +359,24 @@ describe('the sandbox init: the trust bundle over the system bundles', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('the trust a run injects (pure)', () => {
+  it("replaces the caller's trust variables with the bundle, and keeps them when there is none", () => {
+    const caller = { SSL_CERT_FILE: '/caller/ca.pem', NODE_EXTRA_CA_CERTS: '/caller/extra.pem', PATH: '/usr/bin' };
+    const env = sandboxEnvironment(caller, { proxyUrl: 'http://198.19.0.1:3128', trustBundle: '/var/lib/portcullis/trust/x/ca-bundle.pem' });
+    for (const name of TRUST_BUNDLE_VARIABLES) expect(env[name], name).toBe('/var/lib/portcullis/trust/x/ca-bundle.pem');
+    expect(env.PATH).toBe('/usr/bin');
+    expect(sandboxEnvironment(caller, { proxyUrl: 'http://198.19.0.1:3128' }).SSL_CERT_FILE).toBe('/caller/ca.pem');
+  });
+
+  it('lists the bundle over each distribution bundle, optional, after the resolv.conf, in the one list of binds', () => {
+    const mounts = sandboxMounts({ resolvConf: '/etc/netns/n/resolv.conf', user: { name: 'u', uid: 1000, gid: 1000 }, trustBundle: '/b.pem' });
+    expect(mounts.binds).toEqual([
+      { source: '/etc/netns/n/resolv.conf', target: '/etc/resolv.conf' },
+      ...DISTRIBUTION_BUNDLES.map((target) => ({ source: '/b.pem', target, ifPresent: true })),
+    ]);
+    expect(initScript(mounts)).toContain(`bind_if_present '/b.pem' '/etc/ssl/certs/ca-certificates.crt'`);
   });
 });
