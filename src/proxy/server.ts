@@ -50,6 +50,7 @@ export interface ProxyOptions {
   regoDirs?: string[];
   /** Who is behind a connection; defaults to the procfs resolver. */
   identity?: IdentitySource;
+  inspection?: import('../tls/inspection.js').InspectionTls;
 }
 
 export interface ReloadResult {

@@ -27,6 +27,7 @@ export async function startSandboxEgress(ctx: EgressContext): Promise<RunningEgr
         ...(resolver ? { resolver } : {}),
         reportOnly: ctx.reportOnly,
         ...(anchorPid !== undefined ? { anchorPid } : {}),
+        ...(ctx.inspection ? { inspection: ctx.inspection } : {}),
       }),
     ),
     ctx.plan.dns && resolver

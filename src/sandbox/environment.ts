@@ -1,5 +1,6 @@
 // The environment CMD runs with: the caller's, plus the proxy variables in both spellings
-// (curl reads lower-case http_proxy only, many tools read upper-case). Pure.
+// (curl reads lower-case http_proxy only, many tools read upper-case), and the variables that
+// point TLS clients at the run's trust bundle. Pure.
 
 export interface ProxyEnvironmentOptions {
   /** The proxy's URL as seen from inside the sandbox, e.g. http://198.19.0.2:3128 */
@@ -8,7 +9,16 @@ export interface ProxyEnvironmentOptions {
   noProxy?: string[];
   home?: string;
   user?: { name: string };
+  /** The run's trust bundle (its CA and the system's roots), as CMD sees it. */
+  trustBundle?: string;
 }
+
+/**
+ * Where OpenSSL and the common TLS clients take their trusted CAs from, besides the system's
+ * store: OpenSSL (and so Python's ssl, Ruby, PHP), requests, curl, Node (added to its roots),
+ * git, pip, Deno and the AWS SDKs and CLI.
+ */
+export const TRUST_BUNDLE_VARIABLES = ['SSL_CERT_FILE', 'REQUESTS_CA_BUNDLE', 'CURL_CA_BUNDLE', 'NODE_EXTRA_CA_CERTS', 'GIT_SSL_CAINFO', 'PIP_CERT', 'DENO_CERT', 'AWS_CA_BUNDLE'];
 
 export const DEFAULT_NO_PROXY = ['localhost', '127.0.0.1', '::1'];
 
@@ -31,6 +41,7 @@ export function sandboxEnvironment(base: NodeJS.ProcessEnv, opts: ProxyEnvironme
     env[key] = value;
     env[key.toLowerCase()] = value;
   }
+  if (opts.trustBundle !== undefined) for (const key of TRUST_BUNDLE_VARIABLES) env[key] = opts.trustBundle;
   if (opts.home !== undefined) env.HOME = opts.home;
   if (opts.user !== undefined) {
     env.USER = opts.user.name;

@@ -14,7 +14,7 @@ export function shellQuote(word: string): string {
 // Shell functions of the init. A mount target that is a symlink (/var/run → /run) is followed,
 // and a directory gets one tmpfs however many names lead to it. HOME and the bind targets that
 // do not exist yet (e.g. /etc/resolv.conf → /run/…) are created only inside those tmpfs, never on
-// the host's file system.
+// the host's file system; an optional bind (a system CA bundle) is skipped where its target is no file.
 const FUNCTIONS = `private=
 tmpfs() {
   d=$1
@@ -42,13 +42,19 @@ bind() {
     mkdir -p "\${t%/*}" && : > "$t"
   fi
   mount --bind "$1" "$t"
+}
+bind_if_present() {
+  t=$2
+  [ -L "$t" ] && t=$(readlink -m "$t")
+  [ -f "$t" ] || return 0
+  mount --bind "$1" "$t"
 }`;
 
 export function initScript(mounts: SandboxMounts): string {
   const lines = ['set -e', FUNCTIONS];
   for (const m of mounts.tmpfs) lines.push(`tmpfs ${shellQuote(m.target)} ${m.mode}`);
   lines.push(`home ${shellQuote(mounts.home.path)} ${mounts.home.uid} ${mounts.home.gid}`);
-  for (const b of mounts.binds) lines.push(`bind ${shellQuote(b.source)} ${shellQuote(b.target)}`);
+  for (const b of mounts.binds) lines.push(`${b.ifPresent ? 'bind_if_present' : 'bind'} ${shellQuote(b.source)} ${shellQuote(b.target)}`);
   // CMD in the foreground: a background command would start with SIGINT and SIGQUIT ignored
   // (and with stdin from /dev/null). While it waits, the shell also reaps adopted orphans.
   lines.push('set +e', '"$@"', 'exit $?');

@@ -3,6 +3,7 @@
 // memory (/run, /var/run, /tmp, /dev/shm: the system D-Bus, nscd, container runtimes' sockets
 // are out of reach), a HOME inside the private /tmp, and files bound over host files. The rest
 // of the file system is the host's, as the sandbox user's permissions allow. Pure.
+import { DISTRIBUTION_BUNDLES } from '../tls/roots.js';
 import type { SandboxUser } from './user.js';
 
 /** CMD's HOME: in the private /tmp, so it ends with the run and root never deletes it. */
@@ -19,6 +20,8 @@ export interface BindMount {
   source: string;
   /** Where CMD sees it (a symlink is followed, e.g. /etc/resolv.conf → /run/…). */
   target: string;
+  /** Bound only where the target is a file already (a system path this distribution lacks is skipped). */
+  ifPresent?: boolean;
 }
 
 export interface SandboxMounts {
@@ -32,6 +35,17 @@ export interface MountOptions {
   /** The resolv.conf naming the DNS proxy. */
   resolvConf: string;
   user: SandboxUser;
+  /** The run's trust bundle (its CA and the system's roots): bound over the system's bundles. */
+  trustBundle?: string;
+}
+
+/**
+ * The trust bundle over every system bundle this distribution has, so that programs that read
+ * only the system store (openssl's default paths, Python's default context) trust the run's CA.
+ * Pure.
+ */
+export function trustBundleBinds(bundle: string, systemBundles: readonly string[] = DISTRIBUTION_BUNDLES): BindMount[] {
+  return systemBundles.map((target) => ({ source: bundle, target, ifPresent: true }));
 }
 
 export function sandboxMounts(opts: MountOptions): SandboxMounts {
@@ -45,9 +59,8 @@ export function sandboxMounts(opts: MountOptions): SandboxMounts {
     ],
     // Files bound over the host's. `ip netns exec` binds the resolv.conf too, but where
     // /etc/resolv.conf links into /run that binding is under the private /run: bound again here.
-    // This is the one list a file is added to for CMD to see it instead of the host's (a CA
-    // bundle over the system trust bundle goes here).
-    binds: [{ source: opts.resolvConf, target: '/etc/resolv.conf' }],
+    // This is the one list a file is added to for CMD to see it instead of the host's.
+    binds: [{ source: opts.resolvConf, target: '/etc/resolv.conf' }, ...(opts.trustBundle !== undefined ? trustBundleBinds(opts.trustBundle) : [])],
     home: { path: SANDBOX_HOME, uid: opts.user.uid, gid: opts.user.gid },
   };
 }

@@ -8,6 +8,7 @@ import { openAuditSink, type AuditFailureMode, type StreamAuditSink } from '../a
 import type { AddressNamer } from '../dns/flows.js';
 import { renderRuleset } from '../nft/render.js';
 import { loadPolicyFile, type LoadedPolicy } from '../policy/load.js';
+import type { InspectionTls } from '../tls/inspection.js';
 import { currentFenceCapability } from './capabilities.js';
 import { proxyUrl, sandboxEnvironment } from './environment.js';
 import { exitCodeOf } from './exit-code.js';
@@ -18,6 +19,7 @@ import { createSandboxNetwork, type SandboxNetwork } from './network.js';
 import { Interrupted, SignalRelay } from './signals.js';
 import { liveLine, renderSummary, verdictOf } from './summary.js';
 import { killRun, Teardown } from './teardown.js';
+import { prepareRunTrust, trustPlace, type RunTrust, type TrustOptions } from './trust.js';
 import { startUsageSampler, type UsageSampler } from './usage.js';
 import { resolveSandboxUser, SandboxUserError } from './user.js';
 
@@ -51,6 +53,8 @@ export interface EgressContext {
    * (its namespace's socket table, the tree below it).
    */
   anchorPid?: Promise<number>;
+  /** The run's CA (its leaves) and the upstream trust, for the proxy's TLS inspection. */
+  inspection?: InspectionTls;
 }
 
 export interface RunningEgress {
@@ -77,6 +81,10 @@ export interface RunSandboxOptions {
   quiet?: boolean;
   /** Force the weaker proxy-environment-only mode even with privileges (tests, benchmarks). */
   noFence?: boolean;
+  /** `--ca-cert`/`--ca-key`: inspect with this CA instead of one made for the run. */
+  ca?: { certFile: string; keyFile: string };
+  /** `--upstream-ca` files: trusted for upstreams, by the proxy and by CMD. */
+  upstreamCaFiles?: string[];
   startEgress: EgressStarter;
   /**
    * Loads the modules startEgress needs, when it loads them itself: called while the sandbox
@@ -125,7 +133,20 @@ interface RunState {
   egress?: RunningEgress;
 }
 
-type EgressBase = Omit<EgressContext, 'plan' | 'netns' | 'anchorPid'>;
+type EgressBase = Omit<EgressContext, 'plan' | 'netns' | 'anchorPid' | 'inspection'>;
+
+function trustOptions(opts: RunSandboxOptions): TrustOptions {
+  return { ...(opts.ca ? { ca: opts.ca } : {}), upstreamCaFiles: opts.upstreamCaFiles ?? [] };
+}
+
+/** The run's trust, its bundle's directory removed at the end. */
+function holdTrust(state: RunState, trust: RunTrust): RunTrust {
+  state.teardown.add('the trust bundle', async () => trust.close(), () => trust.close());
+  return trust;
+}
+
+/** A bad --ca-cert/--ca-key/--upstream-ca (tls/ca-files.js is not loaded just to name it). */
+const isCaFileError = (err: unknown): boolean => (err as Error | null)?.name === 'CaFileError';
 
 export async function runSandbox(opts: RunSandboxOptions): Promise<number> {
   const out = opts.out ?? process.stderr;
@@ -161,7 +182,7 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<number> {
       state.held?.abort();
     } else {
       say(`portcullis run: ${(err as Error).message}`);
-      exitCode = err instanceof SandboxUserError ? 2 : 70;
+      exitCode = err instanceof SandboxUserError || isCaFileError(err) ? 2 : 70;
     }
   } finally {
     usage = await sampler?.stop();
@@ -195,16 +216,20 @@ function openRunAudit(opts: RunSandboxOptions, say: (line: string) => void): { a
 /** Network, CMD held in its namespaces, proxies and fence: CMD is ready to be released. */
 async function setUpFenced(opts: RunSandboxOptions, base: EgressBase, state: RunState): Promise<HeldCommand> {
   const user = await resolveSandboxUser(opts.user);
-  const [built, loadedTools] = await Promise.allSettled([
+  // The CA's keys are made while the network's `ip` commands run.
+  const [built, loadedTools, trusted] = await Promise.allSettled([
     createSandboxNetwork(),
     loadOnNextTurn(async () => {
       const [fenceTools] = await Promise.all([loadFenceTools(), opts.loadEgress?.()]);
       return fenceTools;
     }),
+    prepareRunTrust(trustOptions(opts), trustPlace(true, user.uid)),
   ]);
+  const trust = trusted.status === 'fulfilled' ? holdTrust(state, trusted.value) : undefined;
   if (built.status === 'rejected') throw built.reason;
   const network = (state.network = built.value);
   state.teardown.add('the sandbox network', () => network.close(), () => network.closeSync());
+  if (trusted.status === 'rejected' || trust === undefined) throw (trusted as PromiseRejectedResult).reason;
   if (loadedTools.status === 'rejected') throw loadedTools.reason;
   const tools = (state.tools = loadedTools.value);
   const host = network.link.hostV4;
@@ -214,9 +239,9 @@ async function setUpFenced(opts: RunSandboxOptions, base: EgressBase, state: Run
 
   // CMD first, held before exec: its pid anchors identity before any connection exists.
   const held = (state.held = launchHeld({
-    isolation: { netns: network.netns, user, mounts: sandboxMounts({ resolvConf: network.resolvConf, user }) },
+    isolation: { netns: network.netns, user, mounts: sandboxMounts({ resolvConf: network.resolvConf, user, trustBundle: trust.bundleFile }) },
     command: opts.command,
-    env: sandboxEnvironment(process.env, { proxyUrl: proxyUrl(proxy.host, proxy.port), home: SANDBOX_HOME, user }),
+    env: sandboxEnvironment(process.env, { proxyUrl: proxyUrl(proxy.host, proxy.port), home: SANDBOX_HOME, user, trustBundle: trust.bundleFile }),
   }));
   state.signals.relayTo(held, network);
   state.teardown.add('CMD', killRun(held), () => held.kill());
@@ -226,7 +251,7 @@ async function setUpFenced(opts: RunSandboxOptions, base: EgressBase, state: Run
   const script = renderRuleset(base.loaded.policies, { proxy, dns, sni });
   const netns = network.netns;
   const [started, fence] = await Promise.allSettled([
-    opts.startEgress({ ...base, plan: { proxy, sni, dns }, netns, anchorPid: held.ready }),
+    opts.startEgress({ ...base, plan: { proxy, sni, dns }, netns, anchorPid: held.ready, inspection: trust.inspection }),
     tools.applyRuleset(script, { netns }),
   ]);
   if (started.status === 'fulfilled') {
@@ -242,13 +267,15 @@ async function setUpFenced(opts: RunSandboxOptions, base: EgressBase, state: Run
 /** The weaker mode: the proxy on loopback, CMD as the caller with the proxy variables only. */
 async function setUpUnfenced(opts: RunSandboxOptions, base: EgressBase, state: RunState, say: (line: string) => void): Promise<HeldCommand> {
   if (opts.user !== undefined) say('portcullis: --user needs root; CMD runs as you');
+  if (opts.ca !== undefined) say('portcullis: without the fence CMD runs as you and can read --ca-key');
+  const trust = holdTrust(state, await prepareRunTrust(trustOptions(opts), trustPlace(false)));
   state.signals.check();
-  const running = (state.egress = await opts.startEgress({ ...base, plan: { proxy: { host: '127.0.0.1', port: 0 } } }));
+  const running = (state.egress = await opts.startEgress({ ...base, plan: { proxy: { host: '127.0.0.1', port: 0 } }, inspection: trust.inspection }));
   state.teardown.add('the proxy', () => running.close());
   state.signals.check();
   const held = (state.held = launchHeld({
     command: opts.command,
-    env: sandboxEnvironment(process.env, { proxyUrl: proxyUrl(running.proxy.host, running.proxy.port) }),
+    env: sandboxEnvironment(process.env, { proxyUrl: proxyUrl(running.proxy.host, running.proxy.port), trustBundle: trust.bundleFile }),
   }));
   state.signals.relayTo(held);
   state.teardown.add('CMD', killRun(held), () => held.kill());

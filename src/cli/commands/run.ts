@@ -1,10 +1,11 @@
 // `portcullis run`: CMD in network, PID and mount namespaces of its own, behind the proxy, the
 // DNS proxy and the nft fence, as an unprivileged user; exit code is CMD's.
-import type { Command } from 'commander';
+import { InvalidArgumentError, type Command } from 'commander';
 import { AuditFileError } from '../../audit/file.js';
 import type { AuditFailureMode } from '../../audit/sink.js';
 import { PolicyLoadError } from '../../policy/load.js';
 import { AUDIT_FAILURE_HELP, parseAuditFailure } from '../audit-options.js';
+import { collect } from '../repeatable.js';
 import { parseHostPort } from '../../sandbox/upstream-resolver.js';
 
 interface RunOptions {
@@ -17,6 +18,16 @@ interface RunOptions {
   live?: boolean;
   quiet?: boolean;
   fence?: boolean;
+  caCert?: string;
+  caKey?: string;
+  upstreamCa?: string[];
+}
+
+/** `--ca-cert` and `--ca-key` come together or not at all. */
+function caFiles(opts: RunOptions): { certFile: string; keyFile: string } | undefined {
+  if (opts.caCert === undefined && opts.caKey === undefined) return undefined;
+  if (opts.caCert === undefined || opts.caKey === undefined) throw new InvalidArgumentError('--ca-cert and --ca-key go together: give both, or neither for a CA made for this run');
+  return { certFile: opts.caCert, keyFile: opts.caKey };
 }
 
 export function registerRun(program: Command): void {
@@ -32,6 +43,9 @@ export function registerRun(program: Command): void {
     .option('--live', 'print every decision as it happens (default: denials only)')
     .option('--quiet', 'print neither live decisions nor the summary')
     .option('--no-fence', 'proxy environment only: no namespace, no nft (weaker; for comparison)')
+    .option('--ca-cert <file>', 'CA certificate for TLS inspection (with --ca-key; default: a CA made for this run, its key only in memory)')
+    .option('--ca-key <file>', "the CA's private key (mode 0600, not the sandbox user's; it never enters the sandbox)")
+    .option('--upstream-ca <file>', 'PEM CA certificate(s) trusted for upstreams besides the system roots, by the proxy and by CMD (repeatable)', collect)
     .argument('<command...>', 'the command to run, after --')
     .action(async (command: string[], opts: RunOptions) => {
       // Loaded here, not at start-up: the other sub-commands need none of the sandbox. The
@@ -41,6 +55,7 @@ export function registerRun(program: Command): void {
       const loadEgress = () => import('../../sandbox/egress.js');
       let code: number;
       try {
+        const ca = caFiles(opts);
         code = await runSandbox({
           policyFile: opts.policy,
           command,
@@ -52,12 +67,14 @@ export function registerRun(program: Command): void {
           live: opts.live === true,
           quiet: opts.quiet === true,
           noFence: opts.fence === false,
+          ...(ca ? { ca } : {}),
+          upstreamCaFiles: opts.upstreamCa ?? [],
           startEgress: async (ctx) => (await loadEgress()).startSandboxEgress(ctx),
           loadEgress,
         });
       } catch (err) {
         process.stderr.write(`portcullis run: ${(err as Error).message}\n`);
-        const usage = err instanceof PolicyLoadError || err instanceof RunUsageError || err instanceof SandboxUserError || err instanceof AuditFileError;
+        const usage = err instanceof PolicyLoadError || err instanceof RunUsageError || err instanceof SandboxUserError || err instanceof AuditFileError || err instanceof InvalidArgumentError;
         code = usage ? 2 : 70;
       }
       process.exit(code);
