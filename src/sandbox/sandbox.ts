@@ -8,6 +8,7 @@ import { openAuditSink, type AuditFailureMode, type StreamAuditSink } from '../a
 import type { AddressNamer } from '../dns/flows.js';
 import { renderRuleset } from '../nft/render.js';
 import { loadPolicyFile, type LoadedPolicy } from '../policy/load.js';
+import type { PolicyData } from '../policy/types.js';
 import type { InspectionTls } from '../tls/inspection.js';
 import { currentFenceCapability } from './capabilities.js';
 import { proxyUrl, sandboxEnvironment } from './environment.js';
@@ -40,6 +41,8 @@ export interface EgressPlan {
 export interface EgressContext {
   plan: EgressPlan;
   loaded: LoadedPolicy;
+  /** The compiled module to decide with (a bundle's); without it the built-in Rego is compiled. */
+  wasm?: Buffer;
   policyFile: string;
   audit: StreamAuditSink;
   auditFailure?: AuditFailureMode;
@@ -67,8 +70,16 @@ export interface RunningEgress {
 
 export type EgressStarter = (ctx: EgressContext) => Promise<RunningEgress>;
 
+/** A policy that arrived compiled (a built bundle): its module and data. */
+export interface CompiledPolicy {
+  wasm: Buffer;
+  data: PolicyData;
+}
+
 export interface RunSandboxOptions {
+  /** The policy file, or with `compiled`, the bundle file it came from. */
   policyFile: string;
+  compiled?: CompiledPolicy;
   command: string[];
   user?: string;
   auditFile?: string;
@@ -154,7 +165,9 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<number> {
   if (opts.command.length === 0) throw new RunUsageError('no command given: portcullis run --policy F -- CMD [ARGS…]');
 
   const started = Date.now();
-  const loaded = await loadPolicyFile(opts.policyFile);
+  const loaded: LoadedPolicy = opts.compiled
+    ? { file: opts.policyFile, policies: Object.values(opts.compiled.data.policies), data: opts.compiled.data }
+    : await loadPolicyFile(opts.policyFile);
   const capability = opts.noFence ? { ok: false, why: 'fence turned off' } : currentFenceCapability();
   const fenced = capability.ok;
   if (!fenced) {
@@ -169,7 +182,7 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<number> {
   let sampler: UsageSampler | undefined;
   let usage;
   try {
-    const base: EgressBase = { loaded, policyFile: opts.policyFile, audit, ...(opts.auditFailure ? { auditFailure: opts.auditFailure } : {}), ...(opts.resolver ? { resolver: opts.resolver } : {}), reportOnly: opts.reportOnly === true };
+    const base: EgressBase = { loaded, ...(opts.compiled ? { wasm: opts.compiled.wasm } : {}), policyFile: opts.policyFile, audit, ...(opts.auditFailure ? { auditFailure: opts.auditFailure } : {}), ...(opts.resolver ? { resolver: opts.resolver } : {}), reportOnly: opts.reportOnly === true };
     const held = fenced ? await setUpFenced(opts, base, state) : await setUpUnfenced(opts, base, state, say);
     sampler = startUsageSampler(held.pid);
     held.release();

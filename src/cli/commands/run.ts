@@ -5,11 +5,15 @@ import { AuditFileError } from '../../audit/file.js';
 import type { AuditFailureMode } from '../../audit/sink.js';
 import { PolicyLoadError } from '../../policy/load.js';
 import { AUDIT_FAILURE_HELP, parseAuditFailure } from '../audit-options.js';
+import { readFile } from 'node:fs/promises';
+import { readBundle } from '../../bundle/read.js';
+import { addVerificationFlags, verificationOptions, type VerificationFlags } from '../bundle-options.js';
 import { collect } from '../repeatable.js';
 import { parseHostPort } from '../../sandbox/upstream-resolver.js';
 
-interface RunOptions {
-  policy: string;
+interface RunOptions extends VerificationFlags {
+  policy?: string;
+  bundle?: string;
   user?: string;
   audit?: string;
   auditFailure: AuditFailureMode;
@@ -30,11 +34,26 @@ function caFiles(opts: RunOptions): { certFile: string; keyFile: string } | unde
   return { certFile: opts.caCert, keyFile: opts.caKey };
 }
 
+/** The policy: a YAML file, or a built bundle (verified when a key is given). */
+async function policySource(opts: RunOptions): Promise<{ policyFile: string; compiled?: { wasm: Buffer; data: import('../../policy/types.js').PolicyData } }> {
+  if ((opts.policy === undefined) === (opts.bundle === undefined)) throw new InvalidArgumentError('give exactly one of --policy FILE or --bundle FILE');
+  if (opts.policy !== undefined) return { policyFile: opts.policy };
+  const bundle = opts.bundle!;
+  try {
+    const contents = await readBundle(await readFile(bundle), verificationOptions(opts));
+    return { policyFile: bundle, compiled: { wasm: contents.wasm, data: contents.data } };
+  } catch (err) {
+    throw new InvalidArgumentError(`${bundle}: ${(err as Error).message}`);
+  }
+}
+
 export function registerRun(program: Command): void {
-  program
+  const command = program
     .command('run')
     .description('run CMD in network, PID and mount namespaces of its own behind the proxy, the DNS proxy and the nft fence, unprivileged')
-    .requiredOption('--policy <file>', 'policy file (YAML)')
+    .option('--policy <file>', 'policy file (YAML)')
+    .option('--bundle <file>', 'policy from a bundle built by `portcullis build` (or opa build)');
+  addVerificationFlags(command)
     .option('--user <user>', 'account CMD runs as (default: portcullis-sandbox, created if missing; a uid without a passwd entry gets the nogroup group)')
     .option('--audit <file>', 'append every audit event as JSON lines (created 0600, never through a symlink; - for stdout)')
     .option('--audit-failure <closed|open>', AUDIT_FAILURE_HELP, parseAuditFailure, 'closed')
@@ -57,7 +76,7 @@ export function registerRun(program: Command): void {
       try {
         const ca = caFiles(opts);
         code = await runSandbox({
-          policyFile: opts.policy,
+          ...(await policySource(opts)),
           command,
           ...(opts.user !== undefined ? { user: opts.user } : {}),
           ...(opts.audit !== undefined ? { auditFile: opts.audit } : {}),
