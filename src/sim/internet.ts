@@ -158,33 +158,8 @@ async function startOnce(opts: SimulatedInternetOptions, attempt: number): Promi
     writeFileSync(`/proc/sys/net/ipv4/conf/${hostInterface}/forwarding`, '1');
 
     const hosts = await assignAddresses(opts.hosts, attempt);
-    const records: Record<string, DnsRecords> = {};
-    for (const [name, h] of Object.entries(hosts)) {
-      records[name] = { A: h.v4 ? [h.v4] : [], AAAA: h.v6 ? [h.v6] : [] };
-      if (h.v4) {
-        await runCommand('ip', ['-n', netns, 'addr', 'add', `${h.v4}/32`, 'dev', nsInterface]);
-        await routeOrExplain(['-4', 'route', 'add', `${h.v4}/32`, 'via', link.nsV4, 'dev', hostInterface], h.v4);
-      }
-      if (h.v6) {
-        await runCommand('ip', ['-n', netns, '-6', 'addr', 'add', `${h.v6}/128`, 'dev', nsInterface, 'nodad']);
-        await routeOrExplain(['-6', 'route', 'add', `${h.v6}/128`, 'via', link.nsV6, 'dev', hostInterface], h.v6);
-      }
-    }
-
-    const names = Object.keys(hosts);
-    const ips = Object.values(hosts).flatMap((h) => [h.v4, h.v6].filter((a): a is string => Boolean(a)));
-    const certs: ServeConfig['certs'] = {};
-    for (const [name, h] of Object.entries(hosts)) {
-      certs[name] = await ca.issue([name], [h.v4, h.v6].filter((a): a is string => Boolean(a)));
-    }
-    const config: ServeConfig = {
-      defaultCert: await ca.issue(names.length > 0 ? names : ['sim.invalid'], ips),
-      certs,
-      httpsPort: 443,
-      httpPort: 80,
-      extraPorts: opts.extraPorts ?? [],
-    };
-
+    const records = await placeHosts(hosts, netns, nsInterface, hostInterface, link);
+    const config = await serveConfig(hosts, ca, opts.extraPorts ?? []);
     const spawned = spawn('ip', ['netns', 'exec', netns, process.execPath, serveScriptPath()], {
       stdio: ['pipe', 'pipe', 'pipe'],
     });
@@ -218,6 +193,34 @@ async function startOnce(opts: SimulatedInternetOptions, attempt: number): Promi
     await deleteNamespace(netns);
     throw err;
   }
+}
+
+/** Gives each host its addresses inside the namespace and a route to them from the root one. */
+async function placeHosts(hosts: Record<string, SimHost>, netns: string, nsInterface: string, hostInterface: string, link: LinkAddresses): Promise<Record<string, DnsRecords>> {
+  const records: Record<string, DnsRecords> = {};
+  for (const [name, h] of Object.entries(hosts)) {
+    records[name] = { A: h.v4 ? [h.v4] : [], AAAA: h.v6 ? [h.v6] : [] };
+    if (h.v4) {
+      await runCommand('ip', ['-n', netns, 'addr', 'add', `${h.v4}/32`, 'dev', nsInterface]);
+      await routeOrExplain(['-4', 'route', 'add', `${h.v4}/32`, 'via', link.nsV4, 'dev', hostInterface], h.v4);
+    }
+    if (h.v6) {
+      await runCommand('ip', ['-n', netns, '-6', 'addr', 'add', `${h.v6}/128`, 'dev', nsInterface, 'nodad']);
+      await routeOrExplain(['-6', 'route', 'add', `${h.v6}/128`, 'via', link.nsV6, 'dev', hostInterface], h.v6);
+    }
+  }
+  return records;
+}
+
+/** The servers' configuration: a certificate per host (and a default one for every name). */
+async function serveConfig(hosts: Record<string, SimHost>, ca: CertificateAuthority, extraPorts: number[]): Promise<ServeConfig> {
+  const names = Object.keys(hosts);
+  const ips = Object.values(hosts).flatMap((h) => [h.v4, h.v6].filter((a): a is string => Boolean(a)));
+  const certs: ServeConfig['certs'] = {};
+  for (const [name, h] of Object.entries(hosts)) {
+    certs[name] = await ca.issue([name], [h.v4, h.v6].filter((a): a is string => Boolean(a)));
+  }
+  return { defaultCert: await ca.issue(names.length > 0 ? names : ['sim.invalid'], ips), certs, httpsPort: 443, httpPort: 80, extraPorts };
 }
 
 async function routeOrExplain(args: string[], address: string): Promise<void> {
