@@ -1,13 +1,15 @@
 // `portcullis run`: CMD in network, PID and mount namespaces of its own, behind the proxy, the
 // DNS proxy and the nft fence, as an unprivileged user; exit code is CMD's.
-import type { Command } from 'commander';
+import { InvalidArgumentError, type Command } from 'commander';
+import { UpstreamProxyAuthError } from '../../proxy/upstream-proxy-auth.js';
 import { AuditFileError } from '../../audit/file.js';
 import type { AuditFailureMode } from '../../audit/sink.js';
 import { PolicyLoadError } from '../../policy/load.js';
 import { AUDIT_FAILURE_HELP, parseAuditFailure } from '../audit-options.js';
 import { parseHostPort } from '../../sandbox/upstream-resolver.js';
+import { addUpstreamProxyFlags, upstreamProxyFromFlags, type UpstreamProxyFlags } from '../upstream-proxy-options.js';
 
-interface RunOptions {
+interface RunOptions extends UpstreamProxyFlags {
   policy: string;
   user?: string;
   audit?: string;
@@ -20,8 +22,8 @@ interface RunOptions {
 }
 
 export function registerRun(program: Command): void {
-  program
-    .command('run')
+  const command = program.command('run');
+  addUpstreamProxyFlags(command)
     .description('run CMD in network, PID and mount namespaces of its own behind the proxy, the DNS proxy and the nft fence, unprivileged')
     .requiredOption('--policy <file>', 'policy file (YAML)')
     .option('--user <user>', 'account CMD runs as (default: portcullis-sandbox, created if missing; a uid without a passwd entry gets the nogroup group)')
@@ -41,6 +43,7 @@ export function registerRun(program: Command): void {
       const loadEgress = () => import('../../sandbox/egress.js');
       let code: number;
       try {
+        const upstreamProxy = upstreamProxyFromFlags(opts);
         code = await runSandbox({
           policyFile: opts.policy,
           command,
@@ -52,12 +55,12 @@ export function registerRun(program: Command): void {
           live: opts.live === true,
           quiet: opts.quiet === true,
           noFence: opts.fence === false,
-          startEgress: async (ctx) => (await loadEgress()).startSandboxEgress(ctx),
+          startEgress: async (ctx) => (await loadEgress()).startSandboxEgress(ctx, upstreamProxy),
           loadEgress,
         });
       } catch (err) {
         process.stderr.write(`portcullis run: ${(err as Error).message}\n`);
-        const usage = err instanceof PolicyLoadError || err instanceof RunUsageError || err instanceof SandboxUserError || err instanceof AuditFileError;
+        const usage = err instanceof InvalidArgumentError || err instanceof UpstreamProxyAuthError || err instanceof PolicyLoadError || err instanceof RunUsageError || err instanceof SandboxUserError || err instanceof AuditFileError;
         code = usage ? 2 : 70;
       }
       process.exit(code);

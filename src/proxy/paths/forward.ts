@@ -25,10 +25,10 @@ export async function forward(p: Pipeline, client: net.Socket, head: RequestHead
   const identity = await p.identify(client, false);
   const allowed = await p.decide('http', client, identity, facts, refuseHttp);
   if (!allowed) return;
-  const dialed = await p.dial(allowed);
+  const dialed = await p.dial(allowed, undefined, 'request');
   if (!dialed) return;
   // The path sent is the path decided: taken from the facts, never from the target again.
-  dialed.upstream.write(upstreamHead(head, facts.path, target.authority, framing.kind === 'chunked'));
+  dialed.upstream.write(upstreamHead(head, facts.path, target.authority, framing.kind === 'chunked', dialed.absoluteForm));
   relayExchange(p, client, dialed, framing, rest);
 }
 
@@ -38,9 +38,12 @@ const HOP_BY_HOP = new Set(['connection', 'proxy-connection', 'keep-alive', 'pro
  * The request head sent upstream: origin-form target, hop-by-hop fields dropped, one request
  * per connection. (A request whose `Connection` names a framing field was refused before.)
  */
-function upstreamHead(head: RequestHead, path: string, authority: string, chunked: boolean): Buffer {
+function upstreamHead(head: RequestHead, path: string, authority: string, chunked: boolean, absoluteForm?: { authorization?: string }): Buffer {
   const named = connectionOptions(head);
-  let text = `${head.method} ${path} HTTP/1.1\r\nHost: ${authority}\r\n`;
+  // To an upstream proxy: absolute form, with its credentials (the client's never pass).
+  const requestTarget = absoluteForm ? `http://${authority}${path}` : path;
+  let text = `${head.method} ${requestTarget} HTTP/1.1\r\nHost: ${authority}\r\n`;
+  if (absoluteForm?.authorization !== undefined) text += `Proxy-Authorization: ${absoluteForm.authorization}\r\n`;
   for (const { name, value } of head.headers) {
     const lower = name.toLowerCase();
     if (HOP_BY_HOP.has(lower) || named.has(lower)) continue;
