@@ -120,7 +120,7 @@ type ReplyOutcome = Exclude<ReplyParse, { status: 'partial' | 'error' }> | { sta
 /**
  * Reads the CONNECT reply off the socket, then gets out of the way: with a Downstream (net's
  * `onread`), the reply's bytes are read here and what follows them goes to the Downstream;
- * without one, the bytes after the reply are put back into the socket, which is left paused.
+ * without one, the bytes after the reply are put back into the socket.
  */
 function replyWatcher(downstream: Downstream | undefined): { onread: Onread | undefined; wait(socket: net.Socket, timeoutMs: number): Promise<ReplyOutcome> } {
   const reader = new ConnectReplyReader();
@@ -149,17 +149,19 @@ function replyWatcher(downstream: Downstream | undefined): { onread: Onread | un
     new Promise((resolve) => {
       if (outcome) return resolve(outcome);
       const timer = setTimeout(() => done({ status: 'error', message: `no answer to CONNECT within ${timeoutMs} ms`, timeout: true }), timeoutMs);
-      const onData = (chunk: Buffer): void => {
-        const parsed = feed(chunk);
-        if (parsed.status === 'done') {
-          socket.pause();
-          if (parsed.rest.length > 0) socket.unshift(parsed.rest);
+      // Read with read(), not 'data': once its listener is gone the socket is back in its first
+      // state (neither flowing nor paused), and whoever takes it reads on as from a fresh one.
+      const onReadable = (): void => {
+        let chunk: Buffer | null;
+        while (!outcome && (chunk = socket.read() as Buffer | null) !== null) {
+          const parsed = feed(chunk);
+          if (parsed.status === 'done' && parsed.rest.length > 0) socket.unshift(parsed.rest);
         }
       };
       const onEnd = (): void => done({ status: 'error', message: 'it closed the connection without answering CONNECT' });
       const done = (result: ReplyOutcome): void => {
         clearTimeout(timer);
-        socket.off('data', onData);
+        socket.off('readable', onReadable);
         socket.off('end', onEnd);
         socket.off('close', onEnd);
         settle = undefined;
@@ -168,9 +170,9 @@ function replyWatcher(downstream: Downstream | undefined): { onread: Onread | un
         resolve(result);
       };
       settle = done;
-      // Flowing, so that an end before the answer is seen; with a Downstream no 'data' is emitted.
+      // Flowing, so that an end before the answer is seen (with a Downstream, no data is emitted).
       if (downstream) socket.resume();
-      else socket.on('data', onData);
+      else socket.on('readable', onReadable);
       socket.once('end', onEnd);
       socket.once('close', onEnd);
     });
