@@ -382,3 +382,54 @@ describe('upstream proxy down', () => {
     expect(event.upstream_proxy).toBe(`127.0.0.1:${dead}`);
   });
 });
+
+describe('portcullis run --upstream-proxy', () => {
+  it("CMD's requests leave through squid, with the credentials file", async () => {
+    const auditFile = join(work, 'run-audit.jsonl');
+    const script = `curl -sS --cacert ${caFile} https://up.sim.test/run-tls && echo && curl -sS http://up.sim.test/run-plain`;
+    const got = await run(
+      process.execPath,
+      [
+        CLI, 'run', '--policy', policyFile, '--resolver', `${sim.dns.address}:${sim.dns.port}`, '--audit', auditFile, '--quiet',
+        '--upstream-proxy', `http://127.0.0.1:${squid.port}`, '--upstream-proxy-auth-file', join(work, 'upstream-auth'),
+        '--', 'sh', '-c', script,
+      ],
+      process.env,
+      60_000,
+    );
+    expect(got.code, got.stderr).toBe(0);
+    const [tlsLine, plainLine] = got.stdout.trim().split('\n');
+    expect(JSON.parse(tlsLine!)).toMatchObject({ path: '/run-tls', tls: true });
+    expect(JSON.parse(plainLine!)).toMatchObject({ path: '/run-plain', tls: false });
+    expect(await waitForLog(squid, 'GET http://up.sim.test/run-plain')).toMatch(/GET http:\/\/up\.sim\.test\/run-plain alice /);
+    const audit = readFileSync(auditFile, 'utf8');
+    const events = audit.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as AuditEvent);
+    expect(events.find((e) => e.kind === 'connect' && e.host === 'up.sim.test')).toMatchObject({ decision: 'allow', upstream_proxy: `127.0.0.1:${squid.port}` });
+    for (const secret of SECRETS) {
+      expect(audit).not.toContain(secret);
+      expect(got.stderr).not.toContain(secret);
+    }
+  }, 90_000);
+
+  it('refuses a credentials file others can read (usage error, exit 2)', async () => {
+    const open = join(work, 'upstream-auth-open');
+    writeFileSync(open, `${USER}:${PASSWORD}\n`, { mode: 0o644 });
+    chmodSync(open, 0o644);
+    const got = await run(process.execPath, [CLI, 'run', '--policy', policyFile, '--upstream-proxy', `http://127.0.0.1:${squid.port}`, '--upstream-proxy-auth-file', open, '--', 'true']);
+    expect(got.code).toBe(2);
+    expect(got.stderr).toContain('readable by others');
+    expect(got.stderr).not.toContain(PASSWORD);
+  });
+});
+
+describe('portcullis proxy flags', () => {
+  it('refuses credentials in the URL and --no-upstream-proxy without --upstream-proxy (exit 2, nothing echoed)', async () => {
+    const inUrl = await run(process.execPath, [CLI, 'proxy', '--policy', policyFile, '--listen', '127.0.0.1:0', '--upstream-proxy', `http://${USER}:${PASSWORD}@127.0.0.1:3128`]);
+    expect(inUrl.code).toBe(2);
+    expect(inUrl.stderr).toContain('--upstream-proxy-auth-file');
+    expect(inUrl.stderr).not.toContain(PASSWORD);
+    const orphan = await run(process.execPath, [CLI, 'proxy', '--policy', policyFile, '--listen', '127.0.0.1:0', '--no-upstream-proxy', 'direct.sim.test']);
+    expect(orphan.code).toBe(2);
+    expect(orphan.stderr).toContain('need --upstream-proxy');
+  });
+});

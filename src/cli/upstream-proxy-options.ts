@@ -5,15 +5,10 @@ import { readUpstreamProxyAuthFile } from '../proxy/upstream-proxy-auth.js';
 import { parseDirectHostPattern, parseUpstreamProxyUrl, type UpstreamProxy } from '../proxy/upstream-proxy.js';
 
 export interface UpstreamProxyFlags {
-  upstreamProxy?: { host: string; port: number };
+  /** Parsed after commander, whose errors quote the value (a URL may carry a password). */
+  upstreamProxy?: string;
   upstreamProxyAuthFile?: string;
   directHosts?: string[];
-}
-
-function parseUrl(text: string): { host: string; port: number } {
-  const parsed = parseUpstreamProxyUrl(text);
-  if (!parsed.ok) throw new InvalidArgumentError(parsed.message);
-  return { host: parsed.host, port: parsed.port };
 }
 
 function collectPattern(text: string, previous: string[] = []): string[] {
@@ -28,7 +23,7 @@ export function addUpstreamProxyFlags(command: Command): Command {
   direct.negate = false;
   direct.attributeName = () => 'directHosts';
   return command
-    .option('--upstream-proxy <http://host:port>', 'send allowed connections on through this HTTP proxy (tunnels by CONNECT, plain HTTP in absolute form)', parseUrl)
+    .option('--upstream-proxy <http://host:port>', 'send allowed connections on through this HTTP proxy (tunnels by CONNECT, plain HTTP in absolute form)')
     .option('--upstream-proxy-auth-file <file>', 'user:password for the upstream proxy (Basic), one line, in a file only its owner can read')
     .addOption(direct);
 }
@@ -41,7 +36,9 @@ export function upstreamProxyFromFlags(flags: UpstreamProxyFlags): UpstreamProxy
     }
     return undefined;
   }
-  const proxy: UpstreamProxy = { ...flags.upstreamProxy, direct: flags.directHosts ?? [] };
+  const url = parseUpstreamProxyUrl(flags.upstreamProxy);
+  if (!url.ok) throw new InvalidArgumentError(`--upstream-proxy: ${url.message}`);
+  const proxy: UpstreamProxy = { host: url.host, port: url.port, direct: flags.directHosts ?? [] };
   if (flags.upstreamProxyAuthFile !== undefined) proxy.authorization = readUpstreamProxyAuthFile(flags.upstreamProxyAuthFile);
   return proxy;
 }

@@ -53,17 +53,18 @@ export function parseUpstreamProxyUrl(text: string): Parsed<{ host: string; port
   try {
     url = new URL(text);
   } catch {
-    return { ok: false, message: `"${text}" is not a URL (http://HOST:PORT)` };
+    // Not quoted: a malformed URL may still hold a password.
+    return { ok: false, message: 'not a URL (http://HOST:PORT)' };
   }
-  if (url.protocol !== 'http:') return { ok: false, message: `upstream proxy "${text}": only http:// proxies are supported (the tunnels through it carry TLS end to end)` };
   if (url.username !== '' || url.password !== '') {
-    return { ok: false, message: 'upstream proxy URL: credentials in the URL are not accepted (they would show in process listings); use --upstream-proxy-auth-file' };
+    return { ok: false, message: 'credentials in the URL are not accepted (they would show in process listings); use --upstream-proxy-auth-file' };
   }
+  if (url.protocol !== 'http:') return { ok: false, message: `"${text}": only http:// proxies are supported (the tunnels through it carry TLS end to end)` };
   if ((url.pathname !== '/' && url.pathname !== '') || url.search !== '' || url.hash !== '') {
-    return { ok: false, message: `upstream proxy "${text}": give only http://HOST:PORT, without a path` };
+    return { ok: false, message: `"${text}": give only http://HOST:PORT, without a path` };
   }
   const host = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
-  if (host === '') return { ok: false, message: `upstream proxy "${text}" names no host` };
+  if (host === '') return { ok: false, message: `"${text}" names no host` };
   return { ok: true, host: canonicalIpHost(host) ?? host, port: url.port === '' ? 80 : Number(url.port) };
 }
 
