@@ -6,6 +6,11 @@
 // upstream resolves it again) or the checked IP literal, and the decided port. Credentials
 // travel only in the Proxy-Authorization field written to it: no message, audit event or error
 // body carries them.
+//
+// A name is still resolved here, and its addresses pass the SSRF check and allowed_ips, before
+// the upstream proxy is asked (authorise.ts runs unchanged): the safer of the two choices, since
+// skipping the lookup would leave allowed_ips unenforceable for named endpoints. The upstream
+// proxy resolves the name again, so what it dials may differ from what was checked (README).
 import { compileHostPattern, type HostMatcher } from '../policy/host-match.js';
 import { parseHostPattern } from '../policy/host-pattern.js';
 import { canonicalIpHost } from '../net/address.js';
