@@ -206,8 +206,9 @@ describe('dialing through an upstream proxy', () => {
 
   it('for a forward request: dials the upstream proxy and says to write absolute form with its credentials', async () => {
     const peer = await rawUpstreamProxy(() => 'x');
-    const dialed = (await dialRoute({ via: 'upstream_proxy', proxy: { host: '127.0.0.1', port: peer.port, authorization: 'Basic YTpi' } }, target, 'request', 2_000)) as DialedUpstream;
-    expect(dialed.absoluteForm).toEqual({ authorization: 'Basic YTpi' });
+    const proxy: UpstreamProxy = { host: '127.0.0.1', port: peer.port, authorization: 'Basic YTpi' };
+    const dialed = (await dialRoute({ via: 'upstream_proxy', proxy }, target, 'request', 2_000)) as DialedUpstream;
+    expect(dialed.absoluteForm).toEqual({ proxy });
     expect(dialed.socket.remotePort).toBe(peer.port);
     dialed.socket.destroy();
     const direct = await rawUpstreamProxy(() => 'x');

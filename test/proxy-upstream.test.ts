@@ -340,6 +340,22 @@ describe('through squid (basic auth)', () => {
     expect(await waitForLog(squid, 'TCP_DENIED/407')).toMatch(/TCP_DENIED\/407 \d+ CONNECT up\.sim\.test:443 alice /);
   });
 
+  it("plain HTTP with a wrong password: squid's 407 becomes 502 upstream_proxy_auth, audited; other answers pass as they are", async () => {
+    const port = Number(new URL(wrongPassword.url).port);
+    const refused = await rawExchange(port, 'GET http://up.sim.test/needs-auth HTTP/1.1\r\nHost: up.sim.test\r\n\r\n');
+    expect(refused.status).toBe(502);
+    expect(refused.headers['proxy-authenticate']).toBeUndefined();
+    expect(JSON.parse(refused.body)).toMatchObject({ error: 'upstream_proxy_auth', host: 'up.sim.test', port: 80 });
+    const event = await eventually(() => wrongPassword.audit().find((e) => e.kind === 'http' && e.error === 'upstream_proxy_auth'));
+    expect(event.upstream_proxy_status).toBe(407);
+    // An origin's own status (here 404) and squid's refusal of a port are answers, passed on unchanged.
+    const viaPort = Number(new URL(viaSquid.url).port);
+    expect((await rawExchange(viaPort, 'GET http://up.sim.test/status/404 HTTP/1.1\r\nHost: up.sim.test\r\n\r\n')).status).toBe(404);
+    const squidRefusal = await rawExchange(viaPort, `GET http://up.sim.test:${ECHO_PORT}/ HTTP/1.1\r\nHost: up.sim.test\r\n\r\n`);
+    expect(squidRefusal.status).toBe(403);
+    expect(squidRefusal.headers.server).toMatch(/squid/);
+  });
+
   it('the password is in no audit file, no stderr and no answer', async () => {
     // Plain HTTP through the wrong-password proxy too: its request carries the credentials.
     await run('curl', ['-sS', '-x', wrongPassword.url, 'http://up.sim.test/secret-check']);

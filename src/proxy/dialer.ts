@@ -23,8 +23,8 @@ export type DialPurpose = 'tunnel' | 'request';
 
 export interface DialedUpstream {
   socket: net.Socket;
-  /** A request must be written in absolute form, with this Proxy-Authorization (if any). */
-  absoluteForm?: { authorization?: string };
+  /** A request must be written in absolute form, for this upstream proxy (with its Proxy-Authorization, if any). */
+  absoluteForm?: { proxy: UpstreamProxy };
 }
 
 export interface DialTarget {
@@ -44,7 +44,7 @@ export async function dialRoute(route: Route, target: DialTarget, purpose: DialP
   if (purpose === 'request') {
     const socket = await dialOne(proxy.host, proxy.port, timeoutMs, undefined);
     if (!(socket instanceof net.Socket)) return unreachable(proxy, socket);
-    return { socket, absoluteForm: proxy.authorization !== undefined ? { authorization: proxy.authorization } : {} };
+    return { socket, absoluteForm: { proxy } };
   }
   const socket = await connectThrough(proxy, target, timeoutMs, downstream);
   return socket instanceof net.Socket ? { socket } : socket;

@@ -112,9 +112,14 @@ export type ReplyParse =
 /** The largest CONNECT reply head read (an upstream proxy's reply is a status line and a few fields). */
 export const MAX_REPLY_HEAD = 16 * 1024;
 
-/** Reads the upstream proxy's reply to CONNECT, chunk by chunk, up to the end of its head. */
+/** Reads the upstream proxy's reply (to CONNECT, or a forwarded request's response), chunk by chunk, up to the end of its head. */
 export class ConnectReplyReader {
   private received = Buffer.alloc(0);
+
+  /** Every byte fed so far. */
+  bytes(): Buffer {
+    return this.received;
+  }
 
   feed(chunk: Buffer): ReplyParse {
     this.received = Buffer.concat([this.received, chunk]);
