@@ -4,7 +4,8 @@
 //
 // A path (paths/*.ts) reads its own first message and answers in its own form (answers.ts);
 // what must be the same for every path lives here: admission, the identity lookup, the
-// decision flow and its audit event, dialing exactly the checked addresses, and the counters.
+// decision flow and its audit event, dialing exactly the checked addresses (or through the
+// upstream proxy, per the connection's route), and the counters.
 // Deciding and dialing are separate steps: a path that decides many requests over one
 // connection dials once.
 import net from 'node:net';
