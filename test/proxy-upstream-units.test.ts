@@ -185,7 +185,7 @@ describe('dialing through an upstream proxy', () => {
     b.destroy();
   });
 
-  it('maps 407, 403, a closed connection, garbage and a dead port to their kinds', async () => {
+  it('maps 407, 403, a closed connection, garbage, silence and a dead port to their kinds', async () => {
     const cases: Array<[(r: string) => string | null, string, number | undefined]> = [
       [() => 'HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm="x"\r\n\r\n', 'upstream_proxy_auth', 407],
       [() => 'HTTP/1.0 403 Forbidden\r\n\r\n', 'upstream_proxy_refused', 403],
@@ -198,6 +198,10 @@ describe('dialing through an upstream proxy', () => {
       expect(failure.kind).toBe(kind);
       expect(failure.upstreamProxyStatus).toBe(status);
     }
+    const silent = await rawUpstreamProxy(() => '');
+    const late = (await dialRoute({ via: 'upstream_proxy', proxy: { host: '127.0.0.1', port: silent.port } }, target, 'tunnel', 300)) as DialFailure;
+    expect(late.kind).toBe('upstream_timeout');
+    expect(late.detail).toContain('no answer to CONNECT within 300 ms');
     const dead = await freePort();
     const failure = (await dialRoute({ via: 'upstream_proxy', proxy: { host: '127.0.0.1', port: dead } }, target, 'tunnel', 2_000)) as DialFailure;
     expect(failure.kind).toBe('upstream_proxy_unreachable');
