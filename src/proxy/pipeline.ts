@@ -4,7 +4,8 @@
 //
 // A path (paths/*.ts) reads its own first message and answers in its own form (answers.ts);
 // what must be the same for every path lives here: admission, the identity lookup, the
-// decision flow and its audit event, dialing exactly the checked addresses, and the counters.
+// decision flow and its audit event, dialing exactly the checked addresses (or through the
+// upstream proxy, per the connection's route), and the counters.
 // Deciding and dialing are separate steps: a path that decides many requests over one
 // connection dials once.
 import net from 'node:net';
@@ -15,11 +16,12 @@ import type { Decision } from '../policy/types.js';
 import type { Refuse, Refusal } from './answers.js';
 import { authorise, type AuthoriseContext, type RequestFacts } from './authorise.js';
 import { lookUpCaller, callerFields, peerOf, type IdentitySource } from './caller.js';
-import { dialChecked } from './dialer.js';
+import { dialRoute, type DialPurpose, type DialedUpstream } from './dialer.js';
 import type { Downstream } from './downstream.js';
 import type { ProxyLimits } from './limits.js';
 import { statusOf } from './responses.js';
 import type { ConnectionKind, Dialed, Tunnels } from './tunnels.js';
+import { upstreamProxyName, type UpstreamRoutes } from './upstream-proxy.js';
 
 export interface ProxyStats {
   connections: number;
@@ -56,7 +58,12 @@ export interface PipelineOptions {
   tunnels: Tunnels;
   /** While the audit cannot be written: refuse new connections (closed, the default) or serve them. */
   auditFailure: AuditFailureMode | undefined;
+  /** Which connections go through an upstream proxy (none when absent). */
+  routes?: UpstreamRoutes;
 }
+
+/** A dialed connection; `absoluteForm`: a request must be written in absolute form (to an upstream proxy). */
+export type DialedRoute = Dialed & Pick<DialedUpstream, 'absoluteForm'>;
 
 export class Pipeline {
   readonly limits: ProxyLimits;
@@ -137,20 +144,26 @@ export class Pipeline {
   }
 
   /**
-   * Dials the allowed request's checked addresses and audits its decision with the address that
-   * answered (or the dial's failure, answered with the path's `refuse`).
+   * Dials the allowed request along its route (directly its checked addresses, or through the
+   * upstream proxy) and audits its decision with what answered (or the dial's failure,
+   * answered with the path's `refuse`). `purpose`: an opaque tunnel, or one request the path writes.
    */
-  async dial(allowed: Allowed, downstream?: Downstream): Promise<Dialed | null> {
+  async dial(allowed: Allowed, downstream?: Downstream, purpose: DialPurpose = 'tunnel'): Promise<DialedRoute | null> {
     const { client, event, facts, identity } = allowed;
-    const upstream = await dialChecked(allowed.addresses, facts.port, this.limits.connectTimeoutMs, downstream);
-    if (!(upstream instanceof net.Socket)) {
-      event.error = upstream.kind;
-      event.error_detail = upstream.detail;
+    const route = this.options.routes?.routeFor(facts.host) ?? { via: 'direct' };
+    const target = { host: facts.host, port: facts.port, addresses: allowed.addresses };
+    const dialed = await dialRoute(route, target, purpose, this.limits.connectTimeoutMs, downstream);
+    if (route.via === 'upstream_proxy') event.upstream_proxy = upstreamProxyName(route.proxy);
+    if (!('socket' in dialed)) {
+      event.error = dialed.kind;
+      event.error_detail = dialed.detail;
+      if (dialed.upstreamProxyStatus !== undefined) event.upstream_proxy_status = dialed.upstreamProxyStatus;
       this.options.counters.errors++;
       this.options.audit.emit(event);
-      allowed.refuse(client, { ...upstream, policy: allowed.decision.policy, binary: identity.path, host: facts.host, port: facts.port });
+      allowed.refuse(client, { kind: dialed.kind, detail: dialed.detail, policy: allowed.decision.policy, binary: identity.path, host: facts.host, port: facts.port });
       return null;
     }
+    const upstream = dialed.socket;
     this.count(allowed.decision);
     event.dialed = upstream.remoteAddress;
     this.options.audit.emit(event);
@@ -158,7 +171,9 @@ export class Pipeline {
       upstream.destroy();
       return null;
     }
-    return { kind: allowed.kind, identity, facts, addresses: allowed.addresses, upstream, dialed: upstream.remoteAddress ?? '', downstream };
+    const out: DialedRoute = { kind: allowed.kind, identity, facts, addresses: allowed.addresses, upstream, dialed: upstream.remoteAddress ?? '', downstream };
+    if (dialed.absoluteForm) out.absoluteForm = dialed.absoluteForm;
+    return out;
   }
 
   /** An error outside any decision (a bad head, a timeout, an internal fault): counted and audited. */

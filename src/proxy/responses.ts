@@ -15,6 +15,9 @@ export type ProxyErrorKind =
   | 'dns_failed'
   | 'upstream_unreachable'
   | 'upstream_timeout'
+  | 'upstream_proxy_unreachable'
+  | 'upstream_proxy_auth'
+  | 'upstream_proxy_refused'
   | 'too_many_connections'
   | 'audit_unavailable';
 
@@ -32,6 +35,9 @@ const STATUS: Record<ProxyErrorKind, [number, string]> = {
   dns_failed: [502, 'Bad Gateway'],
   upstream_unreachable: [502, 'Bad Gateway'],
   upstream_timeout: [504, 'Gateway Timeout'],
+  upstream_proxy_unreachable: [502, 'Bad Gateway'],
+  upstream_proxy_auth: [502, 'Bad Gateway'],
+  upstream_proxy_refused: [502, 'Bad Gateway'],
   too_many_connections: [503, 'Service Unavailable'],
   audit_unavailable: [503, 'Service Unavailable'],
 };
@@ -70,6 +76,10 @@ function explain(f: DenialFacts): string {
       return `portcullis could not connect to ${where}: ${f.detail}. The request was allowed; the destination did not accept the connection.`;
     case 'upstream_timeout':
       return `portcullis timed out connecting to ${where}: ${f.detail}.`;
+    case 'upstream_proxy_unreachable':
+    case 'upstream_proxy_auth':
+    case 'upstream_proxy_refused':
+      return `portcullis allowed the connection to ${where}, but the upstream proxy it must go through did not open it: ${f.detail}. This is a matter for the operator of the proxies, not of the egress policy.`;
     case 'audit_unavailable':
       return `portcullis cannot write its audit log at the moment and refuses new connections until it can (nothing leaves unrecorded). This is temporary: try again later.`;
     case 'use_connect':

@@ -22,9 +22,11 @@ import { RELAY_HIGH_WATER_MARK } from './relay.js';
 import { canonicalAddress } from './ssrf.js';
 import { Tunnels } from './tunnels.js';
 import { createUpstreamLookup } from './upstream-dns.js';
+import { UpstreamRoutes, type UpstreamProxy } from './upstream-proxy.js';
 
 export type { IdentitySource } from './caller.js';
 export type { ProxyStats } from './pipeline.js';
+export type { UpstreamProxy } from './upstream-proxy.js';
 
 export interface HostPort {
   host: string;
@@ -51,6 +53,8 @@ export interface ProxyOptions {
   /** Who is behind a connection; defaults to the procfs resolver. */
   identity?: IdentitySource;
   inspection?: import('../tls/inspection.js').InspectionTls;
+  /** An upstream (corporate) proxy that allowed connections go through, except its `direct` hosts. */
+  upstreamProxy?: UpstreamProxy;
 }
 
 export interface ReloadResult {
@@ -126,7 +130,7 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
   const counters: ProxyStats = { connections: 0, accepted: 0, tunnels: 0, allowed: 0, denied: 0, audited: 0, errors: 0, reloads: 0 };
   const decisions: AuthoriseContext = { engine, lookup: createUpstreamLookup(options.resolver, limits.dnsTimeoutMs), ownAddresses: new Set(), reportOnly };
   const tunnels = new Tunnels(audit, counters, limits.idleTimeoutMs);
-  const pipeline = new Pipeline({ limits, audit, counters, decisions, identities, anchorPid: options.anchorPid, tunnels, auditFailure: options.auditFailure });
+  const pipeline = new Pipeline({ limits, audit, counters, decisions, identities, anchorPid: options.anchorPid, tunnels, auditFailure: options.auditFailure, routes: new UpstreamRoutes(options.upstreamProxy) });
 
   const httpServer = createListener((client) => onListenPort(pipeline, client));
   const address = await listen(httpServer, options.listen);

@@ -4,11 +4,12 @@
 import { startDnsProxy } from '../dns/proxy.js';
 import { PolicyEngine } from '../engine/engine.js';
 import { NftSetFeeder } from '../nft/set-feeder.js';
-import { startProxy } from '../proxy/server.js';
+import { startProxy, type UpstreamProxy } from '../proxy/server.js';
 import type { EgressContext, RunningEgress } from './sandbox.js';
 import { systemResolver } from './upstream-resolver.js';
 
-export async function startSandboxEgress(ctx: EgressContext): Promise<RunningEgress> {
+/** `upstreamProxy`: the proxy's connections go on through it (--upstream-proxy). */
+export async function startSandboxEgress(ctx: EgressContext, upstreamProxy?: UpstreamProxy): Promise<RunningEgress> {
   const resolver = ctx.resolver ?? systemResolver() ?? undefined;
   if (ctx.plan.dns && !resolver) throw new Error('no upstream DNS server: give --resolver ADDR:PORT');
   // Independent listeners: start both at once (the proxy spends most of its start waiting for
@@ -28,6 +29,7 @@ export async function startSandboxEgress(ctx: EgressContext): Promise<RunningEgr
         reportOnly: ctx.reportOnly,
         ...(anchorPid !== undefined ? { anchorPid } : {}),
         ...(ctx.inspection ? { inspection: ctx.inspection } : {}),
+        ...(upstreamProxy ? { upstreamProxy } : {}),
       }),
     ),
     ctx.plan.dns && resolver

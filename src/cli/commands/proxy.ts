@@ -6,10 +6,12 @@ import type { AuditFailureMode } from '../../audit/sink.js';
 import { DEFAULT_LIMITS, type ProxyLimits } from '../../proxy/limits.js';
 import { watchPolicyFile } from '../../proxy/policy-watch.js';
 import { startProxy, type HostPort } from '../../proxy/server.js';
+import { upstreamProxyName } from '../../proxy/upstream-proxy.js';
 import { AUDIT_FAILURE_HELP, openAuditSinkOrExit, parseAuditFailure, reportAuditHealth, reportUnwritten } from '../audit-options.js';
 import { addPolicySourceFlags, openPolicySource, type PolicySourceFlags } from '../policy-source.js';
+import { addUpstreamProxyFlags, upstreamProxyFromFlags, type UpstreamProxyFlags } from '../upstream-proxy-options.js';
 
-interface ProxyCommandOptions extends PolicySourceFlags {
+interface ProxyCommandOptions extends PolicySourceFlags, UpstreamProxyFlags {
   listen: HostPort;
   sniListen?: HostPort;
   audit?: string;
@@ -43,9 +45,18 @@ function show(a: HostPort): string {
   return a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
 }
 
+function upstreamProxyOrExit(flags: UpstreamProxyFlags): ReturnType<typeof upstreamProxyFromFlags> {
+  try {
+    return upstreamProxyFromFlags(flags);
+  } catch (err) {
+    process.stderr.write(`portcullis proxy: ${(err as Error).message}\n`);
+    process.exit(2);
+  }
+}
+
 export function registerProxy(program: Command): void {
   const command = program.command('proxy').description('run the egress proxy (CONNECT, forward HTTP, SNI) in the foreground');
-  addPolicySourceFlags(command)
+  addUpstreamProxyFlags(addPolicySourceFlags(command))
     .requiredOption('--listen <addr:port>', 'address for CONNECT and forward HTTP', parseListen)
     .option('--sni-listen <addr:port>', 'address for transparent TLS (traffic redirected by nft)', parseListen)
     .option('--audit <file|->', 'audit log: JSON lines appended to FILE (created 0600, never through a symlink), or - for stdout')
@@ -61,6 +72,7 @@ export function registerProxy(program: Command): void {
     .option('--max-connections <n>', `concurrent client connections (default ${DEFAULT_LIMITS.maxConnections})`, positive)
     .option('--hello-timeout <ms>', `time allowed for a TLS ClientHello on the SNI listener (default ${DEFAULT_LIMITS.helloTimeoutMs})`, positive)
     .action(async (opts: ProxyCommandOptions) => {
+      const upstreamProxy = upstreamProxyOrExit(opts);
       const audit = openAuditSinkOrExit(opts.audit, 'proxy');
       reportAuditHealth(audit, 'proxy', opts.auditFailure);
       const source = await openPolicySource(opts, 'portcullis proxy', (line) => process.stderr.write(`portcullis proxy: ${line}\n`));
@@ -84,10 +96,11 @@ export function registerProxy(program: Command): void {
         reportOnly: opts.reportOnly === true,
         ...(opts.anchor !== undefined ? { anchorPid: opts.anchor } : {}),
         limits,
+        ...(upstreamProxy ? { upstreamProxy } : {}),
       });
       source.onChange(() => proxy.policyChanged());
       process.stderr.write(
-        `portcullis proxy listening on ${show(proxy.address)}${proxy.sniAddress ? ` (sni ${show(proxy.sniAddress)})` : ''}${opts.reportOnly ? ' in report-only mode' : ''}\n`,
+        `portcullis proxy listening on ${show(proxy.address)}${proxy.sniAddress ? ` (sni ${show(proxy.sniAddress)})` : ''}${opts.reportOnly ? ' in report-only mode' : ''}${upstreamProxy ? `, on through the upstream proxy ${upstreamProxyName(upstreamProxy)}` : ''}\n`,
       );
       const reload = (): void => {
         void proxy.reload().then((r) => {

@@ -1,6 +1,7 @@
 // `portcullis run`: CMD in network, PID and mount namespaces of its own, behind the proxy, the
 // DNS proxy and the nft fence, as an unprivileged user; exit code is CMD's.
 import { InvalidArgumentError, type Command } from 'commander';
+import { UpstreamProxyAuthError } from '../../proxy/upstream-proxy-auth.js';
 import { AuditFileError } from '../../audit/file.js';
 import type { AuditFailureMode } from '../../audit/sink.js';
 import { PolicyLoadError } from '../../policy/load.js';
@@ -10,8 +11,9 @@ import { readBundle } from '../../bundle/read.js';
 import { addVerificationFlags, verificationOptions, type VerificationFlags } from '../bundle-options.js';
 import { collect } from '../repeatable.js';
 import { parseHostPort } from '../../sandbox/upstream-resolver.js';
+import { addUpstreamProxyFlags, upstreamProxyFromFlags, type UpstreamProxyFlags } from '../upstream-proxy-options.js';
 
-interface RunOptions extends VerificationFlags {
+interface RunOptions extends VerificationFlags, UpstreamProxyFlags {
   policy?: string;
   bundle?: string;
   user?: string;
@@ -48,8 +50,8 @@ async function policySource(opts: RunOptions): Promise<{ policyFile: string; com
 }
 
 export function registerRun(program: Command): void {
-  const command = program
-    .command('run')
+  const command = program.command('run');
+  addUpstreamProxyFlags(command)
     .description('run CMD in network, PID and mount namespaces of its own behind the proxy, the DNS proxy and the nft fence, unprivileged')
     .option('--policy <file>', 'policy file (YAML)')
     .option('--bundle <file>', 'policy from a bundle built by `portcullis build` (or opa build)');
@@ -75,6 +77,7 @@ export function registerRun(program: Command): void {
       let code: number;
       try {
         const ca = caFiles(opts);
+        const upstreamProxy = upstreamProxyFromFlags(opts);
         code = await runSandbox({
           ...(await policySource(opts)),
           command,
@@ -88,12 +91,12 @@ export function registerRun(program: Command): void {
           noFence: opts.fence === false,
           ...(ca ? { ca } : {}),
           upstreamCaFiles: opts.upstreamCa ?? [],
-          startEgress: async (ctx) => (await loadEgress()).startSandboxEgress(ctx),
+          startEgress: async (ctx) => (await loadEgress()).startSandboxEgress(ctx, upstreamProxy),
           loadEgress,
         });
       } catch (err) {
         process.stderr.write(`portcullis run: ${(err as Error).message}\n`);
-        const usage = err instanceof PolicyLoadError || err instanceof RunUsageError || err instanceof SandboxUserError || err instanceof AuditFileError || err instanceof InvalidArgumentError;
+        const usage = err instanceof InvalidArgumentError || err instanceof UpstreamProxyAuthError || err instanceof PolicyLoadError || err instanceof RunUsageError || err instanceof SandboxUserError || err instanceof AuditFileError;
         code = usage ? 2 : 70;
       }
       process.exit(code);

@@ -11,10 +11,10 @@ import { refuseHttp } from '../answers.js';
 import type { RequestFacts } from '../authorise.js';
 import { ChunkedBodyScanner } from '../chunked.js';
 import { connectionOptions, requestBodyFraming, type BodyFraming, type RequestHead } from '../http-head.js';
-import type { Pipeline } from '../pipeline.js';
 import type { CloseCause } from '../relay.js';
 import { parseAbsoluteTarget } from '../target.js';
-import type { Dialed } from '../tunnels.js';
+import type { DialedRoute, Pipeline } from '../pipeline.js';
+import { relayProxiedResponse } from '../upstream-proxy-response.js';
 
 export async function forward(p: Pipeline, client: net.Socket, head: RequestHead, rest: Buffer): Promise<void> {
   const target = parseAbsoluteTarget(head.target);
@@ -25,10 +25,10 @@ export async function forward(p: Pipeline, client: net.Socket, head: RequestHead
   const identity = await p.identify(client, false);
   const allowed = await p.decide('http', client, identity, facts, refuseHttp);
   if (!allowed) return;
-  const dialed = await p.dial(allowed);
+  const dialed = await p.dial(allowed, undefined, 'request');
   if (!dialed) return;
   // The path sent is the path decided: taken from the facts, never from the target again.
-  dialed.upstream.write(upstreamHead(head, facts.path, target.authority, framing.kind === 'chunked'));
+  dialed.upstream.write(upstreamHead(head, facts.path, target.authority, framing.kind === 'chunked', dialed.absoluteForm?.proxy));
   relayExchange(p, client, dialed, framing, rest);
 }
 
@@ -38,9 +38,12 @@ const HOP_BY_HOP = new Set(['connection', 'proxy-connection', 'keep-alive', 'pro
  * The request head sent upstream: origin-form target, hop-by-hop fields dropped, one request
  * per connection. (A request whose `Connection` names a framing field was refused before.)
  */
-function upstreamHead(head: RequestHead, path: string, authority: string, chunked: boolean): Buffer {
+function upstreamHead(head: RequestHead, path: string, authority: string, chunked: boolean, viaProxy?: { authorization?: string }): Buffer {
   const named = connectionOptions(head);
-  let text = `${head.method} ${path} HTTP/1.1\r\nHost: ${authority}\r\n`;
+  // To an upstream proxy: absolute form, with its credentials (the client's never pass).
+  const requestTarget = viaProxy ? `http://${authority}${path}` : path;
+  let text = `${head.method} ${requestTarget} HTTP/1.1\r\nHost: ${authority}\r\n`;
+  if (viaProxy?.authorization !== undefined) text += `Proxy-Authorization: ${viaProxy.authorization}\r\n`;
   for (const { name, value } of head.headers) {
     const lower = name.toLowerCase();
     if (HOP_BY_HOP.has(lower) || named.has(lower)) continue;
@@ -51,7 +54,7 @@ function upstreamHead(head: RequestHead, path: string, authority: string, chunke
 }
 
 /** The body up (exactly, with backpressure), the response down, until either side ends. */
-function relayExchange(p: Pipeline, client: net.Socket, dialed: Dialed, framing: BodyFraming, rest: Buffer): void {
+function relayExchange(p: Pipeline, client: net.Socket, dialed: DialedRoute, framing: BodyFraming, rest: Buffer): void {
   const { upstream } = dialed;
   const bytes = { bytesUp: 0, bytesDown: 0 };
   const stopBoth = (cause: CloseCause): void => {
@@ -81,7 +84,8 @@ function relayExchange(p: Pipeline, client: net.Socket, dialed: Dialed, framing:
   if (forwardBody(rest)) client.resume();
   else upstream.once('drain', () => client.resume());
   upstream.on('data', (chunk: Buffer) => (bytes.bytesDown += chunk.length));
-  upstream.pipe(client);
+  if (dialed.absoluteForm) relayProxiedResponse(p, client, dialed, dialed.absoluteForm.proxy);
+  else upstream.pipe(client);
   client.setTimeout(p.limits.idleTimeoutMs, () => stopBoth('idle'));
   upstream.on('error', () => stopBoth('error'));
   client.on('error', () => stopBoth('error'));
