@@ -4,6 +4,7 @@
 // refusal. Malformed input in bulk is test/proxy-socks-fuzz.test.ts's.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { socksInspectionRefusal } from '../src/proxy/paths/socks.js';
 import {
   chooseMethod,
   parseCredentials,
@@ -140,5 +141,19 @@ describe('SOCKS5 replies', () => {
     expect(code('upstream_timeout')).toBe(0x06);
     expect(code('too_many_connections')).toBe(0x01);
     expect(code('audit_unavailable')).toBe(0x01);
+  });
+});
+
+describe('SOCKS5 and TLS inspection', () => {
+  it('an allow that wants the tunnel inspected is refused over SOCKS, whether or not the proxy could inspect a CONNECT', () => {
+    const facts = { host: 'rest.example', port: 443, ip: false };
+    const refused = socksInspectionRefusal({ allow: true, decision: 'allow', reason: 'ok', policy: 'api', inspect: true }, facts);
+    expect(refused).toMatchObject({ allow: false, decision: 'deny', policy: 'api' });
+    expect(refused!.reason).toMatch(/rest\.example:443 .*TLS-inspected.*SOCKS5 tunnel is relayed opaque/);
+    expect(socksInspectionRefusal({ allow: true, decision: 'allow', reason: 'ok', policy: 'api', inspect: false }, facts)).toBeNull();
+    expect(socksInspectionRefusal({ allow: true, decision: 'allow', reason: 'ok', policy: 'api' }, facts)).toBeNull();
+    // A would-deny let through in report-only carries no inspect: it stays let through.
+    expect(socksInspectionRefusal({ allow: true, decision: 'audit', reason: 'report-only, would deny: x', policy: 'api' }, facts)).toBeNull();
+    expect(socksInspectionRefusal({ allow: false, decision: 'deny', reason: 'no', policy: null, inspect: true }, facts)).toBeNull();
   });
 });

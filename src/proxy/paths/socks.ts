@@ -5,15 +5,17 @@
 //   2. the request: CONNECT to an IPv4 or IPv6 address or a name (canonical, as a CONNECT host);
 //      BIND, UDP ASSOCIATE and anything else → reply 0x07;
 //   3. identity, decision, dial exactly the checked addresses; a refusal is answered with its
-//      reply code (socks-messages.ts replyCodeFor) and its reason goes to the audit log;
+//      reply code (socks-messages.ts replyCodeFor) and its reason goes to the audit log; a
+//      connection the policy wants TLS-inspected is refused (a SOCKS tunnel is relayed opaque);
 //   4. reply 0x00 with the upstream socket's address, then an opaque tunnel, tracked until it ends.
 // Nothing the client sends goes upstream before step 4. SOCKS4 (first byte 0x04) is refused.
 import type net from 'node:net';
+import type { Decision } from '../../policy/types.js';
 import type { Refuse } from '../answers.js';
 import type { RequestFacts } from '../authorise.js';
 import { callerFields, peerOf } from '../caller.js';
 import { Downstream } from '../downstream.js';
-import type { Pipeline } from '../pipeline.js';
+import type { Allowed, Pipeline } from '../pipeline.js';
 import { readHead } from '../read-head.js';
 import {
   chooseMethod,
@@ -78,6 +80,8 @@ async function connect(p: Pipeline, client: net.Socket, request: SocksRequest, r
   const identity = await p.identify(client, false);
   const allowed = await p.decide('socks', client, identity, facts, refuseSocks);
   if (!allowed) return;
+  const uninspectable = socksInspectionRefusal(allowed.decision, facts);
+  if (uninspectable) return refuseUninspectable(p, allowed, uninspectable);
   // A tunnel reads the upstream into buffers of its own (downstream.ts).
   const dialed = await p.dial(allowed, new Downstream());
   if (!dialed) return;
@@ -86,6 +90,25 @@ async function connect(p: Pipeline, client: net.Socket, request: SocksRequest, r
   if (rest.length > 0) dialed.upstream.write(rest);
   p.tunnels.relay(client, dialed);
   client.resume();
+}
+
+/**
+ * A SOCKS tunnel is relayed opaque, so a policy that wants the connection TLS-inspected (its
+ * method and path rules decided) cannot be met over SOCKS, whether or not the proxy could inspect
+ * a CONNECT: refused, as the opaque CONNECT path refuses it. Null when the decision stands.
+ */
+export function socksInspectionRefusal(decision: Decision, facts: RequestFacts): Decision | null {
+  if (!decision.allow || decision.inspect !== true) return null;
+  const reason = `${facts.host}:${facts.port} is allowed (policy ${decision.policy ?? '?'}) only TLS-inspected (tls: inspect, the default for protocol: rest), and a SOCKS5 tunnel is relayed opaque: reach it over HTTPS_PROXY (CONNECT) instead`;
+  return { allow: false, decision: 'deny', reason, policy: decision.policy };
+}
+
+/** An allowed decision the SOCKS path cannot honour: audited as the deny it is, answered 0x02. */
+function refuseUninspectable(p: Pipeline, allowed: Allowed, decision: Decision): void {
+  const { event, client } = allowed;
+  Object.assign(event, decision, { error: 'inspection_unavailable' });
+  p.error(event);
+  refuseSocks(client, { kind: 'inspection_unavailable', detail: decision.reason });
 }
 
 function commandName(command: number): string {
