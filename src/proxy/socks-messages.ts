@@ -160,8 +160,9 @@ export function methodSelection(method: number): Buffer {
   return Buffer.from([SOCKS5, method]);
 }
 
-/** The sub-negotiation's answer: any credentials are accepted (status 0). */
+/** The sub-negotiation's answers: any credentials are accepted (status 0); only a malformed message fails. */
 export const CREDENTIALS_ACCEPTED = Buffer.from([AUTH_VERSION, 0x00]);
+export const CREDENTIALS_MALFORMED = Buffer.from([AUTH_VERSION, 0x01]);
 
 /** VER REP RSV ATYP BND.ADDR BND.PORT; the bound address when one is known, else 0.0.0.0:0. */
 export function socksReply(code: number, bound?: { address: string; port: number }): Buffer {

@@ -23,6 +23,7 @@ import {
   COMMAND_CONNECT,
   COMMAND_UDP_ASSOCIATE,
   CREDENTIALS_ACCEPTED,
+  CREDENTIALS_MALFORMED,
   METHOD_NO_AUTH,
   METHOD_NONE_ACCEPTABLE,
   methodSelection,
@@ -59,7 +60,7 @@ export function acceptSocks5(p: Pipeline, client: net.Socket, first: Buffer, dea
       });
     if (method === METHOD_NO_AUTH) return readRequest(rest);
     // Username/password: whatever is given is accepted, and never read out of the message.
-    readMessage(p, client, parseCredentials, () => Buffer.from([0x01, 0x01]), deadline, rest, (_credentials, after) => {
+    readMessage(p, client, parseCredentials, () => CREDENTIALS_MALFORMED, deadline, rest, (_credentials, after) => {
       write(client, CREDENTIALS_ACCEPTED);
       readRequest(after);
     });
