@@ -68,7 +68,8 @@ ${extra}  rest:
 `;
 }
 
-const KEEP = `      - { host: keep.sim.test, port: ${ECHO_PORT}, allowed_ips: ${'KEEP_IPS'} }\n`;
+/** An endpoint of the `open` policy that the reload test takes away. */
+const keepEndpoint = (): string => `      - { host: keep.sim.test, port: ${ECHO_PORT}, allowed_ips: ${ips('keep.sim.test')} }\n`;
 
 async function proxy(opts: Partial<ProxyOptions> = {}): Promise<{ proxy: RunningProxy; events: AuditEvent[]; port: number }> {
   const sink = openAuditSink(undefined);
@@ -378,8 +379,7 @@ describe('SOCKS5 report-only, reload and limits', () => {
 
   it('a reload cuts an open SOCKS tunnel the new policy denies and keeps the others', async () => {
     const file = join(dir, 'reload.yaml');
-    const withKeep = policy(KEEP.replace('KEEP_IPS', ips('keep.sim.test')));
-    writeFileSync(file, withKeep);
+    writeFileSync(file, policy(keepEndpoint()));
     const { proxy: p, events, port } = await proxy({ policyFile: file });
     const kept = await socks(port, connectRequest('open.sim.test', ECHO_PORT));
     const cut = await socks(port, connectRequest('keep.sim.test', ECHO_PORT));
