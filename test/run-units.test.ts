@@ -85,7 +85,8 @@ describe('live lines', () => {
 describe('environment', () => {
   it('sets every proxy variable in both cases and drops the caller\'s', () => {
     const env = sandboxEnvironment({ PATH: '/bin', https_proxy: 'http://evil:1', Http_Proxy: 'x', KEEP: 'y' }, { proxyUrl: 'http://198.19.0.0:3128', home: '/tmp/h', user: { name: 'u' } });
-    for (const key of ['HTTP_PROXY', 'HTTPS_PROXY', 'ALL_PROXY', 'http_proxy', 'https_proxy', 'all_proxy']) expect(env[key]).toBe('http://198.19.0.0:3128');
+    for (const key of ['HTTP_PROXY', 'HTTPS_PROXY', 'http_proxy', 'https_proxy']) expect(env[key]).toBe('http://198.19.0.0:3128');
+    for (const key of ['ALL_PROXY', 'all_proxy']) expect(env[key]).toBe('socks5h://198.19.0.0:3128');
     expect(env.NO_PROXY).toBe('localhost,127.0.0.1,::1');
     expect(env.no_proxy).toBe(env.NO_PROXY);
     expect(env.Http_Proxy).toBeUndefined();

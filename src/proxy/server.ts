@@ -16,9 +16,11 @@ import type { IdentitySource } from './caller.js';
 import { resolveLimits, type ProxyLimits } from './limits.js';
 import { acceptHttpRequest, headTimedOut } from './paths/http-request.js';
 import { acceptSni } from './paths/sni.js';
+import { acceptSocks4, acceptSocks5 } from './paths/socks.js';
 import { Pipeline, type ProxyStats } from './pipeline.js';
 import { FIRST_BYTES, readHead } from './read-head.js';
 import { RELAY_HIGH_WATER_MARK } from './relay.js';
+import { SOCKS4, SOCKS5 } from './socks-messages.js';
 import { canonicalAddress } from './ssrf.js';
 import { Tunnels } from './tunnels.js';
 import { createUpstreamLookup } from './upstream-dns.js';
@@ -78,7 +80,10 @@ export interface RunningProxy {
 type ListenPortPath = (p: Pipeline, client: net.Socket, first: Buffer, deadline: number) => void;
 
 /** The listen port speaks HTTP (CONNECT, forward); its first byte is where another protocol branches off. */
-function pathForFirstByte(_byte: number): ListenPortPath {
+function pathForFirstByte(byte: number): ListenPortPath {
+  // No HTTP method starts with a control byte: 0x05 is a SOCKS5 greeting, 0x04 a SOCKS4 request.
+  if (byte === SOCKS5) return acceptSocks5;
+  if (byte === SOCKS4) return acceptSocks4;
   return acceptHttpRequest;
 }
 

@@ -1,5 +1,5 @@
 // The open tunnels: every connection that relays bytes once its decision was made (an opaque
-// CONNECT or SNI tunnel, a forward HTTP exchange). Kept so that a reload can cut those the new
+// CONNECT, SOCKS5 or SNI tunnel, a forward HTTP exchange). Kept so that a reload can cut those the new
 // policy denies and a shutdown can end them all; each ends with exactly one `tunnel` event.
 import type net from 'node:net';
 import type { AuditSink } from '../audit/sink.js';
@@ -10,7 +10,7 @@ import { callerFields } from './caller.js';
 import type { Downstream } from './downstream.js';
 import { Relay, type CloseCause, type RelayStats } from './relay.js';
 
-export type ConnectionKind = 'connect' | 'http' | 'sni';
+export type ConnectionKind = 'connect' | 'http' | 'sni' | 'socks';
 
 /** A connection whose decision allowed it and whose upstream answered. */
 export interface Dialed {

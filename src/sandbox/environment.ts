@@ -35,7 +35,8 @@ export function sandboxEnvironment(base: NodeJS.ProcessEnv, opts: ProxyEnvironme
   for (const [key, value] of [
     ['HTTP_PROXY', opts.proxyUrl],
     ['HTTPS_PROXY', opts.proxyUrl],
-    ['ALL_PROXY', opts.proxyUrl],
+    // The same port answers SOCKS5 (socks5h: the proxy resolves names) for tools that are not HTTP.
+    ['ALL_PROXY', opts.proxyUrl.replace(/^http:/, 'socks5h:')],
     ['NO_PROXY', noProxy],
   ] as const) {
     env[key] = value;

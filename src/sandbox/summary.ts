@@ -30,7 +30,7 @@ interface ProgramTally {
   byVerdict: Record<Verdict, Map<string, HostTally>>;
 }
 
-const CONNECTION_KINDS = new Set(['connect', 'http', 'sni']);
+const CONNECTION_KINDS = new Set(['connect', 'http', 'sni', 'socks']);
 const UNRESOLVED_LABEL = '<unresolved>';
 
 /** Bytes of a finished tunnel or request: the proxy reports them in one of these pairs. */
@@ -201,7 +201,7 @@ export function liveLine(event: AuditEvent): string | null {
   }
   if (!CONNECTION_KINDS.has(event.kind)) return null;
   const program = event.binary ?? UNRESOLVED_LABEL;
-  const via = event.kind === 'sni' ? ' (direct TLS, by SNI)' : event.kind === 'http' ? ' (plain HTTP)' : '';
+  const via = event.kind === 'sni' ? ' (direct TLS, by SNI)' : event.kind === 'http' ? ' (plain HTTP)' : event.kind === 'socks' ? ' (SOCKS5)' : '';
   const head = `portcullis: ${MARK[verdict]} ${LABEL[verdict]} ${program} → ${target(event)}${requestPart(event)}${via}`;
   if (verdict === 'allow') return `${head}${event.policy ? ` [policy ${event.policy}]` : ''}`;
   return `${head} — ${typeof event.reason === 'string' ? event.reason : 'no reason given'}`;
