@@ -80,6 +80,17 @@ export function forbiddenAddressClass(address: string): string | null {
   return ip === null ? 'invalid' : addressClass(ip);
 }
 
+/**
+ * The class that makes `ip` unsafe to reach through a policy, or null when it may be reached:
+ * the rule the proxy's SSRF check applies to a dialled address and the kernel's fence to an
+ * address it opens directly, so the two can never disagree. `named`: an endpoint that allows the
+ * connection names the address in its `allowed_ips`, which exempts it from its class, but never
+ * from being the host itself or its links (no policy may open those).
+ */
+export function unreachableClass(ip: IpAddress, named: boolean): string | null {
+  return named ? (neverDeclarableClass(ip)?.cls ?? null) : addressClass(ip);
+}
+
 // ---- IPv6 forms that carry an IPv4 address -------------------------------------------------
 
 /** Where an IPv6 form keeps the 32 bits of an IPv4 address: [first v4 bit, first v6 bit, count]. */

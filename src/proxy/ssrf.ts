@@ -3,7 +3,7 @@
 // `allowed_ips` exempts an address from its class, never from being the host itself or one of
 // the proxy's own addresses. Pure.
 import { canonicalAddress as canonicalOrNull, formatAddress, parseAddress, type IpAddress } from '../net/address.js';
-import { addressClass, embeddedIPv4s, forbiddenAddressClass, neverDeclarableClass } from '../net/classes.js';
+import { embeddedIPv4s, forbiddenAddressClass, unreachableClass } from '../net/classes.js';
 
 export { forbiddenAddressClass };
 
@@ -55,9 +55,9 @@ export function checkAddresses(addresses: string[], ownAddresses: ReadonlySet<st
     const forms = sameHostForms(ip);
     const canonical = forms[0]!;
     if (forms.some((form) => own.has(form))) return { ok: false, address: canonical, cls: 'proxy-own-address' };
-    // allowed_ips can never name these (the loader refuses them): the check stands on its own
-    // should a policy reach the engine some other way.
-    const cls = explicit ? (neverDeclarableClass(ip)?.cls ?? null) : addressClass(ip);
+    // allowed_ips can never name the never-declarable addresses (the loader refuses them): the
+    // check stands on its own should a policy reach the engine some other way.
+    const cls = unreachableClass(ip, explicit);
     if (cls !== null) return { ok: false, address: canonical, cls };
   }
   return { ok: true };
