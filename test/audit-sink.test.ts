@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { afterAll, describe, expect, it } from 'vitest';
-import { auditLine } from '../src/audit/events.js';
+import { auditLine, type AuditEvent } from '../src/audit/events.js';
 import { openAuditSink, StreamAuditSink } from '../src/audit/sink.js';
 import { StreamTarget } from '../src/audit/target.js';
 
@@ -83,5 +83,18 @@ describe('audit sink', () => {
     expect(line.endsWith('\n')).toBe(true);
     expect(line.slice(0, -1).includes('\n')).toBe(false);
     expect(Object.keys(JSON.parse(line))[0]).toBe('time');
+  });
+
+  it('without a time of its own, the event gets the current one, first, its fields after in their order', () => {
+    const event: AuditEvent = { kind: 'connect', allow: true, host: 'h"x', port: 443, explicit_ips: true, ancestors: ['/a', '/b'] };
+    delete event.explicit_ips;
+    const before = Date.now();
+    const parsed = JSON.parse(auditLine(event)) as Record<string, unknown>;
+    expect(Object.keys(parsed)).toEqual(['time', 'kind', 'allow', 'host', 'port', 'ancestors']);
+    expect(parsed).toMatchObject({ kind: 'connect', allow: true, host: 'h"x', port: 443, ancestors: ['/a', '/b'] });
+    const time = Date.parse(parsed.time as string);
+    expect(time).toBeGreaterThanOrEqual(before);
+    expect(time).toBeLessThanOrEqual(Date.now());
+    expect(auditLine({ kind: 'reload' } as AuditEvent)).toMatch(/^\{"time":"[^"]+","kind":"reload"\}\n$/);
   });
 });

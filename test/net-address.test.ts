@@ -5,8 +5,8 @@
 import { isIPv6 } from 'node:net';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { addressFromBigInt, canonicalAddress, canonicalIpHost, parseAddress, parseRange, type IpFamily, type IpRange } from '../src/net/address.js';
-import { commonAddress, embeddedIPv4s, neverDeclarableOverlap, rangePattern } from '../src/net/classes.js';
+import { addressFromBigInt, canonicalAddress, canonicalIpHost, formatAddress, isCanonicalIPv4, parseAddress, parseRange, type IpFamily, type IpRange } from '../src/net/address.js';
+import { addressClass, addressFacts, commonAddress, embeddedIPv4s, neverDeclarableClass, neverDeclarableOverlap, rangePattern, unreachableClass } from '../src/net/classes.js';
 import { classifyHostLiteral } from '../src/net/ip-literal.js';
 import { checkAddresses } from '../src/proxy/ssrf.js';
 
@@ -58,6 +58,61 @@ describe('the canonical form', () => {
   it('reads CIDRs strictly and gives each block as its first address', () => {
     expect(parseRange('10.1.2.3/8')?.[1]).toBe(8);
     for (const bad of ['10.0.0.0/33', '::/129', '10.0.0.0/', '10.0.0.0/x', '10.1/16', '::/-1']) expect(parseRange(bad), bad).toBeNull();
+  });
+});
+
+describe('the fast paths agree with the parser', () => {
+  /** Text near an IPv4 address: digits, dots, a few other characters, lengths around 7–15. */
+  const nearIPv4 = fc.array(fc.constantFrom(...'0123456789....:x ab'.split('')), { minLength: 0, maxLength: 18 }).map((cs) => cs.join(''));
+  const quads = fc.tuple(fc.nat(300), fc.nat(300), fc.nat(300), fc.nat(300), fc.boolean()).map(([a, b, c, d, zero]) => `${zero ? '0' : ''}${a}.${b}.${c}.${d}`);
+
+  it('isCanonicalIPv4 holds exactly for the text the parser gives back unchanged', () => {
+    fc.assert(
+      fc.property(fc.oneof(nearIPv4, quads, fc.ipV4(), fc.string()), (text) => {
+        const ip = parseAddress(text);
+        expect(isCanonicalIPv4(text), JSON.stringify(text)).toBe(ip !== null && ip.kind() === 'ipv4' && formatAddress(ip) === text);
+      }),
+      { numRuns: 20000, seed: 11 },
+    );
+    for (const bad of ['1.2.3', '1.2.3.4.', '.1.2.3', '01.2.3.4', '1.2.3.256', '1..2.3', '1.2.3.4 ']) expect(isCanonicalIPv4(bad), bad).toBe(false);
+    for (const good of ['0.0.0.0', '255.255.255.255', '10.0.0.1', '100.64.0.1']) expect(isCanonicalIPv4(good), good).toBe(true);
+  });
+
+  it('remembered answers are the parser\'s, asked twice and after the memory was emptied', () => {
+    const texts = ['::FFFF:127.0.0.1', '2001:DB8::1', '::1', 'fe80::1%eth0', '1::2::3', '10.0.0.1', 'not an address', '169.254.169.254'];
+    for (let round = 0; round < 2; round++) {
+      for (const text of texts) {
+        const ip = parseAddress(text);
+        expect(canonicalAddress(text), text).toBe(ip === null ? null : formatAddress(ip));
+        const facts = addressFacts(text);
+        if (ip === null) expect(facts, text).toBeNull();
+        else {
+          expect(facts?.sameHost, text).toEqual([formatAddress(ip), ...embeddedIPv4s(ip).map((e) => formatAddress(e.address))]);
+          expect(facts?.cls, text).toBe(addressClass(ip));
+          expect(facts?.hostScoped, text).toBe(neverDeclarableClass(ip)?.cls ?? null);
+        }
+      }
+      // More distinct addresses than either memory holds: both are emptied on the way.
+      for (let i = 0; i < 5000; i++) {
+        canonicalAddress(`2001:db8::${i.toString(16)}`);
+        addressFacts(`2001:db8::${i.toString(16)}`);
+      }
+    }
+  });
+
+  it('the SSRF check and the kernel\'s fence apply one rule (unreachableClass)', () => {
+    fc.assert(
+      fc.property(fc.oneof(fc.ipV4(), fc.ipV6()), fc.boolean(), (text, named) => {
+        const verdict = checkAddresses([text], new Set(), named);
+        const cls = unreachableClass(parseAddress(text)!, named);
+        expect(verdict.ok, text).toBe(cls === null);
+        if (!verdict.ok) expect(verdict.cls, text).toBe(cls);
+      }),
+      { numRuns: 5000, seed: 13 },
+    );
+    expect(unreachableClass(parseAddress('169.254.169.254')!, true)).toBe('link-local');
+    expect(unreachableClass(parseAddress('10.0.0.5')!, false)).toBe('private');
+    expect(unreachableClass(parseAddress('10.0.0.5')!, true)).toBeNull();
   });
 });
 

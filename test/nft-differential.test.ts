@@ -11,11 +11,18 @@
 // unless an endpoint the kernel may enforce allows the tuple as well: the kernel's verdict is the
 // engine's for the same policy without its inspected endpoints.
 //
+// And the kernel opens only what the proxy would dial: the universe is documentation addresses,
+// a special class, so an allow is the kernel's only where an allowing endpoint names the address
+// in its allowed_ips (the SSRF rule, src/net `unreachableClass`, over the decision's
+// `explicit_ips`); an IP-literal host without them stays closed.
+//
 // Reproduce a failure with NFT_DIFF_SEED=<seed printed in the failure>.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { prng } from './support/prng.js';
 import { PolicyEngine } from '../src/engine/engine.js';
 import { buildDecisionInput } from '../src/engine/input.js';
+import { parseAddress } from '../src/net/address.js';
+import { unreachableClass } from '../src/net/classes.js';
 import { applyRuleset, nftAvailable } from '../src/nft/apply.js';
 import { formatAddress, parseRange, type AddressRange } from '../src/nft/intervals.js';
 import { directElements, planKernel } from '../src/nft/plan.js';
@@ -84,7 +91,7 @@ function generatePolicy(g: Generator, ports: number[]): { yaml: string; cidrs: T
     lines.push(`  ${names[p]}:`, '    endpoints:');
     for (let e = 0, n = 1 + g.int(4); e < n; e++) {
       const portList = [...new Set([g.pick(ports), ...(g.chance(0.3) ? [g.pick(ports)] : [])])];
-      const ips = g.chance(0.5) ? Array.from({ length: 1 + g.int(3) }, () => g.cidr()) : [];
+      const ips: string[] = g.chance(0.5) ? Array.from({ length: 1 + g.int(3) }, () => g.cidr()) : [];
       // The first policy always has a kernel-enforceable endpoint, so allows are never rare.
       const kind = p === 0 && e === 0 ? 'hostless' : g.pick(['hostless', 'hostless', 'literal', 'literal', 'name', 'wildcard', 'rest'] as const);
       const fields = [`ports: [${portList.join(', ')}]`];
@@ -99,6 +106,8 @@ function generatePolicy(g: Generator, ports: number[]): { yaml: string; cidrs: T
         if (kind === 'literal' || kind === 'rest') {
           const a = g.address().text;
           literals.push({ text: a, ports: portList });
+          // Named in its own allowed_ips half the time, or the kernel never opens a literal here.
+          if (g.chance(0.5)) ips.push(a);
           fields.push(`host: "${a}"`);
         } else fields.push(`host: "${kind === 'name' ? `h${p}${e}` : `*.w${p}${e}`}.example.test"`);
         if (ips.length > 0) fields.push(`allowed_ips: [${ips.map((c) => `"${c}"`).join(', ')}]`);
@@ -190,8 +199,11 @@ describe(`nft agrees with the engine (seed ${SEED})`, () => {
         const kernel = verdicts[i]!;
         expect(kernel === 'open' || REFUSED.includes(kernel), `${t.address}:${t.port} gave ${kernel} (seed ${SEED})`).toBe(true);
         const kernelAllows = kernel === 'open';
-        if (kernelAllows !== (direct[i]!.decision === 'allow') || (kernelAllows && decision.decision !== 'allow')) {
-          mismatches.push(`${t.address} port ${t.port}: kernel ${kernel}, engine ${decision.decision}${decision.inspect ? ' (inspected)' : ''} (${decision.reason})`);
+        const dialable = unreachableClass(parseAddress(t.address)!, direct[i]!.explicit_ips === true) === null;
+        if (kernelAllows !== (direct[i]!.decision === 'allow' && dialable) || (kernelAllows && decision.decision !== 'allow')) {
+          mismatches.push(
+            `${t.address} port ${t.port}: kernel ${kernel}, engine ${decision.decision}${decision.inspect ? ' (inspected)' : ''}${dialable ? '' : ' (not dialable: SSRF)'} (${decision.reason})`,
+          );
         }
         if (kernelAllows) allows++;
         else denies++;

@@ -92,7 +92,8 @@ describe('what reaches the kernel', () => {
       '  any:',
       '    endpoints:',
       '      - { allowed_ips: ["198.51.100.0/24"], port: 5432 }',
-      '      - { host: 203.0.113.9, port: 443 }',
+      // A documentation address: opened only because its allowed_ips names it (see below).
+      '      - { host: 203.0.113.9, port: 443, allowed_ips: ["203.0.113.9"] }',
       '      - { host: 203.0.113.10, port: 443, allowed_ips: ["198.51.100.0/24"] }',
       '      - { host: db.example.com, port: 5432, allowed_ips: ["203.0.113.0/24"] }',
       '      - { host: api.example.com, port: 80, protocol: rest, access: read-only }',
@@ -247,6 +248,48 @@ describe('what reaches the kernel', () => {
     const text = renderRuleset(policy.policies);
     for (const id of ['0_0', '0_1', '0_2', '0_3']) expect(text).toContain(`counter ${counterName(id)} {\n\t\tcomment "any/${id.split('_')[1]}"`);
     expect(text).toMatch(/counter name reject_all\n\t\tmeta l4proto tcp reject with tcp reset\n\t\treject with icmpx admin-prohibited/);
+  });
+});
+
+describe('IP-literal hosts in special ranges: the kernel opens only what the proxy would dial', () => {
+  /** The plan of one policy without binaries holding one endpoint. */
+  const planOf = (endpoint: string) =>
+    planKernel(loadPolicyText(['version: 1', 'network_policies:', '  a:', '    endpoints:', `      - ${endpoint}`].join('\n'), 'special.yaml').policies);
+  const opened = (endpoint: string): string[] => {
+    const plan = planOf(endpoint);
+    return ([4, 6] as const).flatMap((f) => directElements(plan.direct[f]).map((e) => `${formatRange(e.range)} . ${e.port}`));
+  };
+
+  it('cloud metadata (169.254.169.254) stays closed and is reported as withheld', () => {
+    const plan = planOf('{ host: 169.254.169.254, port: 80 }');
+    expect(opened('{ host: 169.254.169.254, port: 80 }')).toEqual([]);
+    expect(plan.directIds).toEqual([]);
+    expect(plan.withheld).toEqual([{ id: '0_0', endpoint: 'a/0', address: '169.254.169.254', cls: 'link-local' }]);
+    // No policy can name it in allowed_ips: the loader refuses the range.
+    expect(() => planOf('{ host: 169.254.169.254, port: 80, allowed_ips: ["169.254.169.254"] }')).toThrow(/link-local/);
+  });
+  it('loopback in its IPv4-mapped form (::ffff:7f00:1) stays closed', () => {
+    expect(opened('{ host: "::ffff:7f00:1", port: 81 }')).toEqual([]);
+    expect(planOf('{ host: "::ffff:127.0.0.1", port: 81 }').withheld).toEqual([{ id: '0_0', endpoint: 'a/0', address: '::ffff:7f00:1', cls: 'ipv4-mapped' }]);
+  });
+  it('a private address (10.0.0.5) stays closed without allowed_ips, and opens where they name it', () => {
+    expect(opened('{ host: 10.0.0.5, port: 443 }')).toEqual([]);
+    expect(planOf('{ host: 10.0.0.5, port: 443 }').withheld.map((w) => w.cls)).toEqual(['private']);
+    expect(opened('{ host: 10.0.0.5, port: 443, allowed_ips: ["10.0.0.0/8"] }')).toEqual(['10.0.0.5 . 443']);
+    expect(opened('{ host: 10.0.0.5, port: 443, allowed_ips: ["10.0.0.5"] }')).toEqual(['10.0.0.5 . 443']);
+    expect(planOf('{ host: 10.0.0.5, port: 443, allowed_ips: ["10.0.0.0/8"] }').withheld).toEqual([]);
+    // allowed_ips that do not cover the literal open nothing (the engine denies it), and withhold nothing.
+    expect(opened('{ host: 10.0.0.5, port: 443, allowed_ips: ["10.1.0.0/16"] }')).toEqual([]);
+  });
+  it('an ordinary public address needs no allowed_ips; a hostless range is named by definition', () => {
+    expect(opened('{ host: 8.8.8.8, port: 53 }')).toEqual(['8.8.8.8 . 53']);
+    expect(opened('{ host: "2606:4700::1111", port: 443 }')).toEqual(['2606:4700::1111 . 443']);
+    expect(opened('{ allowed_ips: ["10.0.0.0/8"], port: 443 }')).toEqual(['10.0.0.0/8 . 443']);
+  });
+  it('the script says which literal it left closed, and why', () => {
+    const text = renderRuleset(loadPolicyText('version: 1\nnetwork_policies:\n  meta:\n    endpoints: [{ host: 169.254.169.254, port: 80 }]\n', 'm.yaml').policies);
+    expect(text).toContain('# not opened: 169.254.169.254 (link-local) of meta/0;');
+    expect(text).not.toMatch(/169\.254\.169\.254 \. 80/);
   });
 });
 

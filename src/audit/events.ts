@@ -17,6 +17,26 @@ export interface AuditEvent extends Partial<Decision> {
   [field: string]: unknown;
 }
 
+// The time of the last line, kept for the lines written in the same millisecond.
+let stampedMs = -1;
+let stampedText = '';
+
+function now(): string {
+  const ms = Date.now();
+  if (ms !== stampedMs) {
+    stampedMs = ms;
+    stampedText = new Date(ms).toISOString();
+  }
+  return stampedText;
+}
+
+/**
+ * The event's line, `time` first. Serialised as it stands: copying it into a new object first
+ * (to put `time` in front) cost more than the serialising itself, most of all for events that
+ * had a field deleted.
+ */
 export function auditLine(event: AuditEvent): string {
-  return `${JSON.stringify({ time: event.time ?? new Date().toISOString(), ...event })}\n`;
+  if (event.time !== undefined) return `${JSON.stringify({ time: event.time, ...event })}\n`;
+  const body = JSON.stringify(event);
+  return body.length > 2 ? `{"time":"${now()}",${body.slice(1)}\n` : `{"time":"${now()}"}\n`;
 }

@@ -7,6 +7,7 @@ import {
   addressToBigInt,
   familyOf,
   formatAddress,
+  MAX_IPV6_TEXT,
   parseAddress,
   parseRange,
   rangeContains,
@@ -78,6 +79,57 @@ export function addressClass(ip: IpAddress): string | null {
 export function forbiddenAddressClass(address: string): string | null {
   const ip = parseAddress(address);
   return ip === null ? 'invalid' : addressClass(ip);
+}
+
+/**
+ * The class that makes `ip` unsafe to reach through a policy, or null when it may be reached:
+ * the rule the proxy's SSRF check applies to a dialled address and the kernel's fence to an
+ * address it opens directly, so the two can never disagree. `named`: an endpoint that allows the
+ * connection names the address in its `allowed_ips`, which exempts it from its class, but never
+ * from being the host itself or its links (no policy may open those).
+ */
+export function unreachableClass(ip: IpAddress, named: boolean): string | null {
+  return named ? (neverDeclarableClass(ip)?.cls ?? null) : addressClass(ip);
+}
+
+/** What the SSRF rule needs to know of an address, worked out once per address text. */
+export interface AddressFacts {
+  /** Every spelling that reaches the same host: the address (canonical, first) and each IPv4 address it carries. */
+  sameHost: string[];
+  /** Its special class, or null for an ordinary public address (`addressClass`). */
+  cls: string | null;
+  /** The class of the never-declarable set holding it, or null (`neverDeclarableClass`). */
+  hostScoped: string | null;
+}
+
+// Facts of the addresses seen lately: bounded, and emptied when full (a client cycling through
+// addresses costs the full work each, as without it).
+const FACTS_MEMO = 4096;
+let factsMemo = new Map<string, AddressFacts | null>();
+
+function factsOf(text: string): AddressFacts | null {
+  const ip = parseAddress(text);
+  if (ip === null) return null;
+  return {
+    sameHost: [formatAddress(ip), ...embeddedIPv4s(ip).map((e) => formatAddress(e.address))],
+    cls: addressClass(ip),
+    hostScoped: neverDeclarableClass(ip)?.cls ?? null,
+  };
+}
+
+/**
+ * The facts of an address in a standard spelling, or null when `text` is not one. A connection
+ * checks the same few addresses over and over: they are parsed and classified once.
+ */
+export function addressFacts(text: string): AddressFacts | null {
+  if (typeof text !== 'string' || text.length > MAX_IPV6_TEXT) return null;
+  let facts = factsMemo.get(text);
+  if (facts === undefined) {
+    facts = factsOf(text);
+    if (factsMemo.size >= FACTS_MEMO) factsMemo = new Map();
+    factsMemo.set(text, facts);
+  }
+  return facts;
 }
 
 // ---- IPv6 forms that carry an IPv4 address -------------------------------------------------

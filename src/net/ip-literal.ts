@@ -3,7 +3,7 @@
 // canonical form (address.ts) before any decision, so a policy or the SSRF check can never be
 // walked around by spelling. Pure.
 import ipaddr from 'ipaddr.js';
-import { canonicalAddress, formatAddress } from './address.js';
+import { canonicalAddress, formatAddress, isCanonicalIPv4 } from './address.js';
 
 export type HostLiteral =
   | { kind: 'ip'; address: string; family: 4 | 6 }
@@ -15,6 +15,8 @@ export type HostLiteral =
 const NUMERIC_LABEL = /^(0x[0-9a-f]*|[0-9]+)$/i;
 
 export function classifyHostLiteral(raw: string): HostLiteral {
+  // The common case, an address already in its canonical form, needs no parser.
+  if (isCanonicalIPv4(raw)) return { kind: 'ip', address: raw, family: 4 };
   if (raw.startsWith('[') || raw.includes(':')) {
     const bare = raw.startsWith('[') && raw.endsWith(']') ? raw.slice(1, -1) : raw;
     if (bare.includes('%')) return { kind: 'invalid', message: 'IPv6 zone identifiers are not accepted' };

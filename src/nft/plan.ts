@@ -8,7 +8,14 @@
 // `allowed_ips`; an IP-literal host allows that address, and only when its own `allowed_ips`
 // (if any) cover it. A hostname endpoint with `allowed_ips` goes through the host maps, never a
 // CIDR allow: the engine would deny an IP literal sent there.
+// And they follow the proxy's SSRF check: an IP-literal host in a special range (private,
+// link-local, documentation, an IPv6 form carrying an IPv4 address, …) is opened only when its
+// own `allowed_ips` names it, as the proxy dials it only then (src/net `unreachableClass`).
+// Hostless `allowed_ips` name their addresses by definition, and the loader refuses any that
+// reach the host itself or its links.
 
+import { parseAddress } from '../net/address.js';
+import { unreachableClass } from '../net/classes.js';
 import type { Policy } from '../policy/types.js';
 import { blockBits, disjointRanges, ownedBlocks, parseRange, type AddressRange, type Family, type OwnedRange } from './intervals.js';
 import { counterComment, counterName, kernelEndpoints, usesHostMaps, type KernelEndpoint } from './names.js';
@@ -49,6 +56,16 @@ export interface HostEndpoint {
   ports: number[];
 }
 
+/** An IP-literal host the kernel leaves closed although the engine allows it: the proxy would refuse to dial it. */
+export interface WithheldLiteral {
+  id: string;
+  /** `policy/endpoint-index`, as its counter's comment. */
+  endpoint: string;
+  address: string;
+  /** Its special class (`link-local`, `private`, …). */
+  cls: string;
+}
+
 export interface KernelPlan {
   /** One counter per kernel endpoint, in kernel order. */
   counters: Array<{ name: string; comment: string }>;
@@ -58,21 +75,27 @@ export interface KernelPlan {
   directIds: string[];
   /** Endpoints allowed through the host maps, in kernel order. */
   hosts: HostEndpoint[];
+  /** IP-literal hosts left closed for their class, in kernel order. */
+  withheld: WithheldLiteral[];
 }
 
 function contains(outer: AddressRange, inner: AddressRange): boolean {
   return outer.family === inner.family && outer.start <= inner.start && inner.end <= outer.end;
 }
 
-/** CIDR blocks an endpoint allows directly (empty for hostname endpoints). */
-export function directRanges(ke: KernelEndpoint): AddressRange[] {
+/** What an endpoint allows directly: CIDR blocks (none for hostname endpoints), or why its literal host stays closed. */
+export function directRanges(ke: KernelEndpoint): { ranges: AddressRange[]; withheld?: WithheldLiteral } {
   const ep = ke.endpoint;
-  if (usesHostMaps(ep)) return [];
+  if (usesHostMaps(ep)) return { ranges: [] };
   const cidrs = ep.allowed_ips.map(parseRange);
-  if (ep.host === null) return cidrs;
+  if (ep.host === null) return { ranges: cidrs };
   const literal = parseRange(ep.host);
-  if (cidrs.length === 0 || cidrs.some((c) => contains(c, literal))) return [literal];
-  return [];
+  const named = cidrs.some((c) => contains(c, literal));
+  if (cidrs.length > 0 && !named) return { ranges: [] };
+  // The host is canonical (usesHostMaps found it an IP literal).
+  const cls = unreachableClass(parseAddress(ep.host)!, named);
+  if (cls !== null) return { ranges: [], withheld: { id: ke.id, endpoint: counterComment(ke.policy, ke.index), address: ep.host, cls } };
+  return { ranges: [literal] };
 }
 
 /** The elements of a family's direct allows, whatever their form. */
@@ -89,12 +112,15 @@ export function planKernel(policies: Policy[]): KernelPlan {
   // The blocks of each family and port (key: family * 65536 + port): owners are settled per port.
   const byFamilyPort = new Map<number, OwnedRange[]>();
   const hosts: HostEndpoint[] = [];
+  const withheld: WithheldLiteral[] = [];
   for (const [order, ke] of endpoints.entries()) {
     if (usesHostMaps(ke.endpoint)) {
       hosts.push({ id: ke.id, ports: [...ke.endpoint.ports] });
       continue;
     }
-    for (const range of directRanges(ke)) {
+    const direct = directRanges(ke);
+    if (direct.withheld !== undefined) withheld.push(direct.withheld);
+    for (const range of direct.ranges) {
       for (const port of ke.endpoint.ports) {
         const key = range.family * 65536 + port;
         const list = byFamilyPort.get(key) ?? [];
@@ -131,5 +157,6 @@ export function planKernel(policies: Policy[]): KernelPlan {
     direct,
     directIds: endpoints.filter((_, order) => owners.has(order)).map((ke) => ke.id),
     hosts,
+    withheld,
   };
 }

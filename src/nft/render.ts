@@ -242,6 +242,13 @@ function sniChain(plan: KernelPlan, direct: Record<Family, DirectRules | null>, 
   return block('chain sni_redirect', rules);
 }
 
+/** One line per IP-literal host left closed: the reader of the script sees why it is missing. */
+function withheldComments(plan: KernelPlan): string[] {
+  return plan.withheld.map(
+    (w) => `# not opened: ${w.address} (${w.cls}) of ${w.endpoint}; the proxy dials a special address only where the endpoint's allowed_ips names it`,
+  );
+}
+
 /** The whole script: an atomic, idempotent replacement of `table inet portcullis`. */
 export function renderRuleset(policies: Policy[], options: RenderOptions = {}): string {
   const proxy = destination('proxy', options.proxy);
@@ -267,6 +274,7 @@ export function renderRuleset(policies: Policy[], options: RenderOptions = {}): 
   return [
     '#!/usr/sbin/nft -f',
     '# portcullis egress fence, generated from the policy: apply with `nft -f -` in the sandbox namespace.',
+    ...withheldComments(plan),
     // Declaring the table first makes the delete succeed when it does not exist yet (no `destroy`
     // in nft 1.0.6); all three statements are one transaction.
     `table ${TABLE}`,

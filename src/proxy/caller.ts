@@ -44,18 +44,22 @@ function unresolvedIdentity(detail: string): ProcessIdentity {
 
 /** What every audit event says about the caller. */
 export function callerFields(identity: ProcessIdentity): Partial<AuditEvent> {
-  const out: Partial<AuditEvent> = {
-    binary: identity.path,
-    pid: identity.pid,
-    ancestors: identity.ancestors.map((a) => a.path),
-  };
+  const out: Partial<AuditEvent> = {};
+  writeCallerFields(out, identity);
+  return out;
+}
+
+/** Writes the caller fields into an event being built (no object in between, none to copy). */
+export function writeCallerFields(out: Partial<AuditEvent>, identity: ProcessIdentity): void {
+  out.binary = identity.path;
+  out.pid = identity.pid;
+  out.ancestors = identity.ancestors.map((a) => a.path);
   if (identity.unresolved_reason !== undefined) {
     out.unresolved_reason = identity.unresolved_reason;
     if (identity.unresolved_detail !== undefined) out.unresolved_detail = identity.unresolved_detail;
   }
   if (identity.integrity_violation !== undefined) out.integrity_violation = identity.integrity_violation;
   if (identity.original_destination !== undefined) out.original_destination = identity.original_destination;
-  return out;
 }
 
 /** `address:port` of the client, as audit events name it. */

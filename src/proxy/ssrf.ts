@@ -2,8 +2,8 @@
 // and the canonical form are src/net's; what is proxy policy is here: an endpoint's
 // `allowed_ips` exempts an address from its class, never from being the host itself or one of
 // the proxy's own addresses. Pure.
-import { canonicalAddress as canonicalOrNull, formatAddress, parseAddress, type IpAddress } from '../net/address.js';
-import { addressClass, embeddedIPv4s, forbiddenAddressClass, neverDeclarableClass } from '../net/classes.js';
+import { canonicalAddress as canonicalOrNull } from '../net/address.js';
+import { addressFacts, forbiddenAddressClass } from '../net/classes.js';
 
 export { forbiddenAddressClass };
 
@@ -19,11 +19,6 @@ export interface SsrfVerdict {
   cls?: string;
 }
 
-/** Every spelling that reaches the same host as `ip`: itself (canonical, first) and each IPv4 address it carries. */
-function sameHostForms(ip: IpAddress): string[] {
-  return [formatAddress(ip), ...embeddedIPv4s(ip).map((e) => formatAddress(e.address))];
-}
-
 // The own-address sets a proxy passes are built once per listen, so their widening is cached.
 const widenedOwn = new WeakMap<ReadonlySet<string>, ReadonlySet<string>>();
 
@@ -32,10 +27,7 @@ function widened(own: ReadonlySet<string>): ReadonlySet<string> {
   let out = widenedOwn.get(own);
   if (out === undefined) {
     const set = new Set<string>();
-    for (const text of own) {
-      const ip = parseAddress(text);
-      for (const form of ip === null ? [text] : sameHostForms(ip)) set.add(form);
-    }
+    for (const text of own) for (const form of addressFacts(text)?.sameHost ?? [text]) set.add(form);
     widenedOwn.set(own, set);
     out = set;
   }
@@ -45,19 +37,19 @@ function widened(own: ReadonlySet<string>): ReadonlySet<string> {
 /**
  * Checks every address: refused when it is (or carries) one of the proxy's own addresses or an
  * address no policy may open (always), or is in a forbidden class (unless `explicit` says the
- * policy named it in allowed_ips).
+ * policy named it in allowed_ips). The classes are src/net's (`unreachableClass`: the kernel's
+ * fence applies the same rule), read from facts worked out once per address.
  */
 export function checkAddresses(addresses: string[], ownAddresses: ReadonlySet<string>, explicit: boolean): SsrfVerdict {
   const own = widened(ownAddresses);
   for (const address of addresses) {
-    const ip = parseAddress(address);
-    if (ip === null) return { ok: false, address, cls: 'invalid' };
-    const forms = sameHostForms(ip);
-    const canonical = forms[0]!;
-    if (forms.some((form) => own.has(form))) return { ok: false, address: canonical, cls: 'proxy-own-address' };
-    // allowed_ips can never name these (the loader refuses them): the check stands on its own
-    // should a policy reach the engine some other way.
-    const cls = explicit ? (neverDeclarableClass(ip)?.cls ?? null) : addressClass(ip);
+    const facts = addressFacts(address);
+    if (facts === null) return { ok: false, address, cls: 'invalid' };
+    const canonical = facts.sameHost[0]!;
+    if (facts.sameHost.some((form) => own.has(form))) return { ok: false, address: canonical, cls: 'proxy-own-address' };
+    // allowed_ips can never name the never-declarable addresses (the loader refuses them): the
+    // check stands on its own should a policy reach the engine some other way.
+    const cls = explicit ? facts.hostScoped : facts.cls;
     if (cls !== null) return { ok: false, address: canonical, cls };
   }
   return { ok: true };

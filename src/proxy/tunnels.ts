@@ -2,11 +2,12 @@
 // CONNECT, SOCKS5 or SNI tunnel, a forward HTTP exchange). Kept so that a reload can cut those the new
 // policy denies and a shutdown can end them all; each ends with exactly one `tunnel` event.
 import type net from 'node:net';
+import type { AuditEvent } from '../audit/events.js';
 import type { AuditSink } from '../audit/sink.js';
 import type { ProcessIdentity } from '../identity/types.js';
 import type { Decision } from '../policy/types.js';
 import type { RequestFacts } from './authorise.js';
-import { callerFields } from './caller.js';
+import { callerFields, writeCallerFields } from './caller.js';
 import type { Downstream } from './downstream.js';
 import { Relay, type CloseCause, type RelayStats } from './relay.js';
 
@@ -53,18 +54,14 @@ export class Tunnels {
     return (cause, bytes) => {
       if (!this.open.delete(tunnel)) return;
       this.counters.tunnels--;
-      this.audit.emit({
-        kind: 'tunnel',
-        via: dialed.kind,
-        host: dialed.facts.host,
-        port: dialed.facts.port,
-        dialed: dialed.dialed,
-        ...callerFields(dialed.identity),
-        bytes_up: bytes.bytesUp,
-        bytes_down: bytes.bytesDown,
-        duration_ms: Number(process.hrtime.bigint() - started) / 1e6,
-        closed_by: cause,
-      });
+      // Built in place, field by field in the order of the line: no caller object to spread.
+      const event: AuditEvent = { kind: 'tunnel', via: dialed.kind, host: dialed.facts.host, port: dialed.facts.port, dialed: dialed.dialed };
+      writeCallerFields(event, dialed.identity);
+      event.bytes_up = bytes.bytesUp;
+      event.bytes_down = bytes.bytesDown;
+      event.duration_ms = Number(process.hrtime.bigint() - started) / 1e6;
+      event.closed_by = cause;
+      this.audit.emit(event);
     };
   }
 

@@ -32,4 +32,4 @@ export interface Lab {
 }
 
 /** Creates the lab; `close()` removes it (also on process exit). */
-export function createLab(options?: { listeners?: number }): Promise<Lab>;
+export function createLab(options?: { listeners?: number; extraV4Ranges?: string[] }): Promise<Lab>;

@@ -40,8 +40,13 @@ function firstLine(child, what) {
   });
 }
 
-/** Creates the lab; `close()` removes it (also on process exit). */
-export async function createLab({ listeners = 4 } = {}) {
+/**
+ * Creates the lab; `close()` removes it (also on process exit). `extraV4Ranges`: more IPv4 ranges
+ * the server namespace answers on (special addresses such as 169.254.169.254/32; they exist only
+ * between these two namespaces).
+ */
+export async function createLab({ listeners = 4, extraV4Ranges = [] } = {}) {
+  const v4Ranges = [...SERVER_V4_RANGES, ...extraV4Ranges];
   const tag = `${process.pid}x${counter++}`;
   const cli = `pcnft-${tag}-c`;
   const srv = `pcnft-${tag}-s`;
@@ -130,7 +135,7 @@ export async function createLab({ listeners = 4 } = {}) {
       `link set ${vc} up`,
       `addr add ${LINK.client4}/24 dev ${vc}`,
       `addr add ${LINK.client6}/64 dev ${vc} nodad`,
-      ...SERVER_V4_RANGES.map((r) => `route add ${r} via ${LINK.server4}`),
+      ...v4Ranges.map((r) => `route add ${r} via ${LINK.server4}`),
       `route add ${SERVER_V6_RANGE} via ${LINK.server6}`,
     ]);
     await script(srv, [
@@ -138,7 +143,7 @@ export async function createLab({ listeners = 4 } = {}) {
       `link set ${vs} up`,
       `addr add ${LINK.server4}/24 dev ${vs}`,
       `addr add ${LINK.server6}/64 dev ${vs} nodad`,
-      ...SERVER_V4_RANGES.map((r) => `route add local ${r} dev lo`),
+      ...v4Ranges.map((r) => `route add local ${r} dev lo`),
       `route add local ${SERVER_V6_RANGE} dev lo`,
     ]);
     const server = lab.spawnIn(srv, [process.execPath, path.join(HERE, 'server.mjs'), String(listeners)]);
