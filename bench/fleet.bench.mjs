@@ -7,7 +7,8 @@
 //    /proc/<pid>/stat) through `portcullis proxy --config` with decision logs uploaded to a local
 //    collector, against the same proxy with the same bundle and no decision logs; the two run in
 //    alternation, three rounds each, upstream in the simulated internet.
-// Needs `npm run build`. FLEET_BENCH_PARTS: propagation,logs (default both).
+// Needs `npm run build`. FLEET_BENCH_PARTS: propagation,logs (default both); FLEET_BENCH_NODE_ARGS:
+// extra node flags for the proxies (e.g. --cpu-prof).
 import { execFileSync, spawn } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import http from 'node:http';
@@ -23,9 +24,12 @@ const CLI = fileURLToPath(new URL('../dist/cli/main.js', import.meta.url));
 const PROXIES = 20;
 const REVISIONS = 5;
 const UPSTREAM_PORT = 9000;
+// Each measured phase dials its own upstream port: tens of thousands of connections leave as many
+// TIME_WAIT entries, and a later phase to the same address and port pays for them in connect().
+const PHASE_PORTS = 16;
 const CONCURRENCY = 20;
 const RATE_SECONDS = 4;
-const ROUNDS = 3;
+const ROUNDS = Number(process.env.FLEET_BENCH_ROUNDS ?? 3);
 
 const dir = mkdtempSync(join(tmpdir(), 'pc-fleet-bench-'));
 const children = [];
@@ -43,7 +47,7 @@ const publicPem = pair.publicKey.export({ type: 'spki', format: 'pem' }).toStrin
 function buildRevision(rev, host, allowedIps) {
   const policy = join(dir, `policy-${rev}.yaml`);
   const ips = allowedIps ? `, allowed_ips: ["${allowedIps}"]` : '';
-  writeFileSync(policy, `version: 1\nnetwork_policies:\n  bench:\n    endpoints:\n      - { host: "${host}", port: ${UPSTREAM_PORT}${ips} }\n`);
+  writeFileSync(policy, `version: 1\nnetwork_policies:\n  bench:\n    endpoints:\n      - { host: "${host}", ports: [${Array.from({ length: PHASE_PORTS }, (_, i) => UPSTREAM_PORT + i).join(', ')}]${ips} }\n`);
   const out = join(dir, `bundle-${rev}.tar.gz`);
   execFileSync(process.execPath, [CLI, 'build', '--policy', policy, '--revision', rev, '--signing-key', join(dir, 'key.pem'), '--out', out]);
   return readFileSync(out);
@@ -94,7 +98,8 @@ function config(bundlePort, polling, collectorPort) {
 
 /** Starts a proxy on --config; calls onActive(revision, time) for each activation it reports. */
 function startProxy(configFile, persistence, onActive) {
-  const child = spawn(process.execPath, [CLI, 'proxy', '--config', configFile, '--listen', '127.0.0.1:0'], {
+  const nodeArgs = (process.env.FLEET_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  const child = spawn(process.execPath, [...nodeArgs, CLI, 'proxy', '--config', configFile, '--listen', '127.0.0.1:0'], {
     stdio: ['ignore', 'ignore', 'pipe'],
     env: { ...process.env, HOME: persistence },
   });
@@ -154,7 +159,7 @@ function cpuSeconds(pid) {
 }
 
 /** One tunnel: CONNECT, one echoed line through it, close (the simulated internet's echo port). */
-function tunnelOnce(proxyPort, address) {
+function tunnelOnce(proxyPort, address, upstreamPort) {
   return new Promise((resolve, reject) => {
     const s = net.connect({ host: '127.0.0.1', port: proxyPort, noDelay: true });
     const timer = setTimeout(() => {
@@ -186,11 +191,11 @@ function tunnelOnce(proxyPort, address) {
         resolve();
       }
     });
-    s.on('connect', () => s.write(`CONNECT ${address}:${UPSTREAM_PORT} HTTP/1.1\r\nHost: ${address}\r\n\r\n`));
+    s.on('connect', () => s.write(`CONNECT ${address}:${upstreamPort} HTTP/1.1\r\nHost: ${address}\r\n\r\n`));
   });
 }
 
-async function rate(proxy, address) {
+async function rate(proxy, address, upstreamPort) {
   const cpu0 = cpuSeconds(proxy.pid);
   const deadline = performance.now() + RATE_SECONDS * 1000;
   let done = 0;
@@ -199,7 +204,7 @@ async function rate(proxy, address) {
     Array.from({ length: CONCURRENCY }, async () => {
       while (performance.now() < deadline && failed < 100) {
         try {
-          await tunnelOnce(proxy.port, address);
+          await tunnelOnce(proxy.port, address, upstreamPort);
           done++;
         } catch {
           failed++;
@@ -211,7 +216,7 @@ async function rate(proxy, address) {
 }
 
 async function decisionLogOverhead() {
-  sim = await startSimulatedInternet({ hosts: { 'upstream.bench.example': {} }, extraPorts: [UPSTREAM_PORT] });
+  sim = await startSimulatedInternet({ hosts: { 'upstream.bench.example': {} }, extraPorts: Array.from({ length: PHASE_PORTS }, (_, i) => UPSTREAM_PORT + i) });
   const address = sim.hosts['upstream.bench.example'].v4;
   const bundles = bundleServer();
   bundles.publish(buildRevision('rate', address, `${address}/32`));
@@ -232,13 +237,14 @@ async function decisionLogOverhead() {
   writeFileSync(plainFile, config(bundlePort, polling));
   writeFileSync(loggedFile, config(bundlePort, polling, collectorPort));
   const results = { plain: [], logged: [] };
+  let phase = 0;
   for (let round = 0; round < ROUNDS; round++) {
     for (const [label, file] of round % 2 === 0 ? [['plain', plainFile], ['logged', loggedFile]] : [['logged', loggedFile], ['plain', plainFile]]) {
       let active = false;
       const proxy = await startProxy(file, join(dir, `rate-${label}-${round}`), () => (active = true));
       while (!active) await new Promise((r) => setTimeout(r, 20));
-      await rate(proxy, address); // warm-up
-      results[label].push(await rate(proxy, address));
+      await rate(proxy, address, UPSTREAM_PORT + (phase++ % PHASE_PORTS)); // warm-up
+      results[label].push(await rate(proxy, address, UPSTREAM_PORT + (phase++ % PHASE_PORTS)));
       proxy.kill('SIGTERM');
       await new Promise((r) => proxy.once('exit', r));
     }
