@@ -55,6 +55,16 @@ export class CredentialStore {
     }));
   }
 
+  /** Whether `text` contains the value of any credential (to keep copies of it out of a sandbox). */
+  holdsValue(text: string): boolean {
+    return this.current.credentials.some(({ value }) => text.includes(value.reveal()));
+  }
+
+  /** Files the values are read from (a sandbox must not read them). */
+  sourceFiles(): string[] {
+    return this.current.credentials.flatMap(({ source }) => (source.kind === 'file' ? [source.path] : []));
+  }
+
   /** `VARIABLE=placeholder` lines, for a runtime to inject into its sandbox. */
   placeholderFile(): string {
     return this.placeholderVariables()

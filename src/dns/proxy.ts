@@ -9,6 +9,7 @@ import ipaddr from 'ipaddr.js';
 import { canonicalIpHost } from '../net/address.js';
 import type { Policy } from '../policy/types.js';
 import type { AuditEvent } from '../audit/events.js';
+import { placeholdersInHost, type SwapTable } from '../credentials/swap.js';
 import type { AuditSink } from '../audit/sink.js';
 import type { HostElement, NftSetFeeder, TimedHostElement } from '../nft/set-feeder.js';
 import { forbiddenAddressClass } from '../net/classes.js';
@@ -39,6 +40,8 @@ export interface DnsProxyOptions {
   tcpIdleTimeoutMs?: number;
   /** Also emit a `dns` audit event for every forwarded answer (default: refusals and failures only). */
   auditAnswers?: boolean;
+  /** Credentials whose placeholders are refused in query names (REFUSED, `credential_misuse`). */
+  credentials?: { readonly table: SwapTable };
 }
 
 export interface RunningDnsProxy {
@@ -233,6 +236,8 @@ export async function startDnsProxy(options: DnsProxyOptions): Promise<RunningDn
       return buildReply(parsed.reply.id, parsed.reply.flags, parsed.reply.rcode, parsed.reply.question);
     }
     const query = parsed.query;
+    const misused = options.credentials ? placeholdersInHost(query.name, options.credentials.table) : [];
+    if (misused.length > 0) return refuseMisuse(query, transport, client, misused);
     const name = canonicalQueryName(query.name);
     const coverage = name === null || query.qclass !== 1 ? null : coverageOf(name);
     if (coverage === null || !coverage.covered) {
@@ -284,6 +289,15 @@ export async function startDnsProxy(options: DnsProxyOptions): Promise<RunningDn
       );
     }
     return withId(response, query.id);
+  };
+
+  // A placeholder in a query name is never a host to look up: it is a secret's stand-in on its
+  // way out. REFUSED whatever the refusal setting, and audited by the credentials' names only.
+  const refuseMisuse = (query: ParsedQuery, transport: Transport, client: string, credentials: string[]): Buffer => {
+    stats.refused++;
+    const reason = `a DNS query name carries a placeholder of credential ${credentials.map((n) => `"${n}"`).join(', ')}; placeholders are swapped only in requests to the endpoints that bind them, never looked up; refused`;
+    emit({ ...dnsEvent(query, transport, client, { reason, rcode: 'REFUSED' }), kind: 'credential_misuse', via: 'dns', host: null, credentials, error: 'credential_not_bound' });
+    return buildReply(query.id, query.flags, RCODE.REFUSED, query.question);
   };
 
   const servfail = (query: ParsedQuery, transport: Transport, client: string, coverage: NameCoverage, reason: string): Buffer => {

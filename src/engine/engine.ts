@@ -76,13 +76,15 @@ export class PolicyEngine {
    * sees which endpoint binds which credential name, the values stay here. Replaced with the
    * policy (a policy file's reload reads them again); bundles carry no credentials.
    */
-  readonly credentials = new CredentialStore();
+  readonly credentials: CredentialStore;
 
   private constructor(
     private module: WebAssembly.Module | null,
     loaded: Loaded | null,
     private readonly deterministic: boolean,
+    credentials = new CredentialStore(),
   ) {
+    this.credentials = credentials;
     this.current = loaded;
     this.decisions = deterministic ? new Map() : null;
   }
@@ -101,8 +103,11 @@ export class PolicyEngine {
     this.observers.push(observer);
   }
 
-  /** Builds (or reuses) the wasm for the built-in Rego plus `regoDirs` and loads `policy`. */
-  static async create(policy: LoadedPolicy | PolicyData, regoDirs: string[] = []): Promise<PolicyEngine> {
+  /**
+   * Builds (or reuses) the wasm for the built-in Rego plus `regoDirs` and loads `policy`.
+   * `credentials`: a store made earlier (its placeholders already handed to a sandbox).
+   */
+  static async create(policy: LoadedPolicy | PolicyData, regoDirs: string[] = [], credentials?: CredentialStore): Promise<PolicyEngine> {
     let module: WebAssembly.Module;
     try {
       module = await WebAssembly.compile(new Uint8Array(await compiledWasm(regoDirs)));
@@ -111,7 +116,7 @@ export class PolicyEngine {
     }
     const data = 'data' in policy ? policy.data : policy;
     const source = 'file' in policy ? policy.file : '<data>';
-    const engine = new PolicyEngine(module, instantiate(module, data, source), regoDirs.length === 0);
+    const engine = new PolicyEngine(module, instantiate(module, data, source), regoDirs.length === 0, credentials);
     if ('credentials' in policy) engine.credentials.update(policy.credentials);
     return engine;
   }

@@ -16,7 +16,7 @@ export async function startSandboxEgress(ctx: EgressContext): Promise<RunningEgr
   // awaited). The engine is built from the policy runSandbox has loaded already, rather than by
   // the proxy reading the file again.
   const [proxy, dns] = await Promise.allSettled([
-    Promise.all([PolicyEngine.create(ctx.loaded), ctx.anchorPid]).then(([engine, anchorPid]) =>
+    Promise.all([PolicyEngine.create(ctx.loaded, [], ctx.credentials), ctx.anchorPid]).then(([engine, anchorPid]) =>
       startProxy({
         policyFile: ctx.policyFile,
         engine,
@@ -36,6 +36,7 @@ export async function startSandboxEgress(ctx: EgressContext): Promise<RunningEgr
           policies: ctx.loaded.policies,
           feeder: new NftSetFeeder(ctx.netns !== undefined ? { netns: ctx.netns } : {}),
           audit: ctx.audit,
+          credentials: ctx.credentials,
         })
       : undefined,
   ]);

@@ -32,6 +32,8 @@ export interface MountOptions {
   /** The resolv.conf naming the DNS proxy. */
   resolvConf: string;
   user: SandboxUser;
+  /** Host files CMD must not read (credential sources): /dev/null is bound over each. */
+  hidden?: string[];
 }
 
 export function sandboxMounts(opts: MountOptions): SandboxMounts {
@@ -47,7 +49,7 @@ export function sandboxMounts(opts: MountOptions): SandboxMounts {
     // /etc/resolv.conf links into /run that binding is under the private /run: bound again here.
     // This is the one list a file is added to for CMD to see it instead of the host's (a CA
     // bundle over the system trust bundle goes here).
-    binds: [{ source: opts.resolvConf, target: '/etc/resolv.conf' }],
+    binds: [{ source: opts.resolvConf, target: '/etc/resolv.conf' }, ...(opts.hidden ?? []).map((target) => ({ source: '/dev/null', target }))],
     home: { path: SANDBOX_HOME, uid: opts.user.uid, gid: opts.user.gid },
   };
 }

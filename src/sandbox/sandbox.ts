@@ -9,7 +9,8 @@ import type { AddressNamer } from '../dns/flows.js';
 import { renderRuleset } from '../nft/render.js';
 import { loadPolicyFile, type LoadedPolicy } from '../policy/load.js';
 import { currentFenceCapability } from './capabilities.js';
-import { proxyUrl, sandboxEnvironment } from './environment.js';
+import { CredentialStore } from '../credentials/store.js';
+import { proxyUrl, sandboxEnvironment, withCredentialPlaceholders } from './environment.js';
 import { exitCodeOf } from './exit-code.js';
 import { removeLegacyHomes } from './home.js';
 import { launchHeld, type HeldCommand } from './launch.js';
@@ -38,6 +39,8 @@ export interface EgressPlan {
 export interface EgressContext {
   plan: EgressPlan;
   loaded: LoadedPolicy;
+  /** Credential values and the placeholders CMD was given (one store, made before CMD starts). */
+  credentials: CredentialStore;
   policyFile: string;
   audit: StreamAuditSink;
   auditFailure?: AuditFailureMode;
@@ -148,7 +151,9 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<number> {
   let sampler: UsageSampler | undefined;
   let usage;
   try {
-    const base: EgressBase = { loaded, policyFile: opts.policyFile, audit, ...(opts.auditFailure ? { auditFailure: opts.auditFailure } : {}), ...(opts.resolver ? { resolver: opts.resolver } : {}), reportOnly: opts.reportOnly === true };
+    // The placeholders CMD is given are the ones the proxy swaps: one store for both.
+    const credentials = new CredentialStore(loaded.credentials);
+    const base: EgressBase = { loaded, credentials, policyFile: opts.policyFile, audit, ...(opts.auditFailure ? { auditFailure: opts.auditFailure } : {}), ...(opts.resolver ? { resolver: opts.resolver } : {}), reportOnly: opts.reportOnly === true };
     const held = fenced ? await setUpFenced(opts, base, state) : await setUpUnfenced(opts, base, state, say);
     sampler = startUsageSampler(held.pid);
     held.release();
@@ -214,9 +219,9 @@ async function setUpFenced(opts: RunSandboxOptions, base: EgressBase, state: Run
 
   // CMD first, held before exec: its pid anchors identity before any connection exists.
   const held = (state.held = launchHeld({
-    isolation: { netns: network.netns, user, mounts: sandboxMounts({ resolvConf: network.resolvConf, user }) },
+    isolation: { netns: network.netns, user, mounts: sandboxMounts({ resolvConf: network.resolvConf, user, hidden: base.credentials.sourceFiles() }) },
     command: opts.command,
-    env: sandboxEnvironment(process.env, { proxyUrl: proxyUrl(proxy.host, proxy.port), home: SANDBOX_HOME, user }),
+    env: credentialEnvironment(sandboxEnvironment(process.env, { proxyUrl: proxyUrl(proxy.host, proxy.port), home: SANDBOX_HOME, user }), base.credentials),
   }));
   state.signals.relayTo(held, network);
   state.teardown.add('CMD', killRun(held), () => held.kill());
@@ -248,11 +253,16 @@ async function setUpUnfenced(opts: RunSandboxOptions, base: EgressBase, state: R
   state.signals.check();
   const held = (state.held = launchHeld({
     command: opts.command,
-    env: sandboxEnvironment(process.env, { proxyUrl: proxyUrl(running.proxy.host, running.proxy.port) }),
+    env: credentialEnvironment(sandboxEnvironment(process.env, { proxyUrl: proxyUrl(running.proxy.host, running.proxy.port) }), base.credentials),
   }));
   state.signals.relayTo(held);
   state.teardown.add('CMD', killRun(held), () => held.kill());
   return held;
+}
+
+/** CMD's environment with placeholders for the credentials' values. */
+function credentialEnvironment(env: Record<string, string>, credentials: CredentialStore): Record<string, string> {
+  return withCredentialPlaceholders(env, credentials.placeholderVariables(), (text) => credentials.holdsValue(text));
 }
 
 /** The nft counters as flow events (fenced runs whose fence was set up). */
