@@ -127,15 +127,41 @@ export function swapRequest(request: OutgoingRequest, bound: readonly string[], 
   return { ok: true, headers, target, swapped: unique(swapped) };
 }
 
+/** Longest placeholder: prefix, a 20-character name, a dash, 26 random characters. */
+const MAX_PLACEHOLDER = PLACEHOLDER_PREFIX.length + 20 + 1 + 26;
+
+/** The known placeholders in a buffer, found and checked in place (no copy of the whole body). */
+function findInBuffer(body: Buffer, table: SwapTable): Found[] {
+  const found: Found[] = [];
+  let at = body.indexOf(PREFIX_BYTES);
+  while (at !== -1) {
+    const window = body.toString('latin1', at, Math.min(body.length, at + MAX_PLACEHOLDER));
+    CANDIDATE.lastIndex = 0;
+    const match = CANDIDATE.exec(window);
+    const known = match ? table.byPlaceholder.get(match[0]) : undefined;
+    if (match && known) found.push({ index: at, length: match[0].length, name: known.name, value: known.value });
+    at = body.indexOf(PREFIX_BYTES, at + (match && known ? match[0].length : 1));
+  }
+  return found;
+}
+
 /**
  * Swaps placeholders in a whole request body (the caller bounds its size). `bound` are the
  * credentials the endpoint lets travel in bodies; any other placeholder is a misuse.
  */
 export function swapBody(body: Buffer, bound: readonly string[], table: SwapTable): BodySwapOutcome {
   if (table.byPlaceholder.size === 0 || body.indexOf(PREFIX_BYTES) === -1) return { ok: true, body, swapped: [] };
-  // latin1 maps bytes to code units one to one: offsets and untouched bytes survive the round trip.
-  const swapped = swapText(body.toString('latin1'), new Set(bound), table);
-  if (swapped.misused.length > 0) return { ok: false, misused: unique(swapped.misused) };
-  if (swapped.swapped.length === 0) return { ok: true, body, swapped: [] };
-  return { ok: true, body: Buffer.from(swapped.text, 'latin1'), swapped: unique(swapped.swapped) };
+  const found = findInBuffer(body, table);
+  if (found.length === 0) return { ok: true, body, swapped: [] };
+  const allowed = new Set(bound);
+  const misused = found.filter((f) => !allowed.has(f.name)).map((f) => f.name);
+  if (misused.length > 0) return { ok: false, misused: unique(misused) };
+  const pieces: Buffer[] = [];
+  let last = 0;
+  for (const f of found) {
+    pieces.push(body.subarray(last, f.index), Buffer.from(f.value.reveal(), 'latin1'));
+    last = f.index + f.length;
+  }
+  pieces.push(body.subarray(last));
+  return { ok: true, body: Buffer.concat(pieces), swapped: unique(found.map((f) => f.name)) };
 }
