@@ -6,6 +6,7 @@
 // any audit event.
 import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
+import tls from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
@@ -105,7 +106,7 @@ beforeAll(async () => {
   sink.onEvent((e) => events.push(e));
   // The engine's store holds the placeholders this proxy start made (what --placeholders writes).
   const engine = await PolicyEngine.create(await loadPolicyFile(policyFile));
-  proxy = await startProxy({ policyFile, engine, listen: { host: '127.0.0.1', port: 0 }, audit: sink, resolver: { host: sim.dns.address, port: sim.dns.port } });
+  proxy = await startProxy({ policyFile, engine, listen: { host: '127.0.0.1', port: 0 }, sniListen: { host: '127.0.0.1', port: 0 }, audit: sink, resolver: { host: sim.dns.address, port: sim.dns.port } });
   url = `http://127.0.0.1:${proxy.address.port}`;
   const byVariable = new Map(engine.credentials.placeholderVariables().map((v) => [v.variable, v.placeholder]));
   placeholder = byVariable.get(VARIABLE)!;
@@ -215,6 +216,14 @@ print(json.dumps({"ok": ok.json(), "bad_status": bad.status_code, "bad": bad.jso
     expect(res.status).toBe(403);
     expect(JSON.parse(res.body)).toMatchObject({ error: 'credential_not_bound', port: 443 });
     expect(await waitForEvent(events, (e) => e.kind === 'credential_misuse' && e.via === 'connect')).toMatchObject({ credentials: ['github'], where: 'the host name' });
+    expect(sim.dns.queries.some((q) => q.name.includes('portcullis-cred-'))).toBe(false);
+  });
+
+  it('a TLS server name (SNI) carrying a placeholder: closed, audited by name, never looked up', async () => {
+    const socket = tls.connect({ host: '127.0.0.1', port: proxy.sniAddress!.port, servername: `${placeholder}.sim.test`, rejectUnauthorized: false });
+    socket.on('error', () => undefined);
+    await new Promise((resolve) => socket.once('close', resolve));
+    expect(await waitForEvent(events, (e) => e.kind === 'credential_misuse' && e.via === 'sni')).toMatchObject({ credentials: ['github'], where: 'the TLS server name (SNI)', port: 443 });
     expect(sim.dns.queries.some((q) => q.name.includes('portcullis-cred-'))).toBe(false);
   });
 

@@ -26,6 +26,24 @@ export type SwapOutcome =
   | { ok: true; headers: Header[]; target: string; swapped: string[] }
   | { ok: false; misused: string[]; where: string };
 
+/** The credential fields of a policy decision (names only). */
+export interface CredentialBinding {
+  credentials?: string[];
+  cleartext_credentials?: string[];
+  body_credentials?: string[];
+}
+
+/**
+ * What a request allowed by `decision` may carry, by transport: inspected HTTPS swaps every bound
+ * credential; plain HTTP only those its endpoints allow in clear text. Bodies: of those, the ones
+ * allowed in bodies (credentials_in_body). The decision (the Rego) names them; nothing else does.
+ */
+export function boundCredentials(decision: CredentialBinding, transport: 'inspected' | 'plain'): { headers: string[]; body: string[] } {
+  const headers = transport === 'inspected' ? (decision.credentials ?? []) : (decision.cleartext_credentials ?? []);
+  const allowed = new Set(headers);
+  return { headers, body: (decision.body_credentials ?? []).filter((name) => allowed.has(name)) };
+}
+
 export type BodySwapOutcome = { ok: true; body: Buffer; swapped: string[] } | { ok: false; misused: string[] };
 
 const CANDIDATE = /portcullis-cred-[a-z][a-z0-9_]{0,19}-[a-z2-7]{26}/y;

@@ -3,7 +3,7 @@
 // `credential_misuse` that names the credentials (never a value, never a placeholder) and
 // nothing forwarded. The swap itself is src/credentials/swap.ts; this is the proxy's answer.
 import type net from 'node:net';
-import { placeholdersInHost } from '../credentials/swap.js';
+import { boundCredentials, placeholdersInHost, swapRequest, type OutgoingRequest } from '../credentials/swap.js';
 import type { ProcessIdentity } from '../identity/types.js';
 import type { Refuse } from './answers.js';
 import type { RequestFacts } from './authorise.js';
@@ -62,4 +62,17 @@ export function refusePlaceholderHost(p: Pipeline, kind: ConnectionKind, client:
  */
 export function refuseAllowed(p: Pipeline, allowed: Allowed, misuse: Misuse): void {
   refuseMisuse(p, allowed.kind, allowed.client, allowed.identity, allowed.facts, misuse, allowed.refuse, allowed.decision.policy);
+}
+
+/**
+ * An allowed request's headers and target as they go upstream, placeholders swapped for the
+ * credentials its decision binds over this transport; null once it was refused (answered with
+ * the request's own `refuse`, audited) — then nothing of it may be sent. The plain-HTTP forward
+ * path and the inspected paths both call this before writing a request upstream.
+ */
+export function outgoingWithCredentials(p: Pipeline, allowed: Allowed, request: OutgoingRequest, transport: 'inspected' | 'plain'): OutgoingRequest | null {
+  const swapped = swapRequest(request, boundCredentials(allowed.decision, transport).headers, p.credentials.table);
+  if (swapped.ok) return { headers: swapped.headers, target: swapped.target };
+  refuseAllowed(p, allowed, { credentials: swapped.misused, where: swapped.where });
+  return null;
 }

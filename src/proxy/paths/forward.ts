@@ -11,12 +11,11 @@
 // in the body with credentials_in_body (read whole first: at most 256 KiB, Content-Length set
 // again); any other placeholder refuses the request (credential_not_bound) before a dial.
 import type net from 'node:net';
-import { swapBody, swapRequest, type Header, type SwapTable } from '../../credentials/swap.js';
-import type { Decision } from '../../policy/types.js';
+import { boundCredentials, swapBody, type Header, type SwapTable } from '../../credentials/swap.js';
 import { refuseHttp } from '../answers.js';
 import type { RequestFacts } from '../authorise.js';
 import { ChunkedBodyScanner } from '../chunked.js';
-import { refuseAllowed, refusePlaceholderHost } from '../credential-guard.js';
+import { outgoingWithCredentials, refuseAllowed, refusePlaceholderHost } from '../credential-guard.js';
 import { connectionOptions, requestBodyFraming, type BodyFraming, type RequestHead } from '../http-head.js';
 import type { Allowed, Pipeline } from '../pipeline.js';
 import type { CloseCause } from '../relay.js';
@@ -34,13 +33,12 @@ export async function forward(p: Pipeline, client: net.Socket, head: RequestHead
   const allowed = await p.decide('http', client, identity, facts, refuseHttp);
   if (!allowed) return;
   // The path sent is the path decided: taken from the facts, never from the target again.
-  const table = p.credentials.table;
-  const outgoing = swapRequest({ headers: head.headers, target: facts.path }, allowed.decision.cleartext_credentials ?? [], table);
-  if (!outgoing.ok) return refuseAllowed(p, allowed, { credentials: outgoing.misused, where: outgoing.where });
+  const outgoing = outgoingWithCredentials(p, allowed, { headers: head.headers, target: facts.path }, 'plain');
+  if (!outgoing) return;
+  const bound = boundCredentials(allowed.decision, 'plain');
   let body: Buffer | null = null;
-  const bodyBound = cleartextBodyCredentials(allowed.decision);
-  if (bodyBound.length > 0 && framing.kind !== 'none') {
-    body = await bodyWithCredentials(p, allowed, framing, rest, bodyBound, table);
+  if (bound.body.length > 0 && framing.kind !== 'none') {
+    body = await bodyWithCredentials(p, allowed, framing, rest, bound.body, p.credentials.table);
     if (!body) return;
   }
   const dialed = await p.dial(allowed);
@@ -53,12 +51,6 @@ export async function forward(p: Pipeline, client: net.Socket, head: RequestHead
 
 /** Largest request body read whole to have credential placeholders swapped. */
 export const MAX_CREDENTIAL_BODY = 256 * 1024;
-
-/** Credentials plain HTTP may carry in this request's body: clear text and in-body both allowed. */
-function cleartextBodyCredentials(decision: Decision): string[] {
-  const cleartext = new Set(decision.cleartext_credentials ?? []);
-  return (decision.body_credentials ?? []).filter((name) => cleartext.has(name));
-}
 
 function withContentLength(headers: Header[], length: number): Header[] {
   return [...headers.filter((h) => h.name.toLowerCase() !== 'content-length'), { name: 'Content-Length', value: String(length) }];
