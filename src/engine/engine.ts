@@ -152,7 +152,8 @@ export class PolicyEngine {
   replace(policy: LoadedPolicy): void {
     if (!this.module) throw new EngineLoadError('this engine takes its policy from bundles, not from a policy file');
     this.swapIn(this.module, instantiate(this.module, policy.data, policy.file));
-    this.credentials.update(policy.credentials);
+    // A policy assembled by hand (not by the loader) may come without credentials.
+    this.credentials.update(policy.credentials ?? []);
   }
 
   /** Swaps in a new compiled module with its data (a new bundle revision), atomically. */
