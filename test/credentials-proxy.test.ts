@@ -197,6 +197,11 @@ print(json.dumps({"ok": ok.json(), "bad_status": bad.status_code, "bad": bad.jso
     const big = await run('curl', ['-sS', '-x', url, '--data-binary', `@${join(dir, 'big')}`, 'http://creds.sim.test/echo/big']);
     expect(JSON.parse(big.stdout)).toMatchObject({ error: 'body_too_large' });
     expect((await seen()).some((s) => s.path === '/echo/big')).toBe(false);
+    // A chunked body cannot be swapped in place: refused with a reason, nothing sent.
+    const chunked = await run('curl', ['-sS', '-x', url, '-H', 'Transfer-Encoding: chunked', '--data-binary', data, 'http://creds.sim.test/echo/chunked']);
+    expect(JSON.parse(chunked.stdout)).toMatchObject({ error: 'length_required' });
+    expect(JSON.parse(chunked.stdout).detail).toContain('Content-Length');
+    expect((await seen()).some((s) => s.path === '/echo/chunked')).toBe(false);
   });
 
   it('a rotated file takes effect on the next request after reload', async () => {
