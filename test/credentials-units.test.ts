@@ -181,10 +181,13 @@ describe('srt-proxy verdicts', () => {
 
   it('a bound placeholder becomes cred and credential; elsewhere it is denied 403 and audited by name', () => {
     const placeholder = engine.credentials.placeholderVariables()[0]!.placeholder;
-    const req = { id: 1, method: 'GET', host: 'api.example.com', port: 443, path: '/', headers: { authorization: [`Bearer ${placeholder}`] } };
+    const req = { id: 1, method: 'GET', host: 'api.example.com', port: 443, path: '/', sni: 'api.example.com', headers: { authorization: [`Bearer ${placeholder}`] } };
     const allowed = verdictFor(engine, req, false);
     expect(allowed.verdict).toEqual({ t: 'verdict', id: 1, action: 'allow', cred: 'github', credential: SECRET });
     expect(JSON.stringify(allowed.event)).not.toContain(SECRET);
+    // No server name: plain HTTP, where this endpoint does not allow the credential in clear text.
+    const { sni: _sni, ...plain } = req;
+    expect(verdictFor(engine, { ...plain, id: 4 }, false).verdict).toMatchObject({ action: 'deny', status: 403 });
     const misused = verdictFor(engine, { ...req, id: 2, host: 'open.example.com' }, false);
     expect(misused.verdict).toMatchObject({ action: 'deny', status: 403 });
     expect(misused.event).toMatchObject({ kind: 'credential_misuse', credentials: ['github'], error: 'credential_not_bound' });

@@ -1,4 +1,4 @@
-// `proxy --placeholders FILE`: the placeholders of this proxy start, as `VARIABLE=placeholder`
+// `proxy --placeholders FILE` (and `decider --placeholders FILE`): the placeholders of this proxy start, as `VARIABLE=placeholder`
 // lines, for a sandbox runtime to put in its sandbox's environment. Created 0600 (written
 // through a new file renamed into place, never through a symlink); exits 2 when it cannot be.
 import { closeSync, openSync, renameSync, writeSync, constants } from 'node:fs';
@@ -15,7 +15,7 @@ export function writePlaceholderFile(file: string, credentials: CredentialStore)
     }
     renameSync(temporary, file);
   } catch (err) {
-    process.stderr.write(`portcullis proxy: cannot write the placeholder file ${file}: ${(err as Error).message}\n`);
+    process.stderr.write(`portcullis: cannot write the placeholder file ${file}: ${(err as Error).message}\n`);
     process.exit(2);
   }
 }

@@ -7,12 +7,14 @@
 // `Authorization: Bearer <value>` or its configured placement). A request whose headers or
 // query carry the placeholder of a credential the allowing endpoint binds gets that
 // credential's value in its verdict — the value then travels over the decider link to
-// srt-proxy, which holds it for that request only. A placeholder of any credential the
-// decision does not bind is refused (403 credential_not_bound), as in the proxy.
+// srt-proxy, which holds it for that request only. A request without a server name (plain
+// HTTP) may carry only credentials allowed in clear text (and srt-proxy itself refuses to set
+// headers on plain HTTP unless configured to). A placeholder of any credential the decision
+// does not bind is refused (403 credential_not_bound), as in the proxy.
 import type { AuditEvent } from '../audit/events.js';
 import type { PolicyEngine } from '../engine/engine.js';
 import { buildDecisionInput } from '../engine/input.js';
-import { placeholdersIn, type SwapTable } from '../credentials/swap.js';
+import { boundCredentials, placeholdersIn, type SwapTable } from '../credentials/swap.js';
 import type { Decision } from '../policy/types.js';
 import { allowVerdict, denyVerdict, type DeciderRequest } from './messages.js';
 
@@ -38,7 +40,8 @@ function credentialUse(req: DeciderRequest, decision: Decision, table: SwapTable
   const texts = [...Object.values(req.headers ?? {}).flat(), req.query ?? ''];
   const seen = [...new Set(texts.flatMap((text) => placeholdersIn(text, table)))].sort();
   if (seen.length === 0) return { kind: 'none' };
-  const bound = new Set(decision.allow ? (decision.credentials ?? []) : []);
+  // A request without a server name came as plain HTTP: only credentials allowed in clear text.
+  const bound = new Set(decision.allow ? boundCredentials(decision, req.sni !== undefined ? 'inspected' : 'plain').headers : []);
   const misused = seen.filter((name) => !bound.has(name));
   if (misused.length > 0) {
     const names = misused.map((n) => `"${n}"`).join(', ');
