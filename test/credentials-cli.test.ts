@@ -48,6 +48,15 @@ it('proxy --placeholders writes VARIABLE=placeholder lines, mode 0600, and no va
     const text = readFileSync(file, 'utf8');
     expect(text).toMatch(/^PC_CLI_TOKEN=portcullis-cred-github-[a-z2-7]{26}\nvault=portcullis-cred-vault-[a-z2-7]{26}\n$/);
     expect(statSync(file).mode & 0o777).toBe(0o600);
+    // A credential added by a reload: the file is written again, the others keep their placeholders.
+    writeFileSync(policy, readFileSync(policy, 'utf8').replace('network_policies:', '  extra:\n    from: file:token\nnetwork_policies:'));
+    child.kill('SIGHUP');
+    const reloaded = Date.now() + 20_000;
+    while (!readFileSync(file, 'utf8').includes('extra=') && Date.now() < reloaded) await new Promise((r) => setTimeout(r, 50));
+    const again = readFileSync(file, 'utf8');
+    expect(again.startsWith(text.trimEnd().split('\n')[0]!)).toBe(true);
+    expect(again).toMatch(/^extra=portcullis-cred-extra-[a-z2-7]{26}$/m);
+    expect(statSync(file).mode & 0o777).toBe(0o600);
   } finally {
     child.kill('SIGTERM');
     await new Promise((r) => child.once('close', r));

@@ -95,6 +95,7 @@ export function registerProxy(program: Command): void {
       );
       const reload = (): void => {
         void proxy.reload().then((r) => {
+          if (r.ok && opts.placeholders !== undefined) writePlaceholderFile(opts.placeholders, engine.credentials, false);
           process.stderr.write(r.ok ? `portcullis proxy: policy reloaded (${r.closed} connection(s) closed)\n` : `portcullis proxy: reload refused, previous policy stays:\n${r.error ?? ''}\n`);
         });
       };
