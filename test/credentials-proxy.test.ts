@@ -4,7 +4,7 @@
 // request is refused (403 credential_not_bound, audited by name) and nothing reaches the host.
 // The DNS proxy refuses query names that carry a placeholder. No byte of the value appears in
 // any audit event.
-import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import tls from 'node:tls';
 import { tmpdir } from 'node:os';
@@ -145,7 +145,7 @@ describe('plain HTTP with allow_cleartext_credentials', () => {
   it('a binary outside the binding policy (a copy of curl) is refused at the same endpoint', async () => {
     const copy = join(dir, 'curl-copy');
     copyFileSync('/usr/bin/curl', copy);
-    spawnSync('chmod', ['755', copy]);
+    chmodSync(copy, 0o755);
     const res = await run(copy, ['-sS', '-x', url, '-H', `Authorization: Bearer ${placeholder}`, 'http://creds.sim.test/echo/copy']);
     expect(JSON.parse(res.stdout)).toMatchObject({ error: 'credential_not_bound', binary: copy });
     expect(await waitForEvent(events, (e) => e.kind === 'credential_misuse' && e.binary === copy)).toMatchObject({ credentials: ['github'], policy: 'open' });
