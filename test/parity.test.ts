@@ -29,7 +29,9 @@ function agrees(actual: Decision, vector: Vector): void {
   if (vector.expected.allow) {
     expect(actual.policy, label).toBe(vector.expected.policy);
     expect(actual.inspect, label).toBe(vector.expected.inspect);
-  }
+    const credentials = vector.expected.credentials;
+    expect({ bound: actual.credentials, cleartext: actual.cleartext_credentials, body: actual.body_credentials }, label).toEqual(credentials ?? { bound: undefined, cleartext: undefined, body: undefined });
+  } else expect(actual.credentials, label).toBeUndefined();
   if (vector.reason_contains) expect(actual.reason, label).toContain(vector.reason_contains);
 }
 

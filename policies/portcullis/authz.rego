@@ -287,6 +287,41 @@ inspect if {
 	inspected(_endpoint(ref))
 }
 
+# --- credentials --------------------------------------------------------------------------
+
+# The credentials an allow binds: those listed by the endpoints it rests on (names only; the
+# values never reach the data document). The proxy swaps a placeholder only for a credential
+# named here, and refuses every other placeholder; it does not work this out again itself.
+_bound(ref) := object.get(_endpoint(ref), "credentials", [])
+
+bound_credentials contains name if {
+	some ref in allowing
+	some name in _bound(ref)
+}
+
+# Those the endpoints let travel in plain HTTP (allow_cleartext_credentials) ...
+cleartext_credentials contains name if {
+	some ref in allowing
+	object.get(_endpoint(ref), "allow_cleartext_credentials", false) == true
+	some name in _bound(ref)
+}
+
+# ... and in request bodies (credentials_in_body).
+body_credentials contains name if {
+	some ref in allowing
+	object.get(_endpoint(ref), "credentials_in_body", false) == true
+	some name in _bound(ref)
+}
+
+# Added to an allow only when some credential is bound, so decisions without any keep their shape.
+default credential_fields := {}
+
+credential_fields := {
+	"credentials": sort(bound_credentials),
+	"cleartext_credentials": sort(cleartext_credentials),
+	"body_credentials": sort(body_credentials),
+} if count(bound_credentials) > 0
+
 # --- author extensions: data.portcullis.ext.deny is a set of reasons ------------------------
 
 ext_denials contains reason if {
@@ -418,14 +453,17 @@ decision := {
 	"explicit_ips": addresses_named,
 } if {
 	count(ext_denials) > 0
-} else := {
-	"allow": true,
-	"decision": "allow",
-	"reason": concat("", [target, " allowed by policy ", min(allowing_policies)]),
-	"policy": min(allowing_policies),
-	"explicit_ips": explicit_ips,
-	"inspect": inspect,
-} if {
+} else := object.union(
+	{
+		"allow": true,
+		"decision": "allow",
+		"reason": concat("", [target, " allowed by policy ", min(allowing_policies)]),
+		"policy": min(allowing_policies),
+		"explicit_ips": explicit_ips,
+		"inspect": inspect,
+	},
+	credential_fields,
+) if {
 	count(allowing) > 0
 } else := {
 	"allow": true,

@@ -494,3 +494,49 @@ test_ancestors_listed_nearest_first if {
 	d := run_with_ancestors("/usr/bin/wget", ["/bin/sh", "/usr/bin/python3"], "api.github.com", 443)
 	contains(d.reason, "binary /usr/bin/wget (ancestors: /bin/sh <- /usr/bin/python3)")
 }
+
+# --- credentials: an allow names the credentials its endpoints bind --------------------------
+
+test_allow_names_credentials_of_binding_endpoint if {
+	d := run_http(curl, "creds.example.com", 443, "POST", "/x")
+	allowed_by(d, "creds")
+	d.credentials == ["github"]
+	d.cleartext_credentials == []
+	d.body_credentials == ["github"]
+}
+
+test_plain_http_endpoint_allows_cleartext if {
+	d := run_http(curl, "creds.example.com", 80, "GET", "/x")
+	allowed_by(d, "creds")
+	d.credentials == ["github"]
+	d.cleartext_credentials == ["github"]
+	d.body_credentials == []
+}
+
+test_credentials_of_every_allowing_endpoint if {
+	d := _eval({
+		"exec": {"path": curl, "ancestors": [git]},
+		"network": {"host": "creds.example.com", "port": 443},
+		"request": {"method": "GET", "path": "/x"},
+	})
+	allowed_by(d, "creds")
+	d.credentials == ["github", "other"]
+}
+
+test_denied_request_binds_no_credentials if {
+	d := run_http(curl, "creds.example.com", 80, "POST", "/x")
+	denied(d)
+	not d.credentials
+}
+
+test_audit_decision_binds_no_credentials if {
+	d := run_http(git, "creds.example.com", 8443, "DELETE", "/x")
+	d.decision == "audit"
+	not d.credentials
+}
+
+test_allow_without_bound_credentials_has_no_field if {
+	d := run(git, "api.github.com", 443)
+	allowed_by(d, "github")
+	not d.credentials
+}

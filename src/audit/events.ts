@@ -1,7 +1,7 @@
 // The audit event: one JSON object per line. Pure.
 import type { Decision } from '../policy/types.js';
 
-export type AuditKind = 'connect' | 'http' | 'sni' | 'socks' | 'dns' | 'flow' | 'reload' | 'tunnel' | 'error' | 'audit_gap';
+export type AuditKind = 'connect' | 'http' | 'sni' | 'socks' | 'dns' | 'flow' | 'reload' | 'tunnel' | 'error' | 'audit_gap' | 'credential_misuse';
 
 export interface AuditEvent extends Partial<Decision> {
   time?: string;

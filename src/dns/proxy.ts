@@ -7,6 +7,7 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import { canonicalIpHost } from '../net/address.js';
 import type { Policy } from '../policy/types.js';
+import type { SwapTable } from '../credentials/swap.js';
 import type { AuditSink } from '../audit/sink.js';
 import type { NftSetFeeder } from '../nft/set-feeder.js';
 import { AnswerFeeder } from './answer-feeder.js';
@@ -40,6 +41,8 @@ export interface DnsProxyOptions {
   tcpIdleTimeoutMs?: number;
   /** Also emit a `dns` audit event for every forwarded answer (default: refusals and failures only). */
   auditAnswers?: boolean;
+  /** Credentials whose placeholders are refused in query names (REFUSED, `credential_misuse`). */
+  credentials?: { readonly table: SwapTable };
 }
 
 export interface RunningDnsProxy {
@@ -87,6 +90,7 @@ export async function startDnsProxy(options: DnsProxyOptions): Promise<RunningDn
     emit,
     stats,
     auditAnswers: options.auditAnswers === true,
+    ...(options.credentials ? { credentials: options.credentials } : {}),
   });
 
   const tcpSockets = new Set<net.Socket>();

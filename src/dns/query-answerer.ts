@@ -2,6 +2,7 @@
 // forwarded upstream, its addresses put into the kernel's host maps before the answer goes back
 // (SERVFAIL when the upstream fails, or when the maps cannot be filled for a name they serve).
 import type { AuditEvent } from '../audit/events.js';
+import { placeholdersInHost, type SwapTable } from '../credentials/swap.js';
 import type { Policy } from '../policy/types.js';
 import type { AnswerFeeder } from './answer-feeder.js';
 import { CoverageIndex, canonicalQueryName, type NameCoverage } from './coverage.js';
@@ -28,6 +29,8 @@ export interface QueryAnswererOptions {
   stats: DnsProxyStats;
   /** Also audit every forwarded answer (default: refusals and failures only). */
   auditAnswers: boolean;
+  /** Credentials whose placeholders are refused in query names. */
+  credentials?: { readonly table: SwapTable };
 }
 
 const COVERAGE_CACHE = 10_000;
@@ -60,6 +63,8 @@ export class QueryAnswerer {
       return buildReply(parsed.reply.id, parsed.reply.flags, parsed.reply.rcode, parsed.reply.question);
     }
     const query = parsed.query;
+    const misused = this.opts.credentials ? placeholdersInHost(query.name, this.opts.credentials.table) : [];
+    if (misused.length > 0) return this.refuseMisuse(query, transport, client, misused);
     const name = canonicalQueryName(query.name);
     const coverage = name === null || query.qclass !== 1 ? null : this.coverageOf(name);
     if (coverage === null || !coverage.covered) return this.refuse(query, transport, client, name === null || coverage === null);
@@ -121,6 +126,15 @@ export class QueryAnswerer {
       }),
     );
     return buildReply(query.id, query.flags, this.opts.refusalRcode, query.question);
+  }
+
+  // A placeholder in a query name is never a host to look up: it is a secret's stand-in on its
+  // way out. REFUSED whatever the refusal setting, and audited by the credentials' names only.
+  private refuseMisuse(query: ParsedQuery, transport: Transport, client: string, credentials: string[]): Buffer {
+    this.opts.stats.refused++;
+    const reason = `a DNS query name carries a placeholder of credential ${credentials.map((n) => `"${n}"`).join(', ')}; placeholders are swapped only in requests to the endpoints that bind them, never looked up; refused`;
+    this.opts.emit({ ...dnsEvent(query, transport, client, { reason, rcode: 'REFUSED' }), kind: 'credential_misuse', via: 'dns', host: null, credentials, error: 'credential_not_bound' });
+    return buildReply(query.id, query.flags, RCODE.REFUSED, query.question);
   }
 
   private servfail(query: ParsedQuery, transport: Transport, client: string, coverage: NameCoverage, reason: string): Buffer {

@@ -3,6 +3,7 @@
 // load leaves the old one in force. Evaluation errors deny (fail closed).
 import * as opaWasm from '@open-policy-agent/opa-wasm';
 import type { LoadedPolicy as WasmPolicy } from '@open-policy-agent/opa-wasm';
+import { CredentialStore } from '../credentials/store.js';
 import { loadPolicyFile, type LoadedPolicy } from '../policy/load.js';
 import type { Decision, DecisionInput, PolicyData } from '../policy/types.js';
 import { compiledWasm } from './bundle.js';
@@ -70,12 +71,20 @@ export class PolicyEngine {
    * be (time, randomness), so with extensions every question is evaluated.
    */
   private decisions: Map<string, Decision> | null;
+  /**
+   * The credentials' values and placeholders, beside the policy and never inside it: the Rego
+   * sees which endpoint binds which credential name, the values stay here. Replaced with the
+   * policy (a policy file's reload reads them again); bundles carry no credentials.
+   */
+  readonly credentials: CredentialStore;
 
   private constructor(
     private module: WebAssembly.Module | null,
     loaded: Loaded | null,
     private readonly deterministic: boolean,
+    credentials = new CredentialStore(),
   ) {
+    this.credentials = credentials;
     this.current = loaded;
     this.decisions = deterministic ? new Map() : null;
   }
@@ -94,8 +103,11 @@ export class PolicyEngine {
     this.observers.push(observer);
   }
 
-  /** Builds (or reuses) the wasm for the built-in Rego plus `regoDirs` and loads `policy`. */
-  static async create(policy: LoadedPolicy | PolicyData, regoDirs: string[] = []): Promise<PolicyEngine> {
+  /**
+   * Builds (or reuses) the wasm for the built-in Rego plus `regoDirs` and loads `policy`.
+   * `credentials`: a store made earlier (its placeholders already handed to a sandbox).
+   */
+  static async create(policy: LoadedPolicy | PolicyData, regoDirs: string[] = [], credentials?: CredentialStore): Promise<PolicyEngine> {
     let module: WebAssembly.Module;
     try {
       module = await WebAssembly.compile(new Uint8Array(await compiledWasm(regoDirs)));
@@ -104,7 +116,9 @@ export class PolicyEngine {
     }
     const data = 'data' in policy ? policy.data : policy;
     const source = 'file' in policy ? policy.file : '<data>';
-    return new PolicyEngine(module, instantiate(module, data, source), regoDirs.length === 0);
+    const engine = new PolicyEngine(module, instantiate(module, data, source), regoDirs.length === 0, credentials);
+    if ('credentials' in policy) engine.credentials.update(policy.credentials);
+    return engine;
   }
 
   /** Loads a compiled module as it is (from a built bundle): no `opa` needed. */
@@ -138,6 +152,8 @@ export class PolicyEngine {
   replace(policy: LoadedPolicy): void {
     if (!this.module) throw new EngineLoadError('this engine takes its policy from bundles, not from a policy file');
     this.swapIn(this.module, instantiate(this.module, policy.data, policy.file));
+    // A policy assembled by hand (not by the loader) may come without credentials.
+    this.credentials.update(policy.credentials ?? []);
   }
 
   /** Swaps in a new compiled module with its data (a new bundle revision), atomically. */

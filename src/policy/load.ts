@@ -1,14 +1,18 @@
 // Reads a policy file from disk (the I/O edge of the policy stage).
 import { readFile } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
+import { readCredential } from '../credentials/source.js';
+import type { LoadedCredential } from '../credentials/store.js';
 import { buildPolicyData } from './data-document.js';
-import { parsePolicySource } from './source.js';
+import { parsePolicySource, type LocatedCredential } from './source.js';
 import type { Policy, PolicyData, SourceError } from './types.js';
 
 export interface LoadedPolicy {
   file: string;
   policies: Policy[];
   data: PolicyData;
+  /** The credentials' values, read now; kept apart from `data` (the Rego never sees a value). */
+  credentials: LoadedCredential[];
 }
 
 export class PolicyLoadError extends Error {
@@ -18,10 +22,23 @@ export class PolicyLoadError extends Error {
   }
 }
 
+/** Reads every credential's value now (load and reload); a failure is located at its `from:`. */
+function readCredentials(located: LocatedCredential[], file: string): LoadedCredential[] {
+  const errors: SourceError[] = [];
+  const credentials: LoadedCredential[] = [];
+  for (const { name, source, line, col } of located) {
+    const read = readCredential(source);
+    if (read.ok) credentials.push({ name, source, value: read.value });
+    else errors.push({ file, line, col, message: `credential "${name}": ${read.message}` });
+  }
+  if (errors.length > 0) throw new PolicyLoadError(errors);
+  return credentials;
+}
+
 function fromText(text: string, file: string): LoadedPolicy {
   const result = parsePolicySource(text, file);
   if (!result.ok) throw new PolicyLoadError(result.errors);
-  return { file, policies: result.policies, data: buildPolicyData(result.policies) };
+  return { file, policies: result.policies, data: buildPolicyData(result.policies), credentials: readCredentials(result.credentials, file) };
 }
 
 function unreadable(file: string, err: unknown): PolicyLoadError {

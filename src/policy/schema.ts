@@ -32,7 +32,18 @@ export const endpointSchema = {
     },
     deny_rules: { type: 'array', items: l7Rule },
     allowed_ips: { type: 'array', minItems: 1, items: { type: 'string' } },
+    credentials: { type: 'array', minItems: 1, items: { type: 'string' } },
+    allow_cleartext_credentials: { type: 'boolean' },
+    credentials_in_body: { type: 'boolean' },
   },
+} as const;
+
+/** A credential: where its value is read from (validated in validate.ts). */
+export const credentialSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['from'],
+  properties: { from: { type: 'string' } },
 } as const;
 
 export const policySchema = {
@@ -60,6 +71,11 @@ export const policyFileSchema = {
   required: ['version', 'network_policies'],
   properties: {
     version: { const: 1 },
+    credentials: {
+      type: ['object', 'null'],
+      propertyNames: { minLength: 1 },
+      additionalProperties: credentialSchema,
+    },
     network_policies: {
       type: ['object', 'null'],
       propertyNames: { minLength: 1 },

@@ -1,9 +1,19 @@
 // From policy file text to normalised policies, with every problem located as file:line:col.
+import { dirname } from 'node:path';
 import { isMap, isPair, isScalar, LineCounter, parseDocument, type Document, type Node } from 'yaml';
+import type { CredentialSource } from '../credentials/source.js';
 import { validatePolicyDocument, type NodePath, type Problem } from './validate.js';
 import type { Policy, SourceError } from './types.js';
 
-export type ParseResult = { ok: true; policies: Policy[] } | { ok: false; errors: SourceError[] };
+/** A declared credential and where its `from:` is, for errors while reading its value. */
+export interface LocatedCredential {
+  name: string;
+  source: CredentialSource;
+  line: number;
+  col: number;
+}
+
+export type ParseResult = { ok: true; policies: Policy[]; credentials: LocatedCredential[] } | { ok: false; errors: SourceError[] };
 
 /** Finds the offset in the text of the node (or, with atKey, the key) at `path`. */
 function offsetOf(doc: Document, path: NodePath, atKey: boolean): number {
@@ -45,8 +55,14 @@ export function parsePolicySource(text: string, file: string): ParseResult {
     return { ok: false, errors: [at(0, `YAML could not be read: ${(err as Error).message}`)] };
   }
   if (value === null || value === undefined) return { ok: false, errors: [at(0, 'policy file is empty')] };
-  const result = validatePolicyDocument(value);
-  if (result.ok) return result;
+  const result = validatePolicyDocument(value, dirname(file));
+  if (result.ok) {
+    const credentials = result.credentials.map(({ name, source, path }) => {
+      const { line, col } = lineCounter.linePos(offsetOf(doc, path, false));
+      return { name, source, line, col };
+    });
+    return { ok: true, policies: result.policies, credentials };
+  }
   const errors = result.problems.map((p: Problem) => at(offsetOf(doc, p.path, p.atKey ?? false), p.message));
   errors.sort((a, b) => a.line - b.line || a.col - b.col);
   return { ok: false, errors };

@@ -30,6 +30,15 @@ export interface Endpoint {
   deny_rules: L7Rule[];
   /** Canonical CIDRs (`a.b.c.d/n`, `x::/n`); empty means no address constraint. */
   allowed_ips: string[];
+  /**
+   * Names of the credentials whose placeholders are swapped in requests allowed here (names
+   * only: the values never enter the data document). Present only when the endpoint binds some.
+   */
+  credentials?: string[];
+  /** Swap them in plain-HTTP requests too (present only with `credentials`). */
+  allow_cleartext_credentials?: boolean;
+  /** Swap them in request bodies too (present only with `credentials`). */
+  credentials_in_body?: boolean;
 }
 
 export interface Policy {
@@ -89,4 +98,10 @@ export interface Decision {
   explicit_ips?: boolean;
   /** On an allow or audit: the tunnel is to be TLS-inspected (some endpoint letting it through has tls: inspect). */
   inspect?: boolean;
+  /** On an allow only: credentials bound by the allowing endpoints (absent when none binds any). */
+  credentials?: string[];
+  /** Those of them the allowing endpoints let travel in plain HTTP. */
+  cleartext_credentials?: string[];
+  /** Those of them the allowing endpoints let travel in request bodies. */
+  body_credentials?: string[];
 }

@@ -3,6 +3,7 @@
 // turn it into file:line:col.
 import type { ErrorObject } from 'ajv';
 import { parseBinaryPattern } from './binary-pattern.js';
+import { CREDENTIAL_NAME, parseCredentialSource, type CredentialSource } from '../credentials/source.js';
 import { parseAllowedIp } from './cidr.js';
 import { parseHostPattern } from './host-pattern.js';
 // schema.ts compiled by Ajv at build time (scripts/generate-structure-check.mjs).
@@ -81,6 +82,9 @@ interface RawEndpoint {
   rules?: Array<{ allow: L7Rule }>;
   deny_rules?: L7Rule[];
   allowed_ips?: string[];
+  credentials?: string[];
+  allow_cleartext_credentials?: boolean;
+  credentials_in_body?: boolean;
 }
 
 interface RawPolicy {
@@ -96,8 +100,56 @@ function checkRule(rule: L7Rule, path: NodePath, problems: Problem[]): L7Rule {
   return { method, path: rule.path };
 }
 
-function normaliseEndpoint(raw: RawEndpoint, path: NodePath, problems: Problem[]): Endpoint | null {
+/** A credential declared at the top level: its source (not its value: load.ts reads that). */
+export interface DeclaredCredential {
+  name: string;
+  source: CredentialSource;
+  /** The node of its `from:`, for errors while reading the value. */
+  path: NodePath;
+}
+
+function checkDeclaredCredentials(raw: Record<string, { from: string }> | null | undefined, baseDir: string, problems: Problem[]): DeclaredCredential[] {
+  const declared: DeclaredCredential[] = [];
+  for (const [name, entry] of Object.entries(raw ?? {})) {
+    const path: NodePath = ['credentials', name];
+    if (!CREDENTIAL_NAME.test(name)) {
+      problems.push({ path, atKey: true, message: `credential name "${name}" must be 1-20 lower-case letters, digits or _, starting with a letter (it goes into placeholders and DNS-safe names)` });
+      continue;
+    }
+    const source = parseCredentialSource(entry.from, baseDir);
+    if (source.ok) declared.push({ name, source: source.value, path: [...path, 'from'] });
+    else problems.push({ path: [...path, 'from'], message: source.message });
+  }
+  return declared;
+}
+
+/** Endpoint keys for credentials; the normalised fields, or {} when the endpoint binds none. */
+function endpointCredentials(raw: RawEndpoint, path: NodePath, declared: ReadonlySet<string>, problems: Problem[]): Partial<Endpoint> {
+  if (raw.credentials === undefined) {
+    for (const key of ['allow_cleartext_credentials', 'credentials_in_body'] as const) {
+      if (raw[key] !== undefined) problems.push({ path: [...path, key], atKey: true, message: `"${key}" applies only to an endpoint with "credentials"` });
+    }
+    return {};
+  }
+  for (const [i, name] of raw.credentials.entries()) {
+    if (!declared.has(name)) problems.push({ path: [...path, 'credentials', i], message: `credential "${name}" is not declared under the top-level "credentials:"` });
+  }
+  const cleartext = raw.allow_cleartext_credentials === true;
+  if (raw.tls === 'passthrough') {
+    problems.push({ path: [...path, 'credentials'], atKey: true, message: 'credentials are swapped only in requests the proxy sees, which "tls: passthrough" (an opaque tunnel) does not allow; use "tls: inspect"' });
+  } else if (raw.tls === undefined && raw.protocol !== 'rest' && !cleartext) {
+    problems.push({ path: [...path, 'credentials'], atKey: true, message: 'credentials need an inspected endpoint ("protocol: rest" or "tls: inspect"), or "allow_cleartext_credentials: true" for plain HTTP' });
+  }
+  const ports = raw.ports ?? (raw.port !== undefined ? [raw.port] : []);
+  if (ports.includes(80) && !cleartext) {
+    problems.push({ path: [...path, 'credentials'], atKey: true, message: 'port 80 is plain HTTP: a credential swapped there crosses the network in clear text; add "allow_cleartext_credentials: true" to accept that' });
+  }
+  return { credentials: [...new Set(raw.credentials)].sort(), allow_cleartext_credentials: cleartext, credentials_in_body: raw.credentials_in_body === true };
+}
+
+function normaliseEndpoint(raw: RawEndpoint, path: NodePath, declared: ReadonlySet<string>, problems: Problem[]): Endpoint | null {
   const before = problems.length;
+  const credentials = endpointCredentials(raw, path, declared, problems);
   if (raw.port !== undefined && raw.ports !== undefined) {
     problems.push({ path: [...path, 'ports'], atKey: true, message: 'give either "port" or "ports", not both' });
   }
@@ -151,19 +203,25 @@ function normaliseEndpoint(raw: RawEndpoint, path: NodePath, problems: Problem[]
     rules,
     deny_rules: denyRules,
     allowed_ips: [...new Set(allowedIps)].sort(),
+    ...credentials,
   };
 }
 
-export type ValidationResult = { ok: true; policies: Policy[] } | { ok: false; problems: Problem[] };
+export type ValidationResult = { ok: true; policies: Policy[]; credentials: DeclaredCredential[] } | { ok: false; problems: Problem[] };
 
-/** Validates the parsed YAML value of a policy file and normalises it. */
-export function validatePolicyDocument(value: unknown): ValidationResult {
+/**
+ * Validates the parsed YAML value of a policy file and normalises it. `baseDir` (the policy
+ * file's directory) anchors relative `file:` credential sources.
+ */
+export function validatePolicyDocument(value: unknown, baseDir = '.'): ValidationResult {
   if (!checkStructure(value)) {
     const problems = (checkStructure.errors ?? []).map(structureProblem).filter((p): p is Problem => p !== null);
     return { ok: false, problems };
   }
   const problems: Problem[] = [];
-  const file = value as { network_policies: Record<string, RawPolicy> | null };
+  const file = value as { network_policies: Record<string, RawPolicy> | null; credentials?: Record<string, { from: string }> | null };
+  const credentials = checkDeclaredCredentials(file.credentials, baseDir, problems);
+  const declared = new Set(Object.keys(file.credentials ?? {}));
   const policies: Policy[] = [];
   const seenNames = new Map<string, string>();
   for (const [key, raw] of Object.entries(file.network_policies ?? {})) {
@@ -181,10 +239,10 @@ export function validatePolicyDocument(value: unknown): ValidationResult {
       else problems.push({ path: [...path, 'binaries', i, 'path'], message: parsed.message });
     }
     const endpoints = raw.endpoints
-      .map((endpoint, i) => normaliseEndpoint(endpoint, [...path, 'endpoints', i], problems))
+      .map((endpoint, i) => normaliseEndpoint(endpoint, [...path, 'endpoints', i], declared, problems))
       .filter((e): e is Endpoint => e !== null);
     policies.push({ name, binaries: [...new Set(binaries)].sort(), endpoints });
   }
   if (problems.length > 0) return { ok: false, problems };
-  return { ok: true, policies: policies.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)) };
+  return { ok: true, policies: policies.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)), credentials };
 }

@@ -11,6 +11,7 @@
 import net from 'node:net';
 import type { AuditEvent } from '../audit/events.js';
 import type { AuditFailureMode, AuditSink } from '../audit/sink.js';
+import type { CredentialStore } from '../credentials/store.js';
 import type { ProcessIdentity } from '../identity/types.js';
 import type { Decision } from '../policy/types.js';
 import type { Refuse, Refusal } from './answers.js';
@@ -174,6 +175,17 @@ export class Pipeline {
     const out: DialedRoute = { kind: allowed.kind, identity, facts, addresses: allowed.addresses, upstream, dialed: upstream.remoteAddress ?? '', downstream };
     if (dialed.absoluteForm) out.absoluteForm = dialed.absoluteForm;
     return out;
+  }
+
+  /** The credentials of the policy in force (their placeholders are refused where none is bound). */
+  get credentials(): CredentialStore {
+    return this.options.decisions.engine.credentials;
+  }
+
+  /** A refusal the policy's decision did not make (a misused credential placeholder): counted as a deny and audited. */
+  refused(event: AuditEvent): void {
+    this.options.counters.denied++;
+    this.options.audit.emit(event);
   }
 
   /** An error outside any decision (a bad head, a timeout, an internal fault): counted and audited. */

@@ -6,6 +6,8 @@ export type ProxyErrorKind =
   | 'ssrf_denied'
   | 'integrity_violation'
   | 'inspection_unavailable'
+  | 'credential_not_bound'
+  | 'body_too_large'
   | 'bad_request'
   | 'use_connect'
   | 'headers_too_large'
@@ -26,6 +28,8 @@ const STATUS: Record<ProxyErrorKind, [number, string]> = {
   ssrf_denied: [403, 'Forbidden'],
   integrity_violation: [403, 'Forbidden'],
   inspection_unavailable: [403, 'Forbidden'],
+  credential_not_bound: [403, 'Forbidden'],
+  body_too_large: [413, 'Payload Too Large'],
   bad_request: [400, 'Bad Request'],
   use_connect: [400, 'Bad Request'],
   headers_too_large: [431, 'Request Header Fields Too Large'],
@@ -69,6 +73,7 @@ function explain(f: DenialFacts): string {
       return `portcullis refused to connect to ${where}: ${f.detail}. Connections to internal, loopback, link-local (cloud metadata) and other special addresses are blocked. ${NO_WORKAROUND}`;
     case 'integrity_violation':
     case 'inspection_unavailable':
+    case 'credential_not_bound':
       return `portcullis refused the connection to ${where}: ${f.detail}. ${NO_WORKAROUND}`;
     case 'dns_failed':
       return `portcullis could not resolve ${f.host ?? 'the host'}: ${f.detail}.`;

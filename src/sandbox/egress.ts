@@ -17,7 +17,7 @@ export async function startSandboxEgress(ctx: EgressContext, upstreamProxy?: Ups
   // awaited). The engine is built from the policy runSandbox has loaded already, rather than by
   // the proxy reading the file again.
   const [proxy, dns] = await Promise.allSettled([
-    Promise.all([ctx.wasm ? PolicyEngine.fromWasm(ctx.wasm, ctx.loaded.data, ctx.policyFile) : PolicyEngine.create(ctx.loaded), ctx.anchorPid]).then(([engine, anchorPid]) =>
+    Promise.all([ctx.wasm ? PolicyEngine.fromWasm(ctx.wasm, ctx.loaded.data, ctx.policyFile) : PolicyEngine.create(ctx.loaded, [], ctx.credentials), ctx.anchorPid]).then(([engine, anchorPid]) =>
       startProxy({
         policyFile: ctx.policyFile,
         engine,
@@ -39,6 +39,7 @@ export async function startSandboxEgress(ctx: EgressContext, upstreamProxy?: Ups
           policies: ctx.loaded.policies,
           feeder: new NftSetFeeder(ctx.netns !== undefined ? { netns: ctx.netns } : {}),
           audit: ctx.audit,
+          credentials: ctx.credentials,
         })
       : undefined,
   ]);

@@ -56,3 +56,25 @@ export function sandboxEnvironment(base: NodeJS.ProcessEnv, opts: ProxyEnvironme
 export function proxyUrl(host: string, port: number): string {
   return `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
 }
+
+// --- Credentials: CMD holds placeholders, never values ---------------------------------------
+
+export interface CredentialVariable {
+  /** The variable (`env:VAR`'s VAR; the credential's name for a file source). */
+  variable: string;
+  placeholder: string;
+}
+
+/**
+ * Puts each credential's placeholder in its variable (replacing the real value portcullis itself
+ * was given), and drops any other variable whose value holds a credential's value: the sandbox
+ * gets no copy of a secret under another name either. `holdsValue` tests a value without the
+ * caller handing the secrets over.
+ */
+export function withCredentialPlaceholders(env: Record<string, string>, variables: readonly CredentialVariable[], holdsValue: (text: string) => boolean): Record<string, string> {
+  if (variables.length === 0) return env;
+  const out: Record<string, string> = {};
+  for (const [key, value] of Object.entries(env)) if (!holdsValue(value)) out[key] = value;
+  for (const { variable, placeholder } of variables) out[variable] = placeholder;
+  return out;
+}

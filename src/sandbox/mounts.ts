@@ -37,6 +37,8 @@ export interface MountOptions {
   user: SandboxUser;
   /** The run's trust bundle (its CA and the system's roots): bound over the system's bundles. */
   trustBundle?: string;
+  /** Host files CMD must not read (credential sources): /dev/null is bound over each. */
+  hidden?: string[];
 }
 
 /**
@@ -60,7 +62,11 @@ export function sandboxMounts(opts: MountOptions): SandboxMounts {
     // Files bound over the host's. `ip netns exec` binds the resolv.conf too, but where
     // /etc/resolv.conf links into /run that binding is under the private /run: bound again here.
     // This is the one list a file is added to for CMD to see it instead of the host's.
-    binds: [{ source: opts.resolvConf, target: '/etc/resolv.conf' }, ...(opts.trustBundle !== undefined ? trustBundleBinds(opts.trustBundle) : [])],
+    binds: [
+      { source: opts.resolvConf, target: '/etc/resolv.conf' },
+      ...(opts.trustBundle !== undefined ? trustBundleBinds(opts.trustBundle) : []),
+      ...(opts.hidden ?? []).map((target) => ({ source: '/dev/null', target })),
+    ],
     home: { path: SANDBOX_HOME, uid: opts.user.uid, gid: opts.user.gid },
   };
 }

@@ -11,7 +11,8 @@ import { loadPolicyFile, type LoadedPolicy } from '../policy/load.js';
 import type { PolicyData } from '../policy/types.js';
 import type { InspectionTls } from '../tls/inspection.js';
 import { currentFenceCapability } from './capabilities.js';
-import { proxyUrl, sandboxEnvironment } from './environment.js';
+import { CredentialStore } from '../credentials/store.js';
+import { proxyUrl, sandboxEnvironment, withCredentialPlaceholders } from './environment.js';
 import { exitCodeOf } from './exit-code.js';
 import { removeLegacyHomes } from './home.js';
 import { launchHeld, type HeldCommand } from './launch.js';
@@ -43,6 +44,8 @@ export interface EgressContext {
   loaded: LoadedPolicy;
   /** The compiled module to decide with (a bundle's); without it the built-in Rego is compiled. */
   wasm?: Buffer;
+  /** Credential values and the placeholders CMD was given (one store, made before CMD starts). */
+  credentials: CredentialStore;
   policyFile: string;
   audit: StreamAuditSink;
   auditFailure?: AuditFailureMode;
@@ -166,7 +169,8 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<number> {
 
   const started = Date.now();
   const loaded: LoadedPolicy = opts.compiled
-    ? { file: opts.policyFile, policies: Object.values(opts.compiled.data.policies), data: opts.compiled.data }
+    ? // A bundle never carries credential values: none are swapped in a run from one.
+      { file: opts.policyFile, policies: Object.values(opts.compiled.data.policies), data: opts.compiled.data, credentials: [] }
     : await loadPolicyFile(opts.policyFile);
   const capability = opts.noFence ? { ok: false, why: 'fence turned off' } : currentFenceCapability();
   const fenced = capability.ok;
@@ -182,7 +186,9 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<number> {
   let sampler: UsageSampler | undefined;
   let usage;
   try {
-    const base: EgressBase = { loaded, ...(opts.compiled ? { wasm: opts.compiled.wasm } : {}), policyFile: opts.policyFile, audit, ...(opts.auditFailure ? { auditFailure: opts.auditFailure } : {}), ...(opts.resolver ? { resolver: opts.resolver } : {}), reportOnly: opts.reportOnly === true };
+    // The placeholders CMD is given are the ones the proxy swaps: one store for both.
+    const credentials = new CredentialStore(loaded.credentials);
+    const base: EgressBase = { loaded, credentials, ...(opts.compiled ? { wasm: opts.compiled.wasm } : {}), policyFile: opts.policyFile, audit, ...(opts.auditFailure ? { auditFailure: opts.auditFailure } : {}), ...(opts.resolver ? { resolver: opts.resolver } : {}), reportOnly: opts.reportOnly === true };
     const held = fenced ? await setUpFenced(opts, base, state) : await setUpUnfenced(opts, base, state, say);
     sampler = startUsageSampler(held.pid);
     held.release();
@@ -252,9 +258,9 @@ async function setUpFenced(opts: RunSandboxOptions, base: EgressBase, state: Run
 
   // CMD first, held before exec: its pid anchors identity before any connection exists.
   const held = (state.held = launchHeld({
-    isolation: { netns: network.netns, user, mounts: sandboxMounts({ resolvConf: network.resolvConf, user, trustBundle: trust.bundleFile }) },
+    isolation: { netns: network.netns, user, mounts: sandboxMounts({ resolvConf: network.resolvConf, user, trustBundle: trust.bundleFile, hidden: base.credentials.sourceFiles() }) },
     command: opts.command,
-    env: sandboxEnvironment(process.env, { proxyUrl: proxyUrl(proxy.host, proxy.port), home: SANDBOX_HOME, user, trustBundle: trust.bundleFile }),
+    env: credentialEnvironment(sandboxEnvironment(process.env, { proxyUrl: proxyUrl(proxy.host, proxy.port), home: SANDBOX_HOME, user, trustBundle: trust.bundleFile }), base.credentials),
   }));
   state.signals.relayTo(held, network);
   state.teardown.add('CMD', killRun(held), () => held.kill());
@@ -288,11 +294,16 @@ async function setUpUnfenced(opts: RunSandboxOptions, base: EgressBase, state: R
   state.signals.check();
   const held = (state.held = launchHeld({
     command: opts.command,
-    env: sandboxEnvironment(process.env, { proxyUrl: proxyUrl(running.proxy.host, running.proxy.port), trustBundle: trust.bundleFile }),
+    env: credentialEnvironment(sandboxEnvironment(process.env, { proxyUrl: proxyUrl(running.proxy.host, running.proxy.port), trustBundle: trust.bundleFile }), base.credentials),
   }));
   state.signals.relayTo(held);
   state.teardown.add('CMD', killRun(held), () => held.kill());
   return held;
+}
+
+/** CMD's environment with placeholders for the credentials' values. */
+function credentialEnvironment(env: Record<string, string>, credentials: CredentialStore): Record<string, string> {
+  return withCredentialPlaceholders(env, credentials.placeholderVariables(), (text) => credentials.holdsValue(text));
 }
 
 /** The nft counters as flow events (fenced runs whose fence was set up). */

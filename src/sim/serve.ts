@@ -4,6 +4,9 @@
 //
 //   GET  /bytes/N   N bytes of 'x' (application/octet-stream)
 //   GET  /status/N  an empty answer with status N
+//   any  /echo…     JSON { host, method, path, tls, headers, body }: what the request carried
+//                   (credential tests), also kept for GET /seen
+//   GET  /seen      JSON [ every /echo… request so far, as above ] (at most the last 1000)
 //   any  other      JSON { host, method, path, tls, bodyBytes }
 import http from 'node:http';
 import https from 'node:https';
@@ -40,10 +43,23 @@ function streamBytes(res: http.ServerResponse, total: number): void {
   pump();
 }
 
+const seen: unknown[] = [];
+const MAX_ECHO_BODY = 1024 * 1024;
+
+function answerJson(res: http.ServerResponse, value: unknown): void {
+  const body = JSON.stringify(value);
+  res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+  res.end(body);
+}
+
 function handle(isTls: boolean) {
   return (req: http.IncomingMessage, res: http.ServerResponse): void => {
     let bodyBytes = 0;
-    req.on('data', (chunk: Buffer) => (bodyBytes += chunk.length));
+    const kept: Buffer[] = [];
+    req.on('data', (chunk: Buffer) => {
+      if (bodyBytes < MAX_ECHO_BODY) kept.push(chunk);
+      bodyBytes += chunk.length;
+    });
     req.on('error', () => res.destroy());
     req.on('end', () => {
       const path = req.url ?? '/';
@@ -56,6 +72,13 @@ function handle(isTls: boolean) {
         }
         streamBytes(res, n);
         return;
+      }
+      if (req.method === 'GET' && path === '/seen') return answerJson(res, seen);
+      if (path.startsWith('/echo')) {
+        const echo = { host: req.headers.host ?? '', method: req.method, path, tls: isTls, headers: req.headers, body: Buffer.concat(kept).toString('latin1') };
+        seen.push(echo);
+        if (seen.length > 1000) seen.shift();
+        return answerJson(res, echo);
       }
       const status = /^\/status\/(\d{3})$/.exec(path);
       if (status) {

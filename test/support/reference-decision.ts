@@ -12,6 +12,8 @@ export interface ExpectedDecision {
   policy: string | null;
   /** On an allow or audit: some endpoint covering the caller has tls: inspect. */
   inspect?: boolean;
+  /** On an allow binding credentials: their names, and those allowed in clear text and in bodies. */
+  credentials?: { bound: string[]; cleartext: string[]; body: string[] };
 }
 
 const escape = (s: string): string => s.replace(/[.+^${}()|[\]\\?]/g, '\\$&');
@@ -42,6 +44,9 @@ export function referenceDecision(policies: Policy[], input: DecisionInput): Exp
   const allowing: string[] = [];
   const auditing: string[] = [];
   let inspect = false;
+  const bound = new Set<string>();
+  const cleartext = new Set<string>();
+  const body = new Set<string>();
   for (const policy of policies) {
     const binaryOk = policy.binaries.length === 0 || policy.binaries.some((b) => paths.some((p) => pathRegex(b).test(p)));
     if (!binaryOk) continue;
@@ -65,12 +70,21 @@ export function referenceDecision(policies: Policy[], input: DecisionInput): Exp
           ok = !denied && ep.rules.some((r) => ruleMatches(r, method, path));
         }
       }
-      if (ok) allowing.push(policy.name);
+      if (ok) {
+        allowing.push(policy.name);
+        for (const name of ep.credentials ?? []) {
+          bound.add(name);
+          if (ep.allow_cleartext_credentials) cleartext.add(name);
+          if (ep.credentials_in_body) body.add(name);
+        }
+      }
       else if (ep.enforcement === 'audit') auditing.push(policy.name);
     }
   }
   const smallest = (names: string[]): string => [...names].sort()[0]!;
-  if (allowing.length > 0) return { allow: true, decision: 'allow', policy: smallest(allowing), inspect };
+  const sorted = (names: Set<string>): string[] => [...names].sort();
+  const credentials = bound.size > 0 ? { credentials: { bound: sorted(bound), cleartext: sorted(cleartext), body: sorted(body) } } : {};
+  if (allowing.length > 0) return { allow: true, decision: 'allow', policy: smallest(allowing), inspect, ...credentials };
   if (auditing.length > 0) return { allow: true, decision: 'audit', policy: smallest(auditing), inspect };
   return { allow: false, decision: 'deny', policy: null };
 }

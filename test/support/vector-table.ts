@@ -30,6 +30,7 @@ export const HOSTS = [
   'bücher.example',
   'logged.example.com',
   'opaque.internal.example',
+  'creds.example.com',
 ];
 
 export const BINARIES: Array<{ binary: string | null; ancestors: string[] }> = [
@@ -44,6 +45,12 @@ export const BINARIES: Array<{ binary: string | null; ancestors: string[] }> = [
 export const PORTS = [443, 80, 8443];
 
 export const EDGE_CASES: Array<Omit<Vector, 'expected'>> = [
+  { name: 'credentials: request allowed by the binding endpoint', facts: { host: 'creds.example.com', port: 443, binary: '/usr/bin/curl', method: 'POST', path: '/x' } },
+  { name: 'credentials: plain HTTP endpoint allowing clear text', facts: { host: 'creds.example.com', port: 80, binary: '/usr/bin/curl', method: 'GET', path: '/x' } },
+  { name: 'credentials: request the binding endpoint does not permit', facts: { host: 'creds.example.com', port: 80, binary: '/usr/bin/curl', method: 'POST', path: '/x' } },
+  { name: 'credentials: two policies bind for one caller', facts: { host: 'creds.example.com', port: 443, binary: '/usr/bin/curl', ancestors: ['/usr/bin/git'], method: 'GET', path: '/x' } },
+  { name: 'credentials: other binary, other credential', facts: { host: 'creds.example.com', port: 8443, binary: '/usr/bin/git', method: 'GET', path: '/x' } },
+  { name: 'credentials: audit decision binds none', facts: { host: 'creds.example.com', port: 8443, binary: '/usr/bin/git', method: 'DELETE', path: '/x' } },
   { name: 'hostless CIDR inside', facts: { host: 'pg.example', port: 5432, addresses: ['10.20.3.4'] } },
   { name: 'hostless CIDR v6 inside', facts: { host: 'pg6.example', port: 5432, addresses: ['2001:db8:20::9'] } },
   { name: 'hostless CIDR one address outside', facts: { host: 'pg.example', port: 5432, addresses: ['10.20.3.4', '10.21.0.1'] }, reason_contains: 'outside the allowed_ips' },

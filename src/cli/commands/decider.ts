@@ -6,6 +6,7 @@ import net from 'node:net';
 import type { Readable, Writable } from 'node:stream';
 import { InvalidArgumentError, type Command } from 'commander';
 import { openAuditSinkOrExit } from '../audit-options.js';
+import { writePlaceholderFile } from '../placeholder-file.js';
 import { startDeciderLink } from '../../decider/link.js';
 import { watchPolicyFile } from '../../proxy/policy-watch.js';
 import { addPolicySourceFlags, openPolicySource, type PolicySourceFlags } from '../policy-source.js';
@@ -15,6 +16,7 @@ interface DeciderCommandOptions extends PolicySourceFlags {
   reportOnly?: boolean;
   fd?: number;
   watch: boolean;
+  placeholders?: string;
 }
 
 function descriptor(text: string): number {
@@ -35,6 +37,7 @@ export function registerDecider(program: Command): void {
     .option('--report-only', 'allow every would-deny, recorded with decision "audit"')
     .option('--fd <n>', 'one inherited bidirectional socket instead of stdin/stdout', descriptor)
     .option('--no-watch', 'do not reload when the policy file changes (SIGHUP still reloads)')
+    .option('--placeholders <file>', "write VARIABLE=placeholder lines (mode 0600) for the policy's credentials, for the sandbox runtime to inject")
     .action(async (opts: DeciderCommandOptions) => {
       if (opts.audit === '-' && opts.fd === undefined) {
         process.stderr.write('portcullis decider: --audit - would write into the protocol stream on stdout; give a file\n');
@@ -43,6 +46,7 @@ export function registerDecider(program: Command): void {
       const log = (line: string): boolean => process.stderr.write(`${line}\n`);
       const source = await openPolicySource(opts, 'portcullis decider', (line) => log(`portcullis decider: ${line}`));
       const engine = source.engine;
+      if (opts.placeholders !== undefined) writePlaceholderFile(opts.placeholders, engine.credentials);
       const audit = openAuditSinkOrExit(opts.audit, 'decider');
       const reload = (): void => {
         source.reload().then(

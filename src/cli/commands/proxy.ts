@@ -2,6 +2,7 @@
 // the file changes; reopens the audit file on SIGUSR1 (log rotation); on SIGTERM/SIGINT stops
 // accepting, flushes the audit sink and exits 0.
 import { InvalidArgumentError, type Command } from 'commander';
+import { writePlaceholderFile } from '../placeholder-file.js';
 import type { AuditFailureMode } from '../../audit/sink.js';
 import { DEFAULT_LIMITS, type ProxyLimits } from '../../proxy/limits.js';
 import { watchPolicyFile } from '../../proxy/policy-watch.js';
@@ -26,6 +27,7 @@ interface ProxyCommandOptions extends PolicySourceFlags, UpstreamProxyFlags {
   idleTimeout?: number;
   maxConnections?: number;
   helloTimeout?: number;
+  placeholders?: string;
 }
 
 /** `ADDR:PORT`; port 0 lets the system choose (the chosen one is printed). */
@@ -71,12 +73,14 @@ export function registerProxy(program: Command): void {
     .option('--idle-timeout <ms>', `idle tunnel timeout (default ${DEFAULT_LIMITS.idleTimeoutMs})`, positive)
     .option('--max-connections <n>', `concurrent client connections (default ${DEFAULT_LIMITS.maxConnections})`, positive)
     .option('--hello-timeout <ms>', `time allowed for a TLS ClientHello on the SNI listener (default ${DEFAULT_LIMITS.helloTimeoutMs})`, positive)
+    .option('--placeholders <file>', 'write VARIABLE=placeholder lines (mode 0600) for the policy\'s credentials, for a runtime to put in its sandbox')
     .action(async (opts: ProxyCommandOptions) => {
       const upstreamProxy = upstreamProxyOrExit(opts);
       const audit = openAuditSinkOrExit(opts.audit, 'proxy');
       reportAuditHealth(audit, 'proxy', opts.auditFailure);
       const source = await openPolicySource(opts, 'portcullis proxy', (line) => process.stderr.write(`portcullis proxy: ${line}\n`));
       const engine = source.engine;
+      if (opts.placeholders !== undefined) writePlaceholderFile(opts.placeholders, engine.credentials);
       const limits: Partial<ProxyLimits> = {};
       if (opts.maxHeaderBytes) limits.maxHeaderBytes = opts.maxHeaderBytes;
       if (opts.headerTimeout) limits.headerTimeoutMs = opts.headerTimeout;
@@ -104,6 +108,7 @@ export function registerProxy(program: Command): void {
       );
       const reload = (): void => {
         void proxy.reload().then((r) => {
+          if (r.ok && opts.placeholders !== undefined) writePlaceholderFile(opts.placeholders, engine.credentials, false);
           process.stderr.write(r.ok ? `portcullis proxy: policy reloaded (${r.closed} connection(s) closed)\n` : `portcullis proxy: reload refused, previous policy stays:\n${r.error ?? ''}\n`);
         });
       };

@@ -7,6 +7,7 @@
 import type net from 'node:net';
 import { refuseHttp } from '../answers.js';
 import type { RequestFacts } from '../authorise.js';
+import { refusePlaceholderHost } from '../credential-guard.js';
 import { Downstream } from '../downstream.js';
 import type { RequestHead } from '../http-head.js';
 import type { Pipeline } from '../pipeline.js';
@@ -19,6 +20,7 @@ export async function connect(p: Pipeline, client: net.Socket, head: RequestHead
   if (!target.ok) return refuseHttp(client, { kind: 'bad_request', detail: target.message });
   const facts: RequestFacts = { host: target.host, port: target.port, ip: target.ip };
   const identity = await p.identify(client, false);
+  if (refusePlaceholderHost(p, 'connect', client, identity, facts, refuseHttp)) return;
   const allowed = await p.decide('connect', client, identity, facts, refuseHttp);
   if (!allowed) return;
   // A tunnel reads the upstream into buffers of its own (downstream.ts).

@@ -8,6 +8,7 @@ import { refuseByClosing } from '../answers.js';
 import type { RequestFacts } from '../authorise.js';
 import { callerFields, peerOf } from '../caller.js';
 import { ClientHelloReader } from '../client-hello.js';
+import { refusePlaceholderHost } from '../credential-guard.js';
 import { Downstream } from '../downstream.js';
 import type { Pipeline } from '../pipeline.js';
 import { readHead } from '../read-head.js';
@@ -31,6 +32,7 @@ export function acceptSni(p: Pipeline, client: net.Socket): void {
 }
 
 async function tunnel(p: Pipeline, client: net.Socket, identity: () => Promise<ProcessIdentity>, facts: RequestFacts, hello: Buffer): Promise<void> {
+  if (refusePlaceholderHost(p, 'sni', client, await identity(), facts, refuseByClosing)) return;
   const allowed = await p.decide('sni', client, await identity(), facts, refuseByClosing);
   if (!allowed) return;
   const dialed = await p.dial(allowed, new Downstream());
