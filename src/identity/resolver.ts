@@ -3,11 +3,13 @@
 // hashes. Every failure yields the `<unresolved>` sentinel with a reason; nothing here throws
 // to the caller.
 import { UNRESOLVED } from '../policy/types.js';
-import { AncestryCache } from './ancestry.js';
+import { AncestryCache, type Ancestry } from './ancestry.js';
 import { HashStore } from './hash-store.js';
-import { BinaryIntegrity } from './integrity.js';
+import { BinaryIntegrity, type HashResult } from './integrity.js';
 import { FdSnapshots } from './fd-snapshots.js';
 import { kernelRelatives } from './kernel-relatives.js';
+import { LookupReads } from './lookup-reads.js';
+import { NativeProcfs } from './native-procfs.js';
 import { findSocketOwners } from './owner.js';
 import { readAncestorPids, readCmdline, readExecutable, type ExecutablePath } from './process-info.js';
 import { ProcessStartClock } from './process-start.js';
@@ -38,7 +40,15 @@ export interface IdentityResolverOptions {
    * off and saves the three system calls per connection.
    */
   cmdline?: boolean;
+  /**
+   * Read procfs through the native addon when it is built (default true): an fd table, or a
+   * process with its parents, per call. false: from JavaScript, as where no compiler is.
+   */
+  nativeProcfs?: boolean;
 }
+
+/** The owner alone is read in the call that finds it (its ancestry is mostly kept, see ancestry.ts). */
+const OWNER_CHAIN_LEVELS = 1;
 
 const RECENT_OWNERS = 8;
 /** Connections resolved and not yet released, remembered for their socket's inode. */
@@ -68,7 +78,7 @@ function executableReader(): (pid: number) => ExecutablePath {
 
 export class IdentityResolver {
   private readonly processes = new ProcessTable();
-  private readonly fdSnapshots = new FdSnapshots();
+  private readonly fdSnapshots: FdSnapshots;
   private readonly startClock = new ProcessStartClock();
   private readonly kernelRelatives = kernelRelatives();
   private readonly hashStore: HashStore | undefined;
@@ -77,8 +87,11 @@ export class IdentityResolver {
   private recentOwners: number[] = [];
   private readonly sockDiag: SockDiag | null;
   private readonly openConnections = new Map<string, number>();
+  private readonly native: NativeProcfs | null;
 
   constructor(private readonly options: IdentityResolverOptions = {}) {
+    this.native = options.nativeProcfs === false ? null : NativeProcfs.load();
+    this.fdSnapshots = new FdSnapshots('/proc', undefined, undefined, this.native);
     this.sockDiag = options.socketSource === 'procfs' ? null : new SockDiag();
     this.hashStore = options.hashStore === undefined ? undefined : new HashStore(options.hashStore);
     this.integrity = new BinaryIntegrity(this.hashStore);
@@ -144,7 +157,8 @@ export class IdentityResolver {
     const anchorPid = options.anchorPid;
     // The connection was accepted before this call: the client's socket exists by now.
     const startedAt = performance.now();
-    const executable = executableReader();
+    const reads = this.native ? new LookupReads(this.native, anchorPid) : null;
+    const executable = reads ? (pid: number) => reads.executable(pid) : executableReader();
     let originalDestination: ProcessIdentity['original_destination'];
     let ownerPids: number[] | undefined;
     try {
@@ -170,13 +184,14 @@ export class IdentityResolver {
         snapshots: this.fdSnapshots,
         kernel: this.kernelRelatives,
         notBefore: startedAt,
-        notBeforeStartOf: (pid) => this.startClock.notBeforeStartOf(pid),
+        notBeforeStartOf: (pid) => (reads ? this.startFromReads(reads, pid) : this.startClock.notBeforeStartOf(pid)),
         exhaustive: this.options.exhaustiveOwnerSearch === true,
+        ...(reads ? { probeRecent: (candidates: readonly number[]) => this.probeRecent(socket.inode, candidates, startedAt, reads, anchorPid) } : {}),
       });
       ownerPids = owners.pids;
       this.rememberConnection(connectionKey(tuple, anchorPid), socket.inode);
       const { pid, exe } = this.chooseOwner(ownerPids, anchorPid, executable);
-      const identity = await this.describe(pid, exe, anchorPid, owners.relatives.parentOf(pid));
+      const identity = reads ? await this.describeFromReads(pid, exe, anchorPid, reads) : await this.describe(pid, exe, anchorPid, owners.relatives.parentOf(pid));
       this.remember(pid);
       return originalDestination ? { ...identity, original_destination: originalDestination } : identity;
     } catch (err) {
@@ -222,6 +237,51 @@ export class IdentityResolver {
     return root;
   }
 
+  /**
+   * Tries the recent owners at the numbers where their earlier sockets were, all in one native
+   * call that also reads the holder and its parent; what their kept fd tables already tell
+   * needs no read at all.
+   */
+  private probeRecent(inode: number, candidates: readonly number[], notBefore: number, reads: LookupReads, anchorPid: number | undefined): number | undefined {
+    const probed: Array<{ pid: number; hints: number[] }> = [];
+    let known: number | undefined;
+    for (const pid of candidates) {
+      const recalled = this.fdSnapshots.recall(pid, inode, notBefore);
+      if ('hints' in recalled) {
+        if (recalled.hints.length > 0) probed.push({ pid, hints: recalled.hints });
+      } else if (recalled.held) {
+        known = pid;
+        break;
+      }
+    }
+    const hit = probed.length > 0 ? this.native!.identify(inode, probed, OWNER_CHAIN_LEVELS, anchorPid) : null;
+    if (!hit) return known;
+    this.fdSnapshots.foundAtHint(hit.pid, inode, hit.read);
+    if (!(hit.chain instanceof Error)) reads.note(hit.chain);
+    return hit.pid;
+  }
+
+  private startFromReads(reads: LookupReads, pid: number): number | undefined {
+    try {
+      return this.startClock.notBeforeStart(reads.process(pid).startTime);
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** describe() from this lookup's native reads: the owner's executable and fingerprint were read together. */
+  private async describeFromReads(pid: number, exe: ExecutablePath, anchorPid: number | undefined, reads: LookupReads): Promise<ProcessIdentity> {
+    const owner = reads.process(pid);
+    const cmdline = this.options.cmdline === false ? undefined : readCmdline(pid);
+    const [own, ancestry] = await Promise.all([
+      this.integrity.checkFingerprinted(pid, exe.path, owner.fingerprint!).catch((err: unknown) => {
+        throw unresolvedFromFsError(err, 'unreadable_exe', `hashing ${exe.path}`);
+      }),
+      this.ancestries.ofRead(owner, anchorPid, reads, this.native!),
+    ]);
+    return this.identityOf(pid, exe, cmdline, own, ancestry);
+  }
+
   private async describe(pid: number, exe: ExecutablePath, anchorPid: number | undefined, knownParent: number | undefined): Promise<ProcessIdentity> {
     const cmdline = this.options.cmdline === false ? undefined : readCmdline(pid);
     const [own, ancestry] = await Promise.all([
@@ -230,6 +290,10 @@ export class IdentityResolver {
       }),
       this.ancestries.of(pid, anchorPid, knownParent),
     ]);
+    return this.identityOf(pid, exe, cmdline, own, ancestry);
+  }
+
+  private identityOf(pid: number, exe: ExecutablePath, cmdline: string[] | undefined, own: HashResult, ancestry: Ancestry): ProcessIdentity {
     const violations = [...(own.violation ? [own.violation] : []), ...ancestry.violations];
     return {
       path: exe.path,
