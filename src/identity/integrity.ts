@@ -50,9 +50,9 @@ export class BinaryIntegrity {
   }
 
   /**
-   * The same for a path and fingerprint read together (from one open of the link, see
-   * native-procfs.ts): nothing is read unless the file must be hashed, and then the file hashed
-   * is checked to be the one fingerprinted.
+   * The same for a path and fingerprint read together (the link read again after the
+   * fingerprint, see native-procfs.ts): nothing is read unless the file must be hashed, and then
+   * the file hashed is checked to be the one fingerprinted.
    */
   async checkFingerprinted(pid: number, path: string, fingerprint: string): Promise<HashResult> {
     const sha256 = this.hashes.get(fingerprint) ?? this.fromStore(fingerprint) ?? (await this.hashOnce(`/proc/${pid}/exe`, fingerprint));

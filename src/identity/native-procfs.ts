@@ -1,7 +1,9 @@
 // The owner search's procfs reads done in the native addon (native/sock-diag.c, "procfs reads"):
 // a whole fd table, or a process with its parents (stat, executable and the executable's
-// fingerprint), in one call where JavaScript pays a round trip per link or file. Absent (no
-// compiler, an addon built before these functions), callers read procfs themselves.
+// fingerprint), in one call where JavaScript pays a round trip per link or file; and recent
+// owners held open (pinned), so that finding one of them again costs a few reads through files
+// that cannot reach another process, whatever pids are reused. Absent (no compiler, an addon
+// built before these functions), callers read procfs themselves.
 import { constants } from 'node:os';
 import { loadSockDiagAddon } from './native-sock-diag.js';
 import { parseExeLink, type ExecutablePath } from './process-info.js';
@@ -9,14 +11,25 @@ import { parseExeLink, type ExecutablePath } from './process-info.js';
 interface ProcfsAddon {
   fdLinks(pid: number, inode: number, hints: Int32Array, last: Int32Array, stopAtSocket: boolean): Float64Array;
   chain(pid: number, levels: number, anchorPid: number): Array<number | string | null>;
+  pin(pid: number): [dirfd: number, statfd: number, ppid: number, startTime: number];
   identify(
     inode: number,
-    candidates: Int32Array,
+    dirfds: Int32Array,
+    statfds: Int32Array,
     hints: Int32Array,
     hintCounts: Int32Array,
-    levels: number,
-    anchorPid: number,
-  ): [pid: number, reads: Float64Array, chain: Array<number | string | null> | number] | null;
+  ): [index: number, reads: Float64Array, ppid: number, exePath: string | null, fingerprint: string | null, exeError: number] | null;
+  close(fd: number): void;
+}
+
+/** A process held open (see pin in sock-diag.c): reads through it cannot reach another process that reuses its pid. */
+export interface PinnedProcess {
+  pid: number;
+  dirfd: number;
+  statfd: number;
+  startTime: number;
+  /** Its executable's link and fingerprint as last read together (see identify). */
+  exe?: { link: string; fingerprint: string };
 }
 
 /** One process as one read saw it. */
@@ -100,7 +113,7 @@ export class NativeProcfs {
   /** The native reads, or null when the addon is absent or built without them. */
   static load(): NativeProcfs | null {
     const addon = loadSockDiagAddon() as (ReturnType<typeof loadSockDiagAddon> & Partial<ProcfsAddon>) | null;
-    if (!addon || typeof addon.fdLinks !== 'function' || typeof addon.chain !== 'function' || typeof addon.identify !== 'function') return null;
+    if (!addon || typeof addon.fdLinks !== 'function' || typeof addon.chain !== 'function' || typeof addon.pin !== 'function') return null;
     return new NativeProcfs(addon as unknown as ProcfsAddon);
   }
 
@@ -121,32 +134,46 @@ export class NativeProcfs {
     }
   }
 
+  /** Holds `pid` open; throws an fs-like error when it is gone. */
+  pin(pid: number): PinnedProcess {
+    try {
+      const [dirfd, statfd, , startTime] = this.addon.pin(pid);
+      return { pid, dirfd, statfd, startTime };
+    } catch (err) {
+      throw fsError(errnoName(Number(String((err as { code?: unknown }).code).slice(1))), `reading /proc/${pid}`);
+    }
+  }
+
+  unpin(pinned: PinnedProcess): void {
+    this.addon.close(pinned.statfd);
+    this.addon.close(pinned.dirfd);
+  }
+
   /**
-   * The first candidate holding socket `inode` at one of its hinted fd numbers, the links read
-   * in it and its chain (`levels` entries); null when no hint holds the socket.
+   * The first pinned process holding socket `inode` at one of its hinted fd numbers, the links
+   * read in it and the process as it is now (null when it exited since, or when its executable
+   * changed: then it is for the caller to read); null when no hint holds the socket.
    */
   identify(
     inode: number,
-    candidates: ReadonlyArray<{ pid: number; hints: readonly number[] }>,
-    levels: number,
-    anchorPid: number | undefined,
-  ): { pid: number; read: FdLinksRead; chain: ProcessRead[] | Error } | null {
+    candidates: ReadonlyArray<{ pinned: PinnedProcess; hints: readonly number[] }>,
+  ): { pid: number; read: FdLinksRead; process: ProcessRead | null } | null {
     const hints: number[] = [];
     for (const candidate of candidates) hints.push(...candidate.hints);
     const found = this.addon.identify(
       inode,
-      Int32Array.from(candidates, (c) => c.pid),
+      Int32Array.from(candidates, (c) => c.pinned.dirfd),
+      Int32Array.from(candidates, (c) => c.pinned.statfd),
       Int32Array.from(hints),
       Int32Array.from(candidates, (c) => c.hints.length),
-      levels,
-      anchorPid ?? 0,
     );
     if (!found) return null;
-    const [pid, reads, chain] = found;
-    return {
-      pid,
-      read: parseLinks(reads),
-      chain: typeof chain === 'number' ? fsError(errnoName(chain), `reading /proc/${pid}`) : parseChain(chain),
-    };
+    const [index, reads, ppid, exePath, fingerprint, exeError] = found;
+    const { pid, startTime, exe } = candidates[index]!.pinned;
+    // Link and fingerprint were read one after the other: only as they were before is the
+    // pair sure to describe one file (an exec between the two reads would mix two).
+    const unchanged = exeError === 0 && exe !== undefined && exe.link === exePath && exe.fingerprint === fingerprint;
+    const process: ProcessRead | null = ppid < 0 || !unchanged ? null : { pid, ppid, startTime, exe: parseExeLink(exePath!), fingerprint, exeError: null };
+    return { pid, read: parseLinks(reads), process };
   }
 }

@@ -9,8 +9,9 @@ import { BinaryIntegrity, type HashResult } from './integrity.js';
 import { FdSnapshots } from './fd-snapshots.js';
 import { kernelRelatives } from './kernel-relatives.js';
 import { LookupReads } from './lookup-reads.js';
-import { NativeProcfs } from './native-procfs.js';
+import { NativeProcfs, type PinnedProcess } from './native-procfs.js';
 import { findSocketOwners } from './owner.js';
+import { PinnedOwners } from './pinned-owners.js';
 import { readAncestorPids, readCmdline, readExecutable, type ExecutablePath } from './process-info.js';
 import { ProcessStartClock } from './process-start.js';
 import { ProcessTable } from './process-table.js';
@@ -47,8 +48,6 @@ export interface IdentityResolverOptions {
   nativeProcfs?: boolean;
 }
 
-/** The owner alone is read in the call that finds it (its ancestry is mostly kept, see ancestry.ts). */
-const OWNER_CHAIN_LEVELS = 1;
 
 const RECENT_OWNERS = 8;
 /** Connections resolved and not yet released, remembered for their socket's inode. */
@@ -88,9 +87,12 @@ export class IdentityResolver {
   private readonly sockDiag: SockDiag | null;
   private readonly openConnections = new Map<string, number>();
   private readonly native: NativeProcfs | null;
+  /** The recent owners held open (native reads only). */
+  private readonly pins: PinnedOwners | null;
 
   constructor(private readonly options: IdentityResolverOptions = {}) {
     this.native = options.nativeProcfs === false ? null : NativeProcfs.load();
+    this.pins = this.native ? new PinnedOwners(this.native) : null;
     this.fdSnapshots = new FdSnapshots('/proc', undefined, undefined, this.native);
     this.sockDiag = options.socketSource === 'procfs' ? null : new SockDiag();
     this.hashStore = options.hashStore === undefined ? undefined : new HashStore(options.hashStore);
@@ -102,6 +104,7 @@ export class IdentityResolver {
   close(): void {
     this.hashStore?.flush();
     this.processes.close();
+    this.pins?.close();
     this.sockDiag?.close();
   }
 
@@ -186,13 +189,13 @@ export class IdentityResolver {
         notBefore: startedAt,
         notBeforeStartOf: (pid) => (reads ? this.startFromReads(reads, pid) : this.startClock.notBeforeStartOf(pid)),
         exhaustive: this.options.exhaustiveOwnerSearch === true,
-        ...(reads ? { probeRecent: (candidates: readonly number[]) => this.probeRecent(socket.inode, candidates, startedAt, reads, anchorPid) } : {}),
+        ...(reads && this.pins ? { probeRecent: (candidates: readonly number[]) => this.probeRecent(socket.inode, candidates, startedAt, reads, this.pins!) } : {}),
       });
       ownerPids = owners.pids;
       this.rememberConnection(connectionKey(tuple, anchorPid), socket.inode);
       const { pid, exe } = this.chooseOwner(ownerPids, anchorPid, executable);
       const identity = reads ? await this.describeFromReads(pid, exe, anchorPid, reads) : await this.describe(pid, exe, anchorPid, owners.relatives.parentOf(pid));
-      this.remember(pid);
+      this.remember(pid, reads);
       return originalDestination ? { ...identity, original_destination: originalDestination } : identity;
     } catch (err) {
       const failure = err instanceof UnresolvedError ? err : unresolvedFromFsError(err, 'no_owner', 'resolving the connection');
@@ -238,26 +241,28 @@ export class IdentityResolver {
   }
 
   /**
-   * Tries the recent owners at the numbers where their earlier sockets were, all in one native
-   * call that also reads the holder and its parent; what their kept fd tables already tell
-   * needs no read at all.
+   * Tries the recent owners (those held open) at the numbers where their earlier sockets were,
+   * all in one native call that also reads the holder as it is now; what their kept fd tables
+   * already tell needs no read at all.
    */
-  private probeRecent(inode: number, candidates: readonly number[], notBefore: number, reads: LookupReads, anchorPid: number | undefined): number | undefined {
-    const probed: Array<{ pid: number; hints: number[] }> = [];
+  private probeRecent(inode: number, candidates: readonly number[], notBefore: number, reads: LookupReads, pins: PinnedOwners): number | undefined {
+    const probed: Array<{ pinned: PinnedProcess; hints: number[] }> = [];
     let known: number | undefined;
     for (const pid of candidates) {
       const recalled = this.fdSnapshots.recall(pid, inode, notBefore);
+      const pinned = pins.get(pid);
       if ('hints' in recalled) {
-        if (recalled.hints.length > 0) probed.push({ pid, hints: recalled.hints });
+        if (recalled.hints.length > 0 && pinned) probed.push({ pinned, hints: recalled.hints });
       } else if (recalled.held) {
         known = pid;
         break;
       }
     }
-    const hit = probed.length > 0 ? this.native!.identify(inode, probed, OWNER_CHAIN_LEVELS, anchorPid) : null;
+    const hit = probed.length > 0 ? this.native!.identify(inode, probed) : null;
     if (!hit) return known;
     this.fdSnapshots.foundAtHint(hit.pid, inode, hit.read);
-    if (!(hit.chain instanceof Error)) reads.note(hit.chain);
+    // Else it exited, or its executable changed: read anew (by pid) when needed.
+    if (hit.process) reads.note([hit.process]);
     return hit.pid;
   }
 
@@ -307,7 +312,10 @@ export class IdentityResolver {
     };
   }
 
-  private remember(pid: number): void {
+  private remember(pid: number, reads: LookupReads | null): void {
     this.recentOwners = [pid, ...this.recentOwners.filter((p) => p !== pid)].slice(0, RECENT_OWNERS);
+    if (!this.pins || !reads) return;
+    this.pins.keepOnly(this.recentOwners);
+    this.pins.pin(reads.process(pid));
   }
 }

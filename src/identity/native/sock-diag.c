@@ -196,15 +196,21 @@ static napi_value close_diag(napi_env env, napi_callback_info info) {
 //   chain(pid, levels, anchorPid) -> [pid, ppid, startTime, exePath, fingerprint, exeError, ...]
 //     the process and its parents, nearest first: stops after `levels` entries, after the
 //     anchor, before pid 1, at a loop, at a parent that is gone, and after a parent whose
-//     executable cannot be read. Throws (code ENOENT/ESRCH/EACCES) when `pid` itself cannot be
-//     read. exePath is the kernel's link text (with " (deleted)"), fingerprint
-//     "dev:ino:size:mtimeNs:ctimeNs" of that very file (both from one open of the link, so an
-//     exec cannot slip between them); exeError 0, an errno, or -1 (a live process without an
-//     executable: a kernel thread or a zombie).
-//   identify(inode, candidates: Int32Array, hints: Int32Array, hintCounts: Int32Array, levels,
-//            anchorPid) -> [pid, Float64Array reads, chain | errno] | null
-//     the first candidate holding `inode` at one of its hinted fd numbers (hintCounts[i] numbers
-//     each, in order), with the links read in it and its chain; null when no hint holds it.
+//     executable cannot be read. Throws (code E<errno>) when `pid` itself cannot be read.
+//     exePath is the kernel's link text (with " (deleted)"), fingerprint
+//     "dev:ino:size:mtimeNs:ctimeNs" of the file it names (the link is read again after the
+//     fingerprint, so an exec between the two is not mistaken for the file); exeError 0, an
+//     errno, or -1 (a live process without an executable: a kernel thread or a zombie).
+//   pin(pid) -> [dirfd, statfd, ppid, startTime]
+//     /proc/<pid> and its stat file held open: reads through them see that process and no
+//     other, even after its pid is reused (they fail once it has exited). close() lets go.
+//   identify(inode, dirfds: Int32Array, statfds: Int32Array, hints: Int32Array,
+//            hintCounts: Int32Array) -> [index, Float64Array reads, ppid, exePath, fingerprint,
+//            exeError] | null
+//     the first pinned process holding `inode` at one of its hinted fd numbers (hintCounts[i]
+//     numbers each, in order), the links read in it, its parent now (-errno: it exited) and
+//     its executable now, link and fingerprint read once each (the caller reads them again,
+//     as chain does, unless they are what it read before); null when no hint holds the socket.
 
 #define MAX_CHAIN 65 /* the process and 64 ancestors */
 #define NO_EXECUTABLE (-1)
@@ -389,23 +395,15 @@ static napi_value fd_links(napi_env env, napi_callback_info info) {
   return result;
 }
 
-/** ppid and start time (clock ticks after boot) from /proc/<pid>/stat; 0 or an errno. */
-static int read_stat(int pid, int *ppid, double *start) {
-  char path[32], text[1024];
-  snprintf(path, sizeof path, "/proc/%d/stat", pid);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return errno;
-  ssize_t length = read(fd, text, sizeof text - 1);
-  int err = errno;
-  close(fd);
-  if (length <= 0) return length < 0 ? err : ESRCH;
+/** ppid and start time (clock ticks after boot) from the text of a stat file; 0 or an errno. */
+static int parse_stat(char *text, ssize_t length, int *ppid, double *start) {
+  if (length <= 0) return ESRCH;
   text[length] = 0;
   // The command name, in parentheses, may itself hold ") ": the fields start after the last one.
   char *fields = strrchr(text, ')');
   if (!fields || fields[1] != ' ') return EINVAL;
-  fields += 2;
   // Field 3 is the state, 4 the ppid, 22 the start time.
-  char *cursor = fields;
+  char *cursor = fields + 2;
   for (int field = 3; field < 22; field++) {
     if (field == 4) *ppid = (int)strtol(cursor, NULL, 10);
     cursor = strchr(cursor, ' ');
@@ -416,40 +414,59 @@ static int read_stat(int pid, int *ppid, double *start) {
   return 0;
 }
 
+/** The same from an open stat file (read from its start: a kept file reads the process anew). */
+static int pread_stat(int fd, int *ppid, double *start) {
+  char text[1024];
+  ssize_t length = pread(fd, text, sizeof text - 1, 0);
+  return length < 0 ? errno : parse_stat(text, length, ppid, start);
+}
+
+static int read_stat(int pid, int *ppid, double *start) {
+  char path[32];
+  snprintf(path, sizeof path, "/proc/%d/stat", pid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return errno;
+  int err = pread_stat(fd, ppid, start);
+  close(fd);
+  return err;
+}
+
 /**
- * The executable of `pid`: its link text and the fingerprint of the very file it names (one
- * open of the link, so both describe the same file). 0, an errno, or NO_EXECUTABLE.
+ * Reads the executable link `name` (relative to `dirfd`) and fingerprints the file it names.
+ * `guarded`: the link is read again after the fingerprint, so an exec in between shows as another
+ * link, and then both are read anew, once (unguarded, the caller compares with what it read
+ * before). 0 or an errno (EAGAIN: the executable kept changing).
  */
+static int read_exe_at(int dirfd, const char *name, int guarded, char *exe_path, size_t path_size, char *fingerprint, size_t fingerprint_size) {
+  for (int attempt = 0; attempt < 2; attempt++) {
+    ssize_t length = readlinkat(dirfd, name, exe_path, path_size - 1);
+    if (length < 0) return errno;
+    struct statx stats;
+    if (statx(dirfd, name, 0, STATX_BASIC_STATS, &stats) != 0) return errno;
+    char again[PATH_MAX];
+    ssize_t again_length = guarded ? readlinkat(dirfd, name, again, sizeof again) : length;
+    if (again_length < 0) return errno;
+    if (guarded && (again_length != length || memcmp(again, exe_path, (size_t)length) != 0)) continue;
+    exe_path[length] = 0;
+    // As Node's bigint stats print them (dev as glibc's makedev of the statx numbers).
+    snprintf(fingerprint, fingerprint_size, "%llu:%llu:%llu:%lld:%lld", (unsigned long long)makedev(stats.stx_dev_major, stats.stx_dev_minor),
+             (unsigned long long)stats.stx_ino, (unsigned long long)stats.stx_size,
+             (long long)stats.stx_mtime.tv_sec * 1000000000LL + stats.stx_mtime.tv_nsec,
+             (long long)stats.stx_ctime.tv_sec * 1000000000LL + stats.stx_ctime.tv_nsec);
+    return 0;
+  }
+  return EAGAIN;
+}
+
+/** The executable of `pid`: 0, an errno, or NO_EXECUTABLE. */
 static int read_exe(int pid, char *exe_path, size_t path_size, char *fingerprint, size_t fingerprint_size) {
   char path[64];
   snprintf(path, sizeof path, "/proc/%d/exe", pid);
-  int fd = open(path, O_PATH | O_CLOEXEC);
-  if (fd < 0) {
-    int err = errno;
-    snprintf(path, sizeof path, "/proc/%d/stat", pid);
-    // Still there without an executable: a kernel thread or a zombie.
-    return err == ENOENT && access(path, F_OK) == 0 ? NO_EXECUTABLE : err;
-  }
-  struct statx stats;
-  int err = 0;
-  if (statx(fd, "", AT_EMPTY_PATH, STATX_BASIC_STATS, &stats) != 0) {
-    err = errno;
-  } else {
-    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
-    ssize_t length = readlink(path, exe_path, path_size - 1);
-    if (length < 0) {
-      err = errno;
-    } else {
-      exe_path[length] = 0;
-      // As Node's bigint stats print them (dev as glibc's makedev of the statx numbers).
-      snprintf(fingerprint, fingerprint_size, "%llu:%llu:%llu:%lld:%lld",
-               (unsigned long long)makedev(stats.stx_dev_major, stats.stx_dev_minor), (unsigned long long)stats.stx_ino,
-               (unsigned long long)stats.stx_size, (long long)stats.stx_mtime.tv_sec * 1000000000LL + stats.stx_mtime.tv_nsec,
-               (long long)stats.stx_ctime.tv_sec * 1000000000LL + stats.stx_ctime.tv_nsec);
-    }
-  }
-  close(fd);
-  return err;
+  int err = read_exe_at(AT_FDCWD, path, 1, exe_path, path_size, fingerprint, fingerprint_size);
+  if (err != ENOENT) return err;
+  snprintf(path, sizeof path, "/proc/%d/stat", pid);
+  // Still there without an executable: a kernel thread or a zombie.
+  return access(path, F_OK) == 0 ? NO_EXECUTABLE : err;
 }
 
 static void set_number(napi_env env, napi_value array, uint32_t index, double value) {
@@ -508,48 +525,83 @@ static napi_value chain(napi_env env, napi_callback_info info) {
   return result;
 }
 
+static napi_value pin(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  int pid;
+  if (argc < 1 || get_int(env, argv[0], &pid) || pid <= 0) {
+    napi_throw_type_error(env, NULL, "pin(pid)");
+    return NULL;
+  }
+  char path[32];
+  snprintf(path, sizeof path, "/proc/%d", pid);
+  int dirfd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (dirfd < 0) return throw_errno(env, path, errno);
+  int statfd = openat(dirfd, "stat", O_RDONLY | O_CLOEXEC);
+  int ppid = 0, err = statfd < 0 ? errno : 0;
+  double start = 0;
+  if (!err) err = pread_stat(statfd, &ppid, &start);
+  if (err) {
+    if (statfd >= 0) close(statfd);
+    close(dirfd);
+    return throw_errno(env, path, err);
+  }
+  napi_value result;
+  napi_create_array_with_length(env, 4, &result);
+  set_number(env, result, 0, dirfd);
+  set_number(env, result, 1, statfd);
+  set_number(env, result, 2, ppid);
+  set_number(env, result, 3, start);
+  return result;
+}
+
 static napi_value identify(napi_env env, napi_callback_info info) {
-  size_t argc = 6;
-  napi_value argv[6];
+  size_t argc = 5;
+  napi_value argv[5];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   double inode;
-  const int32_t *candidates, *hints, *hint_counts;
-  size_t candidate_count, hint_total, count_count;
-  int levels, anchor;
-  if (argc < 6 || napi_get_value_double(env, argv[0], &inode) != napi_ok || get_int32_array(env, argv[1], &candidates, &candidate_count) ||
-      get_int32_array(env, argv[2], &hints, &hint_total) || get_int32_array(env, argv[3], &hint_counts, &count_count) ||
-      count_count != candidate_count || get_int(env, argv[4], &levels) || get_int(env, argv[5], &anchor)) {
-    napi_throw_type_error(env, NULL, "identify(inode, candidates, hints, hintCounts, levels, anchorPid)");
+  const int32_t *dirfds, *statfds, *hints, *hint_counts;
+  size_t count, statfd_count, hint_total, count_count;
+  if (argc < 5 || napi_get_value_double(env, argv[0], &inode) != napi_ok || get_int32_array(env, argv[1], &dirfds, &count) ||
+      get_int32_array(env, argv[2], &statfds, &statfd_count) || get_int32_array(env, argv[3], &hints, &hint_total) ||
+      get_int32_array(env, argv[4], &hint_counts, &count_count) || statfd_count != count || count_count != count) {
+    napi_throw_type_error(env, NULL, "identify(inode, dirfds, statfds, hints, hintCounts)");
     return NULL;
   }
   napi_value result;
   size_t offset = 0;
-  for (size_t i = 0; i < candidate_count; i++) {
-    size_t count = hint_counts[i] < 0 ? 0 : (size_t)hint_counts[i];
-    if (offset + count > hint_total || candidates[i] <= 0) break;
+  for (size_t i = 0; i < count; i++) {
+    size_t hinted = hint_counts[i] < 0 ? 0 : (size_t)hint_counts[i];
+    if (offset + hinted > hint_total) break;
     FdRead read;
     memset(&read, 0, sizeof read);
     read.found = -1;
-    char path[64];
-    for (size_t h = 0; h < count && read.found < 0; h++) {
-      snprintf(path, sizeof path, "/proc/%d/fd/%d", candidates[i], hints[offset + h]);
-      read_one(&read, AT_FDCWD, path, hints[offset + h], inode);
+    char name[32];
+    for (size_t h = 0; h < hinted && read.found < 0; h++) {
+      snprintf(name, sizeof name, "fd/%d", hints[offset + h]);
+      read_one(&read, dirfds[i], name, hints[offset + h], inode);
     }
-    offset += count;
+    offset += hinted;
     if (read.found < 0 || read.list_errno == ENOMEM) {
       free(read.reads.items);
       continue;
     }
     double header[4] = {read.denied, 0, read.found, 0};
-    napi_value reads = numbers_to_js(env, header, 4, &read.reads), chain_value, pid_value;
+    napi_value reads = numbers_to_js(env, header, 4, &read.reads);
     free(read.reads.items);
-    int err = read_chain(env, candidates[i], levels, anchor, &chain_value);
-    if (err) napi_create_int32(env, err, &chain_value);
-    napi_create_int32(env, candidates[i], &pid_value);
-    napi_create_array_with_length(env, 3, &result);
-    napi_set_element(env, result, 0, pid_value);
+    int ppid = 0;
+    double start = 0;
+    int err = pread_stat(statfds[i], &ppid, &start);
+    char exe_path[PATH_MAX], fingerprint[128];
+    int exe_error = err ? err : read_exe_at(dirfds[i], "exe", 0, exe_path, sizeof exe_path, fingerprint, sizeof fingerprint);
+    napi_create_array_with_length(env, 6, &result);
+    set_number(env, result, 0, (double)i);
     napi_set_element(env, result, 1, reads);
-    napi_set_element(env, result, 2, chain_value);
+    set_number(env, result, 2, err ? -err : ppid);
+    set_string_or_null(env, result, 3, exe_error ? NULL : exe_path);
+    set_string_or_null(env, result, 4, exe_error ? NULL : fingerprint);
+    set_number(env, result, 5, exe_error);
     return result;
   }
   napi_get_null(env, &result);
@@ -563,6 +615,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"close", NULL, close_diag, NULL, NULL, NULL, napi_default, NULL},
       {"fdLinks", NULL, fd_links, NULL, NULL, NULL, napi_default, NULL},
       {"chain", NULL, chain, NULL, NULL, NULL, napi_default, NULL},
+      {"pin", NULL, pin, NULL, NULL, NULL, napi_default, NULL},
       {"identify", NULL, identify, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof methods / sizeof methods[0], methods);
