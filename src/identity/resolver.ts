@@ -151,6 +151,9 @@ export class IdentityResolver {
     await this.processes.refresh();
   }
 
+  /** Lookups whose owner was found through a process held open (the native fast path). */
+  pinnedLookups = 0;
+
   /** Files read and hashed so far (the rest came from the fingerprint cache). */
   get filesHashed(): number {
     return this.integrity.filesHashed;
@@ -261,6 +264,7 @@ export class IdentityResolver {
     const hit = probed.length > 0 ? this.native!.identify(inode, probed) : null;
     if (!hit) return known;
     this.fdSnapshots.foundAtHint(hit.pid, inode, hit.read);
+    this.pinnedLookups += 1;
     // Else it exited, or its executable changed: read anew (by pid) when needed.
     if (hit.process) reads.note([hit.process]);
     return hit.pid;

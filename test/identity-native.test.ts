@@ -1,0 +1,167 @@
+// The native procfs reads of identity (native-procfs.ts) against real processes and sockets:
+// the same identities as the JavaScript reads, a client's later connections found through the
+// process held open, an exec in the same pid seen at once, and a reused pid never answered from
+// what was kept for the process that had it before.
+import { existsSync, statSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { ANCESTRY_TTL_MS } from '../src/identity/ancestry.js';
+import { fingerprintOf } from '../src/identity/integrity.js';
+import { NativeProcfs } from '../src/identity/native-procfs.js';
+import { readProcStat } from '../src/identity/process-table.js';
+import { IdentityResolver } from '../src/identity/resolver.js';
+import type { ProcessIdentity } from '../src/identity/types.js';
+import { childPids, Children, exited, Listener, pythonBinary, readlinkF, sha256File, tupleOf, waitFor } from './fixtures/identity/harness.js';
+
+const BASH = readlinkF('/usr/bin/bash');
+const PYTHON = pythonBinary();
+const SELF = readlinkF(`/proc/${process.pid}/exe`);
+
+const native = NativeProcfs.load();
+// scripts/setup.sh builds the addon wherever gcc and Node's headers are (.ci/run installs gcc).
+const nativeBuilt = existsSync('/usr/bin/gcc') || existsSync('/usr/local/bin/gcc');
+
+const children = new Children();
+let listener: Listener;
+const resolvers: IdentityResolver[] = [];
+function newResolver(options: ConstructorParameters<typeof IdentityResolver>[0] = {}): IdentityResolver {
+  const resolver = new IdentityResolver(options);
+  resolvers.push(resolver);
+  return resolver;
+}
+
+beforeAll(async () => {
+  listener = await Listener.open('127.0.0.1');
+});
+afterEach(() => {
+  children.killAll();
+  for (const r of resolvers.splice(0)) r.close();
+});
+afterAll(async () => {
+  children.killAll();
+  await listener?.close();
+});
+
+/** What must not differ between the native and the JavaScript reads. */
+function comparable(identity: ProcessIdentity): ProcessIdentity {
+  const { unresolved_detail: _detail, ...rest } = identity;
+  return rest;
+}
+
+describe('the native procfs reads', () => {
+  it('are built wherever gcc is, and fingerprint a file as Node prints its bigint stats', () => {
+    expect(native !== null).toBe(nativeBuilt);
+    if (!native) return;
+    const [self] = native.chain(process.pid, 1, undefined);
+    expect(self).toMatchObject({ pid: process.pid, ppid: process.ppid, startTime: readProcStat(process.pid).startTime, exeError: null });
+    expect(self!.exe?.path).toBe(SELF);
+    expect(self!.fingerprint).toBe(fingerprintOf(statSync(`/proc/${process.pid}/exe`, { bigint: true })));
+  });
+
+  it("a long-lived client's connections: found through the process held open, the same identity as the JavaScript reads give", async () => {
+    if (!native) return;
+    const fast = newResolver({ cmdline: false });
+    const slow = newResolver({ cmdline: false, nativeProcfs: false });
+    // python3 under bash: each line on stdin opens a new connection and closes the one before.
+    const client = children.spawn(BASH, [
+      '-c',
+      `'${PYTHON}' -c "import socket, sys
+prev = None
+for line in sys.stdin:
+    s = socket.create_connection(('127.0.0.1', ${listener.port}))
+    if prev: prev.close()
+    prev = s"; true`,
+    ]);
+    const python = await waitFor(() => childPids(client.pid!)[0], 'the python client');
+    let previous: net.Socket | undefined;
+    for (let i = 0; i < 6; i++) {
+      client.stdin!.write('\n');
+      const socket = await listener.next();
+      const [viaNative, viaJs] = [await fast.resolve(tupleOf(socket)), await slow.resolve(tupleOf(socket))];
+      expect(viaNative).toMatchObject({ path: PYTHON, pid: python, sha256: await sha256File(PYTHON) });
+      expect(viaNative.ancestors.slice(0, 2)).toMatchObject([
+        { pid: client.pid, path: BASH, sha256: await sha256File(BASH) },
+        { pid: process.pid, path: SELF },
+      ]);
+      expect(comparable(viaNative)).toEqual(comparable(viaJs));
+      if (previous) {
+        fast.released(tupleOf(previous));
+        slow.released(tupleOf(previous));
+      }
+      previous = socket;
+    }
+    // The first lookup searched; the later ones found the client through the pinned process.
+    expect(fast.pinnedLookups).toBeGreaterThanOrEqual(4);
+    expect(slow.pinnedLookups).toBe(0);
+  });
+
+  for (const nativeProcfs of [true, false]) {
+    it(`an exec in the same pid is seen at once (start time unchanged), ${nativeProcfs ? 'native' : 'JavaScript'} reads`, async () => {
+      if (nativeProcfs && !native) return;
+      const resolver = newResolver({ cmdline: false, nativeProcfs });
+      // bash connects, waits for a line, closes its socket and execs python3, which connects again.
+      const script = `exec 3<>/dev/tcp/127.0.0.1/${listener.port}; read -r line <&3; exec 3<&-; exec '${PYTHON}' -c "import socket; s = socket.create_connection(('127.0.0.1', ${listener.port})); s.recv(1)"`;
+      const child = children.spawn(BASH, ['-c', script]);
+      const first = await listener.next();
+      const before = await resolver.resolve(tupleOf(first));
+      expect(before).toMatchObject({ path: BASH, pid: child.pid, sha256: await sha256File(BASH) });
+      const startBefore = readProcStat(child.pid!).startTime;
+      first.write('go\n');
+      const second = await listener.next();
+      resolver.released(tupleOf(first));
+      const after = await resolver.resolve(tupleOf(second));
+      // The same process (pid and start time), another program.
+      expect(readProcStat(child.pid!).startTime).toBe(startBefore);
+      expect(after).toMatchObject({ path: PYTHON, pid: child.pid, sha256: await sha256File(PYTHON) });
+      expect(after.ancestors[0]).toMatchObject({ pid: process.pid, path: SELF });
+      // Natively, the second lookup found the process through its pinned files, as the same process.
+      if (nativeProcfs) expect(resolver.pinnedLookups).toBe(1);
+      second.end('x');
+    });
+  }
+
+  for (const nativeProcfs of [true, false]) {
+    it(`a parent pid reused by another program is not answered from the kept ancestry, ${nativeProcfs ? 'native' : 'JavaScript'} reads`, async (context) => {
+      if (nativeProcfs && !native) return;
+      const lastPid = '/proc/sys/kernel/ns_last_pid';
+      if (!existsSync(lastPid)) return context.skip('no /proc/sys/kernel/ns_last_pid: a pid cannot be handed out again on purpose here');
+      const resolver = newResolver({ cmdline: false, nativeProcfs });
+      const client = `exec 3<>/dev/tcp/127.0.0.1/${listener.port}; read -r line <&3`;
+      // First: python3 (pid P) runs a bash client; its ancestry is kept.
+      const first = children.spawn(PYTHON, ['-c', `import subprocess, sys; subprocess.run(['${BASH}', '-c', sys.argv[1]])`, client]);
+      const reused = first.pid!;
+      const socket = await listener.next();
+      expect((await resolver.resolve(tupleOf(socket))).ancestors[0]).toMatchObject({ pid: reused, path: PYTHON });
+      // Asked again once what was kept has expired (ANCESTRY_TTL_MS): kept anew, just before the
+      // reuse, so that the lookup after it comes well within the time a kept ancestry is used
+      // (a cache keyed by the parent's pid alone answers it with python3: checked).
+      await new Promise((resolve) => setTimeout(resolve, ANCESTRY_TTL_MS + 20));
+      expect((await resolver.resolve(tupleOf(socket))).ancestors[0]).toMatchObject({ pid: reused, path: PYTHON });
+      // Then P ends, and bash gets pid P (handed out again through ns_last_pid, a few tries at
+      // most: another process may take it first), and runs a bash client in turn.
+      const kept = childPids(reused);
+      first.kill('SIGKILL');
+      for (const pid of kept) process.kill(pid, 'SIGKILL');
+      await exited(first);
+      socket.destroy();
+      let second: ReturnType<Children['spawn']> | undefined;
+      for (let attempt = 0; attempt < 20 && second === undefined; attempt++) {
+        writeFileSync(lastPid, String(reused - 1));
+        const candidate = children.spawn(BASH, ['-c', `'${BASH}' -c '${client}'; true`]);
+        if (candidate.pid === reused) second = candidate;
+        else {
+          candidate.kill('SIGKILL');
+          await exited(candidate);
+        }
+      }
+      if (!second) return context.skip(`pid ${reused} was taken by other processes 20 times in a row`);
+      const reuseSocket = await listener.next();
+      const after = await resolver.resolve(tupleOf(reuseSocket));
+      expect(after.path).toBe(BASH);
+      expect(after.ancestors[0]).toMatchObject({ pid: reused, path: BASH, sha256: await sha256File(BASH) });
+      expect(after.ancestors[1]).toMatchObject({ pid: process.pid, path: SELF });
+      reuseSocket.destroy();
+    });
+  }
+});
+
