@@ -15,6 +15,13 @@
 //                 worst case of the procfs source (a hit stops at its row, whose place in the
 //                 kernel's hash walk depends on the 4-tuple, so hit timings vary run to run)
 //   ss -tnp       `ss -tnpH state established src C dst S`, process spawn included
+//   native vs JS  the proxy's resolver (no argv) with procfs read through the native addon and
+//                 from JavaScript (nativeProcfs: false, the path without a compiler), each socket
+//                 resolved by both in alternating order: wall time p50/p99 and CPU per resolution
+//                 (process.cpuUsage around each, the kernel's accounting that /proc/self/stat
+//                 rounds to ticks), for the long-lived client (warm) and a new curl per
+//                 connection (warm-new). IDENTITY_BENCH_BASELINE=<a dist/ directory> adds a third
+//                 resolver from another build (e.g. the commit before), alternating likewise.
 //
 // Loopback only; every process started here is killed at the end.
 import { execFileSync, spawn } from 'node:child_process';
@@ -24,8 +31,13 @@ import { join } from 'node:path';
 import net from 'node:net';
 import { IdentityResolver } from '../dist/identity/resolver.js';
 
-const PROCESS_COUNTS = [10, 200, 1000];
-const SOCKET_COUNTS = [100, 10_000];
+const Baseline = process.env.IDENTITY_BENCH_BASELINE
+  ? (await import(join(process.env.IDENTITY_BENCH_BASELINE, 'identity/resolver.js'))).IdentityResolver
+  : null;
+
+const counts = (env, fallback) => (process.env[env] ?? fallback).split(',').map(Number);
+const PROCESS_COUNTS = counts('IDENTITY_BENCH_PROCESSES', '10,200,1000');
+const SOCKET_COUNTS = counts('IDENTITY_BENCH_SOCKETS', '100,10000');
 const COLD = Number(process.env.IDENTITY_BENCH_COLD ?? 8);
 const WARM = Number(process.env.IDENTITY_BENCH_WARM ?? 200);
 const WARM_NEW = Number(process.env.IDENTITY_BENCH_WARM_NEW ?? 40);
@@ -148,7 +160,7 @@ async function measureRow(processes, sockets) {
     client.stdin.write('\n');
     return nextAccepted();
   };
-  const row = { nominal: processes, processes: processCount(), sockets, rows: tableRows(), cold: [], coldRun: [], coldRunWarmed: [], warmProcfs: [], warm: [], warmWithArgv: [], warmNoArgv: [], warmNew: [], miss: [], ss: [] };
+  const row = { nominal: processes, processes: processCount(), sockets, rows: tableRows(), cold: [], coldRun: [], coldRunWarmed: [], warmProcfs: [], warm: [], compare: {}, warmNew: [], miss: [], ss: [] };
 
   let previous = null;
   // Reset rather than close, so the loop itself leaves no TIME_WAIT rows behind.
@@ -209,22 +221,34 @@ async function measureRow(processes, sockets) {
   await warmLoop(procfsResolver, row.warmProcfs);
   const resolver = new IdentityResolver();
   await warmLoop(resolver, row.warm);
-  // The proxy's resolver leaves argv out (cmdline: false): each socket looked up by it and by
-  // the default one, in alternating order.
-  const noArgv = new IdentityResolver({ cmdline: false });
-  await noArgv.resolve(tupleOf(previous));
+  // The proxy's resolver (cmdline: false), procfs read natively and from JavaScript (and from a
+  // baseline build when given): each socket looked up by each, in alternating order.
+  const variants = [
+    ['native', new IdentityResolver({ cmdline: false })],
+    ['js', new IdentityResolver({ cmdline: false, nativeProcfs: false })],
+    ...(Baseline ? [['baseline', new Baseline({ cmdline: false })]] : []),
+  ];
+  for (const [name] of variants) row.compare[name] = { warm: [], warmCpu: [], warmNew: [], warmNewCpu: [] };
+  const timed = async (r, tuple, into, cpuInto) => {
+    const c0 = process.cpuUsage();
+    const t0 = now();
+    const id = await r.resolve(tuple);
+    into.push(ms(t0));
+    const c = process.cpuUsage(c0);
+    cpuInto.push((c.user + c.system) / 1000);
+    return id;
+  };
+  for (const [, r] of variants) await r.resolve(tupleOf(previous));
   for (let i = 0; i < WARM && Date.now() < DEADLINE; i++) {
     const s = await connect();
+    const released = previous ? tupleOf(previous) : null;
     rotate(s);
-    const pair = [[resolver, row.warmWithArgv], [noArgv, row.warmNoArgv]];
-    for (const [r, into] of i % 2 === 0 ? pair : pair.reverse()) {
-      const t0 = now();
-      const id = await r.resolve(tupleOf(s));
-      into.push(ms(t0));
-      if (id.pid !== clientPid) throw new Error(`resolved ${JSON.stringify(id)} instead of the client ${clientPid}`);
+    for (const [name, r] of i % 2 === 0 ? variants : [...variants].reverse()) {
+      if (released) r.released(released);
+      const id = await timed(r, tupleOf(s), row.compare[name].warm, row.compare[name].warmCpu);
+      if (id.pid !== clientPid) throw new Error(`${name} resolved ${JSON.stringify(id)} instead of the client ${clientPid}`);
     }
   }
-  noArgv.close();
   for (let i = 0; i < SS_RUNS && Date.now() < DEADLINE; i++) {
     const t0 = now();
     const id = await procfsResolver.resolve({ clientAddress: '127.0.0.1', clientPort: 1, proxyAddress: '127.0.0.1', proxyPort: PORT });
@@ -239,9 +263,14 @@ async function measureRow(processes, sockets) {
     const id = await resolver.resolve(tupleOf(s));
     row.warmNew.push(ms(t0));
     if (!id.path.endsWith('/curl') || id.ancestors[0]?.pid !== curl.pid) throw new Error(`resolved ${JSON.stringify(id)} instead of curl`);
+    for (const [name, r] of i % 2 === 0 ? variants : [...variants].reverse()) {
+      const other = await timed(r, tupleOf(s), row.compare[name].warmNew, row.compare[name].warmNewCpu);
+      if (other.pid !== id.pid || other.ancestors[0]?.pid !== curl.pid) throw new Error(`${name} resolved ${JSON.stringify(other)} instead of curl`);
+    }
     s.end('HTTP/1.0 204 No Content\r\n\r\n');
     await new Promise((r) => curl.once('exit', r));
   }
+  for (const [, r] of variants) r.close();
 
   for (let i = 0; i < SS_RUNS && Date.now() < DEADLINE; i++) {
     const s = await connect();
@@ -283,8 +312,20 @@ try {
   for (const r of rows) {
     console.log(`${r.nominal} processes, ${r.sockets} sockets: a new resolver's first lookup (hash store on disk) p50 ${f(pct(r.coldRun, 50))} ms; warmed first (warm(): process table listed, store loaded) p50 ${f(pct(r.coldRunWarmed, 50))} ms, ×${(pct(r.coldRun, 50) / pct(r.coldRunWarmed, 50)).toFixed(1)} faster`);
   }
+  const mean = (xs) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
   for (const r of rows) {
-    console.log(`${r.nominal} processes, ${r.sockets} sockets: warm diag as the proxy resolves (no argv) p50 ${f(pct(r.warmNoArgv, 50))} ms vs ${f(pct(r.warmWithArgv, 50))} ms with argv (same sockets, alternating), ×${(pct(r.warmWithArgv, 50) / pct(r.warmNoArgv, 50)).toFixed(2)}`);
+    for (const phase of ['warm', 'warmNew']) {
+      const of = (name) => r.compare[name]?.[phase] ?? [];
+      const cpu = (name) => r.compare[name]?.[`${phase}Cpu`] ?? [];
+      const line = Object.keys(r.compare)
+        .map((name) => `${name} p50 ${f(pct(of(name), 50))} p99 ${f(pct(of(name), 99))} ms, CPU ${f(mean(cpu(name)) * 1000)} µs`)
+        .join(' | ');
+      const ratios = Object.keys(r.compare)
+        .filter((name) => name !== 'native')
+        .map((name) => `${name}÷native p50 ×${(pct(of(name), 50) / pct(of('native'), 50)).toFixed(2)}, p99 ×${(pct(of(name), 99) / pct(of('native'), 99)).toFixed(2)}, CPU ×${(mean(cpu(name)) / mean(cpu('native'))).toFixed(2)}`)
+        .join('; ');
+      console.log(`${r.nominal} processes, ${r.sockets} sockets, ${phase === 'warm' ? 'warm (long-lived client)' : 'warm-new (a curl per connection)'}, alternating (n=${of('native').length}): ${line} — ${ratios}`);
+    }
   }
   const at = (p, s) => rows.find((r) => r.sockets === s && r.nominal === p);
   const grow = (a, b, key) => (a && b ? (pct(b[key], 50) / pct(a[key], 50)).toFixed(1) : 'n/a');
