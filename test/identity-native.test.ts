@@ -2,7 +2,7 @@
 // the same identities as the JavaScript reads, a client's later connections found through the
 // process held open, an exec in the same pid seen at once, and a reused pid never answered from
 // what was kept for the process that had it before.
-import { existsSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import net from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ANCESTRY_TTL_MS } from '../src/identity/ancestry.js';
@@ -11,7 +11,7 @@ import { NativeProcfs } from '../src/identity/native-procfs.js';
 import { readProcStat } from '../src/identity/process-table.js';
 import { IdentityResolver } from '../src/identity/resolver.js';
 import type { ProcessIdentity } from '../src/identity/types.js';
-import { childPids, Children, exited, Listener, pythonBinary, readlinkF, sha256File, tupleOf, waitFor } from './fixtures/identity/harness.js';
+import { childPids, Children, exited, firstLine, Listener, pythonBinary, readlinkF, sha256File, tupleOf, waitFor } from './fixtures/identity/harness.js';
 
 const BASH = readlinkF('/usr/bin/bash');
 const PYTHON = pythonBinary();
@@ -20,6 +20,20 @@ const SELF = readlinkF(`/proc/${process.pid}/exe`);
 const native = NativeProcfs.load();
 // scripts/setup.sh builds the addon wherever gcc and Node's headers are (.ci/run installs gcc).
 const nativeBuilt = existsSync('/usr/bin/gcc') || existsSync('/usr/local/bin/gcc');
+
+/** Starts argv[2:] with the pid argv[1] (clone3 with set_tid, root only), prints it (or "error N"), waits for it. */
+const CLONE_WITH_PID = `import ctypes, os, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+tid = (ctypes.c_int * 1)(int(sys.argv[1]))
+# struct clone_args: flags, pidfd, child_tid, parent_tid, exit_signal (SIGCHLD), stack, stack_size, tls, set_tid, set_tid_size, cgroup
+args = ctypes.create_string_buffer(struct.pack('11Q', 0, 0, 0, 0, 17, 0, 0, 0, ctypes.addressof(tid), 1, 0), 88)
+pid = libc.syscall(435, args, ctypes.c_size_t(88))
+if pid == 0:
+    os.execv(sys.argv[2], sys.argv[2:])
+print(pid if pid > 0 else 'error %d' % ctypes.get_errno(), flush=True)
+if pid > 0:
+    os.waitpid(pid, 0)`;
 
 const children = new Children();
 let listener: Listener;
@@ -123,8 +137,6 @@ for line in sys.stdin:
   for (const nativeProcfs of [true, false]) {
     it(`a parent pid reused by another program is not answered from the kept ancestry, ${nativeProcfs ? 'native' : 'JavaScript'} reads`, async (context) => {
       if (nativeProcfs && !native) return;
-      const lastPid = '/proc/sys/kernel/ns_last_pid';
-      if (!existsSync(lastPid)) return context.skip('no /proc/sys/kernel/ns_last_pid: a pid cannot be handed out again on purpose here');
       const resolver = newResolver({ cmdline: false, nativeProcfs });
       const client = `exec 3<>/dev/tcp/127.0.0.1/${listener.port}; read -r line <&3`;
       // First: python3 (pid P) runs a bash client; its ancestry is kept.
@@ -137,31 +149,25 @@ for line in sys.stdin:
       // (a cache keyed by the parent's pid alone answers it with python3: checked).
       await new Promise((resolve) => setTimeout(resolve, ANCESTRY_TTL_MS + 20));
       expect((await resolver.resolve(tupleOf(socket))).ancestors[0]).toMatchObject({ pid: reused, path: PYTHON });
-      // Then P ends, and bash gets pid P (handed out again through ns_last_pid, a few tries at
-      // most: another process may take it first), and runs a bash client in turn.
+      // Then P ends, and bash is started with pid P (clone3 with set_tid: the pid asked for, and
+      // nothing else about pid allocation changes for other processes), running a bash client.
       const kept = childPids(reused);
       first.kill('SIGKILL');
       for (const pid of kept) process.kill(pid, 'SIGKILL');
       await exited(first);
       socket.destroy();
-      let second: ReturnType<Children['spawn']> | undefined;
-      for (let attempt = 0; attempt < 20 && second === undefined; attempt++) {
-        writeFileSync(lastPid, String(reused - 1));
-        const candidate = children.spawn(BASH, ['-c', `'${BASH}' -c '${client}'; true`]);
-        if (candidate.pid === reused) second = candidate;
-        else {
-          candidate.kill('SIGKILL');
-          await exited(candidate);
-        }
-      }
-      if (!second) return context.skip(`pid ${reused} was taken by other processes 20 times in a row`);
+      const starter = children.spawn(PYTHON, ['-c', CLONE_WITH_PID, String(reused), BASH, '-c', `'${BASH}' -c '${client}'; true`], { stdout: true });
+      const started = await firstLine(starter);
+      if (started !== String(reused)) return context.skip(`clone3 could not hand out pid ${reused} again here (${started})`);
       const reuseSocket = await listener.next();
       const after = await resolver.resolve(tupleOf(reuseSocket));
       expect(after.path).toBe(BASH);
-      expect(after.ancestors[0]).toMatchObject({ pid: reused, path: BASH, sha256: await sha256File(BASH) });
-      expect(after.ancestors[1]).toMatchObject({ pid: process.pid, path: SELF });
+      expect(after.ancestors.slice(0, 3)).toMatchObject([
+        { pid: reused, path: BASH, sha256: await sha256File(BASH) },
+        { pid: starter.pid, path: PYTHON },
+        { pid: process.pid, path: SELF },
+      ]);
       reuseSocket.destroy();
     });
   }
 });
-

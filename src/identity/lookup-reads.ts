@@ -2,6 +2,7 @@
 // choice of owner and the description ask about the same few processes, and each is read once
 // per lookup (never kept beyond it: an exec or an exit between lookups is always seen).
 import type { NativeProcfs, ProcessRead } from './native-procfs.js';
+import type { PinnedOwners } from './pinned-owners.js';
 import type { ExecutablePath } from './process-info.js';
 import { UnresolvedError, unresolvedFromFsError } from './unresolved.js';
 
@@ -11,6 +12,8 @@ export class LookupReads {
   constructor(
     private readonly native: NativeProcfs,
     private readonly anchorPid: number | undefined,
+    /** Processes held open: read through those files when they are still what they were. */
+    private readonly pins: PinnedOwners | null = null,
   ) {}
 
   /** Processes read together with another (a chain): taken as read by this lookup. */
@@ -21,6 +24,11 @@ export class LookupReads {
   /** The process as this lookup read it; `withParent` reads its parent in the same call. Throws an fs-like error. */
   process(pid: number, withParent = false): ProcessRead {
     let read = this.reads.get(pid);
+    if (read === undefined) {
+      const pinned = withParent ? undefined : this.pins?.get(pid);
+      read = pinned ? this.native.readPinned(pinned) ?? undefined : undefined;
+      if (read) this.reads.set(pid, read);
+    }
     if (read === undefined) {
       try {
         const chain = this.native.chain(pid, withParent ? 2 : 1, this.anchorPid);

@@ -19,6 +19,7 @@ interface ProcfsAddon {
     hints: Int32Array,
     hintCounts: Int32Array,
   ): [index: number, reads: Float64Array, ppid: number, exePath: string | null, fingerprint: string | null, exeError: number] | null;
+  readPinned(dirfd: number, statfd: number): [ppid: number, exePath: string | null, fingerprint: string | null, exeError: number];
   close(fd: number): void;
 }
 
@@ -107,13 +108,21 @@ function parseChain(raw: Array<number | string | null>): ProcessRead[] {
   return out;
 }
 
+function pinnedRead(pinned: PinnedProcess, [ppid, exePath, fingerprint, exeError]: [number, string | null, string | null, number]): ProcessRead | null {
+  // Link and fingerprint were read one after the other: only as they were before is the pair
+  // sure to describe one file (an exec between the two reads would mix two).
+  const unchanged = exeError === 0 && pinned.exe !== undefined && pinned.exe.link === exePath && pinned.exe.fingerprint === fingerprint;
+  if (ppid < 0 || !unchanged) return null;
+  return { pid: pinned.pid, ppid, startTime: pinned.startTime, exe: parseExeLink(exePath!), fingerprint, exeError: null };
+}
+
 export class NativeProcfs {
   private constructor(private readonly addon: ProcfsAddon) {}
 
   /** The native reads, or null when the addon is absent or built without them. */
   static load(): NativeProcfs | null {
     const addon = loadSockDiagAddon() as (ReturnType<typeof loadSockDiagAddon> & Partial<ProcfsAddon>) | null;
-    if (!addon || typeof addon.fdLinks !== 'function' || typeof addon.chain !== 'function' || typeof addon.pin !== 'function') return null;
+    if (!addon || typeof addon.fdLinks !== 'function' || typeof addon.chain !== 'function' || typeof addon.pin !== 'function' || typeof addon.readPinned !== 'function') return null;
     return new NativeProcfs(addon as unknown as ProcfsAddon);
   }
 
@@ -168,12 +177,13 @@ export class NativeProcfs {
       Int32Array.from(candidates, (c) => c.hints.length),
     );
     if (!found) return null;
-    const [index, reads, ppid, exePath, fingerprint, exeError] = found;
-    const { pid, startTime, exe } = candidates[index]!.pinned;
-    // Link and fingerprint were read one after the other: only as they were before is the
-    // pair sure to describe one file (an exec between the two reads would mix two).
-    const unchanged = exeError === 0 && exe !== undefined && exe.link === exePath && exe.fingerprint === fingerprint;
-    const process: ProcessRead | null = ppid < 0 || !unchanged ? null : { pid, ppid, startTime, exe: parseExeLink(exePath!), fingerprint, exeError: null };
-    return { pid, read: parseLinks(reads), process };
+    const [index, reads, ...now] = found;
+    const { pinned } = candidates[index]!;
+    return { pid: pinned.pid, read: parseLinks(reads), process: pinnedRead(pinned, now) };
+  }
+
+  /** A pinned process as it is now; null when it exited, or its executable changed (then it is for the caller to read). */
+  readPinned(pinned: PinnedProcess): ProcessRead | null {
+    return pinnedRead(pinned, this.addon.readPinned(pinned.dirfd, pinned.statfd));
   }
 }

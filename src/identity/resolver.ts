@@ -163,7 +163,7 @@ export class IdentityResolver {
     const anchorPid = options.anchorPid;
     // The connection was accepted before this call: the client's socket exists by now.
     const startedAt = performance.now();
-    const reads = this.native ? new LookupReads(this.native, anchorPid) : null;
+    const reads = this.native ? new LookupReads(this.native, anchorPid, this.pins) : null;
     const executable = reads ? (pid: number) => reads.executable(pid) : executableReader();
     let originalDestination: ProcessIdentity['original_destination'];
     let ownerPids: number[] | undefined;

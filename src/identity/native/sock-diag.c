@@ -202,15 +202,18 @@ static napi_value close_diag(napi_env env, napi_callback_info info) {
 //     fingerprint, so an exec between the two is not mistaken for the file); exeError 0, an
 //     errno, or -1 (a live process without an executable: a kernel thread or a zombie).
 //   pin(pid) -> [dirfd, statfd, ppid, startTime]
-//     /proc/<pid> and its stat file held open: reads through them see that process and no
+//     /proc/<pid> and its main thread's stat file held open: reads through them see that process and no
 //     other, even after its pid is reused (they fail once it has exited). close() lets go.
+//   readPinned(dirfd, statfd) -> [ppid, exePath, fingerprint, exeError]
+//     a pinned process as it is now: its parent (-errno once it exited) and its executable, link
+//     and fingerprint read once each (the caller reads them again, as chain does, unless they
+//     are what it read before).
 //   identify(inode, dirfds: Int32Array, statfds: Int32Array, hints: Int32Array,
 //            hintCounts: Int32Array) -> [index, Float64Array reads, ppid, exePath, fingerprint,
 //            exeError] | null
 //     the first pinned process holding `inode` at one of its hinted fd numbers (hintCounts[i]
-//     numbers each, in order), the links read in it, its parent now (-errno: it exited) and
-//     its executable now, link and fingerprint read once each (the caller reads them again,
-//     as chain does, unless they are what it read before); null when no hint holds the socket.
+//     numbers each, in order), the links read in it and the process as readPinned reads it;
+//     null when no hint holds the socket.
 
 #define MAX_CHAIN 65 /* the process and 64 ancestors */
 #define NO_EXECUTABLE (-1)
@@ -538,13 +541,17 @@ static napi_value pin(napi_env env, napi_callback_info info) {
   snprintf(path, sizeof path, "/proc/%d", pid);
   int dirfd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
   if (dirfd < 0) return throw_errno(env, path, errno);
-  int statfd = openat(dirfd, "stat", O_RDONLY | O_CLOEXEC);
+  // The main thread's stat: the same parent and start as the process's, without the sums over
+  // every thread that the process's own stat file makes at each read.
+  snprintf(path, sizeof path, "task/%d/stat", pid);
+  int statfd = openat(dirfd, path, O_RDONLY | O_CLOEXEC);
   int ppid = 0, err = statfd < 0 ? errno : 0;
   double start = 0;
   if (!err) err = pread_stat(statfd, &ppid, &start);
   if (err) {
     if (statfd >= 0) close(statfd);
     close(dirfd);
+    snprintf(path, sizeof path, "/proc/%d", pid);
     return throw_errno(env, path, err);
   }
   napi_value result;
@@ -553,6 +560,34 @@ static napi_value pin(napi_env env, napi_callback_info info) {
   set_number(env, result, 1, statfd);
   set_number(env, result, 2, ppid);
   set_number(env, result, 3, start);
+  return result;
+}
+
+/** A pinned process as it is now, at result[at..at+3]: ppid (-errno once it exited), exePath, fingerprint, exeError. */
+static void set_pinned_read(napi_env env, napi_value result, uint32_t at, int dirfd, int statfd) {
+  int ppid = 0;
+  double start = 0;
+  int err = pread_stat(statfd, &ppid, &start);
+  char exe_path[PATH_MAX], fingerprint[128];
+  int exe_error = err ? err : read_exe_at(dirfd, "exe", 0, exe_path, sizeof exe_path, fingerprint, sizeof fingerprint);
+  set_number(env, result, at, err ? -err : ppid);
+  set_string_or_null(env, result, at + 1, exe_error ? NULL : exe_path);
+  set_string_or_null(env, result, at + 2, exe_error ? NULL : fingerprint);
+  set_number(env, result, at + 3, exe_error);
+}
+
+static napi_value read_pinned(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  int dirfd, statfd;
+  if (argc < 2 || get_int(env, argv[0], &dirfd) || get_int(env, argv[1], &statfd)) {
+    napi_throw_type_error(env, NULL, "readPinned(dirfd, statfd)");
+    return NULL;
+  }
+  napi_value result;
+  napi_create_array_with_length(env, 4, &result);
+  set_pinned_read(env, result, 0, dirfd, statfd);
   return result;
 }
 
@@ -590,18 +625,10 @@ static napi_value identify(napi_env env, napi_callback_info info) {
     double header[4] = {read.denied, 0, read.found, 0};
     napi_value reads = numbers_to_js(env, header, 4, &read.reads);
     free(read.reads.items);
-    int ppid = 0;
-    double start = 0;
-    int err = pread_stat(statfds[i], &ppid, &start);
-    char exe_path[PATH_MAX], fingerprint[128];
-    int exe_error = err ? err : read_exe_at(dirfds[i], "exe", 0, exe_path, sizeof exe_path, fingerprint, sizeof fingerprint);
     napi_create_array_with_length(env, 6, &result);
     set_number(env, result, 0, (double)i);
     napi_set_element(env, result, 1, reads);
-    set_number(env, result, 2, err ? -err : ppid);
-    set_string_or_null(env, result, 3, exe_error ? NULL : exe_path);
-    set_string_or_null(env, result, 4, exe_error ? NULL : fingerprint);
-    set_number(env, result, 5, exe_error);
+    set_pinned_read(env, result, 2, dirfds[i], statfds[i]);
     return result;
   }
   napi_get_null(env, &result);
@@ -617,6 +644,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"chain", NULL, chain, NULL, NULL, NULL, napi_default, NULL},
       {"pin", NULL, pin, NULL, NULL, NULL, napi_default, NULL},
       {"identify", NULL, identify, NULL, NULL, NULL, napi_default, NULL},
+      {"readPinned", NULL, read_pinned, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof methods / sizeof methods[0], methods);
   return exports;
