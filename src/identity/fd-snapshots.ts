@@ -135,11 +135,21 @@ export class FdSnapshots {
     return { hints: hintedNumbers(kept.asked).slice(0, HINTS_BEFORE_LISTING).map(Number) };
   }
 
-  /** A native read of the numbers `recall` hinted found the socket: what it read adds to the kept look. */
-  foundAtHint(pid: number, inode: number, read: FdLinksRead): void {
+  /**
+   * The numbers to read last in a read of `pid`'s table up to a socket (those last seen holding
+   * other kinds of files), and whether such a read can stop at the socket (only with a usable
+   * look to add to; else it must read to the end).
+   */
+  readingPlan(pid: number, now = performance.now()): { list: 'to-socket' | 'all'; last: Int32Array } {
     const kept = this.snapshots.get(pid);
-    const table = tableOf(read);
-    if (kept && table.stoppedAt !== null) this.stopEarly(pid, kept, inode, table.stoppedAt, table.sockets, table.links, table.readlinks);
+    return kept !== undefined && now - kept.takenAt <= this.maxAgeMs ? { list: 'to-socket', last: otherFilesOf(kept) } : { list: 'all', last: NO_FDS };
+  }
+
+  /** A read of `pid`'s table made elsewhere (natively, as `recall` and `readingPlan` said), begun at `startedAt`: kept as read() keeps its own. */
+  absorb(pid: number, inode: number, read: FdLinksRead, startedAt: number): FdTableAnswer {
+    const kept = this.snapshots.get(pid);
+    const previous = kept !== undefined && startedAt - kept.takenAt <= this.maxAgeMs ? kept : undefined;
+    return this.keepRead(pid, inode, previous, startedAt, tableOf(read));
   }
 
   /**
@@ -158,8 +168,16 @@ export class FdSnapshots {
   private read(pid: number, inode: number, previous: Snapshot | undefined, startedAt: number): FdTableAnswer {
     const hinted = previous ? hintedNumbers(previous.asked) : [];
     const table = this.native ? this.readNatively(pid, inode, previous, hinted) : this.readLinks(pid, inode, previous, hinted);
-    if (table.stoppedAt !== null && previous) {
-      return this.stopEarly(pid, previous, inode, table.stoppedAt, table.sockets, table.links, table.readlinks);
+    return this.keepRead(pid, inode, previous, startedAt, table);
+  }
+
+  /** What a read found, kept: added to the previous look when it stopped early, else a new look. */
+  private keepRead(pid: number, inode: number, previous: Snapshot | undefined, startedAt: number, table: TableRead): FdTableAnswer {
+    if (table.stoppedAt !== null) {
+      if (previous) return this.stopEarly(pid, previous, inode, table.stoppedAt, table.sockets, table.links, table.readlinks);
+      // Stopped at the socket with no look to add to (it expired meanwhile): the socket is held,
+      // but a partial read cannot stand for the table.
+      return { held: true, readlinks: table.readlinks, permissionDenied: false };
     }
     if (table.listFailed) {
       const snapshot: Snapshot = { takenAt: startedAt, sockets: new Map(), permissionDenied: table.listFailed.permission, links: null, asked: new Map() };

@@ -18,7 +18,9 @@ interface ProcfsAddon {
     statfds: Int32Array,
     hints: Int32Array,
     hintCounts: Int32Array,
-  ): [index: number, reads: Float64Array, ppid: number, exePath: string | null, fingerprint: string | null, exeError: number] | null;
+    last: Int32Array,
+    listMode: number,
+  ): [index: number, reads: Float64Array[], ppid: number, exePath: string | null, fingerprint: string | null, exeError: number];
   readPinned(dirfd: number, statfd: number): [ppid: number, exePath: string | null, fingerprint: string | null, exeError: number];
   close(fd: number): void;
 }
@@ -159,27 +161,32 @@ export class NativeProcfs {
   }
 
   /**
-   * The first pinned process holding socket `inode` at one of its hinted fd numbers, the links
-   * read in it and the process as it is now (null when it exited since, or when its executable
-   * changed: then it is for the caller to read); null when no hint holds the socket.
+   * Looks for socket `inode` in pinned processes, in order: each at its hinted fd numbers; the
+   * first also, past its hints, through its whole table (`list: 'all'`) or up to the socket
+   * (`'to-socket'`, `last` read last as in fdLinks). What each read found, and the holder as it is
+   * now (process null when it exited, or its executable changed: then it is for the caller to
+   * read); holder null when none holds the socket.
    */
   identify(
     inode: number,
     candidates: ReadonlyArray<{ pinned: PinnedProcess; hints: readonly number[] }>,
-  ): { pid: number; read: FdLinksRead; process: ProcessRead | null } | null {
+    first: { list: 'none' | 'to-socket' | 'all'; last: Int32Array },
+  ): { reads: Array<{ pid: number; read: FdLinksRead }>; holder: { pid: number; process: ProcessRead | null } | null } {
     const hints: number[] = [];
     for (const candidate of candidates) hints.push(...candidate.hints);
-    const found = this.addon.identify(
+    const [index, reads, ...now] = this.addon.identify(
       inode,
       Int32Array.from(candidates, (c) => c.pinned.dirfd),
       Int32Array.from(candidates, (c) => c.pinned.statfd),
       Int32Array.from(hints),
       Int32Array.from(candidates, (c) => c.hints.length),
+      first.last,
+      first.list === 'all' ? 2 : first.list === 'to-socket' ? 1 : 0,
     );
-    if (!found) return null;
-    const [index, reads, ...now] = found;
-    const { pinned } = candidates[index]!;
-    return { pid: pinned.pid, read: parseLinks(reads), process: pinnedRead(pinned, now) };
+    return {
+      reads: reads.map((read, i) => ({ pid: candidates[i]!.pinned.pid, read: parseLinks(read) })),
+      holder: index < 0 ? null : { pid: candidates[index]!.pinned.pid, process: pinnedRead(candidates[index]!.pinned, now) },
+    };
   }
 
   /** A pinned process as it is now; null when it exited, or its executable changed (then it is for the caller to read). */

@@ -244,9 +244,10 @@ export class IdentityResolver {
   }
 
   /**
-   * Tries the recent owners (those held open) at the numbers where their earlier sockets were,
-   * all in one native call that also reads the holder as it is now; what their kept fd tables
-   * already tell needs no read at all.
+   * Looks for the socket in the recent owners held open, in one native call: each at the numbers
+   * where its earlier sockets were, the first also through its table (as the search one by one
+   * would read it next), and the holder read as it is now. What their kept fd tables already
+   * tell needs no read at all.
    */
   private probeRecent(inode: number, candidates: readonly number[], notBefore: number, reads: LookupReads, pins: PinnedOwners): number | undefined {
     const probed: Array<{ pinned: PinnedProcess; hints: number[] }> = [];
@@ -255,19 +256,28 @@ export class IdentityResolver {
       const recalled = this.fdSnapshots.recall(pid, inode, notBefore);
       const pinned = pins.get(pid);
       if ('hints' in recalled) {
-        if (recalled.hints.length > 0 && pinned) probed.push({ pinned, hints: recalled.hints });
+        // The first one the memory cannot answer is read through its table, the later ones at
+        // their hints only; one not pinned ends the probe (the search one by one reads it).
+        if (!pinned) break;
+        if (probed.length === 0 || recalled.hints.length > 0) probed.push({ pinned, hints: recalled.hints });
       } else if (recalled.held) {
         known = pid;
         break;
       }
     }
-    const hit = probed.length > 0 ? this.native!.identify(inode, probed) : null;
-    if (!hit) return known;
-    this.fdSnapshots.foundAtHint(hit.pid, inode, hit.read);
+    if (probed.length === 0) return known;
+    const startedAt = performance.now();
+    const plan = this.fdSnapshots.readingPlan(probed[0]!.pinned.pid, startedAt);
+    const { reads: tables, holder } = this.native!.identify(inode, probed, plan);
+    tables.forEach(({ pid, read }, i) => {
+      // Reads at hints only that missed show nothing lasting; the others are kept.
+      if (i === 0 || read.found !== null) this.fdSnapshots.absorb(pid, inode, read, startedAt);
+    });
+    if (!holder) return known;
     this.pinnedLookups += 1;
     // Else it exited, or its executable changed: read anew (by pid) when needed.
-    if (hit.process) reads.note([hit.process]);
-    return hit.pid;
+    if (holder.process) reads.note([holder.process]);
+    return holder.pid;
   }
 
   private startFromReads(reads: LookupReads, pid: number): number | undefined {

@@ -209,11 +209,12 @@ static napi_value close_diag(napi_env env, napi_callback_info info) {
 //     and fingerprint read once each (the caller reads them again, as chain does, unless they
 //     are what it read before).
 //   identify(inode, dirfds: Int32Array, statfds: Int32Array, hints: Int32Array,
-//            hintCounts: Int32Array) -> [index, Float64Array reads, ppid, exePath, fingerprint,
-//            exeError] | null
-//     the first pinned process holding `inode` at one of its hinted fd numbers (hintCounts[i]
-//     numbers each, in order), the links read in it and the process as readPinned reads it;
-//     null when no hint holds the socket.
+//            hintCounts: Int32Array, last: Int32Array, listMode)
+//       -> [index, reads: Float64Array[], ppid, exePath, fingerprint, exeError]
+//     the pinned processes in order, each at its hinted fd numbers (hintCounts[i] each), the
+//     first also, past its hints, at its whole table (listMode 2) or up to the socket (1; `last`
+//     as for fdLinks), until one holds `inode`: its index (-1: none), each one's links as fdLinks
+//     gives them, and the holder as readPinned reads it.
 
 #define MAX_CHAIN 65 /* the process and 64 ancestors */
 #define NO_EXECUTABLE (-1)
@@ -277,12 +278,6 @@ static int read_one(FdRead *out, int dirfd, const char *name, int fd, double ino
   return found == inode;
 }
 
-static int contains(const int32_t *values, size_t count, int value) {
-  for (size_t i = 0; i < count; i++)
-    if (values[i] == value) return 1;
-  return 0;
-}
-
 struct linux_dirent64_header {
   uint64_t d_ino;
   int64_t d_off;
@@ -316,41 +311,56 @@ static int list_fds(int dirfd, int **fds, size_t *count) {
   }
 }
 
-static void read_fd_table(int pid, double inode, const int32_t *hints, size_t hint_count, const int32_t *last, size_t last_count,
-                          int stop_at_socket, FdRead *out) {
+/**
+ * Reads the fd table `fd_dir` (relative to `base`): the `hints` first (a hit ends the read), then
+ * unless `list` is 0 the listed numbers not read yet, those in `last` last, up to the socket when
+ * `stop_at_socket`.
+ */
+static void read_fd_table(int base, const char *fd_dir, double inode, const int32_t *hints, size_t hint_count, int list,
+                          const int32_t *last, size_t last_count, int stop_at_socket, FdRead *out) {
   memset(out, 0, sizeof *out);
   out->found = -1;
   char path[64];
   for (size_t i = 0; i < hint_count; i++) {
-    snprintf(path, sizeof path, "/proc/%d/fd/%d", pid, hints[i]);
-    if (read_one(out, AT_FDCWD, path, hints[i], inode)) return;
+    snprintf(path, sizeof path, "%s/%d", fd_dir, hints[i]);
+    if (read_one(out, base, path, hints[i], inode)) return;
   }
-  snprintf(path, sizeof path, "/proc/%d/fd", pid);
-  int dirfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (!list) return;
+  int dirfd = openat(base, fd_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dirfd < 0) {
     out->list_errno = errno;
     if (is_denial(errno)) out->denied = 1;
     return;
   }
-  int *fds;
+  int *fds = NULL;
   size_t count;
+  unsigned char *late = NULL; /* fd number -> 1: hinted (read already), 2: in `last` */
   int listed = list_fds(dirfd, &fds, &count);
+  int max = 0;
+  for (size_t i = 0; listed >= 0 && i < count; i++)
+    if (fds[i] > max) max = fds[i];
+  if (listed >= 0 && !(late = calloc((size_t)max + 1, 1))) listed = -ENOMEM;
   if (listed < 0) {
     out->list_errno = -listed;
     if (is_denial(-listed)) out->denied = 1;
-  } else {
-    // Numbers known to hold other kinds of files last: a new socket is rarely there.
-    for (int pass = 0; pass < 2; pass++) {
-      for (size_t i = 0; i < count; i++) {
-        if (contains(hints, hint_count, fds[i]) || contains(last, last_count, fds[i]) != pass) continue;
-        char name[16];
-        snprintf(name, sizeof name, "%d", fds[i]);
-        if (read_one(out, dirfd, name, fds[i], inode) && stop_at_socket) goto done;
-      }
-    }
-    out->complete = out->list_errno == 0;
+    goto done;
   }
+  for (size_t i = 0; i < last_count; i++)
+    if (last[i] >= 0 && last[i] <= max) late[last[i]] = 2;
+  for (size_t i = 0; i < hint_count; i++)
+    if (hints[i] >= 0 && hints[i] <= max) late[hints[i]] = 1;
+  // Numbers known to hold other kinds of files last: a new socket is rarely there.
+  for (int pass = 0; pass < 2; pass++) {
+    for (size_t i = 0; i < count; i++) {
+      if (late[fds[i]] == 1 || (late[fds[i]] == 2) != pass) continue;
+      char name[16];
+      snprintf(name, sizeof name, "%d", fds[i]);
+      if (read_one(out, dirfd, name, fds[i], inode) && stop_at_socket) goto done;
+    }
+  }
+  out->complete = out->list_errno == 0;
 done:
+  free(late);
   free(fds);
   close(dirfd);
 }
@@ -390,7 +400,9 @@ static napi_value fd_links(napi_env env, napi_callback_info info) {
     return NULL;
   }
   FdRead read;
-  read_fd_table(pid, inode, hints, hint_count, last, last_count, stop_at_socket, &read);
+  char fd_dir[32];
+  snprintf(fd_dir, sizeof fd_dir, "/proc/%d/fd", pid);
+  read_fd_table(AT_FDCWD, fd_dir, inode, hints, hint_count, 1, last, last_count, stop_at_socket, &read);
   double header[4] = {read.denied, read.list_errno, read.found, read.complete};
   napi_value result = read.list_errno == ENOMEM ? NULL : numbers_to_js(env, header, 4, &read.reads);
   free(read.reads.items);
@@ -592,46 +604,44 @@ static napi_value read_pinned(napi_env env, napi_callback_info info) {
 }
 
 static napi_value identify(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
-  napi_value argv[5];
+  size_t argc = 7;
+  napi_value argv[7];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   double inode;
-  const int32_t *dirfds, *statfds, *hints, *hint_counts;
-  size_t count, statfd_count, hint_total, count_count;
-  if (argc < 5 || napi_get_value_double(env, argv[0], &inode) != napi_ok || get_int32_array(env, argv[1], &dirfds, &count) ||
+  const int32_t *dirfds, *statfds, *hints, *hint_counts, *last;
+  size_t count, statfd_count, hint_total, count_count, last_count;
+  int list_mode;
+  if (argc < 7 || napi_get_value_double(env, argv[0], &inode) != napi_ok || get_int32_array(env, argv[1], &dirfds, &count) ||
       get_int32_array(env, argv[2], &statfds, &statfd_count) || get_int32_array(env, argv[3], &hints, &hint_total) ||
-      get_int32_array(env, argv[4], &hint_counts, &count_count) || statfd_count != count || count_count != count) {
-    napi_throw_type_error(env, NULL, "identify(inode, dirfds, statfds, hints, hintCounts)");
+      get_int32_array(env, argv[4], &hint_counts, &count_count) || get_int32_array(env, argv[5], &last, &last_count) ||
+      get_int(env, argv[6], &list_mode) || statfd_count != count || count_count != count) {
+    napi_throw_type_error(env, NULL, "identify(inode, dirfds, statfds, hints, hintCounts, last, listMode)");
     return NULL;
   }
-  napi_value result;
+  napi_value result, reads;
+  napi_create_array_with_length(env, 6, &result);
+  napi_create_array(env, &reads);
+  napi_set_element(env, result, 1, reads);
+  set_number(env, result, 0, -1);
   size_t offset = 0;
   for (size_t i = 0; i < count; i++) {
     size_t hinted = hint_counts[i] < 0 ? 0 : (size_t)hint_counts[i];
     if (offset + hinted > hint_total) break;
     FdRead read;
-    memset(&read, 0, sizeof read);
-    read.found = -1;
-    char name[32];
-    for (size_t h = 0; h < hinted && read.found < 0; h++) {
-      snprintf(name, sizeof name, "fd/%d", hints[offset + h]);
-      read_one(&read, dirfds[i], name, hints[offset + h], inode);
-    }
+    // The first candidate is read on past its hints (as far as list_mode says), the others at their hints only.
+    int list = i == 0 && list_mode > 0;
+    read_fd_table(dirfds[i], "fd", inode, hints + offset, hinted, list, last, i == 0 ? last_count : 0, list_mode == 1, &read);
     offset += hinted;
-    if (read.found < 0 || read.list_errno == ENOMEM) {
-      free(read.reads.items);
-      continue;
-    }
-    double header[4] = {read.denied, 0, read.found, 0};
-    napi_value reads = numbers_to_js(env, header, 4, &read.reads);
+    double header[4] = {read.denied, read.list_errno, read.found, read.complete};
+    napi_value numbers = read.list_errno == ENOMEM ? NULL : numbers_to_js(env, header, 4, &read.reads);
     free(read.reads.items);
-    napi_create_array_with_length(env, 6, &result);
+    if (!numbers) return throw_errno(env, "identify", ENOMEM);
+    napi_set_element(env, reads, (uint32_t)i, numbers);
+    if (read.found < 0) continue;
     set_number(env, result, 0, (double)i);
-    napi_set_element(env, result, 1, reads);
     set_pinned_read(env, result, 2, dirfds[i], statfds[i]);
-    return result;
+    break;
   }
-  napi_get_null(env, &result);
   return result;
 }
 
