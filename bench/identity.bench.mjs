@@ -25,7 +25,7 @@
 //
 // Loopback only; every process started here is killed at the end.
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import net from 'node:net';
@@ -42,7 +42,7 @@ const COLD = Number(process.env.IDENTITY_BENCH_COLD ?? 8);
 const WARM = Number(process.env.IDENTITY_BENCH_WARM ?? 200);
 const WARM_NEW = Number(process.env.IDENTITY_BENCH_WARM_NEW ?? 40);
 const SS_RUNS = Number(process.env.IDENTITY_BENCH_SS ?? 8);
-const DEADLINE = Date.now() + 170_000;
+const DEADLINE = Date.now() + Number(process.env.IDENTITY_BENCH_SECONDS ?? 170) * 1000;
 const storeDir = mkdtempSync(join(tmpdir(), 'pc-identity-bench-'));
 
 const started = [];
@@ -69,7 +69,7 @@ const pct = (xs, p) => {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)];
 };
-const f = (x) => (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2));
+const f = (x) => (x === undefined || Number.isNaN(x) ? 'n/a' : x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2));
 const tableRows = () => ['tcp', 'tcp6'].reduce((n, t) => n + readFileSync(`/proc/self/net/${t}`, 'latin1').split('\n').length - 2, 0);
 const processCount = () => readdirSync('/proc').filter((n) => /^\d+$/.test(n)).length;
 
@@ -141,7 +141,9 @@ async function waitForChild(parent) {
       if (!/^\d+$/.test(name)) continue;
       try {
         const stat = readFileSync(`/proc/${name}/stat`, 'latin1');
-        if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === parent) return Number(name);
+        // The python3 itself: a version manager's shim may run helpers first.
+        const python = /python[\d.]*$/.test(readlinkSync(`/proc/${name}/exe`));
+        if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === parent && python) return Number(name);
       } catch {}
     }
     await new Promise((r) => setTimeout(r, 25));

@@ -20,6 +20,8 @@
 //      client has already reconnected);
 // these first few are read without listing the table; then, from a listing,
 //   3. numbers not seen before, 4. other sockets, 5. other files.
+// With the native addon a read is one call (native-procfs.ts): the same first few, then the
+// listing with the numbers last seen holding other files last.
 import { readdirSync, readlinkSync } from 'node:fs';
 import type { FdLinksRead, NativeProcfs } from './native-procfs.js';
 import { errnoOf } from './unresolved.js';

@@ -21,17 +21,17 @@ export class LookupReads {
     for (const read of chain) if (!this.reads.has(read.pid)) this.reads.set(read.pid, read);
   }
 
-  /** The process as this lookup read it; `withParent` reads its parent in the same call. Throws an fs-like error. */
-  process(pid: number, withParent = false): ProcessRead {
+  /** The process as this lookup read it (through its pinned files when it is pinned). Throws an fs-like error. */
+  process(pid: number): ProcessRead {
     let read = this.reads.get(pid);
     if (read === undefined) {
-      const pinned = withParent ? undefined : this.pins?.get(pid);
+      const pinned = this.pins?.get(pid);
       read = pinned ? this.native.readPinned(pinned) ?? undefined : undefined;
       if (read) this.reads.set(pid, read);
     }
     if (read === undefined) {
       try {
-        const chain = this.native.chain(pid, withParent ? 2 : 1, this.anchorPid);
+        const chain = this.native.chain(pid, 1, this.anchorPid);
         this.note(chain);
         read = chain[0]!;
       } catch (err) {

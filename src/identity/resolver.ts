@@ -9,7 +9,7 @@ import { BinaryIntegrity, type HashResult } from './integrity.js';
 import { FdSnapshots } from './fd-snapshots.js';
 import { kernelRelatives } from './kernel-relatives.js';
 import { LookupReads } from './lookup-reads.js';
-import { NativeProcfs, type PinnedProcess } from './native-procfs.js';
+import { NativeProcfs } from './native-procfs.js';
 import { findSocketOwners } from './owner.js';
 import { PinnedOwners } from './pinned-owners.js';
 import { readAncestorPids, readCmdline, readExecutable, type ExecutablePath } from './process-info.js';
@@ -47,7 +47,6 @@ export interface IdentityResolverOptions {
    */
   nativeProcfs?: boolean;
 }
-
 
 const RECENT_OWNERS = 8;
 /** Connections resolved and not yet released, remembered for their socket's inode. */
@@ -152,7 +151,9 @@ export class IdentityResolver {
   }
 
   /** Lookups whose owner was found through a process held open (the native fast path). */
-  pinnedLookups = 0;
+  get pinnedLookups(): number {
+    return this.pins?.found ?? 0;
+  }
 
   /** Files read and hashed so far (the rest came from the fingerprint cache). */
   get filesHashed(): number {
@@ -192,7 +193,7 @@ export class IdentityResolver {
         notBefore: startedAt,
         notBeforeStartOf: (pid) => (reads ? this.startFromReads(reads, pid) : this.startClock.notBeforeStartOf(pid)),
         exhaustive: this.options.exhaustiveOwnerSearch === true,
-        ...(reads && this.pins ? { probeRecent: (candidates: readonly number[]) => this.probeRecent(socket.inode, candidates, startedAt, reads, this.pins!) } : {}),
+        ...(reads && this.pins ? { probeRecent: (candidates: readonly number[]) => this.pins!.probe(socket.inode, candidates, startedAt, this.fdSnapshots, reads) } : {}),
       });
       ownerPids = owners.pids;
       this.rememberConnection(connectionKey(tuple, anchorPid), socket.inode);
@@ -241,43 +242,6 @@ export class IdentityResolver {
     const root = live.find((candidate) => live.every((o) => o.pid === candidate.pid || chains.get(o.pid)!.includes(candidate.pid)));
     if (!root) throw new UnresolvedError('ambiguous_owner', `${live.length} unrelated processes hold the socket`);
     return root;
-  }
-
-  /**
-   * Looks for the socket in the recent owners held open, in one native call: each at the numbers
-   * where its earlier sockets were, the first also through its table (as the search one by one
-   * would read it next), and the holder read as it is now. What their kept fd tables already
-   * tell needs no read at all.
-   */
-  private probeRecent(inode: number, candidates: readonly number[], notBefore: number, reads: LookupReads, pins: PinnedOwners): number | undefined {
-    const probed: Array<{ pinned: PinnedProcess; hints: number[] }> = [];
-    let known: number | undefined;
-    for (const pid of candidates) {
-      const recalled = this.fdSnapshots.recall(pid, inode, notBefore);
-      const pinned = pins.get(pid);
-      if ('hints' in recalled) {
-        // The first one the memory cannot answer is read through its table, the later ones at
-        // their hints only; one not pinned ends the probe (the search one by one reads it).
-        if (!pinned) break;
-        if (probed.length === 0 || recalled.hints.length > 0) probed.push({ pinned, hints: recalled.hints });
-      } else if (recalled.held) {
-        known = pid;
-        break;
-      }
-    }
-    if (probed.length === 0) return known;
-    const startedAt = performance.now();
-    const plan = this.fdSnapshots.readingPlan(probed[0]!.pinned.pid, startedAt);
-    const { reads: tables, holder } = this.native!.identify(inode, probed, plan);
-    tables.forEach(({ pid, read }, i) => {
-      // Reads at hints only that missed show nothing lasting; the others are kept.
-      if (i === 0 || read.found !== null) this.fdSnapshots.absorb(pid, inode, read, startedAt);
-    });
-    if (!holder) return known;
-    this.pinnedLookups += 1;
-    // Else it exited, or its executable changed: read anew (by pid) when needed.
-    if (holder.process) reads.note([holder.process]);
-    return holder.pid;
   }
 
   private startFromReads(reads: LookupReads, pid: number): number | undefined {
