@@ -291,9 +291,12 @@ export class IdentityResolver {
   }
 
   private remember(pid: number, reads: LookupReads | null): void {
+    const again = this.recentOwners.includes(pid);
     this.recentOwners = [pid, ...this.recentOwners.filter((p) => p !== pid)].slice(0, RECENT_OWNERS);
     if (!this.pins || !reads) return;
     this.pins.keepOnly(this.recentOwners);
-    this.pins.pin(reads.process(pid));
+    // Held open from its second connection on: most clients connect once (a new process per
+    // connection), and holding those open would cost more than it saves.
+    if (again) this.pins.pin(reads.process(pid));
   }
 }
