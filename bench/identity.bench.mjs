@@ -320,11 +320,11 @@ try {
       const of = (name) => r.compare[name]?.[phase] ?? [];
       const cpu = (name) => r.compare[name]?.[`${phase}Cpu`] ?? [];
       const line = Object.keys(r.compare)
-        .map((name) => `${name} p50 ${f(pct(of(name), 50))} p99 ${f(pct(of(name), 99))} ms, CPU ${f(mean(cpu(name)) * 1000)} µs`)
+        .map((name) => `${name} p50 ${f(pct(of(name), 50))} p99 ${f(pct(of(name), 99))} ms, CPU mean ${f(mean(cpu(name)) * 1000)} p50 ${f(pct(cpu(name), 50) * 1000)} µs`)
         .join(' | ');
       const ratios = Object.keys(r.compare)
         .filter((name) => name !== 'native')
-        .map((name) => `${name}÷native p50 ×${(pct(of(name), 50) / pct(of('native'), 50)).toFixed(2)}, p99 ×${(pct(of(name), 99) / pct(of('native'), 99)).toFixed(2)}, CPU ×${(mean(cpu(name)) / mean(cpu('native'))).toFixed(2)}`)
+        .map((name) => `${name}÷native p50 ×${(pct(of(name), 50) / pct(of('native'), 50)).toFixed(2)}, p99 ×${(pct(of(name), 99) / pct(of('native'), 99)).toFixed(2)}, CPU mean ×${(mean(cpu(name)) / mean(cpu('native'))).toFixed(2)} p50 ×${(pct(cpu(name), 50) / pct(cpu('native'), 50)).toFixed(2)}`)
         .join('; ');
       console.log(`${r.nominal} processes, ${r.sockets} sockets, ${phase === 'warm' ? 'warm (long-lived client)' : 'warm-new (a curl per connection)'}, alternating (n=${of('native').length}): ${line} — ${ratios}`);
     }
