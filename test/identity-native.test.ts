@@ -2,10 +2,11 @@
 // the same identities as the JavaScript reads, a client's later connections found through the
 // process held open, an exec in the same pid seen at once, and a reused pid never answered from
 // what was kept for the process that had it before.
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, readlinkSync, statSync } from 'node:fs';
 import net from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ANCESTRY_TTL_MS } from '../src/identity/ancestry.js';
+import { FdSnapshots } from '../src/identity/fd-snapshots.js';
 import { fingerprintOf } from '../src/identity/integrity.js';
 import { NativeProcfs } from '../src/identity/native-procfs.js';
 import { readProcStat } from '../src/identity/process-table.js';
@@ -70,6 +71,33 @@ describe('the native procfs reads', () => {
     expect(self).toMatchObject({ pid: process.pid, ppid: process.ppid, startTime: readProcStat(process.pid).startTime, exeError: null });
     expect(self!.exe?.path).toBe(SELF);
     expect(self!.fingerprint).toBe(fingerprintOf(statSync(`/proc/${process.pid}/exe`, { bigint: true })));
+  });
+
+  it('an fd table read natively answers as one read link by link: held sockets, absent ones, gone processes', async () => {
+    if (!native) return;
+    const sockets = await Promise.all(
+      Array.from({ length: 3 }, () => new Promise<net.Socket>((resolve) => {
+        const s = net.connect(listener.port, '127.0.0.1', () => resolve(s));
+      })),
+    );
+    // Their accepted ends, taken off the listener's queue (the later tests take theirs from it).
+    const accepted = await Promise.all(sockets.map(() => listener.next()));
+    try {
+      const inodes = sockets.map((s) => Number(/\d+/.exec(readlinkSync(`/proc/self/fd/${(s as unknown as { _handle: { fd: number } })._handle.fd}`))![0]));
+      const viaNative = new FdSnapshots('/proc', 2_000, 512, native);
+      const viaJs = new FdSnapshots();
+      for (const inode of [...inodes, 1]) {
+        const now = performance.now();
+        const [a, b] = [viaNative.holds(process.pid, inode, now), viaJs.holds(process.pid, inode, now)];
+        expect({ held: a.held, permissionDenied: a.permissionDenied }).toEqual({ held: b.held, permissionDenied: b.permissionDenied });
+        expect(a.held).toBe(inode !== 1);
+      }
+      const gone = children.spawn('/usr/bin/true', []);
+      await exited(gone);
+      expect(viaNative.holds(gone.pid!, inodes[0]!, performance.now())).toMatchObject({ held: false, permissionDenied: false });
+    } finally {
+      for (const s of [...sockets, ...accepted]) s.destroy();
+    }
   });
 
   it("a long-lived client's connections: found through the process held open, the same identity as the JavaScript reads give", async () => {

@@ -24,20 +24,22 @@ export class LookupReads {
   /** The process as this lookup read it (through its pinned files when it is pinned). Throws an fs-like error. */
   process(pid: number): ProcessRead {
     let read = this.reads.get(pid);
-    if (read === undefined) {
-      const pinned = this.pins?.get(pid);
-      read = pinned ? this.native.readPinned(pinned) ?? undefined : undefined;
+    const pinned = read === undefined ? this.pins?.get(pid) : undefined;
+    if (pinned) {
+      read = this.native.readPinned(pinned) ?? undefined;
       if (read) this.reads.set(pid, read);
     }
     if (read === undefined) {
       try {
-        const chain = this.native.chain(pid, 1, this.anchorPid);
-        this.note(chain);
-        read = chain[0]!;
+        const [fresh] = this.native.chain(pid, 1, this.anchorPid);
+        // Read by pid where the pinned process could not tell (it exited, or exec'd): only the
+        // same process (start time) may answer for it.
+        if (pinned && fresh!.startTime !== pinned.startTime) throw Object.assign(new Error(`process ${pid} exited`), { code: 'ESRCH' });
+        read = fresh!;
       } catch (err) {
         read = err as Error;
-        this.reads.set(pid, read);
       }
+      this.reads.set(pid, read);
     }
     if (read instanceof Error) throw read;
     return read;
