@@ -22,6 +22,8 @@
 //                 rounds to ticks), for the long-lived client (warm) and a new curl per
 //                 connection (warm-new). IDENTITY_BENCH_BASELINE=<a dist/ directory> adds a third
 //                 resolver from another build (e.g. the commit before), alternating likewise.
+//   busy client   the same resolvers, alternating, for a client like the proxy bench's: one node
+//                 process keeping 50 connections open (IDENTITY_BENCH_BUSY lookups, 0: none)
 //
 // Loopback only; every process started here is killed at the end.
 import { execFileSync, spawn } from 'node:child_process';
@@ -42,6 +44,7 @@ const COLD = Number(process.env.IDENTITY_BENCH_COLD ?? 8);
 const WARM = Number(process.env.IDENTITY_BENCH_WARM ?? 200);
 const WARM_NEW = Number(process.env.IDENTITY_BENCH_WARM_NEW ?? 40);
 const SS_RUNS = Number(process.env.IDENTITY_BENCH_SS ?? 8);
+const BUSY = Number(process.env.IDENTITY_BENCH_BUSY ?? 1000);
 const DEADLINE = Date.now() + Number(process.env.IDENTITY_BENCH_SECONDS ?? 170) * 1000;
 const storeDir = mkdtempSync(join(tmpdir(), 'pc-identity-bench-'));
 
@@ -151,6 +154,66 @@ async function waitForChild(parent) {
   throw new Error('the client did not start');
 }
 
+/** The proxy's resolver (no argv) with native and JavaScript procfs reads, and the baseline build when given. */
+function compared() {
+  return [
+    ['native', new IdentityResolver({ cmdline: false })],
+    ['js', new IdentityResolver({ cmdline: false, nativeProcfs: false })],
+    ...(Baseline ? [['baseline', new Baseline({ cmdline: false })]] : []),
+  ];
+}
+
+/** One resolution: wall time (ms) and CPU (ms, process.cpuUsage) pushed into `into` and `cpuInto`. */
+async function timed(r, tuple, into, cpuInto) {
+  const c0 = process.cpuUsage();
+  const t0 = now();
+  const id = await r.resolve(tuple);
+  into.push(ms(t0));
+  const c = process.cpuUsage(c0);
+  cpuInto.push((c.user + c.system) / 1000);
+  return id;
+}
+
+// A busy client, as the proxy bench's load is: one node process (under a shell) keeping 50
+// connections open, each replaced as soon as it is closed; the connections are closed in the
+// order they came, 40 behind, and the resolvers are told (as the proxy tells its resolver).
+const BUSY_CLIENT = `
+const net = require('net');
+function one() { const s = net.connect(Number(process.argv[1]), '127.0.0.1'); s.on('error', () => {}); s.on('close', () => setImmediate(one)); }
+for (let i = 0; i < 50; i++) one();
+process.stdin.on('end', () => process.exit(0)).resume();`;
+
+async function measureBusy() {
+  for (const stale of accepted.splice(0)) stale.resetAndDestroy();
+  const shell = track(spawn('bash', ['-c', '"$0" -e "$1" "$2"; true', process.execPath, BUSY_CLIENT, String(PORT)], { stdio: ['pipe', 'ignore', 'inherit'] }));
+  const variants = compared();
+  const out = Object.fromEntries(variants.map(([name]) => [name, { busy: [], busyCpu: [] }]));
+  const open = [];
+  let clientPid;
+  try {
+    for (let i = 0; i < BUSY && Date.now() < DEADLINE; i++) {
+      const s = await nextAccepted();
+      const tuple = tupleOf(s);
+      for (const [name, r] of i % 2 === 0 ? variants : [...variants].reverse()) {
+        const id = await timed(r, tuple, out[name].busy, out[name].busyCpu);
+        clientPid ??= id.pid;
+        if (id.pid === null || id.pid !== clientPid || !id.path.endsWith('/node')) throw new Error(`${name} resolved ${JSON.stringify(id)} instead of the busy client`);
+      }
+      open.push([s, tuple]);
+      if (open.length > 40) {
+        const [old, oldTuple] = open.shift();
+        for (const [, r] of variants) r.released(oldTuple);
+        old.resetAndDestroy();
+      }
+    }
+  } finally {
+    for (const [, r] of variants) r.close();
+    shell.stdin.end();
+    for (const [s] of open) s.resetAndDestroy();
+  }
+  return out;
+}
+
 async function measureRow(processes, sockets) {
   growSleepers(processes);
   const holder = await startHolder(sockets);
@@ -225,21 +288,8 @@ async function measureRow(processes, sockets) {
   await warmLoop(resolver, row.warm);
   // The proxy's resolver (cmdline: false), procfs read natively and from JavaScript (and from a
   // baseline build when given): each socket looked up by each, in alternating order.
-  const variants = [
-    ['native', new IdentityResolver({ cmdline: false })],
-    ['js', new IdentityResolver({ cmdline: false, nativeProcfs: false })],
-    ...(Baseline ? [['baseline', new Baseline({ cmdline: false })]] : []),
-  ];
+  const variants = compared();
   for (const [name] of variants) row.compare[name] = { warm: [], warmCpu: [], warmNew: [], warmNewCpu: [] };
-  const timed = async (r, tuple, into, cpuInto) => {
-    const c0 = process.cpuUsage();
-    const t0 = now();
-    const id = await r.resolve(tuple);
-    into.push(ms(t0));
-    const c = process.cpuUsage(c0);
-    cpuInto.push((c.user + c.system) / 1000);
-    return id;
-  };
   for (const [, r] of variants) await r.resolve(tupleOf(previous));
   for (let i = 0; i < WARM && Date.now() < DEADLINE; i++) {
     const s = await connect();
@@ -346,6 +396,17 @@ try {
   for (const [key, label] of [['warmProcfs', 'warm procfs'], ['warm', 'warm diag'], ['warmNew', 'warm-new'], ['miss', 'procfs miss'], ['coldRun', 'cold run'], ['cold', 'cold']]) {
     const slower = rows.filter((r) => pct(r[key], 50) >= pct(r.ss, 50));
     console.log(`${label} faster than ss -tnp (p50) in every row: ${slower.length === 0 ? 'yes' : `no (${slower.length} rows)`}`);
+  }
+  if (BUSY > 0 && Date.now() < DEADLINE) {
+    const busy = await measureBusy();
+    const of = (name) => busy[name].busy;
+    const cpu = (name) => busy[name].busyCpu;
+    const line = Object.keys(busy).map((name) => `${name} p50 ${f(pct(of(name), 50))} p99 ${f(pct(of(name), 99))} ms, CPU mean ${f(mean(cpu(name)) * 1000)} p50 ${f(pct(cpu(name), 50) * 1000)} µs`).join(' | ');
+    const ratios = Object.keys(busy)
+      .filter((name) => name !== 'native')
+      .map((name) => `${name}÷native p50 ×${(pct(of(name), 50) / pct(of('native'), 50)).toFixed(2)}, CPU mean ×${(mean(cpu(name)) / mean(cpu('native'))).toFixed(2)} p50 ×${(pct(cpu(name), 50) / pct(cpu('native'), 50)).toFixed(2)}`)
+      .join('; ');
+    console.log(`busy client (one node process, 50 connections at a time), alternating (n=${of('native').length}): ${line} — ${ratios}`);
   }
 } finally {
   server.close();
