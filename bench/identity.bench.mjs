@@ -15,22 +15,37 @@
 //                 worst case of the procfs source (a hit stops at its row, whose place in the
 //                 kernel's hash walk depends on the 4-tuple, so hit timings vary run to run)
 //   ss -tnp       `ss -tnpH state established src C dst S`, process spawn included
+//   native vs JS  the proxy's resolver (no argv) with procfs read through the native addon and
+//                 from JavaScript (nativeProcfs: false, the path without a compiler), each socket
+//                 resolved by both in alternating order: wall time p50/p99 and CPU per resolution
+//                 (process.cpuUsage around each, the kernel's accounting that /proc/self/stat
+//                 rounds to ticks), for the long-lived client (warm) and a new curl per
+//                 connection (warm-new). IDENTITY_BENCH_BASELINE=<a dist/ directory> adds a third
+//                 resolver from another build (e.g. the commit before), alternating likewise.
+//   busy client   the same resolvers, alternating, for a client like the proxy bench's: one node
+//                 process keeping 50 connections open (IDENTITY_BENCH_BUSY lookups, 0: none)
 //
 // Loopback only; every process started here is killed at the end.
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import net from 'node:net';
 import { IdentityResolver } from '../dist/identity/resolver.js';
 
-const PROCESS_COUNTS = [10, 200, 1000];
-const SOCKET_COUNTS = [100, 10_000];
+const Baseline = process.env.IDENTITY_BENCH_BASELINE
+  ? (await import(join(process.env.IDENTITY_BENCH_BASELINE, 'identity/resolver.js'))).IdentityResolver
+  : null;
+
+const counts = (env, fallback) => (process.env[env] ?? fallback).split(',').map(Number);
+const PROCESS_COUNTS = counts('IDENTITY_BENCH_PROCESSES', '10,200,1000');
+const SOCKET_COUNTS = counts('IDENTITY_BENCH_SOCKETS', '100,10000');
 const COLD = Number(process.env.IDENTITY_BENCH_COLD ?? 8);
 const WARM = Number(process.env.IDENTITY_BENCH_WARM ?? 200);
 const WARM_NEW = Number(process.env.IDENTITY_BENCH_WARM_NEW ?? 40);
 const SS_RUNS = Number(process.env.IDENTITY_BENCH_SS ?? 8);
-const DEADLINE = Date.now() + 170_000;
+const BUSY = Number(process.env.IDENTITY_BENCH_BUSY ?? 1000);
+const DEADLINE = Date.now() + Number(process.env.IDENTITY_BENCH_SECONDS ?? 170) * 1000;
 const storeDir = mkdtempSync(join(tmpdir(), 'pc-identity-bench-'));
 
 const started = [];
@@ -57,7 +72,7 @@ const pct = (xs, p) => {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)];
 };
-const f = (x) => (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2));
+const f = (x) => (x === undefined || Number.isNaN(x) ? 'n/a' : x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2));
 const tableRows = () => ['tcp', 'tcp6'].reduce((n, t) => n + readFileSync(`/proc/self/net/${t}`, 'latin1').split('\n').length - 2, 0);
 const processCount = () => readdirSync('/proc').filter((n) => /^\d+$/.test(n)).length;
 
@@ -129,12 +144,74 @@ async function waitForChild(parent) {
       if (!/^\d+$/.test(name)) continue;
       try {
         const stat = readFileSync(`/proc/${name}/stat`, 'latin1');
-        if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === parent) return Number(name);
+        // The python3 itself: a version manager's shim may run helpers first.
+        const python = /python[\d.]*$/.test(readlinkSync(`/proc/${name}/exe`));
+        if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === parent && python) return Number(name);
       } catch {}
     }
     await new Promise((r) => setTimeout(r, 25));
   }
   throw new Error('the client did not start');
+}
+
+/** The proxy's resolver (no argv) with native and JavaScript procfs reads, and the baseline build when given. */
+function compared() {
+  return [
+    ['native', new IdentityResolver({ cmdline: false })],
+    ['js', new IdentityResolver({ cmdline: false, nativeProcfs: false })],
+    ...(Baseline ? [['baseline', new Baseline({ cmdline: false })]] : []),
+  ];
+}
+
+/** One resolution: wall time (ms) and CPU (ms, process.cpuUsage) pushed into `into` and `cpuInto`. */
+async function timed(r, tuple, into, cpuInto) {
+  const c0 = process.cpuUsage();
+  const t0 = now();
+  const id = await r.resolve(tuple);
+  into.push(ms(t0));
+  const c = process.cpuUsage(c0);
+  cpuInto.push((c.user + c.system) / 1000);
+  return id;
+}
+
+// A busy client, as the proxy bench's load is: one node process (under a shell) keeping 50
+// connections open, each replaced as soon as it is closed; the connections are closed in the
+// order they came, 40 behind, and the resolvers are told (as the proxy tells its resolver).
+const BUSY_CLIENT = `
+const net = require('net');
+function one() { const s = net.connect(Number(process.argv[1]), '127.0.0.1'); s.on('error', () => {}); s.on('close', () => setImmediate(one)); }
+for (let i = 0; i < 50; i++) one();
+process.stdin.on('end', () => process.exit(0)).resume();`;
+
+async function measureBusy() {
+  for (const stale of accepted.splice(0)) stale.resetAndDestroy();
+  const shell = track(spawn('bash', ['-c', '"$0" -e "$1" "$2"; true', process.execPath, BUSY_CLIENT, String(PORT)], { stdio: ['pipe', 'ignore', 'inherit'] }));
+  const variants = compared();
+  const out = Object.fromEntries(variants.map(([name]) => [name, { busy: [], busyCpu: [] }]));
+  const open = [];
+  let clientPid;
+  try {
+    for (let i = 0; i < BUSY && Date.now() < DEADLINE; i++) {
+      const s = await nextAccepted();
+      const tuple = tupleOf(s);
+      for (const [name, r] of i % 2 === 0 ? variants : [...variants].reverse()) {
+        const id = await timed(r, tuple, out[name].busy, out[name].busyCpu);
+        clientPid ??= id.pid;
+        if (id.pid === null || id.pid !== clientPid || !id.path.endsWith('/node')) throw new Error(`${name} resolved ${JSON.stringify(id)} instead of the busy client`);
+      }
+      open.push([s, tuple]);
+      if (open.length > 40) {
+        const [old, oldTuple] = open.shift();
+        for (const [, r] of variants) r.released(oldTuple);
+        old.resetAndDestroy();
+      }
+    }
+  } finally {
+    for (const [, r] of variants) r.close();
+    shell.stdin.end();
+    for (const [s] of open) s.resetAndDestroy();
+  }
+  return out;
 }
 
 async function measureRow(processes, sockets) {
@@ -148,7 +225,7 @@ async function measureRow(processes, sockets) {
     client.stdin.write('\n');
     return nextAccepted();
   };
-  const row = { nominal: processes, processes: processCount(), sockets, rows: tableRows(), cold: [], coldRun: [], coldRunWarmed: [], warmProcfs: [], warm: [], warmWithArgv: [], warmNoArgv: [], warmNew: [], miss: [], ss: [] };
+  const row = { nominal: processes, processes: processCount(), sockets, rows: tableRows(), cold: [], coldRun: [], coldRunWarmed: [], warmProcfs: [], warm: [], compare: {}, warmNew: [], miss: [], ss: [] };
 
   let previous = null;
   // Reset rather than close, so the loop itself leaves no TIME_WAIT rows behind.
@@ -209,22 +286,21 @@ async function measureRow(processes, sockets) {
   await warmLoop(procfsResolver, row.warmProcfs);
   const resolver = new IdentityResolver();
   await warmLoop(resolver, row.warm);
-  // The proxy's resolver leaves argv out (cmdline: false): each socket looked up by it and by
-  // the default one, in alternating order.
-  const noArgv = new IdentityResolver({ cmdline: false });
-  await noArgv.resolve(tupleOf(previous));
+  // The proxy's resolver (cmdline: false), procfs read natively and from JavaScript (and from a
+  // baseline build when given): each socket looked up by each, in alternating order.
+  const variants = compared();
+  for (const [name] of variants) row.compare[name] = { warm: [], warmCpu: [], warmNew: [], warmNewCpu: [] };
+  for (const [, r] of variants) await r.resolve(tupleOf(previous));
   for (let i = 0; i < WARM && Date.now() < DEADLINE; i++) {
     const s = await connect();
+    const released = previous ? tupleOf(previous) : null;
     rotate(s);
-    const pair = [[resolver, row.warmWithArgv], [noArgv, row.warmNoArgv]];
-    for (const [r, into] of i % 2 === 0 ? pair : pair.reverse()) {
-      const t0 = now();
-      const id = await r.resolve(tupleOf(s));
-      into.push(ms(t0));
-      if (id.pid !== clientPid) throw new Error(`resolved ${JSON.stringify(id)} instead of the client ${clientPid}`);
+    for (const [name, r] of i % 2 === 0 ? variants : [...variants].reverse()) {
+      if (released) r.released(released);
+      const id = await timed(r, tupleOf(s), row.compare[name].warm, row.compare[name].warmCpu);
+      if (id.pid !== clientPid) throw new Error(`${name} resolved ${JSON.stringify(id)} instead of the client ${clientPid}`);
     }
   }
-  noArgv.close();
   for (let i = 0; i < SS_RUNS && Date.now() < DEADLINE; i++) {
     const t0 = now();
     const id = await procfsResolver.resolve({ clientAddress: '127.0.0.1', clientPort: 1, proxyAddress: '127.0.0.1', proxyPort: PORT });
@@ -239,9 +315,14 @@ async function measureRow(processes, sockets) {
     const id = await resolver.resolve(tupleOf(s));
     row.warmNew.push(ms(t0));
     if (!id.path.endsWith('/curl') || id.ancestors[0]?.pid !== curl.pid) throw new Error(`resolved ${JSON.stringify(id)} instead of curl`);
+    for (const [name, r] of i % 2 === 0 ? variants : [...variants].reverse()) {
+      const other = await timed(r, tupleOf(s), row.compare[name].warmNew, row.compare[name].warmNewCpu);
+      if (other.pid !== id.pid || other.ancestors[0]?.pid !== curl.pid) throw new Error(`${name} resolved ${JSON.stringify(other)} instead of curl`);
+    }
     s.end('HTTP/1.0 204 No Content\r\n\r\n');
     await new Promise((r) => curl.once('exit', r));
   }
+  for (const [, r] of variants) r.close();
 
   for (let i = 0; i < SS_RUNS && Date.now() < DEADLINE; i++) {
     const s = await connect();
@@ -283,8 +364,20 @@ try {
   for (const r of rows) {
     console.log(`${r.nominal} processes, ${r.sockets} sockets: a new resolver's first lookup (hash store on disk) p50 ${f(pct(r.coldRun, 50))} ms; warmed first (warm(): process table listed, store loaded) p50 ${f(pct(r.coldRunWarmed, 50))} ms, ×${(pct(r.coldRun, 50) / pct(r.coldRunWarmed, 50)).toFixed(1)} faster`);
   }
+  const mean = (xs) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
   for (const r of rows) {
-    console.log(`${r.nominal} processes, ${r.sockets} sockets: warm diag as the proxy resolves (no argv) p50 ${f(pct(r.warmNoArgv, 50))} ms vs ${f(pct(r.warmWithArgv, 50))} ms with argv (same sockets, alternating), ×${(pct(r.warmWithArgv, 50) / pct(r.warmNoArgv, 50)).toFixed(2)}`);
+    for (const phase of ['warm', 'warmNew']) {
+      const of = (name) => r.compare[name]?.[phase] ?? [];
+      const cpu = (name) => r.compare[name]?.[`${phase}Cpu`] ?? [];
+      const line = Object.keys(r.compare)
+        .map((name) => `${name} p50 ${f(pct(of(name), 50))} p99 ${f(pct(of(name), 99))} ms, CPU mean ${f(mean(cpu(name)) * 1000)} p50 ${f(pct(cpu(name), 50) * 1000)} µs`)
+        .join(' | ');
+      const ratios = Object.keys(r.compare)
+        .filter((name) => name !== 'native')
+        .map((name) => `${name}÷native p50 ×${(pct(of(name), 50) / pct(of('native'), 50)).toFixed(2)}, p99 ×${(pct(of(name), 99) / pct(of('native'), 99)).toFixed(2)}, CPU mean ×${(mean(cpu(name)) / mean(cpu('native'))).toFixed(2)} p50 ×${(pct(cpu(name), 50) / pct(cpu('native'), 50)).toFixed(2)}`)
+        .join('; ');
+      console.log(`${r.nominal} processes, ${r.sockets} sockets, ${phase === 'warm' ? 'warm (long-lived client)' : 'warm-new (a curl per connection)'}, alternating (n=${of('native').length}): ${line} — ${ratios}`);
+    }
   }
   const at = (p, s) => rows.find((r) => r.sockets === s && r.nominal === p);
   const grow = (a, b, key) => (a && b ? (pct(b[key], 50) / pct(a[key], 50)).toFixed(1) : 'n/a');
@@ -303,6 +396,17 @@ try {
   for (const [key, label] of [['warmProcfs', 'warm procfs'], ['warm', 'warm diag'], ['warmNew', 'warm-new'], ['miss', 'procfs miss'], ['coldRun', 'cold run'], ['cold', 'cold']]) {
     const slower = rows.filter((r) => pct(r[key], 50) >= pct(r.ss, 50));
     console.log(`${label} faster than ss -tnp (p50) in every row: ${slower.length === 0 ? 'yes' : `no (${slower.length} rows)`}`);
+  }
+  if (BUSY > 0 && Date.now() < DEADLINE) {
+    const busy = await measureBusy();
+    const of = (name) => busy[name].busy;
+    const cpu = (name) => busy[name].busyCpu;
+    const line = Object.keys(busy).map((name) => `${name} p50 ${f(pct(of(name), 50))} p99 ${f(pct(of(name), 99))} ms, CPU mean ${f(mean(cpu(name)) * 1000)} p50 ${f(pct(cpu(name), 50) * 1000)} µs`).join(' | ');
+    const ratios = Object.keys(busy)
+      .filter((name) => name !== 'native')
+      .map((name) => `${name}÷native p50 ×${(pct(of(name), 50) / pct(of('native'), 50)).toFixed(2)}, CPU mean ×${(mean(cpu(name)) / mean(cpu('native'))).toFixed(2)} p50 ×${(pct(cpu(name), 50) / pct(cpu('native'), 50)).toFixed(2)}`)
+      .join('; ');
+    console.log(`busy client (one node process, 50 connections at a time), alternating (n=${of('native').length}): ${line} — ${ratios}`);
   }
 } finally {
   server.close();

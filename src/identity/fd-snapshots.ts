@@ -20,7 +20,10 @@
 //      client has already reconnected);
 // these first few are read without listing the table; then, from a listing,
 //   3. numbers not seen before, 4. other sockets, 5. other files.
+// With the native addon a read is one call (native-procfs.ts): the same first few, then the
+// listing with the numbers last seen holding other files last.
 import { readdirSync, readlinkSync } from 'node:fs';
+import type { FdLinksRead, NativeProcfs } from './native-procfs.js';
 import { errnoOf } from './unresolved.js';
 
 export interface FdTableAnswer {
@@ -48,7 +51,25 @@ interface Snapshot {
   links: Map<string, number> | null;
   /** fd number → the socket asked about that was found there, in the order they were found. */
   asked: Map<number, AskedSocket>;
+  /** The numbers in `links` that hold other kinds of files, worked out once for native reads. */
+  otherFiles?: Int32Array;
 }
+
+/** What one read of a table found, before it is kept. */
+interface TableRead {
+  sockets: Map<number, string>;
+  links: Map<string, number>;
+  /** The numbers open at a read to the end (empty otherwise). */
+  open: Set<string>;
+  readlinks: number;
+  permissionDenied: boolean;
+  /** The number where the read stopped at the socket (hinted, or ahead of the rest); null when it read on. */
+  stoppedAt: string | null;
+  /** The table could not be listed. */
+  listFailed: { permission: boolean } | null;
+}
+
+const NO_FDS = new Int32Array(0);
 
 /** Above this many open files, a process's links are not kept (the order of reading is plain). */
 const MAX_KEPT_LINKS = 4096;
@@ -76,7 +97,13 @@ export class FdSnapshots {
     /** How long a snapshot may be used at all (a process can close or pass on a socket). */
     private readonly maxAgeMs = 2_000,
     private readonly maxSnapshots = 512,
-  ) {}
+    /** Reads each table in one native call (only for the real /proc). */
+    native: NativeProcfs | null = null,
+  ) {
+    this.native = procDir === '/proc' ? native : null;
+  }
+
+  private readonly native: NativeProcfs | null;
 
   /** Whether `pid` holds socket `inode`, as of a moment no earlier than `notBefore` when it does not. */
   holds(pid: number, inode: number, notBefore: number, now = performance.now()): FdTableAnswer {
@@ -94,6 +121,40 @@ export class FdSnapshots {
   }
 
   /**
+   * What the kept look at `pid` tells without reading anything: that it holds the socket, that
+   * it does not (a look no older than `notBefore`), or else the numbers to read first (none
+   * when no usable look is kept: then only a read of the whole table can tell).
+   */
+  recall(pid: number, inode: number, notBefore: number, now = performance.now()): { held: boolean } | { hints: number[] } {
+    const kept = this.snapshots.get(pid);
+    if (kept === undefined || now - kept.takenAt > this.maxAgeMs) return { hints: [] };
+    const fd = kept.sockets.get(inode);
+    if (fd !== undefined) {
+      this.noteAsked(pid, kept, inode, Number(fd));
+      return { held: true };
+    }
+    if (kept.takenAt >= notBefore) return { held: false };
+    return { hints: hintedNumbers(kept.asked).slice(0, HINTS_BEFORE_LISTING).map(Number) };
+  }
+
+  /**
+   * The numbers to read last in a read of `pid`'s table up to a socket (those last seen holding
+   * other kinds of files), and whether such a read can stop at the socket (only with a usable
+   * look to add to; else it must read to the end).
+   */
+  readingPlan(pid: number, now = performance.now()): { list: 'to-socket' | 'all'; last: Int32Array } {
+    const kept = this.snapshots.get(pid);
+    return kept !== undefined && now - kept.takenAt <= this.maxAgeMs ? { list: 'to-socket', last: otherFilesOf(kept) } : { list: 'all', last: NO_FDS };
+  }
+
+  /** A read of `pid`'s table made elsewhere (natively, as `recall` and `readingPlan` said), begun at `startedAt`: kept as read() keeps its own. */
+  absorb(pid: number, inode: number, read: FdLinksRead, startedAt: number): FdTableAnswer {
+    const kept = this.snapshots.get(pid);
+    const previous = kept !== undefined && startedAt - kept.takenAt <= this.maxAgeMs ? kept : undefined;
+    return this.keepRead(pid, inode, previous, startedAt, tableOf(read));
+  }
+
+  /**
    * The connection on `inode` has ended: the number that held it in its owner is probably free
    * now, and the likeliest place of that process's next socket.
    */
@@ -107,62 +168,84 @@ export class FdSnapshots {
 
   /** Reads the table, likeliest places first, up to the socket; a read to the end renews the snapshot. */
   private read(pid: number, inode: number, previous: Snapshot | undefined, startedAt: number): FdTableAnswer {
-    const dir = `${this.procDir}/${pid}/fd`;
-    let readlinks = 0;
-    let permissionDenied = false;
-    const sockets = new Map<number, string>();
-    const links = new Map<string, number>();
-    /** Reads one link; true when it is the socket. */
-    const readLink = (fd: string): boolean => {
-      readlinks += 1;
-      let found: number | null = null;
-      try {
-        found = socketInodeOfLink(readlinkSync(`${dir}/${fd}`));
-      } catch (err) {
-        // Closed (ENOENT), or not ours to read.
-        if (isPermissionError(err)) permissionDenied = true;
-        return false;
-      }
-      links.set(fd, found ?? 0);
-      if (found !== null) sockets.set(found, fd);
-      return found === inode;
-    };
-    const tried = new Set<string>();
     const hinted = previous ? hintedNumbers(previous.asked) : [];
-    if (previous) {
-      // The hinted numbers first, without a listing; on a hit this read is done.
-      for (const fd of hinted.slice(0, HINTS_BEFORE_LISTING)) {
-        tried.add(fd);
-        if (readLink(fd)) return this.stopEarly(pid, previous, inode, fd, sockets, links, readlinks);
-      }
+    const table = this.native ? this.readNatively(pid, inode, previous, hinted) : this.readLinks(pid, inode, previous, hinted);
+    return this.keepRead(pid, inode, previous, startedAt, table);
+  }
+
+  /** What a read found, kept: added to the previous look when it stopped early, else a new look. */
+  private keepRead(pid: number, inode: number, previous: Snapshot | undefined, startedAt: number, table: TableRead): FdTableAnswer {
+    if (table.stoppedAt !== null) {
+      if (previous) return this.stopEarly(pid, previous, inode, table.stoppedAt, table.sockets, table.links, table.readlinks);
+      // Stopped at the socket with no look to add to (it expired meanwhile): the socket is held,
+      // but a partial read cannot stand for the table.
+      return { held: true, readlinks: table.readlinks, permissionDenied: false };
     }
-    let fds: string[];
-    try {
-      fds = readdirSync(dir);
-    } catch (err) {
-      const snapshot: Snapshot = { takenAt: startedAt, sockets: new Map(), permissionDenied: isPermissionError(err), links: null, asked: new Map() };
+    if (table.listFailed) {
+      const snapshot: Snapshot = { takenAt: startedAt, sockets: new Map(), permissionDenied: table.listFailed.permission, links: null, asked: new Map() };
       this.keep(pid, snapshot);
-      return { held: false, readlinks, permissionDenied: snapshot.permissionDenied };
-    }
-    const order = likeliestFirst(fds, previous?.links ?? null, hinted);
-    for (const fd of order) {
-      if (tried.has(fd)) continue;
-      if (readLink(fd) && previous) return this.stopEarly(pid, previous, inode, fd, sockets, links, readlinks);
+      return { held: false, readlinks: table.readlinks, permissionDenied: snapshot.permissionDenied };
     }
     // Read to the end: a new snapshot, which keeps what the last one knew of asked sockets
     // whose numbers still hold them.
-    const open = new Set(fds);
+    const { links, sockets, open } = table;
     const asked = new Map<number, AskedSocket>();
     for (const [fd, socket] of previous?.asked ?? this.snapshots.get(pid)?.asked ?? []) {
       const stillThere = links.get(String(fd)) === socket.inode;
       const freedSince = socket.released && !open.has(String(fd));
       if (stillThere || freedSince) asked.set(fd, socket);
     }
-    const snapshot: Snapshot = { takenAt: startedAt, sockets, permissionDenied, links: fds.length <= MAX_KEPT_LINKS ? links : null, asked };
+    const snapshot: Snapshot = { takenAt: startedAt, sockets, permissionDenied: table.permissionDenied, links: open.size <= MAX_KEPT_LINKS ? links : null, asked };
     this.keep(pid, snapshot);
     const found = sockets.get(inode);
     if (found !== undefined) this.noteAsked(pid, snapshot, inode, Number(found));
-    return { held: found !== undefined, readlinks, permissionDenied: permissionDenied && found === undefined };
+    return { held: found !== undefined, readlinks: table.readlinks, permissionDenied: table.permissionDenied && found === undefined };
+  }
+
+  /** One link at a time from JavaScript: the hinted numbers, then the listing in likeliest order. */
+  private readLinks(pid: number, inode: number, previous: Snapshot | undefined, hinted: readonly string[]): TableRead {
+    const dir = `${this.procDir}/${pid}/fd`;
+    const table: TableRead = { sockets: new Map(), links: new Map(), open: new Set(), readlinks: 0, permissionDenied: false, stoppedAt: null, listFailed: null };
+    /** Reads one link; true when it is the socket. */
+    const readLink = (fd: string): boolean => {
+      table.readlinks += 1;
+      let found: number | null = null;
+      try {
+        found = socketInodeOfLink(readlinkSync(`${dir}/${fd}`));
+      } catch (err) {
+        // Closed (ENOENT), or not ours to read.
+        if (isPermissionError(err)) table.permissionDenied = true;
+        return false;
+      }
+      table.links.set(fd, found ?? 0);
+      if (found !== null) table.sockets.set(found, fd);
+      return found === inode;
+    };
+    const tried = new Set<string>();
+    if (previous) {
+      // The hinted numbers first, without a listing; on a hit this read is done.
+      for (const fd of hinted.slice(0, HINTS_BEFORE_LISTING)) {
+        tried.add(fd);
+        if (readLink(fd)) return { ...table, stoppedAt: fd };
+      }
+    }
+    let fds: string[];
+    try {
+      fds = readdirSync(dir);
+    } catch (err) {
+      return { ...table, listFailed: { permission: isPermissionError(err) } };
+    }
+    for (const fd of likeliestFirst(fds, previous?.links ?? null, hinted)) {
+      if (tried.has(fd)) continue;
+      if (readLink(fd) && previous) return { ...table, stoppedAt: fd };
+    }
+    return { ...table, open: new Set(fds) };
+  }
+
+  /** The same in one call of the native addon: no round trip per link. */
+  private readNatively(pid: number, inode: number, previous: Snapshot | undefined, hinted: readonly string[]): TableRead {
+    const read = this.native!.fdLinks(pid, inode, previous ? hinted.slice(0, HINTS_BEFORE_LISTING).map(Number) : [], previous ? otherFilesOf(previous) : NO_FDS, previous !== undefined);
+    return tableOf(read);
   }
 
   /** Found before the end: what was read adds to the last full snapshot, whose absences still hold. */
@@ -227,6 +310,32 @@ export function likeliestFirst(fds: readonly string[], links: ReadonlyMap<string
     else others.push(fd);
   }
   return [...first, ...unseen, ...sockets, ...others];
+}
+
+/** Numbers last seen holding other kinds of files: a native read reads them last. */
+function otherFilesOf(snapshot: Snapshot): Int32Array {
+  if (!snapshot.links) return NO_FDS;
+  if (!snapshot.otherFiles) {
+    const others: number[] = [];
+    for (const [fd, link] of snapshot.links) if (link === 0) others.push(Number(fd));
+    snapshot.otherFiles = Int32Array.from(others);
+  }
+  return snapshot.otherFiles;
+}
+
+/** A native read as the snapshots keep it. Pure. */
+function tableOf(read: FdLinksRead): TableRead {
+  const table: TableRead = { sockets: new Map(), links: new Map(), open: new Set(), readlinks: read.fds.length, permissionDenied: read.permissionDenied, stoppedAt: null, listFailed: null };
+  for (let i = 0; i < read.fds.length; i++) {
+    const fd = String(read.fds[i]);
+    const link = read.inodes[i]!;
+    table.links.set(fd, link);
+    if (link !== 0) table.sockets.set(link, fd);
+    if (read.complete) table.open.add(fd);
+  }
+  if (read.found !== null && !read.complete) table.stoppedAt = String(read.found);
+  else if (read.listError !== null && read.found === null) table.listFailed = { permission: read.listError === 'EACCES' || read.listError === 'EPERM' };
+  return table;
 }
 
 function isPermissionError(err: unknown): boolean {

@@ -46,6 +46,21 @@ export class BinaryIntegrity {
     if (parseExeLink(readlinkSync(exeLink)).path !== path) {
       throw new UnresolvedError('process_gone', `process ${pid} replaced its executable during resolution`);
     }
+    return this.verdict(path, sha256);
+  }
+
+  /**
+   * The same for a path and fingerprint read together (the link read again after the
+   * fingerprint, see native-procfs.ts): nothing is read unless the file must be hashed, and then
+   * the file hashed is checked to be the one fingerprinted.
+   */
+  async checkFingerprinted(pid: number, path: string, fingerprint: string): Promise<HashResult> {
+    const sha256 = this.hashes.get(fingerprint) ?? this.fromStore(fingerprint) ?? (await this.hashOnce(`/proc/${pid}/exe`, fingerprint));
+    return this.verdict(path, sha256);
+  }
+
+  /** Trust on first use: the first hash seen at a path is the one every later one must match. */
+  private verdict(path: string, sha256: string): HashResult {
     const first = this.trusted.get(path);
     if (first === undefined) {
       this.trusted.set(path, sha256);

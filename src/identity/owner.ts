@@ -42,6 +42,11 @@ export interface OwnerSearch {
   notBefore: number;
   /** A moment no earlier than a process's start (read fresh); undefined when unknown. */
   notBeforeStartOf?: (pid: number) => number | undefined;
+  /**
+   * Looks for the socket at once in all the recent owners, where their earlier sockets were
+   * (one native call); the holder found, or undefined (then they are read one by one).
+   */
+  probeRecent?: (candidates: readonly number[]) => number | undefined;
 }
 
 /** A process's siblings are only worth reading when there are few of them. */
@@ -96,9 +101,10 @@ export async function findSocketOwners(search: OwnerSearch): Promise<SocketOwner
   }
 
   // A process that owned a recent connection usually owns this one too.
-  let first: number | undefined;
-  for (const pid of search.recentOwners) {
-    if (pid !== search.selfPid && (await scanner.holds(pid))) {
+  const recent = search.recentOwners.filter((pid) => pid !== search.selfPid);
+  let first = recent.length > 0 ? search.probeRecent?.(recent) : undefined;
+  for (const pid of first === undefined ? recent : []) {
+    if (await scanner.holds(pid)) {
       first = pid;
       break;
     }

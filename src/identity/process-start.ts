@@ -26,11 +26,16 @@ export class ProcessStartClock {
     }
   }
 
+  /** A moment no earlier than a start of `startTime` clock ticks after boot; undefined when boot is unknown. */
+  notBeforeStart(startTime: number): number | undefined {
+    return this.bootAt === undefined ? undefined : this.bootAt + (startTime * 1000) / TICKS_PER_SECOND + START_UNCERTAINTY_MS;
+  }
+
   /** A moment no earlier than the process's start, read now (so a reused pid cannot mislead); undefined when it is gone or unknown. */
   notBeforeStartOf(pid: number): number | undefined {
     if (this.bootAt === undefined) return undefined;
     try {
-      return this.bootAt + (readProcStat(pid, this.procDir).startTime * 1000) / TICKS_PER_SECOND + START_UNCERTAINTY_MS;
+      return this.notBeforeStart(readProcStat(pid, this.procDir).startTime);
     } catch {
       return undefined;
     }

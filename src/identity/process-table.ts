@@ -100,6 +100,8 @@ interface ProcessEntry {
 
 export class ProcessTable {
   private readonly entries = new Map<number, ProcessEntry>();
+  /** Parent pid → the pids of its children, as the entries say (childrenOf without a walk of every entry). */
+  private readonly children = new Map<number, Set<number>>();
   private pids: number[] = [];
   private listedAt = -Infinity;
   private fullyListedAt = -Infinity;
@@ -205,13 +207,18 @@ export class ProcessTable {
         // A thread's id is a pid too, and /proc/<tid> answers for it: only group leaders are processes.
         if (threadGroupOf(readProcText(`${this.procDir}/${pid}/status`, 'latin1')) !== pid) continue;
         const stat = readProcStat(pid, this.procDir);
-        this.entries.set(pid, { ppid: stat.ppid, startTime: stat.startTime });
+        this.setEntry(pid, { ppid: stat.ppid, startTime: stat.startTime });
         added.push(pid);
       } catch {
         // Exited already.
       }
     }
-    if (added.length > 0) this.sortPids();
+    if (added.length === 0) return;
+    // Started since the last look: more recent than every process listed, so they go first
+    // (no sort of the whole table).
+    const newest = added.sort((a, b) => this.entries.get(b)!.startTime - this.entries.get(a)!.startTime || b - a);
+    const fresh = new Set(newest);
+    this.pids = [...newest, ...this.pids.filter((pid) => !fresh.has(pid))];
   }
 
   private async listAll(): Promise<void> {
@@ -225,7 +232,7 @@ export class ProcessTable {
       changed = true;
       try {
         const stat = readProcStat(pid, this.procDir);
-        this.entries.set(pid, { ppid: stat.ppid, startTime: stat.startTime });
+        this.setEntry(pid, { ppid: stat.ppid, startTime: stat.startTime });
       } catch {
         // Exited between the listing and the read: nothing to remember.
       }
@@ -233,10 +240,28 @@ export class ProcessTable {
     }
     if (changed) {
       const alive = new Set(listed);
-      for (const pid of known) if (!alive.has(pid)) this.entries.delete(pid);
+      for (const pid of known) if (!alive.has(pid)) this.deleteEntry(pid);
       // Sorted only when the set of processes changed: most listings find the same set.
       this.sortPids();
     }
+  }
+
+  /** Entries and the index of children by parent change together. */
+  private setEntry(pid: number, entry: ProcessEntry): void {
+    this.deleteEntry(pid);
+    this.entries.set(pid, entry);
+    let siblings = this.children.get(entry.ppid);
+    if (!siblings) this.children.set(entry.ppid, (siblings = new Set()));
+    siblings.add(pid);
+  }
+
+  private deleteEntry(pid: number): void {
+    const entry = this.entries.get(pid);
+    if (!entry) return;
+    this.entries.delete(pid);
+    const siblings = this.children.get(entry.ppid);
+    siblings?.delete(pid);
+    if (siblings?.size === 0) this.children.delete(entry.ppid);
   }
 
   private sortPids(): void {
@@ -254,22 +279,16 @@ export class ProcessTable {
 
   childrenOf(pid: number): number[] {
     const children: number[] = [];
-    for (const [child, entry] of this.entries) if (entry.ppid === pid && child !== pid) children.push(child);
+    for (const child of this.children.get(pid) ?? []) if (child !== pid) children.push(child);
     return children;
   }
 
   /** The anchor and everything below it, breadth first (as of the last listing). */
   descendantsOf(anchor: number): number[] {
-    const byParent = new Map<number, number[]>();
-    for (const [child, { ppid }] of this.entries) {
-      const list = byParent.get(ppid);
-      if (list) list.push(child);
-      else byParent.set(ppid, [child]);
-    }
     const out = [anchor];
     const seen = new Set(out);
     for (let i = 0; i < out.length; i++) {
-      for (const child of byParent.get(out[i]!) ?? []) {
+      for (const child of this.children.get(out[i]!) ?? []) {
         if (!seen.has(child)) {
           seen.add(child);
           out.push(child);

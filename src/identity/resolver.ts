@@ -3,12 +3,15 @@
 // hashes. Every failure yields the `<unresolved>` sentinel with a reason; nothing here throws
 // to the caller.
 import { UNRESOLVED } from '../policy/types.js';
-import { AncestryCache } from './ancestry.js';
+import { AncestryCache, type Ancestry } from './ancestry.js';
 import { HashStore } from './hash-store.js';
-import { BinaryIntegrity } from './integrity.js';
+import { BinaryIntegrity, type HashResult } from './integrity.js';
 import { FdSnapshots } from './fd-snapshots.js';
 import { kernelRelatives } from './kernel-relatives.js';
+import { LookupReads } from './lookup-reads.js';
+import { NativeProcfs } from './native-procfs.js';
 import { findSocketOwners } from './owner.js';
+import { PinnedOwners } from './pinned-owners.js';
 import { readAncestorPids, readCmdline, readExecutable, type ExecutablePath } from './process-info.js';
 import { ProcessStartClock } from './process-start.js';
 import { ProcessTable } from './process-table.js';
@@ -38,6 +41,11 @@ export interface IdentityResolverOptions {
    * off and saves the three system calls per connection.
    */
   cmdline?: boolean;
+  /**
+   * Read procfs through the native addon when it is built (default true): an fd table, or a
+   * process with its parents, per call. false: from JavaScript, as where no compiler is.
+   */
+  nativeProcfs?: boolean;
 }
 
 const RECENT_OWNERS = 8;
@@ -68,7 +76,7 @@ function executableReader(): (pid: number) => ExecutablePath {
 
 export class IdentityResolver {
   private readonly processes = new ProcessTable();
-  private readonly fdSnapshots = new FdSnapshots();
+  private readonly fdSnapshots: FdSnapshots;
   private readonly startClock = new ProcessStartClock();
   private readonly kernelRelatives = kernelRelatives();
   private readonly hashStore: HashStore | undefined;
@@ -77,8 +85,14 @@ export class IdentityResolver {
   private recentOwners: number[] = [];
   private readonly sockDiag: SockDiag | null;
   private readonly openConnections = new Map<string, number>();
+  private readonly native: NativeProcfs | null;
+  /** The recent owners held open (native reads only). */
+  private readonly pins: PinnedOwners | null;
 
   constructor(private readonly options: IdentityResolverOptions = {}) {
+    this.native = options.nativeProcfs === false ? null : NativeProcfs.load();
+    this.pins = this.native ? new PinnedOwners(this.native) : null;
+    this.fdSnapshots = new FdSnapshots('/proc', undefined, undefined, this.native);
     this.sockDiag = options.socketSource === 'procfs' ? null : new SockDiag();
     this.hashStore = options.hashStore === undefined ? undefined : new HashStore(options.hashStore);
     this.integrity = new BinaryIntegrity(this.hashStore);
@@ -89,6 +103,7 @@ export class IdentityResolver {
   close(): void {
     this.hashStore?.flush();
     this.processes.close();
+    this.pins?.close();
     this.sockDiag?.close();
   }
 
@@ -135,6 +150,11 @@ export class IdentityResolver {
     await this.processes.refresh();
   }
 
+  /** Lookups whose owner was found through a process held open (the native fast path). */
+  get pinnedLookups(): number {
+    return this.pins?.found ?? 0;
+  }
+
   /** Files read and hashed so far (the rest came from the fingerprint cache). */
   get filesHashed(): number {
     return this.integrity.filesHashed;
@@ -144,7 +164,8 @@ export class IdentityResolver {
     const anchorPid = options.anchorPid;
     // The connection was accepted before this call: the client's socket exists by now.
     const startedAt = performance.now();
-    const executable = executableReader();
+    const reads = this.native ? new LookupReads(this.native, anchorPid, this.pins) : null;
+    const executable = reads ? (pid: number) => reads.executable(pid) : executableReader();
     let originalDestination: ProcessIdentity['original_destination'];
     let ownerPids: number[] | undefined;
     try {
@@ -170,14 +191,15 @@ export class IdentityResolver {
         snapshots: this.fdSnapshots,
         kernel: this.kernelRelatives,
         notBefore: startedAt,
-        notBeforeStartOf: (pid) => this.startClock.notBeforeStartOf(pid),
+        notBeforeStartOf: (pid) => (reads ? this.startFromReads(reads, pid) : this.startClock.notBeforeStartOf(pid)),
         exhaustive: this.options.exhaustiveOwnerSearch === true,
+        ...(reads && this.pins ? { probeRecent: (candidates: readonly number[]) => this.pins!.probe(socket.inode, candidates, startedAt, this.fdSnapshots, reads) } : {}),
       });
       ownerPids = owners.pids;
       this.rememberConnection(connectionKey(tuple, anchorPid), socket.inode);
       const { pid, exe } = this.chooseOwner(ownerPids, anchorPid, executable);
-      const identity = await this.describe(pid, exe, anchorPid, owners.relatives.parentOf(pid));
-      this.remember(pid);
+      const identity = reads ? await this.describeFromReads(pid, exe, anchorPid, reads) : await this.describe(pid, exe, anchorPid, owners.relatives.parentOf(pid));
+      this.remember(pid, reads);
       return originalDestination ? { ...identity, original_destination: originalDestination } : identity;
     } catch (err) {
       const failure = err instanceof UnresolvedError ? err : unresolvedFromFsError(err, 'no_owner', 'resolving the connection');
@@ -222,6 +244,27 @@ export class IdentityResolver {
     return root;
   }
 
+  private startFromReads(reads: LookupReads, pid: number): number | undefined {
+    try {
+      return this.startClock.notBeforeStart(reads.process(pid).startTime);
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** describe() from this lookup's native reads: the owner's executable and fingerprint were read together. */
+  private async describeFromReads(pid: number, exe: ExecutablePath, anchorPid: number | undefined, reads: LookupReads): Promise<ProcessIdentity> {
+    const owner = reads.process(pid);
+    const cmdline = this.options.cmdline === false ? undefined : readCmdline(pid);
+    const [own, ancestry] = await Promise.all([
+      this.integrity.checkFingerprinted(pid, exe.path, owner.fingerprint!).catch((err: unknown) => {
+        throw unresolvedFromFsError(err, 'unreadable_exe', `hashing ${exe.path}`);
+      }),
+      this.ancestries.ofRead(owner, anchorPid, reads, this.native!),
+    ]);
+    return this.identityOf(pid, exe, cmdline, own, ancestry);
+  }
+
   private async describe(pid: number, exe: ExecutablePath, anchorPid: number | undefined, knownParent: number | undefined): Promise<ProcessIdentity> {
     const cmdline = this.options.cmdline === false ? undefined : readCmdline(pid);
     const [own, ancestry] = await Promise.all([
@@ -230,6 +273,10 @@ export class IdentityResolver {
       }),
       this.ancestries.of(pid, anchorPid, knownParent),
     ]);
+    return this.identityOf(pid, exe, cmdline, own, ancestry);
+  }
+
+  private identityOf(pid: number, exe: ExecutablePath, cmdline: string[] | undefined, own: HashResult, ancestry: Ancestry): ProcessIdentity {
     const violations = [...(own.violation ? [own.violation] : []), ...ancestry.violations];
     return {
       path: exe.path,
@@ -243,7 +290,13 @@ export class IdentityResolver {
     };
   }
 
-  private remember(pid: number): void {
+  private remember(pid: number, reads: LookupReads | null): void {
+    const again = this.recentOwners.includes(pid);
     this.recentOwners = [pid, ...this.recentOwners.filter((p) => p !== pid)].slice(0, RECENT_OWNERS);
+    if (!this.pins || !reads) return;
+    this.pins.keepOnly(this.recentOwners);
+    // Held open from its second connection on: most clients connect once (a new process per
+    // connection), and holding those open would cost more than it saves.
+    if (again) this.pins.pin(reads.process(pid));
   }
 }
