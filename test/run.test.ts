@@ -326,7 +326,10 @@ describe('portcullis run: several at once and leftovers', () => {
     child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
     while (!out.includes('started') && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
     const pid = child.pid!;
-    const sleeper = spawnSync('pgrep', ['-u', 'portcullis-sandbox', '-x', 'sleep']).stdout.toString().trim().split('\n').map(Number).filter((p) => p > 0);
+    // This run's sleep (not another run's: runs of other test files may sleep at the same time).
+    const ns = (await listNamespaces()).find((n) => n.startsWith(`pcrun-${pid}-`))!;
+    const sleeper = spawnSync('ip', ['netns', 'pids', ns]).stdout.toString().trim().split('\n').map(Number)
+      .filter((p) => p > 0 && existsSync(`/proc/${p}/comm`) && readFileSync(`/proc/${p}/comm`, 'utf8').trim() === 'sleep');
     expect(sleeper.length).toBeGreaterThan(0);
     child.kill('SIGKILL');
     await exited;
