@@ -12,14 +12,16 @@ import type { AuditEvent } from '../audit/events.js';
 import type { AuditFailureMode, AuditSink } from '../audit/sink.js';
 import type { ProcessIdentity } from '../identity/types.js';
 import type { Decision } from '../policy/types.js';
+import type { InspectionTls } from '../tls/inspection.js';
 import type { Refuse, Refusal } from './answers.js';
-import { authorise, type AuthoriseContext, type RequestFacts } from './authorise.js';
+import { authorise, decisionInputFor, type AuthoriseContext, type RequestFacts } from './authorise.js';
 import { lookUpCaller, callerFields, peerOf, type IdentitySource } from './caller.js';
 import { dialChecked } from './dialer.js';
 import type { Downstream } from './downstream.js';
 import type { ProxyLimits } from './limits.js';
+import { letThrough } from './report-only.js';
 import { statusOf } from './responses.js';
-import type { ConnectionKind, Dialed, Tunnels } from './tunnels.js';
+import type { ConnectionKind, Dialed, Tracked, Tunnels } from './tunnels.js';
 
 export interface ProxyStats {
   connections: number;
@@ -56,11 +58,14 @@ export interface PipelineOptions {
   tunnels: Tunnels;
   /** While the audit cannot be written: refuse new connections (closed, the default) or serve them. */
   auditFailure: AuditFailureMode | undefined;
+  /** The CA and trust for TLS inspection; without it nothing is inspected. */
+  inspection?: InspectionTls | undefined;
 }
 
 export class Pipeline {
   readonly limits: ProxyLimits;
   readonly tunnels: Tunnels;
+  readonly inspection: InspectionTls | undefined;
   private closing = false;
   /** Every client socket, admitted or refused: close() ends them all. */
   private readonly sockets = new Set<net.Socket>();
@@ -68,6 +73,7 @@ export class Pipeline {
   constructor(private readonly options: PipelineOptions) {
     this.limits = options.limits;
     this.tunnels = options.tunnels;
+    this.inspection = options.inspection;
   }
 
   /** Admits nothing more and ends every connection (tunnels first, so each says why it ended). */
@@ -159,6 +165,39 @@ export class Pipeline {
       return null;
     }
     return { kind: allowed.kind, identity, facts, addresses: allowed.addresses, upstream, dialed: upstream.remoteAddress ?? '', downstream };
+  }
+
+  /**
+   * An allowed connection the proxy terminates itself (TLS inspection): nothing is dialed yet
+   * (each request dials when it is allowed); its decision is audited and counted now.
+   */
+  acceptInspected(allowed: Allowed): Tracked {
+    this.count(allowed.decision);
+    this.options.audit.emit(allowed.event);
+    const { kind, identity, facts, addresses } = allowed;
+    return { kind, identity, facts, addresses, dialed: '', inspected: { alpn: '' } };
+  }
+
+  /**
+   * One request on an inspected connection, decided with the policy in force now (a reload
+   * applies to the next request) against the connection's checked addresses. Report-only
+   * lets a would-deny through as `audit`. Counted; the caller audits it with its outcome.
+   */
+  decideRequest(identity: ProcessIdentity, facts: RequestFacts, addresses: string[]): Decision {
+    const decided = this.options.decisions.engine.decide(decisionInputFor(identity, facts, addresses));
+    const decision = decided.allow || !this.options.decisions.reportOnly ? decided : letThrough(decided);
+    this.count(decision);
+    return decision;
+  }
+
+  /** Counts a refusal made outside the engine (a malformed or misdirected request). */
+  countRefusal(): void {
+    this.options.counters.denied++;
+  }
+
+  /** Writes an audit event as it is. */
+  emit(event: AuditEvent): void {
+    this.options.audit.emit(event);
   }
 
   /** An error outside any decision (a bad head, a timeout, an internal fault): counted and audited. */

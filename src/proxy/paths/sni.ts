@@ -1,6 +1,7 @@
 // The transparent listener: TCP/443 redirected to the proxy. The ClientHello's server name is
 // the host to decide on (port 443); the hello itself goes upstream unchanged, so the TLS session
-// is between the client and the real server. With no TLS session of its own to answer in, the
+// is between the client and the real server — unless the policy wants the connection inspected
+// (inspect/terminate.ts: the hello is replayed into the proxy's own TLS server). With no TLS session of its own to answer in, the
 // proxy refuses by closing, and audits why.
 import type net from 'node:net';
 import type { ProcessIdentity } from '../../identity/types.js';
@@ -9,6 +10,7 @@ import type { RequestFacts } from '../authorise.js';
 import { callerFields, peerOf } from '../caller.js';
 import { ClientHelloReader } from '../client-hello.js';
 import { Downstream } from '../downstream.js';
+import { inspectConnection } from '../inspect/terminate.js';
 import type { Pipeline } from '../pipeline.js';
 import { readHead } from '../read-head.js';
 import { parseHost } from '../target.js';
@@ -33,6 +35,7 @@ export function acceptSni(p: Pipeline, client: net.Socket): void {
 async function tunnel(p: Pipeline, client: net.Socket, identity: () => Promise<ProcessIdentity>, facts: RequestFacts, hello: Buffer): Promise<void> {
   const allowed = await p.decide('sni', client, await identity(), facts, refuseByClosing);
   if (!allowed) return;
+  if (allowed.decision.inspect === true && p.inspection) return inspectConnection(p, allowed, hello);
   const dialed = await p.dial(allowed, new Downstream());
   if (!dialed) return;
   dialed.upstream.write(hello);
