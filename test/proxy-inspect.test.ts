@@ -75,3 +75,122 @@ describe('HTTP/2', () => {
     expect(await proxy.waitForEvent((e) => e.kind === 'http' && e.path === '/v1/two')).toMatchObject({ alpn: 'h2', status: 200, decision: 'allow' });
   });
 });
+
+describe('other clients', () => {
+  it('python3 urllib and requests, trusting the CA through SSL_CERT_FILE / REQUESTS_CA_BUNDLE', async () => {
+    const env = { ...process.env, https_proxy: proxy.url, no_proxy: '', SSL_CERT_FILE: world.caFile, REQUESTS_CA_BUNDLE: world.caFile };
+    const script = `
+import json, urllib.request, urllib.error, requests
+out = {}
+out['urllib'] = json.loads(urllib.request.urlopen('https://api.sim.test/v1/py-urllib', timeout=10).read())
+try:
+    urllib.request.urlopen('https://api.sim.test/v1/admin/py', timeout=10)
+except urllib.error.HTTPError as e:
+    out['urllib_denied'] = e.code
+r = requests.get('https://api.sim.test/v1/py-requests', timeout=10)
+out['requests'] = [r.status_code, r.json()]
+out['requests_denied'] = requests.post('https://api.sim.test/v3/x', data=b'abc', timeout=10).status_code
+print(json.dumps(out))
+`;
+    const res = await run('python3', ['-c', script], env);
+    expect(res.stderr).toBe('');
+    const out = JSON.parse(res.stdout);
+    expect(out.urllib).toMatchObject({ path: '/v1/py-urllib', tls: true });
+    expect(out.urllib_denied).toBe(403);
+    expect(out.requests).toEqual([200, expect.objectContaining({ path: '/v1/py-requests' })]);
+    expect(out.requests_denied).toBe(403);
+  });
+
+  it("node https through a CONNECT agent, trusting the CA through NODE_EXTRA_CA_CERTS; a POST body goes up", async () => {
+    const script = `
+const https = require('node:https');
+const { HttpsProxyAgent } = require('https-proxy-agent');
+const agent = new HttpsProxyAgent(process.env.PROXY);
+const req = https.request('https://api.sim.test/v1/node-post', { method: 'POST', agent, headers: { 'content-type': 'text/plain' } }, (res) => {
+  let body = '';
+  res.on('data', (c) => (body += c));
+  res.on('end', () => console.log(JSON.stringify({ status: res.statusCode, body: JSON.parse(body) })));
+});
+req.end('x'.repeat(100000));
+`;
+    const res = await run(process.execPath, ['-e', script], { ...process.env, PROXY: proxy.url, NODE_EXTRA_CA_CERTS: world.caFile, NODE_PATH: `${process.cwd()}/node_modules` });
+    expect(JSON.parse(res.stdout)).toEqual({ status: 200, body: expect.objectContaining({ method: 'POST', path: '/v1/node-post', bodyBytes: 100000 }) });
+    const event = await proxy.waitForEvent((e) => e.kind === 'http' && e.path === '/v1/node-post');
+    expect(event).toMatchObject({ method: 'POST', status: 200, bytes_up: 100000, binary: process.execPath });
+  });
+});
+
+/** A TLS session to `host` through a CONNECT tunnel (the client's SNI and ALPN as given). */
+async function tlsThroughTunnel(target: string, servername: string, alpn: string[]): Promise<tls.TLSSocket> {
+  const tunnel = await openTunnel(proxy.port, target);
+  expect(tunnel.status).toBe(200);
+  return new Promise((resolve, reject) => {
+    const socket = tls.connect({ socket: tunnel.socket, servername, ALPNProtocols: alpn, ca: world.caPem }, () => resolve(socket));
+    socket.once('error', reject);
+  });
+}
+
+function h2Get(session: http2.ClientHttp2Session, headers: http2.OutgoingHttpHeaders): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = session.request(headers);
+    let status = 0;
+    let body = '';
+    req.on('response', (h) => (status = Number(h[':status'])));
+    req.on('data', (c: Buffer) => (body += c.toString()));
+    req.on('end', () => resolve({ status, body }));
+    req.on('error', reject);
+  });
+}
+
+describe('refusals that are specific to inspection', () => {
+  it('HTTP/2: a stream for another host (connection coalescing) gets 421 on that stream; the other streams go on', async () => {
+    const socket = await tlsThroughTunnel('api.sim.test:8443', 'api.sim.test', ['h2']);
+    const session = http2.connect('https://api.sim.test:8443', { createConnection: () => socket });
+    try {
+      const [first, other, after] = await Promise.all([
+        h2Get(session, { ':path': '/v1/first', ':authority': 'api.sim.test:8443' }),
+        h2Get(session, { ':path': '/v1/first', ':authority': 'other.sim.test:8443' }),
+        h2Get(session, { ':path': '/v1/after', ':authority': 'api.sim.test:8443' }),
+      ]);
+      expect(first.status).toBe(200);
+      expect(other.status).toBe(421);
+      expect(JSON.parse(other.body)).toMatchObject({ error: 'authority_mismatch' });
+      expect(after.status).toBe(200);
+      expect(JSON.parse(after.body)).toMatchObject({ path: '/v1/after', host: 'api.sim.test:8443' });
+      expect((await h2Get(session, { ':path': '/v1/still', ':authority': 'api.sim.test:8443' })).status).toBe(200);
+    } finally {
+      session.destroy();
+    }
+    expect(await proxy.waitForEvent((e) => e.kind === 'http' && e.error === 'authority_mismatch')).toMatchObject({ decision: 'deny', status: 421, alpn: 'h2' });
+  });
+
+  it('HTTP/1.1: a Host of another host is refused (421), never followed; a non-canonical path is 400', async () => {
+    const mismatch = await curl(['--http1.1', '-i', '-H', 'Host: other.sim.test', 'https://api.sim.test/v1/x']);
+    expect(mismatch.stdout).toMatch(/^HTTP\/1\.1 421/m);
+    const encoded = await curl(['--http1.1', '-i', '--path-as-is', 'https://api.sim.test/v1/a%2fb']);
+    expect(encoded.stdout).toMatch(/^HTTP\/1\.1 400/m);
+  });
+
+  it('a ClientHello naming another host than the CONNECT is refused (handshake fails) and audited', async () => {
+    await expect(tlsThroughTunnel('api.sim.test:443', 'other.sim.test', ['http/1.1'])).rejects.toThrow();
+    expect(await proxy.waitForEvent((e) => e.error === 'sni_mismatch')).toMatchObject({ kind: 'connect', decision: 'deny', host: 'api.sim.test', server_name: 'other.sim.test' });
+  });
+
+  it('an upstream whose certificate is not trusted: 502 upstream_tls_error, with the OpenSSL code in the audit', async () => {
+    const res = await curl(['--http1.1', '-i', 'https://untrusted.sim.test:8443/any']);
+    expect(res.stdout).toMatch(/^HTTP\/1\.1 502/m);
+    const body = JSON.parse(res.stdout.slice(res.stdout.indexOf('{')));
+    expect(body.error).toBe('upstream_tls_error');
+    const event = await proxy.waitForEvent((e) => e.kind === 'http' && e.host === 'untrusted.sim.test');
+    expect(event).toMatchObject({ status: 502, error: 'upstream_tls_error', decision: 'allow' });
+    expect(String(event.tls_error_code)).toMatch(/UNABLE_TO_VERIFY|SELF_SIGNED|UNABLE_TO_GET_ISSUER/);
+  });
+
+  it('a client that does not trust the CA ends the handshake: tls_client_rejected with its alert', async () => {
+    const res = await run('curl', ['-sS', '--max-time', '10', '-x', proxy.url, 'https://other.sim.test/']);
+    expect(res.code).not.toBe(0);
+    const event = await proxy.waitForEvent((e) => e.error === 'tls_client_rejected' && e.host === 'other.sim.test');
+    expect(String(event.detail)).toContain('tls: passthrough');
+    expect(event.alert).toMatch(/unknown ca|bad certificate/i);
+  });
+});
