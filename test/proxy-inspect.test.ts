@@ -4,6 +4,7 @@
 // servers of the simulated internet (verified with --upstream-ca). Every request on an inspected
 // connection is decided by method, path and authority, answered and audited on its own.
 import http2 from 'node:http2';
+import { join } from 'node:path';
 import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openTunnel, run } from './fixtures/proxy/harness.js';
@@ -192,5 +193,93 @@ describe('refusals that are specific to inspection', () => {
     const event = await proxy.waitForEvent((e) => e.error === 'tls_client_rejected' && e.host === 'other.sim.test');
     expect(String(event.detail)).toContain('tls: passthrough');
     expect(event.alert).toMatch(/unknown ca|bad certificate/i);
+  });
+});
+
+/** A WebSocket handshake and one text message over `socket`; resolves with the status line and the echoed text. */
+function webSocketExchange(socket: tls.TLSSocket, path: string, host: string, message: string): Promise<{ status: number; echo: string | null }> {
+  return new Promise((resolve) => {
+    let buf = Buffer.alloc(0);
+    let status = 0;
+    const timer = setTimeout(() => finish(null), 10_000);
+    const finish = (echo: string | null): void => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve({ status, echo });
+    };
+    socket.on('data', (c: Buffer) => {
+      buf = Buffer.concat([buf, c]);
+      if (status === 0) {
+        const end = buf.indexOf('\r\n\r\n');
+        if (end === -1) return;
+        status = Number(buf.toString('latin1', 9, 12));
+        buf = buf.subarray(end + 4);
+        if (status !== 101) return;
+        const payload = Buffer.from(message);
+        const mask = Buffer.from([1, 2, 3, 4]);
+        socket.write(Buffer.concat([Buffer.from([0x81, 0x80 | payload.length]), mask, payload.map((b, i) => b ^ mask[i % 4]!)]));
+      }
+      if (status === 101 && buf.length >= 2 && buf.length >= 2 + buf[1]!) finish(buf.subarray(2, 2 + buf[1]!).toString());
+    });
+    socket.on('close', () => finish(null));
+    socket.on('error', () => finish(null));
+    socket.write(`GET ${path} HTTP/1.1\r\nHost: ${host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`);
+  });
+}
+
+describe('WebSocket and gRPC', () => {
+  it('WebSocket: the upgrade request is decided; after 101 the frames are relayed both ways', async () => {
+    const allowed = await webSocketExchange(await tlsThroughTunnel('api.sim.test:8443', 'api.sim.test', ['http/1.1']), '/v1/ws', 'api.sim.test:8443', 'ping');
+    expect(allowed).toEqual({ status: 101, echo: 'echo: ping' });
+    const denied = await webSocketExchange(await tlsThroughTunnel('api.sim.test:8443', 'api.sim.test', ['http/1.1']), '/v2/ws', 'api.sim.test:8443', 'ping');
+    expect(denied).toEqual({ status: 403, echo: null });
+    const event = await proxy.waitForEvent((e) => e.kind === 'http' && e.path === '/v1/ws' && e.status === 101);
+    expect(event.bytes_up).toBeGreaterThan(0);
+    expect(event.bytes_down).toBeGreaterThan(0);
+  });
+
+  it('gRPC over h2 (@grpc/grpc-js client and server): a unary call and a server stream allowed by path, another service denied', async () => {
+    const env = { ...process.env, grpc_proxy: proxy.url, https_proxy: proxy.url, no_grpc_proxy: '', no_proxy: '' };
+    const res = await run(process.execPath, [join(import.meta.dirname, 'fixtures/inspect/grpc-client.mjs'), 'grpc.sim.test:50051', world.caFile], env);
+    const out = JSON.parse(res.stdout);
+    expect(out.say).toEqual({ reply: 'hello world' });
+    expect(out.count).toEqual({ got: ['0', '1', '2', '3', '4'] });
+    // 403 on the stream: gRPC's PERMISSION_DENIED.
+    expect(out.drop.code).toBe(7);
+    expect(await proxy.waitForEvent((e) => e.kind === 'http' && e.path === '/test.Echo/Say')).toMatchObject({ decision: 'allow', status: 200, alpn: 'h2', method: 'POST' });
+    expect(await proxy.waitForEvent((e) => e.kind === 'http' && e.path === '/test.Admin/Drop')).toMatchObject({ decision: 'deny', status: 403 });
+  });
+});
+
+describe('the SNI listener', () => {
+  it('inspects a redirected connection as CONNECT does: h2 and HTTP/1.1, each request decided', async () => {
+    const connectSni = (alpn: string[]): Promise<tls.TLSSocket> =>
+      new Promise((resolve, reject) => {
+        const s = tls.connect({ host: '127.0.0.1', port: proxy.sniPort, servername: 'api.sim.test', ALPNProtocols: alpn, ca: world.caPem }, () => resolve(s));
+        s.once('error', reject);
+      });
+    const socket = await connectSni(['h2']);
+    const session = http2.connect('https://api.sim.test', { createConnection: () => socket });
+    try {
+      const ok = await h2Get(session, { ':path': '/v1/sni', ':authority': 'api.sim.test' });
+      expect(ok.status).toBe(200);
+      expect(JSON.parse(ok.body)).toMatchObject({ path: '/v1/sni', tls: true });
+      expect((await h2Get(session, { ':path': '/v2/sni', ':authority': 'api.sim.test' })).status).toBe(403);
+    } finally {
+      session.destroy();
+    }
+    const h1 = await connectSni(['http/1.1']);
+    const answer = await new Promise<string>((resolve) => {
+      let text = '';
+      h1.on('data', (c: Buffer) => {
+        text += c.toString();
+        if (text.includes('"path"')) resolve(text);
+      });
+      h1.write('GET /v1/sni-h1 HTTP/1.1\r\nHost: api.sim.test\r\n\r\n');
+    });
+    h1.destroy();
+    expect(answer).toMatch(/^HTTP\/1\.1 200/);
+    expect(await proxy.waitForEvent((e) => e.kind === 'http' && e.path === '/v1/sni')).toMatchObject({ via: 'sni', tls: true, alpn: 'h2' });
+    expect(await proxy.waitForEvent((e) => e.kind === 'sni' && e.host === 'api.sim.test')).toMatchObject({ inspect: true, decision: 'allow' });
   });
 });

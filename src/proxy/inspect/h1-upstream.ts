@@ -11,7 +11,8 @@ export interface BodyShape {
   length: number | 'chunked' | null;
 }
 
-export function h1Request(conn: InspectedConnection, out: OutgoingRequest, body: BodyShape, extra: Record<string, string> = {}): http.ClientRequest {
+/** `counted.bytesUp` grows with the body as it goes up. */
+export function h1Request(conn: InspectedConnection, out: OutgoingRequest, body: BodyShape, counted: { bytesUp: number }, extra: Record<string, string> = {}): http.ClientRequest {
   const headers: http.OutgoingHttpHeaders = { ...out.headers, ...extra, host: out.authority };
   delete headers['content-length'];
   if (typeof body.length === 'number') headers['content-length'] = String(body.length);
@@ -26,6 +27,9 @@ export function h1Request(conn: InspectedConnection, out: OutgoingRequest, body:
     setHost: false,
   });
   if (body.length === null) request.end();
-  else out.body.pipe(request);
+  else {
+    out.body.on('data', (chunk: Buffer) => (counted.bytesUp += chunk.length));
+    out.body.pipe(request);
+  }
   return request;
 }

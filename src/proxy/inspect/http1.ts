@@ -79,9 +79,8 @@ function bodyShape(req: http.IncomingMessage): BodyShape {
 }
 
 function forward(conn: InspectedConnection, req: http.IncomingMessage, res: http.ServerResponse, verdict: RequestVerdict & { ok: true }, record: RequestRecord): void {
-  req.on('data', (chunk: Buffer) => (record.bytesUp += chunk.length));
   const out = rewriteOutgoing(conn, { method: verdict.facts.method, authority: authorityOf(conn), path: verdict.facts.path, headers: endToEndHeaders(req.rawHeaders), body: req });
-  const upstream = h1Request(conn, out, bodyShape(req));
+  const upstream = h1Request(conn, out, bodyShape(req), record);
   upstream.on('response', (answer: http.IncomingMessage) => {
     record.status = answer.statusCode ?? 0;
     res.writeHead(record.status, answer.statusMessage, endToEndHeaders(answer.rawHeaders));

@@ -37,7 +37,6 @@ function serveStream(conn: InspectedConnection, stream: http2.ServerHttp2Stream,
   const { record, done } = recordRequest(conn, verdict);
   stream.once('close', done);
   if (!verdict.ok) return refuseOnStream(stream, verdict.refusal, record);
-  stream.on('data', (chunk: Buffer) => (record.bytesUp += chunk.length));
   const ended = (flags & http2.constants.NGHTTP2_FLAG_END_STREAM) !== 0;
   const out = rewriteOutgoing(conn, { method, authority: authorityOf(conn), path: verdict.facts.path, headers: endToEndHeaders(flattenHeaders(headers), true), body: stream });
   conn.upstream.h2Session().then(
@@ -68,7 +67,7 @@ function viaH2(conn: InspectedConnection, session: http2.ClientHttp2Session, str
   let clientTrailers: http2.OutgoingHttpHeaders = {};
   stream.on('trailers', (t: http2.IncomingHttpHeaders) => (clientTrailers = endToEndHeaders(flattenHeaders(t))));
   upstream.on('wantTrailers', () => upstream.sendTrailers(clientTrailers));
-  if (!ended) out.body.pipe(upstream);
+  if (!ended) pipeCounted(out, upstream, record);
   let upstreamTrailers: http2.OutgoingHttpHeaders = {};
   upstream.on('trailers', (t: http2.IncomingHttpHeaders) => (upstreamTrailers = endToEndHeaders(flattenHeaders(t))));
   stream.on('wantTrailers', () => stream.sendTrailers(upstreamTrailers));
@@ -90,10 +89,16 @@ function viaH2(conn: InspectedConnection, session: http2.ClientHttp2Session, str
   });
 }
 
+/** The request body upstream, counted; attached only now, so nothing flows before it has somewhere to go. */
+function pipeCounted(out: OutgoingRequest, upstream: NodeJS.WritableStream, record: RequestRecord): void {
+  out.body.on('data', (chunk: Buffer) => (record.bytesUp += chunk.length));
+  out.body.pipe(upstream);
+}
+
 function viaH1(conn: InspectedConnection, stream: http2.ServerHttp2Stream, out: OutgoingRequest, ended: boolean, headers: http2.IncomingHttpHeaders, verdict: Allowed, record: RequestRecord): void {
   if (stream.destroyed) return;
   const length = headers['content-length'];
-  const upstream = h1Request(conn, out, { length: ended ? null : length !== undefined ? Number(length) : 'chunked' });
+  const upstream = h1Request(conn, out, { length: ended ? null : length !== undefined ? Number(length) : 'chunked' }, record);
   upstream.on('response', (answer: http.IncomingMessage) => {
     record.status = answer.statusCode ?? 0;
     if (stream.destroyed) return;

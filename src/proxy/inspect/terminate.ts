@@ -84,7 +84,8 @@ export async function inspectConnection(p: Pipeline, allowed: Allowed, replay: B
     if (conn.alpn === 'h2') serveHttp2(conn, socket);
     else serveHttp1(conn, socket);
   });
-  client.resume();
+  // No client.resume(): it would hand the replayed bytes to 'data' listeners instead of to the
+  // TLS socket, which reads the client's buffered bytes and its handle by itself.
 }
 
 function handshakeFailed(p: Pipeline, allowed: Allowed, sniRefused: string | null, err: NodeJS.ErrnoException, failed: (error: string, detail: string, extra?: Record<string, unknown>) => void): void {

@@ -36,7 +36,7 @@ export function serveUpgrade(conn: InspectedConnection, req: http.IncomingMessag
   if (!verdict.ok) return refuse(verdict.refusal);
   const headers = endToEndHeaders(req.rawHeaders);
   const out = rewriteOutgoing(conn, { method: verdict.facts.method, authority: authorityOf(conn), path: verdict.facts.path, headers, body: req });
-  const upstream = h1Request(conn, out, { length: null }, { connection: 'Upgrade', upgrade: req.headers.upgrade ?? '' });
+  const upstream = h1Request(conn, out, { length: null }, record, { connection: 'Upgrade', upgrade: req.headers.upgrade ?? '' });
   upstream.on('upgrade', (answer: http.IncomingMessage, socket: net.Socket, upHead: Buffer) => {
     record.status = 101;
     client.write(responseHead(101, answer.statusMessage, answer.rawHeaders, false));
