@@ -4,11 +4,12 @@
 // servers of the simulated internet (verified with --upstream-ca). Every request on an inspected
 // connection is decided by method, path and authority, answered and audited on its own.
 import http2 from 'node:http2';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openTunnel, run } from './fixtures/proxy/harness.js';
-import { startInspectingProxy, startWorld, type InspectingProxy, type InspectWorld } from './fixtures/inspect/env.js';
+import { policyText, startInspectingProxy, startWorld, type InspectingProxy, type InspectWorld } from './fixtures/inspect/env.js';
 
 let world: InspectWorld;
 let proxy: InspectingProxy;
@@ -281,5 +282,45 @@ describe('the SNI listener', () => {
     expect(answer).toMatch(/^HTTP\/1\.1 200/);
     expect(await proxy.waitForEvent((e) => e.kind === 'http' && e.path === '/v1/sni')).toMatchObject({ via: 'sni', tls: true, alpn: 'h2' });
     expect(await proxy.waitForEvent((e) => e.kind === 'sni' && e.host === 'api.sim.test')).toMatchObject({ inspect: true, decision: 'allow' });
+  });
+});
+
+describe('policy changes and report-only', () => {
+  it('a reload applies to the next request on an open inspected connection', async () => {
+    const file = join(world.dir, 'reload.yaml');
+    writeFileSync(file, policyText(world.sim));
+    const own = await startInspectingProxy(world, [], file);
+    try {
+      const tunnel = await openTunnel(own.port, 'api.sim.test:8443');
+      const socket = await new Promise<tls.TLSSocket>((resolve, reject) => {
+        const s = tls.connect({ socket: tunnel.socket, servername: 'api.sim.test', ALPNProtocols: ['h2'], ca: world.caPem }, () => resolve(s));
+        s.once('error', reject);
+      });
+      const session = http2.connect('https://api.sim.test:8443', { createConnection: () => socket });
+      const get = async (path: string): Promise<number> => (await h2Get(session, { ':path': path, ':authority': 'api.sim.test:8443' })).status;
+      try {
+        expect([await get('/v1/before'), await get('/v2/before')]).toEqual([200, 403]);
+        writeFileSync(file, policyText(world.sim, '          - allow: { method: GET, path: "/v2/**" }'));
+        await own.reload();
+        expect([await get('/v1/after'), await get('/v2/after')]).toEqual([403, 200]);
+      } finally {
+        session.destroy();
+      }
+    } finally {
+      await own.stop();
+    }
+  });
+
+  it('--report-only lets a would-deny request through, recorded as audit', async () => {
+    const own = await startInspectingProxy(world, ['--report-only']);
+    try {
+      const res = await run('curl', ['-sS', '--max-time', '15', '--cacert', world.caFile, '-x', own.url, 'https://api.sim.test/v2/reported']);
+      expect(JSON.parse(res.stdout)).toMatchObject({ path: '/v2/reported' });
+      const event = await own.waitForEvent((e) => e.kind === 'http' && e.path === '/v2/reported');
+      expect(event).toMatchObject({ decision: 'audit', allow: true, status: 200 });
+      expect(String(event.reason)).toMatch(/^report-only, would deny/);
+    } finally {
+      await own.stop();
+    }
   });
 });
