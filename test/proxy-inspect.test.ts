@@ -324,3 +324,16 @@ describe('policy changes and report-only', () => {
     }
   });
 });
+
+describe('the CLI flags', () => {
+  it('--ca-cert without --ca-key, and --upstream-ca without a CA, are usage errors', async () => {
+    const { cli } = await import('./support/cli.js');
+    const base = ['proxy', '--policy', world.policyFile, '--listen', '127.0.0.1:0', '--no-watch'];
+    const half = await cli(...base, '--ca-cert', world.caFile);
+    expect(half.code).toBe(2);
+    expect(half.stderr).toContain('--ca-cert and --ca-key go together');
+    const upstreamOnly = await cli(...base, '--upstream-ca', world.caFile);
+    expect(upstreamOnly.code).toBe(2);
+    expect(upstreamOnly.stderr).toContain('--upstream-ca is for inspected connections');
+  });
+});

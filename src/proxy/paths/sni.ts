@@ -1,8 +1,8 @@
 // The transparent listener: TCP/443 redirected to the proxy. The ClientHello's server name is
 // the host to decide on (port 443); the hello itself goes upstream unchanged, so the TLS session
 // is between the client and the real server — unless the policy wants the connection inspected
-// (inspect/terminate.ts: the hello is replayed into the proxy's own TLS server). With no TLS session of its own to answer in, the
-// proxy refuses by closing, and audits why.
+// (inspect/terminate.ts: the hello is replayed into the proxy's own TLS server). With no TLS
+// session of its own to answer in, the proxy refuses by closing, and audits why.
 import type net from 'node:net';
 import type { ProcessIdentity } from '../../identity/types.js';
 import { refuseByClosing } from '../answers.js';
