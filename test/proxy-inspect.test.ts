@@ -286,7 +286,7 @@ describe('the SNI listener', () => {
 });
 
 describe('policy changes and report-only', () => {
-  it('a reload applies to the next request on an open inspected connection', async () => {
+  it('a reload applies to the next request on an open inspected connection, and closes it when its host is no longer allowed', async () => {
     const file = join(world.dir, 'reload.yaml');
     writeFileSync(file, policyText(world.sim));
     const own = await startInspectingProxy(world, [], file);
@@ -303,6 +303,12 @@ describe('policy changes and report-only', () => {
         writeFileSync(file, policyText(world.sim, '          - allow: { method: GET, path: "/v2/**" }'));
         await own.reload();
         expect([await get('/v1/after'), await get('/v2/after')]).toEqual([403, 200]);
+        // A policy that no longer allows the host at all closes the inspected connection.
+        const closed = new Promise<void>((resolve) => session.once('close', () => resolve()));
+        writeFileSync(file, 'version: 1\nnetwork_policies: {}\n');
+        await own.reload();
+        await closed;
+        expect(await own.waitForEvent((e) => e.kind === 'tunnel' && e.inspected === true && e.closed_by === 'policy_reload')).toMatchObject({ host: 'api.sim.test', port: 8443 });
       } finally {
         session.destroy();
       }
