@@ -144,6 +144,32 @@ function h2Get(session: http2.ClientHttp2Session, headers: http2.OutgoingHttpHea
   });
 }
 
+describe('HTTP/2 trailers', () => {
+  it("the upstream's trailers reach an HTTP/2 client, and a request body with the client's trailers goes up", async () => {
+    const socket = await tlsThroughTunnel('api.sim.test:8443', 'api.sim.test', ['h2']);
+    const session = http2.connect('https://api.sim.test:8443', { createConnection: () => socket });
+    try {
+      const got = await new Promise<{ status: number; body: string; trailers: http2.IncomingHttpHeaders }>((resolve, reject) => {
+        const req = session.request({ ':method': 'POST', ':path': '/v1/trailers', ':authority': 'api.sim.test:8443', te: 'trailers' }, { waitForTrailers: true });
+        let status = 0;
+        let body = '';
+        let trailers: http2.IncomingHttpHeaders = {};
+        req.on('wantTrailers', () => req.sendTrailers({ 'x-client-sum': '7' }));
+        req.on('response', (h) => (status = Number(h[':status'])));
+        req.on('trailers', (t) => (trailers = t));
+        req.on('data', (c: Buffer) => (body += c.toString()));
+        req.on('end', () => resolve({ status, body, trailers }));
+        req.on('error', reject);
+        req.end('1234567');
+      });
+      expect(got).toMatchObject({ status: 200, body: 'with trailers' });
+      expect(got.trailers['x-checksum']).toBe('got-7');
+    } finally {
+      session.destroy();
+    }
+  });
+});
+
 describe('refusals that are specific to inspection', () => {
   it('HTTP/2: a stream for another host (connection coalescing) gets 421 on that stream; the other streams go on', async () => {
     const socket = await tlsThroughTunnel('api.sim.test:8443', 'api.sim.test', ['h2']);

@@ -83,7 +83,14 @@ function forward(conn: InspectedConnection, req: http.IncomingMessage, res: http
   const upstream = h1Request(conn, out, bodyShape(req), record);
   upstream.on('response', (answer: http.IncomingMessage) => {
     record.status = answer.statusCode ?? 0;
-    res.writeHead(record.status, answer.statusMessage, endToEndHeaders(answer.rawHeaders));
+    try {
+      res.writeHead(record.status, answer.statusMessage, endToEndHeaders(answer.rawHeaders));
+    } catch {
+      // A head Node will not write (an informational status here): this exchange fails alone.
+      answer.destroy();
+      res.destroy();
+      return;
+    }
     answer.on('data', (chunk: Buffer) => (record.bytesDown += chunk.length));
     answer.pipe(res);
     answer.on('error', () => res.destroy());

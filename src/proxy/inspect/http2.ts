@@ -66,18 +66,18 @@ function viaH2(conn: InspectedConnection, session: http2.ClientHttp2Session, str
   // Trailers both ways: the client's go up after its last DATA frame, the upstream's come down.
   let clientTrailers: http2.OutgoingHttpHeaders = {};
   stream.on('trailers', (t: http2.IncomingHttpHeaders) => (clientTrailers = endToEndHeaders(flattenHeaders(t))));
-  upstream.on('wantTrailers', () => upstream.sendTrailers(clientTrailers));
+  upstream.on('wantTrailers', () => guarded(stream, () => upstream.sendTrailers(clientTrailers)));
   if (!ended) pipeCounted(out, upstream, record);
   let upstreamTrailers: http2.OutgoingHttpHeaders = {};
   upstream.on('trailers', (t: http2.IncomingHttpHeaders) => (upstreamTrailers = endToEndHeaders(flattenHeaders(t))));
-  stream.on('wantTrailers', () => stream.sendTrailers(upstreamTrailers));
+  stream.on('wantTrailers', () => guarded(stream, () => stream.sendTrailers(upstreamTrailers)));
   upstream.on('response', (headers: http2.IncomingHttpHeaders, flags: number) => {
     record.status = Number(headers[':status'] ?? 0);
     if (stream.destroyed) return;
     const endStream = (flags & http2.constants.NGHTTP2_FLAG_END_STREAM) !== 0;
-    stream.respond({ ...endToEndHeaders(flattenHeaders(headers)), ':status': record.status }, endStream ? { endStream: true } : { waitForTrailers: true });
+    const answered = guarded(stream, () => stream.respond({ ...endToEndHeaders(flattenHeaders(headers)), ':status': record.status }, endStream ? { endStream: true } : { waitForTrailers: true }));
     upstream.on('data', (chunk: Buffer) => (record.bytesDown += chunk.length));
-    if (!endStream) upstream.pipe(stream);
+    if (answered && !endStream) upstream.pipe(stream);
   });
   upstream.on('error', (err) => (stream.headersSent ? stream.close(NGHTTP2_INTERNAL_ERROR) : upstreamFailed(conn, stream, err, verdict, record)));
   // A reset either way is passed on (a cancelled gRPC call cancels upstream).
@@ -87,6 +87,20 @@ function viaH2(conn: InspectedConnection, session: http2.ClientHttp2Session, str
   stream.once('close', () => {
     if (!upstream.closed) upstream.close(stream.rstCode !== undefined && stream.rstCode !== 0 ? stream.rstCode : NGHTTP2_CANCEL);
   });
+}
+
+/**
+ * Passes on headers or trailers the upstream sent; ones HTTP/2 cannot carry (Node throws on
+ * them) reset this stream instead of reaching the proxy's event loop. False when they failed.
+ */
+function guarded(stream: http2.ServerHttp2Stream, pass: () => void): boolean {
+  try {
+    pass();
+    return true;
+  } catch {
+    if (!stream.destroyed) stream.close(NGHTTP2_INTERNAL_ERROR);
+    return false;
+  }
 }
 
 /** The request body upstream, counted; attached only now, so nothing flows before it has somewhere to go. */
@@ -102,8 +116,8 @@ function viaH1(conn: InspectedConnection, stream: http2.ServerHttp2Stream, out: 
   upstream.on('response', (answer: http.IncomingMessage) => {
     record.status = answer.statusCode ?? 0;
     if (stream.destroyed) return;
-    stream.respond({ ...endToEndHeaders(answer.rawHeaders), ':status': record.status }, { waitForTrailers: true });
-    stream.on('wantTrailers', () => stream.sendTrailers(endToEndHeaders(answer.rawTrailers)));
+    if (!guarded(stream, () => stream.respond({ ...endToEndHeaders(answer.rawHeaders), ':status': record.status }, { waitForTrailers: true }))) return;
+    stream.on('wantTrailers', () => guarded(stream, () => stream.sendTrailers(endToEndHeaders(answer.rawTrailers))));
     answer.on('data', (chunk: Buffer) => (record.bytesDown += chunk.length));
     answer.pipe(stream);
   });
