@@ -5,7 +5,8 @@
 // one bulk transfer (256 MiB) per mode. Clients are in this process (Node's TLS), so on a
 // 2-core machine they compete with the proxy: connections/s is a floor, CPU/connection is not.
 // Comparisons with srt's tlsTerminate and mitmdump are not part of this file yet.
-// Needs `npm run build`. Env: INSPECT_BENCH_SECONDS (default 5), INSPECT_BENCH_BULK_MIB (256).
+// Needs `npm run build`. Env: INSPECT_BENCH_SECONDS (default 5), INSPECT_BENCH_BULK_MIB (256),
+// INSPECT_BENCH_NODE_ARGS (extra node flags for the proxy, e.g. --cpu-prof --cpu-prof-dir=DIR).
 import { spawn, execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
@@ -31,7 +32,8 @@ function cpuMs(pid) {
 function startProxy(policy) {
   const args = [CLI, 'proxy', '--policy', policy, '--listen', '127.0.0.1:0', '--no-watch', '--audit', join(dir, 'audit.jsonl'),
     '--resolver', `${sim.dns.address}:${sim.dns.port}`, '--ca-cert', join(dir, 'ca/ca.crt'), '--ca-key', join(dir, 'ca/ca.key'), '--upstream-ca', join(dir, 'sim-ca.pem')];
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  const nodeArgs = (process.env.INSPECT_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  const child = spawn(process.execPath, [...nodeArgs, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
   let err = '';
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`proxy did not start: ${err}`)), 20_000);

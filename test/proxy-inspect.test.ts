@@ -144,6 +144,15 @@ function h2Get(session: http2.ClientHttp2Session, headers: http2.OutgoingHttpHea
   });
 }
 
+describe('the upstream side', () => {
+  it('a new inspected connection resumes the TLS session an earlier one verified (no second chain check)', async () => {
+    const first = JSON.parse((await curl(['--http1.1', 'https://api.sim.test:8443/v1/resume-1'])).stdout);
+    const second = JSON.parse((await curl(['--http1.1', 'https://api.sim.test:8443/v1/resume-2'])).stdout);
+    expect(first.path).toBe('/v1/resume-1');
+    expect(second).toMatchObject({ path: '/v1/resume-2', resumed: true });
+  });
+});
+
 describe('HTTP/2 trailers', () => {
   it("the upstream's trailers reach an HTTP/2 client, and a request body with the client's trailers goes up", async () => {
     const socket = await tlsThroughTunnel('api.sim.test:8443', 'api.sim.test', ['h2']);
