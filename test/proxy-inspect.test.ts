@@ -221,6 +221,9 @@ describe('refusals that are specific to inspection', () => {
     const event = await proxy.waitForEvent((e) => e.kind === 'http' && e.host === 'untrusted.sim.test');
     expect(event).toMatchObject({ status: 502, error: 'upstream_tls_error', decision: 'allow' });
     expect(String(event.tls_error_code)).toMatch(/UNABLE_TO_VERIFY|SELF_SIGNED|UNABLE_TO_GET_ISSUER/);
+    // Nothing from the failed handshake is kept to resume: the next connection fails the same way.
+    const again = await curl(['--http1.1', '-i', 'https://untrusted.sim.test:8443/again']);
+    expect(again.stdout).toMatch(/^HTTP\/1\.1 502/m);
   });
 
   it('a client that does not trust the CA ends the handshake: tls_client_rejected with its alert', async () => {
