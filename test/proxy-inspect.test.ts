@@ -8,6 +8,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { h1Case, h2Case, prng } from './fixtures/inspect/fuzz-cases.js';
 import { openTunnel, run } from './fixtures/proxy/harness.js';
 import { policyText, startInspectingProxy, startWorld, type InspectingProxy, type InspectWorld } from './fixtures/inspect/env.js';
 
@@ -380,4 +381,37 @@ describe('the CLI flags', () => {
     expect(upstreamOnly.code).toBe(2);
     expect(upstreamOnly.stderr).toContain('--upstream-ca is for inspected connections');
   });
+});
+
+describe('fuzzing through the whole path (CONNECT, TLS)', () => {
+  it('300 malformed HTTP/1.1 heads and 300 HTTP/2 frame sequences over inspected TLS: none reaches the upstream, the proxy serves on', async () => {
+    const authority = 'api.sim.test:8443';
+    const seen = async (): Promise<string[]> => JSON.parse((await curl(['--http1.1', `https://${authority}/v1/seen`])).stdout) as string[];
+    const before = await seen();
+    const rand = prng(0x3f3);
+    const send = async (protocol: 'h1' | 'h2', bytes: Buffer): Promise<void> => {
+      const socket = await tlsThroughTunnel(authority, 'api.sim.test', [protocol === 'h2' ? 'h2' : 'http/1.1']);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => socket.destroy(), 1500);
+        socket.on('data', () => undefined);
+        socket.on('error', () => undefined);
+        socket.on('close', () => {
+          clearTimeout(timer);
+          resolve();
+        });
+        socket.write(bytes);
+        if (protocol === 'h2') setTimeout(() => socket.end(), 150);
+      });
+    };
+    for (let batch = 0; batch < 300; batch += 20) {
+      await Promise.all(Array.from({ length: 20 }, (_, k) => send('h1', h1Case(rand, authority, batch + k))));
+      await Promise.all(Array.from({ length: 20 }, (_, k) => send('h2', h2Case(rand, authority, batch + k))));
+    }
+    // The policy here allows /v1/** only: every /ok/ and /denied/ request of the fuzz is refused.
+    expect((await seen()).slice(before.length)).toEqual([]);
+    const ok = await curl(['--http1.1', `https://${authority}/v1/after-fuzz`]);
+    expect(JSON.parse(ok.stdout)).toMatchObject({ path: '/v1/after-fuzz' });
+    // The list does see what is forwarded.
+    expect((await seen()).slice(before.length)).toEqual(['/v1/after-fuzz']);
+  }, 120_000);
 });
