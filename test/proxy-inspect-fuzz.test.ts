@@ -3,6 +3,7 @@
 // the inspected-connection handlers (fixtures/inspect/fuzz-harness.ts). The policy allows only
 // /ok/**: nothing the upstream receives may be anything else (no request gets past its
 // decision), the process survives every sequence, and a valid request is served afterwards.
+// proxy-inspect.test.ts sends a sample of the same cases the whole way (CONNECT, TLS, the CLI).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { frame, h1Case, h2Case, PREFACE, prng, requestBlock } from './fixtures/inspect/fuzz-cases.js';
 import { FUZZ_HOST, startFuzzHarness, type FuzzHarness } from './fixtures/inspect/fuzz-harness.js';
