@@ -356,6 +356,30 @@ describe('policy changes and report-only', () => {
     }
   });
 
+  it('the idle timeout ends an idle HTTP/2 connection, never one whose stream keeps flowing', async () => {
+    const own = await startInspectingProxy(world, ['--idle-timeout', '1000']);
+    try {
+      const tunnel = await openTunnel(own.port, 'api.sim.test:8443');
+      const socket = await new Promise<tls.TLSSocket>((resolve, reject) => {
+        const s = tls.connect({ socket: tunnel.socket, servername: 'api.sim.test', ALPNProtocols: ['h2'], ca: world.caPem }, () => resolve(s));
+        s.once('error', reject);
+      });
+      const session = http2.connect('https://api.sim.test:8443', { createConnection: () => socket });
+      const closed = new Promise<number>((resolve) => session.once('close', () => resolve(Date.now())));
+      // 3 s of a stream that sends every 200 ms: longer than the idle timeout, never idle.
+      const drip = await h2Get(session, { ':path': '/v1/drip', ':authority': 'api.sim.test:8443' });
+      expect(drip.status).toBe(200);
+      expect(drip.body.trim().split('\n')).toHaveLength(15);
+      const idleFrom = Date.now();
+      const at = await Promise.race([closed, new Promise<number>((r) => setTimeout(() => r(-1), 8000))]);
+      expect(at).toBeGreaterThan(0);
+      expect(at - idleFrom).toBeLessThan(5000);
+      expect(await own.waitForEvent((e) => e.kind === 'tunnel' && e.inspected === true)).toMatchObject({ closed_by: 'idle', alpn: 'h2' });
+    } finally {
+      await own.stop();
+    }
+  });
+
   it('--report-only lets a would-deny request through, recorded as audit', async () => {
     const own = await startInspectingProxy(world, ['--report-only']);
     try {

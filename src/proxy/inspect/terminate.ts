@@ -80,9 +80,13 @@ export async function inspectConnection(p: Pipeline, allowed: Allowed, replay: B
     clearTimeout(handshakeTimer);
     conn.alpn = socket.alpnProtocol === 'h2' ? 'h2' : 'http/1.1';
     tracked.inspected = { alpn: conn.alpn };
-    socket.setTimeout(p.limits.idleTimeoutMs, () => stop('idle'));
-    if (conn.alpn === 'h2') serveHttp2(conn, socket);
-    else serveHttp1(conn, socket);
+    // The HTTP/2 session reads the socket's handle itself (the socket sees no traffic): its own
+    // timer, which every frame resets, is the one that tells idle from busy.
+    if (conn.alpn === 'h2') serveHttp2(conn, socket).setTimeout(p.limits.idleTimeoutMs, () => stop('idle'));
+    else {
+      socket.setTimeout(p.limits.idleTimeoutMs, () => stop('idle'));
+      serveHttp1(conn, socket);
+    }
   });
   // No client.resume(): it would hand the replayed bytes to 'data' listeners instead of to the
   // TLS socket, which reads the client's buffered bytes and its handle by itself.
