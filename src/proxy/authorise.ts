@@ -25,6 +25,8 @@ export interface AuthoriseContext {
   lookup: UpstreamLookup;
   ownAddresses: ReadonlySet<string>;
   reportOnly: boolean;
+  /** The proxy has a CA: a tunnel the policy wants inspected is inspected, not refused. */
+  canInspect: boolean;
 }
 
 export type Authorisation =
@@ -57,6 +59,17 @@ export function inspectionRefusal(decision: Decision, facts: RequestFacts): Deci
   return { allow: false, decision: 'deny', reason, policy: decision.policy };
 }
 
+/**
+ * After a reload: an opaque tunnel the policy now wants inspected is cut (its TLS session is the
+ * client's and the server's; the proxy cannot step into it), null when the decision stands.
+ */
+export function opaqueTunnelRefusal(decision: Decision, facts: RequestFacts, canInspect: boolean): Decision | null {
+  if (!canInspect) return inspectionRefusal(decision, facts);
+  if (!decision.allow || decision.inspect !== true || facts.method !== undefined) return null;
+  const reason = `${facts.host}:${facts.port} must now be TLS-inspected (policy ${decision.policy ?? '?'}), and this tunnel was opened uninspected; a new connection will be inspected`;
+  return { allow: false, decision: 'deny', reason, policy: decision.policy };
+}
+
 export async function authorise(ctx: AuthoriseContext, identity: ProcessIdentity, facts: RequestFacts): Promise<Authorisation> {
   let reported: Decision | null = null;
   const refuse = (kind: ProxyErrorKind, decision: Decision): Authorisation | null => {
@@ -74,7 +87,7 @@ export async function authorise(ctx: AuthoriseContext, identity: ProcessIdentity
     const refusal = refuse('policy_denied', first);
     if (refusal) return refusal;
   }
-  const uninspectable = inspectionRefusal(first, facts);
+  const uninspectable = ctx.canInspect ? null : inspectionRefusal(first, facts);
   if (uninspectable) {
     const refusal = refuse('inspection_unavailable', uninspectable);
     if (refusal) return refusal;

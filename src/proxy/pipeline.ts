@@ -14,14 +14,16 @@ import type { AuditFailureMode, AuditSink } from '../audit/sink.js';
 import type { CredentialStore } from '../credentials/store.js';
 import type { ProcessIdentity } from '../identity/types.js';
 import type { Decision } from '../policy/types.js';
+import type { InspectionTls } from '../tls/inspection.js';
 import type { Refuse, Refusal } from './answers.js';
-import { authorise, type AuthoriseContext, type RequestFacts } from './authorise.js';
+import { authorise, decisionInputFor, type AuthoriseContext, type RequestFacts } from './authorise.js';
 import { lookUpCaller, callerFields, peerOf, type IdentitySource } from './caller.js';
 import { dialRoute, type DialPurpose, type DialedUpstream } from './dialer.js';
 import type { Downstream } from './downstream.js';
 import type { ProxyLimits } from './limits.js';
+import { letThrough } from './report-only.js';
 import { statusOf } from './responses.js';
-import type { ConnectionKind, Dialed, Tunnels } from './tunnels.js';
+import type { ConnectionKind, Dialed, Tracked, Tunnels } from './tunnels.js';
 import { upstreamProxyName, type UpstreamRoutes } from './upstream-proxy.js';
 
 export interface ProxyStats {
@@ -61,6 +63,8 @@ export interface PipelineOptions {
   auditFailure: AuditFailureMode | undefined;
   /** Which connections go through an upstream proxy (none when absent). */
   routes?: UpstreamRoutes;
+  /** The CA and trust for TLS inspection; without it nothing is inspected. */
+  inspection?: InspectionTls | undefined;
 }
 
 /** A dialed connection; `absoluteForm`: a request must be written in absolute form (to an upstream proxy). */
@@ -69,6 +73,7 @@ export type DialedRoute = Dialed & Pick<DialedUpstream, 'absoluteForm'>;
 export class Pipeline {
   readonly limits: ProxyLimits;
   readonly tunnels: Tunnels;
+  readonly inspection: InspectionTls | undefined;
   private closing = false;
   /** Every client socket, admitted or refused: close() ends them all. */
   private readonly sockets = new Set<net.Socket>();
@@ -76,6 +81,7 @@ export class Pipeline {
   constructor(private readonly options: PipelineOptions) {
     this.limits = options.limits;
     this.tunnels = options.tunnels;
+    this.inspection = options.inspection;
   }
 
   /** Admits nothing more and ends every connection (tunnels first, so each says why it ended). */
@@ -185,6 +191,39 @@ export class Pipeline {
   /** A refusal the policy's decision did not make (a misused credential placeholder): counted as a deny and audited. */
   refused(event: AuditEvent): void {
     this.options.counters.denied++;
+    this.options.audit.emit(event);
+  }
+
+  /**
+   * An allowed connection the proxy terminates itself (TLS inspection): nothing is dialed yet
+   * (each request dials when it is allowed); its decision is audited and counted now.
+   */
+  acceptInspected(allowed: Allowed): Tracked {
+    this.count(allowed.decision);
+    this.options.audit.emit(allowed.event);
+    const { kind, identity, facts, addresses } = allowed;
+    return { kind, identity, facts, addresses, dialed: '', inspected: { alpn: '' } };
+  }
+
+  /**
+   * One request on an inspected connection, decided with the policy in force now (a reload
+   * applies to the next request) against the connection's checked addresses. Report-only
+   * lets a would-deny through as `audit`. Counted; the caller audits it with its outcome.
+   */
+  decideRequest(identity: ProcessIdentity, facts: RequestFacts, addresses: string[]): Decision {
+    const decided = this.options.decisions.engine.decide(decisionInputFor(identity, facts, addresses));
+    const decision = decided.allow || !this.options.decisions.reportOnly ? decided : letThrough(decided);
+    this.count(decision);
+    return decision;
+  }
+
+  /** Counts a refusal made outside the engine (a malformed or misdirected request). */
+  countRefusal(): void {
+    this.options.counters.denied++;
+  }
+
+  /** Writes an audit event as it is. */
+  emit(event: AuditEvent): void {
     this.options.audit.emit(event);
   }
 

@@ -21,7 +21,9 @@ export type ProxyErrorKind =
   | 'upstream_proxy_auth'
   | 'upstream_proxy_refused'
   | 'too_many_connections'
-  | 'audit_unavailable';
+  | 'audit_unavailable'
+  | 'upstream_tls_error'
+  | 'authority_mismatch';
 
 const STATUS: Record<ProxyErrorKind, [number, string]> = {
   policy_denied: [403, 'Forbidden'],
@@ -44,6 +46,9 @@ const STATUS: Record<ProxyErrorKind, [number, string]> = {
   upstream_proxy_refused: [502, 'Bad Gateway'],
   too_many_connections: [503, 'Service Unavailable'],
   audit_unavailable: [503, 'Service Unavailable'],
+  upstream_tls_error: [502, 'Bad Gateway'],
+  // RFC 9110 §15.5.20: this connection cannot answer for that host; a client opens another.
+  authority_mismatch: [421, 'Misdirected Request'],
 };
 
 export function statusOf(kind: ProxyErrorKind): number {
@@ -87,6 +92,10 @@ function explain(f: DenialFacts): string {
       return `portcullis allowed the connection to ${where}, but the upstream proxy it must go through did not open it: ${f.detail}. This is a matter for the operator of the proxies, not of the egress policy.`;
     case 'audit_unavailable':
       return `portcullis cannot write its audit log at the moment and refuses new connections until it can (nothing leaves unrecorded). This is temporary: try again later.`;
+    case 'upstream_tls_error':
+      return `portcullis could not make a trusted TLS connection to ${where}: ${f.detail}. The request was allowed; it was not sent.`;
+    case 'authority_mismatch':
+      return `portcullis refused the request: ${f.detail}. A connection to one host cannot carry requests for another; open a new connection for it.`;
     case 'use_connect':
       return `${f.detail}. Configure the client to use this proxy with CONNECT for https URLs (e.g. set https_proxy).`;
     default:
@@ -94,25 +103,38 @@ function explain(f: DenialFacts): string {
   }
 }
 
-export function errorResponse(f: DenialFacts, extraHeaders: Record<string, string> = {}): Buffer {
-  const [status, text] = STATUS[f.kind];
+export interface ErrorAnswer {
+  status: number;
+  statusText: string;
+  /** `deny` for a 403 or 421 (the policy said no), `error` otherwise. */
+  decision: 'deny' | 'error';
+  /** The JSON body, newline-terminated. */
+  json: string;
+}
+
+/** The status and JSON body of a refusal, for any protocol that carries it (HTTP/1.1, HTTP/2). */
+export function errorAnswer(f: DenialFacts): ErrorAnswer {
+  const [status, statusText] = STATUS[f.kind];
   const body: Record<string, unknown> = { error: f.kind, detail: f.detail, policy: f.policy ?? null, binary: f.binary ?? null };
   if (f.host !== undefined) body.host = f.host;
   if (f.port !== undefined) body.port = f.port;
   body.message = explain(f);
-  const json = `${JSON.stringify(body)}\n`;
-  const decision = status === 403 ? 'deny' : 'error';
+  return { status, statusText, decision: status === 403 || status === 421 ? 'deny' : 'error', json: `${JSON.stringify(body)}\n` };
+}
+
+export function errorResponse(f: DenialFacts, extraHeaders: Record<string, string> = {}): Buffer {
+  const answer = errorAnswer(f);
   const headers = {
     'Content-Type': 'application/json',
-    'Content-Length': String(Buffer.byteLength(json)),
-    'X-Portcullis-Decision': decision,
+    'Content-Length': String(Buffer.byteLength(answer.json)),
+    'X-Portcullis-Decision': answer.decision,
     Connection: 'close',
     ...extraHeaders,
   };
   const head = Object.entries(headers)
     .map(([k, v]) => `${k}: ${v}\r\n`)
     .join('');
-  return Buffer.from(`HTTP/1.1 ${status} ${text}\r\n${head}\r\n${json}`);
+  return Buffer.from(`HTTP/1.1 ${answer.status} ${answer.statusText}\r\n${head}\r\n${answer.json}`);
 }
 
 export const CONNECT_ESTABLISHED = Buffer.from('HTTP/1.1 200 Connection Established\r\n\r\n');

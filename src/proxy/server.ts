@@ -7,11 +7,12 @@ import net from 'node:net';
 import os from 'node:os';
 import type { AuditFailureMode, AuditSink } from '../audit/sink.js';
 import { PolicyEngine } from '../engine/engine.js';
+import type { InspectionTls } from '../tls/inspection.js';
 import { IdentityResolver } from '../identity/resolver.js';
 import { loadPolicyFile } from '../policy/load.js';
 import { portcullisCacheDir } from '../util/cache-dir.js';
 import { refuseByClosing, refuseHttp } from './answers.js';
-import { decisionInputFor, inspectionRefusal, type AuthoriseContext } from './authorise.js';
+import { decisionInputFor, opaqueTunnelRefusal, type AuthoriseContext } from './authorise.js';
 import type { IdentitySource } from './caller.js';
 import { resolveLimits, type ProxyLimits } from './limits.js';
 import { acceptHttpRequest, headTimedOut } from './paths/http-request.js';
@@ -54,7 +55,11 @@ export interface ProxyOptions {
   regoDirs?: string[];
   /** Who is behind a connection; defaults to the procfs resolver. */
   identity?: IdentitySource;
-  inspection?: import('../tls/inspection.js').InspectionTls;
+  /**
+   * TLS inspection (`--ca-cert`/`--ca-key`): the CA, its leaves and the upstream trust. Without
+   * it, a tunnel the policy wants inspected is refused (inspection_unavailable).
+   */
+  inspection?: InspectionTls;
   /** An upstream (corporate) proxy that allowed connections go through, except its `direct` hosts. */
   upstreamProxy?: UpstreamProxy;
 }
@@ -133,9 +138,11 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
   const identities: IdentitySource = options.identity ?? new IdentityResolver({ hashStore: portcullisCacheDir('executable-hashes.json'), cmdline: false });
   const reportOnly = options.reportOnly === true;
   const counters: ProxyStats = { connections: 0, accepted: 0, tunnels: 0, allowed: 0, denied: 0, audited: 0, errors: 0, reloads: 0 };
-  const decisions: AuthoriseContext = { engine, lookup: createUpstreamLookup(options.resolver, limits.dnsTimeoutMs), ownAddresses: new Set(), reportOnly };
+  const inspection = options.inspection;
+  const lookup = createUpstreamLookup(options.resolver, limits.dnsTimeoutMs);
+  const decisions: AuthoriseContext = { engine, lookup, ownAddresses: new Set(), reportOnly, canInspect: inspection !== undefined };
   const tunnels = new Tunnels(audit, counters, limits.idleTimeoutMs);
-  const pipeline = new Pipeline({ limits, audit, counters, decisions, identities, anchorPid: options.anchorPid, tunnels, auditFailure: options.auditFailure, routes: new UpstreamRoutes(options.upstreamProxy) });
+  const pipeline = new Pipeline({ limits, audit, counters, decisions, identities, anchorPid: options.anchorPid, tunnels, auditFailure: options.auditFailure, routes: new UpstreamRoutes(options.upstreamProxy), inspection });
 
   const httpServer = createListener((client) => onListenPort(pipeline, client));
   const address = await listen(httpServer, options.listen);
@@ -158,13 +165,14 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
   /** The engine holds a new policy: open tunnels it denies are cut, and the change is audited. */
   const policyChanged = (): number => {
     counters.reloads++;
-    // Report-only closes nothing: it only records what the policy would deny. A tunnel that now
-    // needs inspection is cut too: this proxy relays it opaque.
+    // Report-only closes nothing: it only records what the policy would deny. An opaque tunnel
+    // that now needs inspection is cut too.
     const closed = reportOnly
       ? 0
       : tunnels.cutDenied((t) => {
           const allowed = engine.decide(decisionInputFor(t.identity, t.facts, t.addresses));
-          return inspectionRefusal(allowed, t.facts) ?? allowed;
+          // An inspected connection decides each request anew: only the host itself is re-checked.
+          return t.inspected ? allowed : (opaqueTunnelRefusal(allowed, t.facts, inspection !== undefined) ?? allowed);
         });
     audit.emit({ kind: 'reload', ok: true, policy_file: options.policyFile, tunnels_closed: closed });
     return closed;

@@ -13,22 +13,28 @@ import { Relay, type CloseCause, type RelayStats } from './relay.js';
 
 export type ConnectionKind = 'connect' | 'http' | 'sni' | 'socks';
 
-/** A connection whose decision allowed it and whose upstream answered. */
-export interface Dialed {
+/** A connection whose decision allowed it, as the open-tunnel list knows it. */
+export interface Tracked {
   kind: ConnectionKind;
   identity: ProcessIdentity;
   facts: RequestFacts;
   /** The checked addresses (what a reload decides on again). */
   addresses: string[];
-  upstream: net.Socket;
-  /** The address that answered. */
+  /** The address that answered (for an inspected connection: the last one its requests went to). */
   dialed: string;
+  /** TLS-inspected: its requests are decided one by one, and the audit says so. */
+  inspected?: { alpn: string };
+}
+
+/** A connection whose decision allowed it and whose upstream answered. */
+export interface Dialed extends Tracked {
+  upstream: net.Socket;
   /** For opaque tunnels: how the upstream's bytes reach the client (see downstream.ts). */
   downstream: Downstream | undefined;
 }
 
 interface OpenTunnel {
-  dialed: Dialed;
+  dialed: Tracked;
   /** Ends the connection (both sides); its tunnel event says why. */
   stop(cause: CloseCause): void;
 }
@@ -46,7 +52,7 @@ export class Tunnels {
   ) {}
 
   /** Registers a relaying connection that `stop` can end. */
-  add(dialed: Dialed, stop: (cause: CloseCause) => void): TunnelEnd {
+  add(dialed: Tracked, stop: (cause: CloseCause) => void): TunnelEnd {
     const started = process.hrtime.bigint();
     const tunnel: OpenTunnel = { dialed, stop };
     this.open.add(tunnel);
@@ -61,6 +67,10 @@ export class Tunnels {
       event.bytes_down = bytes.bytesDown;
       event.duration_ms = Number(process.hrtime.bigint() - started) / 1e6;
       event.closed_by = cause;
+      if (dialed.inspected) {
+        event.inspected = true;
+        event.alpn = dialed.inspected.alpn;
+      }
       this.audit.emit(event);
     };
   }
@@ -72,7 +82,7 @@ export class Tunnels {
   }
 
   /** Stops the open tunnels that `decide` now denies (after a reload); returns how many. */
-  cutDenied(decide: (dialed: Dialed) => Decision): number {
+  cutDenied(decide: (dialed: Tracked) => Decision): number {
     let closed = 0;
     for (const tunnel of [...this.open]) {
       const { kind, facts, identity } = tunnel.dialed;

@@ -8,6 +8,9 @@ import { DEFAULT_LIMITS, type ProxyLimits } from '../../proxy/limits.js';
 import { watchPolicyFile } from '../../proxy/policy-watch.js';
 import { startProxy, type HostPort } from '../../proxy/server.js';
 import { upstreamProxyName } from '../../proxy/upstream-proxy.js';
+import { CaFileError } from '../../tls/ca-files.js';
+import { loadInspectionTls, type InspectionTls } from '../../tls/inspection.js';
+import { collect } from '../repeatable.js';
 import { AUDIT_FAILURE_HELP, openAuditSinkOrExit, parseAuditFailure, reportAuditHealth, reportUnwritten } from '../audit-options.js';
 import { addPolicySourceFlags, openPolicySource, type PolicySourceFlags } from '../policy-source.js';
 import { addUpstreamProxyFlags, upstreamProxyFromFlags, type UpstreamProxyFlags } from '../upstream-proxy-options.js';
@@ -28,6 +31,28 @@ interface ProxyCommandOptions extends PolicySourceFlags, UpstreamProxyFlags {
   maxConnections?: number;
   helloTimeout?: number;
   placeholders?: string;
+  caCert?: string;
+  caKey?: string;
+  upstreamCa?: string[];
+}
+
+/** The inspection CA from --ca-cert/--ca-key (both or neither), or undefined; exits 2 on a bad file. */
+async function inspectionOrExit(opts: ProxyCommandOptions): Promise<InspectionTls | undefined> {
+  const fail = (message: string): never => {
+    process.stderr.write(`portcullis proxy: ${message}\n`);
+    process.exit(2);
+  };
+  if ((opts.caCert === undefined) !== (opts.caKey === undefined)) fail('--ca-cert and --ca-key go together (TLS inspection needs both)');
+  if (opts.caCert === undefined || opts.caKey === undefined) {
+    if (opts.upstreamCa?.length) fail('--upstream-ca is for inspected connections: give --ca-cert and --ca-key too');
+    return undefined;
+  }
+  try {
+    return await loadInspectionTls(opts.caCert, opts.caKey, { upstreamCaFiles: opts.upstreamCa ?? [] });
+  } catch (err) {
+    if (err instanceof CaFileError) return fail(err.message);
+    throw err;
+  }
 }
 
 /** `ADDR:PORT`; port 0 lets the system choose (the chosen one is printed). */
@@ -74,8 +99,12 @@ export function registerProxy(program: Command): void {
     .option('--max-connections <n>', `concurrent client connections (default ${DEFAULT_LIMITS.maxConnections})`, positive)
     .option('--hello-timeout <ms>', `time allowed for a TLS ClientHello on the SNI listener (default ${DEFAULT_LIMITS.helloTimeoutMs})`, positive)
     .option('--placeholders <file>', 'write VARIABLE=placeholder lines (mode 0600) for the policy\'s credentials, for a runtime to put in its sandbox')
+    .option('--ca-cert <file>', 'CA certificate (PEM) for TLS inspection of endpoints with tls: inspect (portcullis ca init makes one)')
+    .option('--ca-key <file>', 'private key of --ca-cert (PEM, mode 0600)')
+    .option('--upstream-ca <file>', 'also trust this CA (PEM) for the upstreams of inspected connections, besides the system roots (repeatable)', collect)
     .action(async (opts: ProxyCommandOptions) => {
       const upstreamProxy = upstreamProxyOrExit(opts);
+      const inspection = await inspectionOrExit(opts);
       const audit = openAuditSinkOrExit(opts.audit, 'proxy');
       reportAuditHealth(audit, 'proxy', opts.auditFailure);
       const source = await openPolicySource(opts, 'portcullis proxy', (line) => process.stderr.write(`portcullis proxy: ${line}\n`));
@@ -101,10 +130,11 @@ export function registerProxy(program: Command): void {
         ...(opts.anchor !== undefined ? { anchorPid: opts.anchor } : {}),
         limits,
         ...(upstreamProxy ? { upstreamProxy } : {}),
+        ...(inspection ? { inspection } : {}),
       });
       source.onChange(() => proxy.policyChanged());
       process.stderr.write(
-        `portcullis proxy listening on ${show(proxy.address)}${proxy.sniAddress ? ` (sni ${show(proxy.sniAddress)})` : ''}${opts.reportOnly ? ' in report-only mode' : ''}${upstreamProxy ? `, on through the upstream proxy ${upstreamProxyName(upstreamProxy)}` : ''}\n`,
+        `portcullis proxy listening on ${show(proxy.address)}${proxy.sniAddress ? ` (sni ${show(proxy.sniAddress)})` : ''}${opts.reportOnly ? ' in report-only mode' : ''}${inspection ? ', inspecting TLS' : ''}${upstreamProxy ? `, on through the upstream proxy ${upstreamProxyName(upstreamProxy)}` : ''}\n`,
       );
       const reload = (): void => {
         void proxy.reload().then((r) => {

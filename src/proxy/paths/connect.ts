@@ -3,12 +3,14 @@
 //   2. who is calling (identity), then the decision for host and port (403 JSON on a deny);
 //   3. dial exactly the checked addresses (502/504 when none answers);
 //   4. "200 Connection Established", and from then on an opaque tunnel, tracked until it ends.
-// (A TLS-inspecting CONNECT will hand the client to an inspecting path at step 4 instead.)
+// A connection the policy wants TLS-inspected (decision.inspect, and the proxy has a CA) is not
+// dialed here: after the 200 it is handed to inspect/terminate.ts, which decides each request.
 import type net from 'node:net';
 import { refuseHttp } from '../answers.js';
 import type { RequestFacts } from '../authorise.js';
 import { refusePlaceholderHost } from '../credential-guard.js';
 import { Downstream } from '../downstream.js';
+import { inspectConnection } from '../inspect/terminate.js';
 import type { RequestHead } from '../http-head.js';
 import type { Pipeline } from '../pipeline.js';
 import { CONNECT_ESTABLISHED } from '../responses.js';
@@ -23,6 +25,10 @@ export async function connect(p: Pipeline, client: net.Socket, head: RequestHead
   if (refusePlaceholderHost(p, 'connect', client, identity, facts, refuseHttp)) return;
   const allowed = await p.decide('connect', client, identity, facts, refuseHttp);
   if (!allowed) return;
+  if (allowed.decision.inspect === true && p.inspection) {
+    client.write(CONNECT_ESTABLISHED);
+    return inspectConnection(p, allowed, rest);
+  }
   // A tunnel reads the upstream into buffers of its own (downstream.ts).
   const dialed = await p.dial(allowed, new Downstream());
   if (!dialed) return;

@@ -1,7 +1,8 @@
 // The transparent listener: TCP/443 redirected to the proxy. The ClientHello's server name is
 // the host to decide on (port 443); the hello itself goes upstream unchanged, so the TLS session
-// is between the client and the real server. With no TLS session of its own to answer in, the
-// proxy refuses by closing, and audits why.
+// is between the client and the real server — unless the policy wants the connection inspected
+// (inspect/terminate.ts: the hello is replayed into the proxy's own TLS server). With no TLS
+// session of its own to answer in, the proxy refuses by closing, and audits why.
 import type net from 'node:net';
 import type { ProcessIdentity } from '../../identity/types.js';
 import { refuseByClosing } from '../answers.js';
@@ -10,6 +11,7 @@ import { callerFields, peerOf } from '../caller.js';
 import { ClientHelloReader } from '../client-hello.js';
 import { refusePlaceholderHost } from '../credential-guard.js';
 import { Downstream } from '../downstream.js';
+import { inspectConnection } from '../inspect/terminate.js';
 import type { Pipeline } from '../pipeline.js';
 import { readHead } from '../read-head.js';
 import { parseHost } from '../target.js';
@@ -35,6 +37,7 @@ async function tunnel(p: Pipeline, client: net.Socket, identity: () => Promise<P
   if (refusePlaceholderHost(p, 'sni', client, await identity(), facts, refuseByClosing)) return;
   const allowed = await p.decide('sni', client, await identity(), facts, refuseByClosing);
   if (!allowed) return;
+  if (allowed.decision.inspect === true && p.inspection) return inspectConnection(p, allowed, hello);
   const dialed = await p.dial(allowed, new Downstream());
   if (!dialed) return;
   dialed.upstream.write(hello);
