@@ -92,6 +92,10 @@ const get = (path) => new Promise((resolve) => {
 (async () => {
   console.log('node-allowed=' + await get('/v1/node'));
   console.log('node-denied=' + await get('/v2/node'));
+  for (const path of ['/v1/node-fetch', '/v1/admin/node-fetch']) {
+    const line = await fetch('https://' + process.argv[2] + path).then(async (r) => r.status + ' ' + await r.text(), (e) => 'error ' + (e.cause?.code ?? e.message));
+    console.log('fetch' + path + '=' + line);
+  }
 })();
 `;
 
@@ -206,7 +210,7 @@ done`;
     expect(http.find((e) => e.path === '/v1/admin/py')).toMatchObject({ decision: 'deny', tls: true, status: 403 });
   }, 90_000);
 
-  it('node https.get trusts the run CA through NODE_EXTRA_CA_CERTS', async () => {
+  it('node https.get and fetch trust the run CA through NODE_EXTRA_CA_CERTS', async () => {
     const audit = join(work, 'node.jsonl');
     // Node has no proxy variables of its own: the SNI path (port 443 redirected to the proxy) carries it.
     const result = await run(['/usr/bin/node', join(work, 'client.js'), API], audit);
@@ -215,6 +219,9 @@ done`;
     expect(out.get('node-allowed'), result.stdout).toMatch(/^200 /);
     expect(JSON.parse(out.get('node-allowed')!.slice(4))).toMatchObject({ path: '/v1/node', tls: true });
     expect(out.get('node-denied'), result.stdout).toMatch(/^403 /);
+    expect(out.get('fetch/v1/node-fetch'), result.stdout).toMatch(/^200 /);
+    expect(JSON.parse(out.get('fetch/v1/node-fetch')!.slice(4))).toMatchObject({ path: '/v1/node-fetch', tls: true });
+    expect(out.get('fetch/v1/admin/node-fetch'), result.stdout).toMatch(/^403 \{"error":"policy_denied"/);
     const http = auditEvents(audit).filter((e) => e.kind === 'http');
     expect(http.find((e) => e.path === '/v1/node')).toMatchObject({ decision: 'allow', tls: true, status: 200, binary: '/usr/bin/node' });
     expect(http.find((e) => e.path === '/v2/node')).toMatchObject({ decision: 'deny', tls: true, status: 403 });
