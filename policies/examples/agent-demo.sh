@@ -39,8 +39,8 @@ except Exception as e:
 PY
 
 step "4/7  HTTPS to the ticket system: a GET, then POST /v1/admin/reset    (L7 rules on inspected TLS, no CA flag)"
-curl -sS --max-time 5 https://tickets.corp.example/v1/tickets/42 && echo
-curl -sS --max-time 5 -X POST https://tickets.corp.example/v1/admin/reset && echo
+curl -sS --max-time 5 -w '\n' https://tickets.corp.example/v1/tickets/42
+curl -sS --max-time 5 -w '\n' -X POST https://tickets.corp.example/v1/admin/reset
 
 step "5/7  git clone the repository, commit, and git push it back  (clone allowed, push denied by a rule)"
 work=$(mktemp -d)
