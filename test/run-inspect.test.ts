@@ -247,7 +247,7 @@ git -c http.sslVerify=true push -q origin HEAD:main 2>&1; echo "push=$?"`;
     expect(out.get('push'), result.stdout).not.toBe('0');
 
     const http = auditEvents(audit).filter((e) => e.kind === 'http');
-    expect(http.find((e) => e.path === '/repo.git/git-upload-pack')).toMatchObject({ decision: 'allow', method: 'POST', tls: true, status: 200 });
+    expect(http.find((e) => e.path === '/repo.git/git-upload-pack')).toMatchObject({ decision: 'allow', method: 'POST', tls: true, status: 200, alpn: expect.stringMatching(/^(h2|http\/1\.1)$/) });
     const push = http.find((e) => e.path === '/repo.git/git-receive-pack' && e.decision === 'deny');
     expect(push, JSON.stringify(http)).toMatchObject({ method: 'POST', status: 403, error: 'policy_denied', tls: true });
     // The repository upstream did not move.
