@@ -201,7 +201,7 @@ export function liveLine(event: AuditEvent): string | null {
   }
   if (!CONNECTION_KINDS.has(event.kind)) return null;
   const program = event.binary ?? UNRESOLVED_LABEL;
-  const via = event.kind === 'sni' ? ' (direct TLS, by SNI)' : event.kind === 'http' ? ' (plain HTTP)' : event.kind === 'socks' ? ' (SOCKS5)' : '';
+  const via = event.kind === 'sni' ? ' (direct TLS, by SNI)' : event.kind === 'http' ? (event.tls === true ? ' (inspected HTTPS)' : ' (plain HTTP)') : event.kind === 'socks' ? ' (SOCKS5)' : '';
   const head = `portcullis: ${MARK[verdict]} ${LABEL[verdict]} ${program} → ${target(event)}${requestPart(event)}${via}`;
   if (verdict === 'allow') return `${head}${event.policy ? ` [policy ${event.policy}]` : ''}`;
   return `${head} — ${typeof event.reason === 'string' ? event.reason : 'no reason given'}`;
