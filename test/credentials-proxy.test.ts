@@ -389,8 +389,10 @@ network_policies:
     }
     const large = join(inspectDir, 'large-body');
     writeFileSync(large, 'x'.repeat(300 * 1024));
-    const tooLarge = await curl('-H', 'Transfer-Encoding: chunked', '--data-binary', `@${large}`, 'https://creds.sim.test/echo/too-large');
-    expect(JSON.parse(tooLarge.stdout)).toMatchObject({ error: 'body_too_large' });
+    for (const extra of [['-H', 'Transfer-Encoding: chunked'], ['--http2']]) {
+      const tooLarge = await curl(...extra, '--data-binary', `@${large}`, 'https://creds.sim.test/echo/too-large');
+      expect(JSON.parse(tooLarge.stdout)).toMatchObject({ error: 'body_too_large' });
+    }
     expect((await seen()).some((s) => s.path === '/echo/too-large')).toBe(false);
   });
 

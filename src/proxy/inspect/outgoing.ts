@@ -85,8 +85,9 @@ function readBounded(body: Readable, limit: number, timeoutMs: number): Promise<
     const finish = (result: Buffer | 'too_large' | null): void => {
       clearTimeout(timer);
       body.off('data', onData).off('end', onEnd).off('error', onFail).off('close', onFail);
-      if (result !== 'too_large' && result !== null) return resolve(result);
-      body.pause();
+      // Refused: the rest of the body is read and dropped, so the client is not left blocked
+      // on flow control (HTTP/2) while the refusal is answered.
+      if (result === 'too_large' || result === null) body.resume();
       resolve(result);
     };
     const onData = (chunk: Buffer): void => {
