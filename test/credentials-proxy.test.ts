@@ -4,12 +4,12 @@
 // request is refused (403 credential_not_bound, audited by name) and nothing reaches the host.
 // The DNS proxy refuses query names that carry a placeholder. No byte of the value appears in
 // any audit event.
-import { chmodSync, copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import tls from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AuditEvent } from '../src/audit/events.js';
 import { openAuditSink, type StreamAuditSink } from '../src/audit/sink.js';
@@ -21,6 +21,8 @@ import { startProxy, type RunningProxy } from '../src/proxy/server.js';
 import { startSimulatedInternet, type SimulatedInternet } from '../src/sim/internet.js';
 import { query } from './fixtures/dns/client.js';
 import { rawExchange, run, waitForEvent } from './fixtures/proxy/harness.js';
+import { auditLines, waitFor } from './support/audit-proxy.js';
+import { cli } from './support/cli.js';
 
 const PYTHON = spawnSync('python3', ['-c', 'import os,sys;print(os.path.realpath(sys.executable))'], { encoding: 'utf8' }).stdout.trim();
 const SECRET = `ghp_${Math.random().toString(36).slice(2)}Proxy0123456789`;
@@ -268,11 +270,135 @@ describe('DNS', () => {
   });
 });
 
-describe('inspected HTTPS', () => {
-  it.skip('curl https with the placeholder header reaches the bound inspected endpoint as the value (waits for TLS inspection: the inspected forwarding path calls swapRequest from src/credentials/swap.ts)', () => {
-    // After inspection merges: proxy with --ca-cert/--ca-key, endpoint creds.sim.test:443
-    // protocol rest (tls: inspect), curl --cacert <inspection CA> -x URL -H "Authorization:
-    // Bearer PLACEHOLDER" https://creds.sim.test/echo/tls → echo shows `Bearer SECRET`; the same
-    // to other.sim.test:443 → 403 credential_not_bound and /seen has nothing.
+describe('inspected HTTPS (the real CLI proxy, inspecting with a CA from `portcullis ca init`)', () => {
+  let inspectDir: string;
+  let child: ChildProcess;
+  let output = '';
+  let proxyUrl: string;
+  let auditFile: string;
+  let caFile: string;
+  let inspectPlaceholder: string;
+
+  function inspectPolicy(): string {
+    return `version: 1
+credentials:
+  github:
+    from: env:${VARIABLE}
+network_policies:
+  gh:
+    endpoints:
+      - host: creds.sim.test
+        port: 443
+        protocol: rest
+        access: full
+        allowed_ips: ${cidrs('creds.sim.test')}
+        credentials: [github]
+        credentials_in_body: true
+    binaries:
+      - path: /usr/bin/curl
+  open:
+    endpoints:
+      - { host: other.sim.test, port: 443, allowed_ips: ${cidrs('other.sim.test')}, tls: inspect }
+`;
+  }
+
+  const curl = (...args: string[]) => run('curl', ['-sS', '--cacert', caFile, '-x', proxyUrl, ...args]);
+  const inspectEvents = (): AuditEvent[] => auditLines(auditFile);
+  async function inspectEvent(match: (e: AuditEvent) => boolean): Promise<AuditEvent> {
+    let found: AuditEvent | undefined;
+    await waitFor('an audit event', () => (found = inspectEvents().find(match)) !== undefined);
+    return found!;
+  }
+
+  beforeAll(async () => {
+    inspectDir = mkdtempSync(join('/var/tmp', 'pc-cred-inspect-'));
+    const made = await cli('ca', 'init', '--out', join(inspectDir, 'ca'));
+    if (made.code !== 0) throw new Error(`ca init: ${made.stderr}`);
+    caFile = join(inspectDir, 'ca', 'ca.crt');
+    writeFileSync(join(inspectDir, 'sim-ca.pem'), sim.ca.certPem);
+    writeFileSync(join(inspectDir, 'policy.yaml'), inspectPolicy());
+    auditFile = join(inspectDir, 'audit.jsonl');
+    const placeholders = join(inspectDir, 'placeholders');
+    const args = [
+      'dist/cli/main.js', 'proxy', '--policy', join(inspectDir, 'policy.yaml'), '--listen', '127.0.0.1:0', '--no-watch',
+      '--resolver', `${sim.dns.address}:${sim.dns.port}`, '--audit', auditFile, '--placeholders', placeholders,
+      '--ca-cert', caFile, '--ca-key', join(inspectDir, 'ca', 'ca.key'), '--upstream-ca', join(inspectDir, 'sim-ca.pem'),
+    ];
+    child = spawn(process.execPath, args, { env: { ...process.env, [VARIABLE]: SECRET }, stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout!.on('data', (c: Buffer) => (output += c.toString('latin1')));
+    child.stderr!.on('data', (c: Buffer) => (output += c.toString('latin1')));
+    await waitFor('the proxy to listen', () => /listening on 127\.0\.0\.1:\d+/.test(output) || child.exitCode !== null, 20_000);
+    const port = /listening on 127\.0\.0\.1:(\d+)/.exec(output)?.[1];
+    if (port === undefined) throw new Error(`the proxy did not start: ${output}`);
+    proxyUrl = `http://127.0.0.1:${port}`;
+    inspectPlaceholder = /^PC_CRED_PROXY_TOKEN=(.+)$/m.exec(readFileSync(placeholders, 'utf8'))![1]!;
+  }, 60_000);
+
+  afterAll(async () => {
+    if (child && child.exitCode === null) {
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
+      child.kill('SIGKILL');
+    }
+    if (inspectDir) rmSync(inspectDir, { recursive: true, force: true });
+  });
+
+  it('curl (HTTP/1.1 and HTTP/2): the placeholder in a header and the query reaches the bound endpoint as the value', async () => {
+    for (const [version, path] of [['--http1.1', '/echo/tls-h1'], ['--http2', '/echo/tls-h2']] as const) {
+      const res = await curl(version, '-H', `Authorization: Bearer ${inspectPlaceholder}`, `https://creds.sim.test${path}?token=${inspectPlaceholder}`);
+      const echo = JSON.parse(res.stdout) as { headers: Record<string, string>; path: string; tls: boolean };
+      expect(echo).toMatchObject({ tls: true, path: `${path}?token=${SECRET}` });
+      expect(echo.headers.authorization).toBe(`Bearer ${SECRET}`);
+    }
+    expect(await inspectEvent((e) => e.kind === 'http' && e.path === '/echo/tls-h2')).toMatchObject({ allow: true, tls: true, alpn: 'h2', status: 200, credentials: ['github'] });
+  });
+
+  it('the same header to another allowed inspected host: 403 credential_not_bound per request, nothing reaches it, the connection goes on', async () => {
+    // Two requests on one HTTP/1.1 connection, and two streams of one HTTP/2 connection: the
+    // first carries the placeholder and is refused; the second, without it, goes through.
+    let misuses = 0;
+    for (const version of ['--http1.1', '--http2']) {
+      const tag = version.slice(2).replace('.', '');
+      const misused = `https://other.sim.test/echo/misused-${tag}`;
+      const clean = `https://other.sim.test/echo/clean-${tag}`;
+      const res = await curl(version, '-w', '\n', '-H', `Authorization: Bearer ${inspectPlaceholder}`, misused, '--next', '-sS', '--cacert', caFile, '-x', proxyUrl, version, clean, '-w', '\n%{num_connects}');
+      const [refusedText, cleanText, connects] = res.stdout.split('\n').filter((line) => line !== '');
+      expect(JSON.parse(refusedText!)).toMatchObject({ error: 'credential_not_bound', host: 'other.sim.test', port: 443, binary: '/usr/bin/curl' });
+      expect(JSON.parse(cleanText!)).toMatchObject({ path: `/echo/clean-${tag}`, tls: true });
+      expect(connects).toBe('0'); // the second request reused the first one's connection
+      noValueIn(res.stdout);
+      expect(res.stdout).not.toContain(inspectPlaceholder);
+      await waitFor('the misuse event', () => inspectEvents().filter((e) => e.kind === 'credential_misuse').length === misuses + 1);
+      misuses++;
+      expect(inspectEvents().filter((e) => e.kind === 'credential_misuse').at(-1)).toMatchObject({ credentials: ['github'], where: 'header authorization', error: 'credential_not_bound', binary: '/usr/bin/curl' });
+      expect(inspectEvents().find((e) => e.kind === 'http' && e.path === `/echo/misused-${tag}`)).toMatchObject({ status: 403, error: 'credential_not_bound' });
+      expect((await seen()).some((s) => s.path === `/echo/misused-${tag}`)).toBe(false);
+      expect((await seen()).some((s) => s.path === `/echo/clean-${tag}`)).toBe(true);
+    }
+    expect(inspectEvents().filter((e) => e.kind === 'credential_misuse')).toHaveLength(2);
+  });
+
+  it('a body with the placeholder is swapped (credentials_in_body), with Content-Length fixed, chunked too (read whole up to 256 KiB)', async () => {
+    const data = `{"token":"${inspectPlaceholder}"}`;
+    for (const extra of [[], ['-H', 'Transfer-Encoding: chunked'], ['--http2']]) {
+      const res = await curl(...extra, '--data-binary', data, 'https://creds.sim.test/echo/body');
+      const echo = JSON.parse(res.stdout) as { headers: Record<string, string>; body: string };
+      expect(echo.body).toBe(`{"token":"${SECRET}"}`);
+      expect(echo.headers['content-length']).toBe(String(Buffer.byteLength(echo.body)));
+    }
+    const large = join(inspectDir, 'large-body');
+    writeFileSync(large, 'x'.repeat(300 * 1024));
+    for (const extra of [['-H', 'Transfer-Encoding: chunked'], ['--http2']]) {
+      const tooLarge = await curl(...extra, '--data-binary', `@${large}`, 'https://creds.sim.test/echo/too-large');
+      expect(JSON.parse(tooLarge.stdout)).toMatchObject({ error: 'body_too_large' });
+    }
+    expect((await seen()).some((s) => s.path === '/echo/too-large')).toBe(false);
+  });
+
+  it('no byte of the value in the audit file or the proxy\'s stdout and stderr', () => {
+    expect(inspectEvents().length).toBeGreaterThan(5);
+    expect(readFileSync(auditFile, 'latin1')).not.toContain(SECRET);
+    expect(output).not.toContain(SECRET);
   });
 });

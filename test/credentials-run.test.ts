@@ -114,3 +114,57 @@ it('CMD holds the placeholder, never the value; the bound endpoint gets the valu
   expect(events.find((e) => e.kind === 'credential_misuse' && e.via === 'dns')).toMatchObject({ credentials: ['github'], rcode: 'REFUSED' });
   expect(events.find((e) => e.kind === 'http' && e.host === 'creds.runtest.example')).toMatchObject({ allow: true, credentials: ['filecred', 'github'] });
 }, 120_000);
+
+// Inspected HTTPS under `portcullis run`: the run makes its own inspection CA and puts it in
+// CMD's trust (curl is given no CA flag); the simulated internet's CA is the upstream CA.
+const TLS_CMD = `
+curl -sS -H "Authorization: Bearer $GITHUB_TOKEN" "https://creds.runtest.example/echo/run-tls" \\
+  | python3 -c 'import hashlib,json,sys; print("AUTH-SHA256", hashlib.sha256(json.load(sys.stdin)["headers"]["authorization"].encode()).hexdigest())'
+curl -sS -H "Authorization: Bearer $GITHUB_TOKEN" "https://open.runtest.example/echo/elsewhere-tls"; echo
+`;
+
+it('inspected HTTPS under run: curl with the placeholder reaches the bound endpoint with the value, another host is refused', async () => {
+  const policy = join(work, 'policy-tls.yaml');
+  writeFileSync(
+    policy,
+    `version: 1
+credentials:
+  github:
+    from: env:GITHUB_TOKEN
+network_policies:
+  gh:
+    endpoints:
+      - host: creds.runtest.example
+        port: 443
+        protocol: rest
+        access: full
+        allowed_ips: ${DOCS}
+        credentials: [github]
+    binaries:
+      - path: /usr/bin/curl
+  open:
+    endpoints:
+      - { host: open.runtest.example, port: 443, allowed_ips: ${DOCS}, tls: inspect }
+`,
+    { mode: 0o644 },
+  );
+  const simCa = join(work, 'sim-ca.pem');
+  writeFileSync(simCa, sim.ca.certPem, { mode: 0o644 });
+  const audit = join(work, 'audit-tls.jsonl');
+  const args = [CLI, 'run', '--policy', policy, '--resolver', `${sim.dns.address}:${sim.dns.port}`, '--audit', audit, '--upstream-ca', simCa, '--', 'sh', '-c', TLS_CMD];
+  const child = spawn(process.execPath, args, { cwd: work, env: { ...process.env, GITHUB_TOKEN: SECRET }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString('latin1')));
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString('latin1')));
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  expect(code, stderr).toBe(0);
+  expect(stdout, stderr).toContain(`AUTH-SHA256 ${createHash('sha256').update(`Bearer ${SECRET}`).digest('hex')}`);
+  expect(stdout).toContain('"error":"credential_not_bound"');
+  expect(stdout).not.toContain(SECRET);
+  expect(stderr).not.toContain(SECRET);
+  expect(readFileSync(audit, 'latin1')).not.toContain(SECRET);
+  const events = readFileSync(audit, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+  expect(events.find((e) => e.kind === 'http' && e.host === 'creds.runtest.example')).toMatchObject({ allow: true, tls: true, status: 200, credentials: ['github'] });
+  expect(events.find((e) => e.kind === 'credential_misuse')).toMatchObject({ credentials: ['github'], host: 'open.runtest.example', binary: '/usr/bin/curl' });
+}, 120_000);

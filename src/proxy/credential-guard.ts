@@ -5,7 +5,7 @@
 import type net from 'node:net';
 import { boundCredentials, placeholdersInHost, swapRequest, type OutgoingRequest } from '../credentials/swap.js';
 import type { ProcessIdentity } from '../identity/types.js';
-import type { Refuse } from './answers.js';
+import type { Refusal, Refuse } from './answers.js';
 import type { RequestFacts } from './authorise.js';
 import { callerFields, peerOf } from './caller.js';
 import type { Allowed, Pipeline } from './pipeline.js';
@@ -23,8 +23,11 @@ function detailOf(misuse: Misuse, host: string, port: number): string {
   return `a placeholder of credential ${names} was found in ${misuse.where}, but no endpoint allowing this request to ${host}:${port} binds it for this program; placeholders stand in for secrets the sandbox never holds and are swapped only in requests to the endpoints (and by the programs) the policy binds them to`;
 }
 
-/** Audits the misuse and refuses the client; the request goes nowhere. */
-export function refuseMisuse(p: Pipeline, kind: ConnectionKind, client: net.Socket, identity: ProcessIdentity, facts: RequestFacts, misuse: Misuse, refuse: Refuse, policy: string | null = null): void {
+/**
+ * The `credential_misuse` audit event of a request refused for a placeholder (names only);
+ * returns the refusal to answer it with. `client` is the caller's `address:port`.
+ */
+export function auditMisuse(p: Pipeline, kind: ConnectionKind, client: string, identity: ProcessIdentity, facts: RequestFacts, misuse: Misuse, policy: string | null = null): Refusal {
   const detail = detailOf(misuse, facts.host, facts.port);
   p.refused({
     kind: 'credential_misuse',
@@ -39,10 +42,15 @@ export function refuseMisuse(p: Pipeline, kind: ConnectionKind, client: net.Sock
     port: facts.port,
     ...(facts.method !== undefined ? { method: facts.method } : {}),
     ...callerFields(identity),
-    client: peerOf(client),
+    client,
     error: 'credential_not_bound',
   });
-  refuse(client, { kind: 'credential_not_bound', detail, policy, binary: identity.path, host: facts.host, port: facts.port });
+  return { kind: 'credential_not_bound', detail, policy, binary: identity.path, host: facts.host, port: facts.port };
+}
+
+/** Audits the misuse and refuses the client; the request goes nowhere. */
+export function refuseMisuse(p: Pipeline, kind: ConnectionKind, client: net.Socket, identity: ProcessIdentity, facts: RequestFacts, misuse: Misuse, refuse: Refuse, policy: string | null = null): void {
+  refuse(client, auditMisuse(p, kind, peerOf(client), identity, facts, misuse, policy));
 }
 
 /**

@@ -6,17 +6,12 @@ import https from 'node:https';
 import type { InspectedConnection } from './connection.js';
 import type { OutgoingRequest } from './outgoing.js';
 
-export interface BodyShape {
-  /** The client declared a body of this length, or chunked (null: no body at all). */
-  length: number | 'chunked' | null;
-}
-
 /** `counted.bytesUp` grows with the body as it goes up. */
-export function h1Request(conn: InspectedConnection, out: OutgoingRequest, body: BodyShape, counted: { bytesUp: number }, extra: Record<string, string> = {}): http.ClientRequest {
+export function h1Request(conn: InspectedConnection, out: OutgoingRequest, counted: { bytesUp: number }, extra: Record<string, string> = {}): http.ClientRequest {
   const headers: http.OutgoingHttpHeaders = { ...out.headers, ...extra, host: out.authority };
   delete headers['content-length'];
-  if (typeof body.length === 'number') headers['content-length'] = String(body.length);
-  else if (body.length === 'chunked') headers['transfer-encoding'] = 'chunked';
+  if (typeof out.length === 'number') headers['content-length'] = String(out.length);
+  else if (out.length === 'chunked') headers['transfer-encoding'] = 'chunked';
   const request = https.request({
     agent: conn.upstream.agent(),
     host: conn.tracked.facts.host,
@@ -26,7 +21,7 @@ export function h1Request(conn: InspectedConnection, out: OutgoingRequest, body:
     headers,
     setHost: false,
   });
-  if (body.length === null) request.end();
+  if (out.length === null) request.end();
   else {
     out.body.on('data', (chunk: Buffer) => (counted.bytesUp += chunk.length));
     out.body.pipe(request);

@@ -9,8 +9,8 @@ import type tls from 'node:tls';
 import type { Pipeline } from '../pipeline.js';
 import { authorityOf, type InspectedConnection } from './connection.js';
 import { decideRequest, type RequestVerdict } from './decide.js';
-import { h1Request, type BodyShape } from './h1-upstream.js';
-import { endToEndHeaders, rewriteOutgoing } from './outgoing.js';
+import { h1Request } from './h1-upstream.js';
+import { endToEndHeaders, rewriteOutgoing, type OutgoingRequest } from './outgoing.js';
 import { refuseOnResponse } from './refuse.js';
 import { recordRequest, type RequestRecord } from './request-audit.js';
 import { asFailure } from './upstream.js';
@@ -69,18 +69,25 @@ function serveRequest(conn: InspectedConnection, req: http.IncomingMessage, res:
   const { record, done } = recordRequest(conn, verdict);
   res.once('close', done);
   if (!verdict.ok) return refuseOnResponse(res, verdict.refusal, record);
-  forward(conn, req, res, verdict, record);
+  const asked = { method: verdict.facts.method, authority: authorityOf(conn), path: verdict.facts.path, headers: endToEndHeaders(req.rawHeaders), body: req, length: bodyLength(req) };
+  void rewriteOutgoing(conn, verdict, asked).then((out) => {
+    if (res.destroyed) return;
+    if (!out.ok) {
+      record.error = out.error;
+      return refuseOnResponse(res, out.refusal, record);
+    }
+    forward(conn, out.request, res, verdict, record);
+  });
 }
 
-function bodyShape(req: http.IncomingMessage): BodyShape {
-  if (req.headers['transfer-encoding'] !== undefined) return { length: 'chunked' };
+function bodyLength(req: http.IncomingMessage): number | 'chunked' | null {
+  if (req.headers['transfer-encoding'] !== undefined) return 'chunked';
   const length = req.headers['content-length'];
-  return { length: length === undefined ? null : Number(length) };
+  return length === undefined ? null : Number(length);
 }
 
-function forward(conn: InspectedConnection, req: http.IncomingMessage, res: http.ServerResponse, verdict: RequestVerdict & { ok: true }, record: RequestRecord): void {
-  const out = rewriteOutgoing(conn, { method: verdict.facts.method, authority: authorityOf(conn), path: verdict.facts.path, headers: endToEndHeaders(req.rawHeaders), body: req });
-  const upstream = h1Request(conn, out, bodyShape(req), record);
+function forward(conn: InspectedConnection, out: OutgoingRequest, res: http.ServerResponse, verdict: RequestVerdict & { ok: true }, record: RequestRecord): void {
+  const upstream = h1Request(conn, out, record);
   upstream.on('response', (answer: http.IncomingMessage) => {
     record.status = answer.statusCode ?? 0;
     try {

@@ -38,11 +38,19 @@ function serveStream(conn: InspectedConnection, stream: http2.ServerHttp2Stream,
   stream.once('close', done);
   if (!verdict.ok) return refuseOnStream(stream, verdict.refusal, record);
   const ended = (flags & http2.constants.NGHTTP2_FLAG_END_STREAM) !== 0;
-  const out = rewriteOutgoing(conn, { method, authority: authorityOf(conn), path: verdict.facts.path, headers: endToEndHeaders(flattenHeaders(headers), true), body: stream });
-  conn.upstream.h2Session().then(
-    (session) => (session ? viaH2(conn, session, stream, out, ended, verdict, record) : viaH1(conn, stream, out, ended, headers, verdict, record)),
-    (err: unknown) => upstreamFailed(conn, stream, err, verdict, record),
-  );
+  const declared = headers['content-length'];
+  const length = ended ? null : declared !== undefined ? Number(declared) : 'chunked';
+  void rewriteOutgoing(conn, verdict, { method, authority: authorityOf(conn), path: verdict.facts.path, headers: endToEndHeaders(flattenHeaders(headers), true), body: stream, length }).then((out) => {
+    if (stream.destroyed) return;
+    if (!out.ok) {
+      record.error = out.error;
+      return refuseOnStream(stream, out.refusal, record);
+    }
+    conn.upstream.h2Session().then(
+      (session) => (session ? viaH2(conn, session, stream, out.request, ended, verdict, record) : viaH1(conn, stream, out.request, verdict, record)),
+      (err: unknown) => upstreamFailed(conn, stream, err, verdict, record),
+    );
+  });
 }
 
 function upstreamFailed(conn: InspectedConnection, stream: http2.ServerHttp2Stream, err: unknown, verdict: Allowed, record: RequestRecord): void {
@@ -109,10 +117,9 @@ function pipeCounted(out: OutgoingRequest, upstream: NodeJS.WritableStream, reco
   out.body.pipe(upstream);
 }
 
-function viaH1(conn: InspectedConnection, stream: http2.ServerHttp2Stream, out: OutgoingRequest, ended: boolean, headers: http2.IncomingHttpHeaders, verdict: Allowed, record: RequestRecord): void {
+function viaH1(conn: InspectedConnection, stream: http2.ServerHttp2Stream, out: OutgoingRequest, verdict: Allowed, record: RequestRecord): void {
   if (stream.destroyed) return;
-  const length = headers['content-length'];
-  const upstream = h1Request(conn, out, { length: ended ? null : length !== undefined ? Number(length) : 'chunked' }, record);
+  const upstream = h1Request(conn, out, record);
   upstream.on('response', (answer: http.IncomingMessage) => {
     record.status = answer.statusCode ?? 0;
     if (stream.destroyed) return;

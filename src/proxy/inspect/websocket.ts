@@ -7,9 +7,9 @@ import type net from 'node:net';
 import type { Refusal } from '../answers.js';
 import { errorResponse } from '../responses.js';
 import { authorityOf, type InspectedConnection } from './connection.js';
-import { decideRequest, type RequestAsked } from './decide.js';
+import { decideRequest, type RequestAsked, type RequestVerdict } from './decide.js';
 import { h1Request } from './h1-upstream.js';
-import { endToEndHeaders, rewriteOutgoing } from './outgoing.js';
+import { endToEndHeaders, rewriteOutgoing, type OutgoingRequest } from './outgoing.js';
 import { recordRequest, type RequestRecord } from './request-audit.js';
 import { asFailure } from './upstream.js';
 
@@ -35,8 +35,18 @@ export function serveUpgrade(conn: InspectedConnection, req: http.IncomingMessag
   };
   if (!verdict.ok) return refuse(verdict.refusal);
   const headers = endToEndHeaders(req.rawHeaders);
-  const out = rewriteOutgoing(conn, { method: verdict.facts.method, authority: authorityOf(conn), path: verdict.facts.path, headers, body: req });
-  const upstream = h1Request(conn, out, { length: null }, record, { connection: 'Upgrade', upgrade: req.headers.upgrade ?? '' });
+  void rewriteOutgoing(conn, verdict, { method: verdict.facts.method, authority: authorityOf(conn), path: verdict.facts.path, headers, body: req, length: null }).then((out) => {
+    if (client.destroyed) return;
+    if (!out.ok) {
+      record.error = out.error;
+      return refuse(out.refusal);
+    }
+    upgradeUpstream(conn, req, client, head, out.request, verdict, record, refuse);
+  });
+}
+
+function upgradeUpstream(conn: InspectedConnection, req: http.IncomingMessage, client: net.Socket, head: Buffer, out: OutgoingRequest, verdict: RequestVerdict & { ok: true }, record: RequestRecord, refuse: (refusal: Refusal) => void): void {
+  const upstream = h1Request(conn, out, record, { connection: 'Upgrade', upgrade: req.headers.upgrade ?? '' });
   upstream.on('upgrade', (answer: http.IncomingMessage, socket: net.Socket, upHead: Buffer) => {
     record.status = 101;
     client.write(responseHead(101, answer.statusMessage, answer.rawHeaders, false));
