@@ -80,7 +80,9 @@ describe('audit log rotation (the real CLI)', () => {
 
     expect(await stopCliProxy(proxy)).toBe(0);
     expectExactlyOnce(sent, [`${file}.1`, `${file}.2`, file]);
-    expect(hostsIn(`${file}.1`).length).toBeGreaterThanOrEqual(200);
+    // Lines still in the sink's batch (at most 20 ms of them) when the file moved go to the new
+    // file: the old one holds most of the first 200, not necessarily all.
+    expect(hostsIn(`${file}.1`).length).toBeGreaterThanOrEqual(150);
     expect(hostsIn(`${file}.2`).length).toBeGreaterThanOrEqual(150);
     expect(hostsIn(file)).toHaveLength(0);
   });
