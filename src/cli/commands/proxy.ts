@@ -81,6 +81,18 @@ function upstreamProxyOrExit(flags: UpstreamProxyFlags): ReturnType<typeof upstr
   }
 }
 
+/** The limits the flags set (the rest keep their defaults). */
+function limitsFrom(opts: ProxyCommandOptions): Partial<ProxyLimits> {
+  const limits: Partial<ProxyLimits> = {};
+  if (opts.maxHeaderBytes) limits.maxHeaderBytes = opts.maxHeaderBytes;
+  if (opts.headerTimeout) limits.headerTimeoutMs = opts.headerTimeout;
+  if (opts.connectTimeout) limits.connectTimeoutMs = opts.connectTimeout;
+  if (opts.idleTimeout) limits.idleTimeoutMs = opts.idleTimeout;
+  if (opts.maxConnections) limits.maxConnections = opts.maxConnections;
+  if (opts.helloTimeout) limits.helloTimeoutMs = opts.helloTimeout;
+  return limits;
+}
+
 export function registerProxy(program: Command): void {
   const command = program.command('proxy').description('run the egress proxy (CONNECT, forward HTTP, SNI) in the foreground');
   addUpstreamProxyFlags(addPolicySourceFlags(command))
@@ -110,13 +122,7 @@ export function registerProxy(program: Command): void {
       const source = await openPolicySource(opts, 'portcullis proxy', (line) => process.stderr.write(`portcullis proxy: ${line}\n`));
       const engine = source.engine;
       if (opts.placeholders !== undefined) writePlaceholderFile(opts.placeholders, engine.credentials);
-      const limits: Partial<ProxyLimits> = {};
-      if (opts.maxHeaderBytes) limits.maxHeaderBytes = opts.maxHeaderBytes;
-      if (opts.headerTimeout) limits.headerTimeoutMs = opts.headerTimeout;
-      if (opts.connectTimeout) limits.connectTimeoutMs = opts.connectTimeout;
-      if (opts.idleTimeout) limits.idleTimeoutMs = opts.idleTimeout;
-      if (opts.maxConnections) limits.maxConnections = opts.maxConnections;
-      if (opts.helloTimeout) limits.helloTimeoutMs = opts.helloTimeout;
+      const limits = limitsFrom(opts);
       const proxy = await startProxy({
         policyFile: source.describe,
         loadPolicy: () => source.reload(),
