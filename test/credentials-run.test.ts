@@ -121,9 +121,16 @@ const TLS_CMD = `
 curl -sS -H "Authorization: Bearer $GITHUB_TOKEN" "https://creds.runtest.example/echo/run-tls" \\
   | python3 -c 'import hashlib,json,sys; print("AUTH-SHA256", hashlib.sha256(json.load(sys.stdin)["headers"]["authorization"].encode()).hexdigest())'
 curl -sS -H "Authorization: Bearer $GITHUB_TOKEN" "https://open.runtest.example/echo/elsewhere-tls"; echo
+/usr/bin/python3 -c 'import hashlib, os, requests
+r = requests.get("https://creds.runtest.example/echo/run-py", headers={"Authorization": "Bearer " + os.environ["GITHUB_TOKEN"]}, timeout=20)
+print("PY-SHA256", hashlib.sha256(r.json()["headers"]["authorization"].encode()).hexdigest())'
+node -e 'fetch("https://creds.runtest.example/echo/run-node", { headers: { authorization: "Bearer " + process.env.GITHUB_TOKEN } })
+  .then((r) => r.json())
+  .then((j) => console.log("NODE-SHA256", require("crypto").createHash("sha256").update(j.headers.authorization).digest("hex")))
+  .catch((e) => console.log("NODE-ERROR", e.cause ? e.cause.code : e.message))'
 `;
 
-it('inspected HTTPS under run: curl with the placeholder reaches the bound endpoint with the value, another host is refused', async () => {
+it('inspected HTTPS under run: curl, python requests and node fetch with the placeholder reach the bound endpoint with the value, another host is refused', async () => {
   const policy = join(work, 'policy-tls.yaml');
   writeFileSync(
     policy,
@@ -142,6 +149,8 @@ network_policies:
         credentials: [github]
     binaries:
       - path: /usr/bin/curl
+      - path: /usr/bin/python3*
+      - path: ${process.execPath}
   open:
     endpoints:
       - { host: open.runtest.example, port: 443, allowed_ips: ${DOCS}, tls: inspect }
@@ -159,7 +168,12 @@ network_policies:
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString('latin1')));
   const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
   expect(code, stderr).toBe(0);
-  expect(stdout, stderr).toContain(`AUTH-SHA256 ${createHash('sha256').update(`Bearer ${SECRET}`).digest('hex')}`);
+  const valueHash = createHash('sha256').update(`Bearer ${SECRET}`).digest('hex');
+  expect(stdout, stderr).toContain(`AUTH-SHA256 ${valueHash}`);
+  // python requests goes through HTTPS_PROXY (CONNECT); node's fetch ignores the proxy variables
+  // and reaches the SNI listener through the fence's redirect: both inspected, both swapped.
+  expect(stdout, stderr).toContain(`PY-SHA256 ${valueHash}`);
+  expect(stdout, stderr).toContain(`NODE-SHA256 ${valueHash}`);
   expect(stdout).toContain('"error":"credential_not_bound"');
   expect(stdout).not.toContain(SECRET);
   expect(stderr).not.toContain(SECRET);
