@@ -5,7 +5,6 @@
 // exactly the well-formed control requests mixed in, and nothing else.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -23,6 +22,7 @@ import {
   type MessageParse,
 } from '../src/proxy/socks-messages.js';
 import { startSimulatedInternet, type SimulatedInternet } from '../src/sim/internet.js';
+import { exchangeBytes } from './fixtures/proxy/harness.js';
 import { prng } from './support/prng.js';
 
 const SEED = Number(process.env.SOCKS_FUZZ_SEED ?? 0x50c45);
@@ -208,30 +208,6 @@ process.stdin.on('end', () => process.exit(0));`;
   }));
 }
 
-/** Sends `bytes`, collects the answer until the proxy closes or `enough` says so (bounded), then ends. */
-function exchange(port: number, input: Buffer, timeoutMs: number, enough?: (received: Buffer) => boolean): Promise<{ received: Buffer; closed: boolean }> {
-  return new Promise((resolve) => {
-    const socket = net.connect(port, '127.0.0.1');
-    const chunks: Buffer[] = [];
-    let done = false;
-    const finish = (closed: boolean): void => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      socket.destroy();
-      resolve({ received: Buffer.concat(chunks), closed });
-    };
-    const timer = setTimeout(() => finish(false), timeoutMs);
-    socket.on('data', (c: Buffer) => {
-      chunks.push(c);
-      if (enough?.(Buffer.concat(chunks))) finish(false);
-    });
-    socket.on('end', () => finish(true));
-    socket.on('close', () => finish(true));
-    socket.on('error', () => finish(true));
-    socket.on('connect', () => socket.write(input));
-  });
-}
 
 /** Whether `answer` is the proxy refusing (SOCKS4 0x5B, 0xFF, an auth failure, a failure reply, or a close), with nothing after it. */
 function isRefusal(answer: Buffer): boolean {
@@ -316,7 +292,7 @@ network_policies:
         if (i % 100 === 0) {
           const sent = control(i);
           const expected = 4 + 10 + `control-${i}`.length;
-          const { received } = await exchange(proxy.address.port, sent, 10_000, (got) => got.length >= expected);
+          const { received } = await exchangeBytes(proxy.address.port, sent, 10_000, (got) => got.length >= expected);
           controls.push(i);
           controlBytes += `control-${i}`.length;
           // 05 00, then the success reply (10 bytes), then the echo.
@@ -324,7 +300,7 @@ network_policies:
           continue;
         }
         const { defect, bytes: input } = samples[i]!;
-        const { received, closed } = await exchange(proxy.address.port, input, 10_000);
+        const { received, closed } = await exchangeBytes(proxy.address.port, input, 10_000);
         if (!closed || !isRefusal(received)) failures.push(`sample ${i} (${defect}): closed=${closed} answer=${received.toString('hex')} input=${input.toString('hex')}`);
       }
     };

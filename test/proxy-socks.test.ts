@@ -13,7 +13,7 @@ import { openAuditSink, type StreamAuditSink } from '../src/audit/sink.js';
 import { runCommand } from '../src/netns/command.js';
 import { startProxy, type ProxyOptions, type RunningProxy } from '../src/proxy/server.js';
 import { startSimulatedInternet, type SimulatedInternet } from '../src/sim/internet.js';
-import { echoThrough, run, waitForClose, waitForEvent } from './fixtures/proxy/harness.js';
+import { echoThrough, exchangeBytes, run, waitForClose, waitForEvent } from './fixtures/proxy/harness.js';
 
 const PYTHON = spawnSync('python3', ['-c', 'import os,sys;print(os.path.realpath(sys.executable))'], { encoding: 'utf8' }).stdout.trim();
 // PySocks, installed by .ci/run (pip install --target .cache/python PySocks).
@@ -156,26 +156,6 @@ function socks(port: number, request: Buffer, methods = [0], timeoutMs = 10_000)
   });
 }
 
-/** Sends `bytes` and collects what comes back until the proxy closes (bounded). */
-function exchange(port: number, bytes: Buffer, timeoutMs = 10_000): Promise<{ received: Buffer; closed: boolean }> {
-  return new Promise((resolve) => {
-    const socket = net.connect(port, '127.0.0.1');
-    const chunks: Buffer[] = [];
-    let done = false;
-    const finish = (closed: boolean): void => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      socket.destroy();
-      resolve({ received: Buffer.concat(chunks), closed });
-    };
-    const timer = setTimeout(() => finish(false), timeoutMs);
-    socket.on('data', (c: Buffer) => chunks.push(c));
-    socket.on('close', () => finish(true));
-    socket.on('error', () => finish(true));
-    socket.on('connect', () => socket.write(bytes));
-  });
-}
 
 function pysocks(port: number, host: string, path: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const script = `
@@ -305,7 +285,7 @@ describe('SOCKS5 address types and reply codes', () => {
   it('bytes sent with the request wait for the decision, then go first', async () => {
     const { port } = await proxy();
     const early = Buffer.from('sent-before-the-reply');
-    const { received } = await exchange(port, Buffer.concat([Buffer.from([5, 1, 0]), connectRequest('open.sim.test', ECHO_PORT), early]), 2_000);
+    const { received } = await exchangeBytes(port, Buffer.concat([Buffer.from([5, 1, 0]), connectRequest('open.sim.test', ECHO_PORT), early]), 2_000);
     expect(received.subarray(0, 4).equals(Buffer.from([5, 0, 5, 0]))).toBe(true);
     expect(received.subarray(12).toString()).toBe(early.toString());
   });
@@ -344,12 +324,12 @@ describe('SOCKS5 address types and reply codes', () => {
     expect(bind).toMatchObject({ decision: 'deny', host: 'open.sim.test', port: ECHO_PORT });
     expect(bind.reason).toMatch(/BIND|UDP ASSOCIATE/);
 
-    const gssapiOnly = await exchange(port, Buffer.from([5, 2, 1, 0x80]));
+    const gssapiOnly = await exchangeBytes(port, Buffer.from([5, 2, 1, 0x80]));
     expect([...gssapiOnly.received]).toEqual([5, 0xff]);
     expect(gssapiOnly.closed).toBe(true);
 
     const socks4a = Buffer.concat([Buffer.from([4, 1, 0, 80, 0, 0, 0, 1]), Buffer.from('user\0open.sim.test\0')]);
-    const answer = await exchange(port, socks4a);
+    const answer = await exchangeBytes(port, socks4a);
     expect([...answer.received]).toEqual([0, 0x5b, 0, 0, 0, 0, 0, 0]);
     expect(answer.closed).toBe(true);
     const event = await waitForEvent(events, (e) => e.kind === 'socks' && typeof e.reason === 'string' && e.reason.startsWith('SOCKS4'));
@@ -398,7 +378,7 @@ describe('SOCKS5 report-only, reload and limits', () => {
     const { events, port } = await proxy({ limits: { headerTimeoutMs: 300, idleTimeoutMs: 400 } });
     const started = Date.now();
     // The greeting, and half a request.
-    const stalled = await exchange(port, Buffer.concat([Buffer.from([5, 1, 0]), connectRequest('open.sim.test', ECHO_PORT).subarray(0, 6)]), 5_000);
+    const stalled = await exchangeBytes(port, Buffer.concat([Buffer.from([5, 1, 0]), connectRequest('open.sim.test', ECHO_PORT).subarray(0, 6)]), 5_000);
     expect(stalled.closed).toBe(true);
     expect([...stalled.received]).toEqual([5, 0]);
     expect(Date.now() - started).toBeGreaterThanOrEqual(250);
