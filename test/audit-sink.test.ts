@@ -78,6 +78,29 @@ describe('audit sink', () => {
     await sink.close();
   });
 
+  it('while a write is under way, what arrives waits for the next batch instead of a write of its own', async () => {
+    // A target that takes 3 ms per write, and events that keep coming one by one: a sink that
+    // wrote again as soon as a write finished would write every ~3 ms; batches come >= 20 ms apart.
+    const writes: string[] = [];
+    const stream = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        writes.push(chunk.toString());
+        setTimeout(done, 3);
+      },
+    });
+    const sink = new StreamAuditSink(new StreamTarget(stream));
+    const started = Date.now();
+    for (let i = 0; i < 300; i++) {
+      sink.emit({ kind: 'connect', host: `h${i}`, port: 443 });
+      await new Promise((resolve) => setTimeout(resolve, 1));
+    }
+    const elapsed = Date.now() - started;
+    await sink.close();
+    const lines = writes.join('').split('\n').filter(Boolean);
+    expect(lines.map((l) => JSON.parse(l).host)).toEqual(Array.from({ length: 300 }, (_, i) => `h${i}`));
+    expect(writes.length).toBeLessThanOrEqual(Math.ceil(elapsed / 20) + 2);
+  });
+
   it('one event is one line of JSON with the time first', () => {
     const line = auditLine({ kind: 'sni', host: 'a\nb', time: '2026-01-01T00:00:00.000Z' });
     expect(line.endsWith('\n')).toBe(true);

@@ -53,6 +53,8 @@ export class StreamAuditSink implements AuditSink {
   private flushTimer: NodeJS.Timeout | null = null;
   private writing = false;
   private closed = false;
+  /** Set by close(): what is queued is written at once, batch after batch. */
+  private draining = false;
   private drained: Array<() => void> = [];
   private listeners: Array<(event: AuditEvent) => void> = [];
   private healthListeners: Array<(health: AuditHealth) => void> = [];
@@ -112,7 +114,10 @@ export class StreamAuditSink implements AuditSink {
     return batch;
   }
 
-  /** Writes batches until the queue is empty or a write fails. */
+  /**
+   * Writes a batch; what queued meanwhile waits for the next delay like any batch (a busy proxy
+   * must not turn into a write per event again), unless it is already large or close() waits.
+   */
   private async pump(): Promise<void> {
     this.writing = true;
     do {
@@ -122,8 +127,9 @@ export class StreamAuditSink implements AuditSink {
       } catch (err) {
         this.fail(asWriteError(err), batch);
       }
-    } while (this.queue.length > 0 && !this.outage);
+    } while (this.queue.length > 0 && !this.outage && (this.draining || this.queuedBytes >= FLUSH_BYTES));
     this.writing = false;
+    if (this.queue.length > 0 && !this.outage) this.flushTimer ??= setTimeout(() => this.flushNow(), FLUSH_DELAY_MS);
     this.settle();
   }
 
@@ -180,6 +186,7 @@ export class StreamAuditSink implements AuditSink {
 
   /** Writes what is queued (one more try if failing), then closes the target. */
   async close(): Promise<void> {
+    this.draining = true;
     if (this.queue.length > 0) this.flushNow();
     while (this.writing) await new Promise<void>((resolve) => this.drained.push(resolve));
     if (this.outage) await this.retry();
