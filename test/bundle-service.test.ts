@@ -3,7 +3,7 @@
 // activate the same revisions, answer alike and upload decision logs of the same shape. Faults:
 // the bundle server down at start, a download cut midway, a gzip bomb, a tampered bundle, the
 // collector down for a while, and a restart with the service down (persisted bundle).
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import http from 'node:http';
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -15,6 +15,8 @@ import { parseOpaConfig } from '../src/bundle/config.js';
 import { startManagement, type Management } from '../src/bundle/management.js';
 import { buildDecisionInput } from '../src/engine/input.js';
 import { collector, freePort, nginx, type Collector, type Nginx } from './fixtures/bundle/servers.js';
+import { startOpaServer } from './support/opa-server.js';
+import { listenOnLoopback } from './support/ports.js';
 
 const ROOT = process.cwd();
 const CLI = join(ROOT, 'dist/cli/main.js');
@@ -113,12 +115,11 @@ describe('one configuration for OPA and portcullis', () => {
     publish('r1', 'api.github.com');
     const configFile = join(work, 'shared.yaml');
     writeFileSync(configFile, configYaml(`http://127.0.0.1:${web.port}`));
-    const opaPort = await freePort();
-    const opa: ChildProcess = spawn(opaWasm, ['run', '--server', '--addr', `127.0.0.1:${opaPort}`, '--config-file', configFile, '--log-level', 'error'], { stdio: 'ignore', cwd: work });
+    const opa = await startOpaServer(opaWasm, ['--config-file', configFile], { cwd: work });
     const ours = await manage(readFileSync(configFile, 'utf8'), join(work, 'persist-shared'));
     const askOpa = async (input: unknown): Promise<Record<string, unknown> | undefined> => {
       try {
-        const res = await fetch(`http://127.0.0.1:${opaPort}/v1/data/portcullis/authz/decision`, { method: 'POST', body: JSON.stringify({ input }) });
+        const res = await fetch(`${opa.url}/v1/data/portcullis/authz/decision`, { method: 'POST', body: JSON.stringify({ input }) });
         return ((await res.json()) as { result?: Record<string, unknown> }).result;
       } catch {
         return undefined;
@@ -151,7 +152,7 @@ describe('one configuration for OPA and portcullis', () => {
       expect(ourStatus.bundles).toMatchObject({ portcullis: { name: 'portcullis', active_revision: 'r2' } });
       expect(logs.uploads.every((size) => size <= 4096)).toBe(true);
     } finally {
-      opa.kill('SIGTERM');
+      await opa.stop();
       await ours.stop();
     }
   }, 120_000);
@@ -195,8 +196,7 @@ describe('faults', () => {
       tampered[tampered.length - 40] ^= 0xff;
       res.writeHead(200).end(tampered);
     });
-    const port = await freePort();
-    await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+    const port = await listenOnLoopback(server);
     const ours = await manage(configYaml(`http://127.0.0.1:${port}`).replace('persist: true', 'persist: true\n    size_limit_bytes: 67108864'), join(work, 'persist-faults'));
     try {
       await until('good active', () => ours.puller.status.active_revision === 'good');
@@ -304,8 +304,7 @@ describe('polling', () => {
       };
       waiting.add(wake);
     });
-    const port = await freePort();
-    await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+    const port = await listenOnLoopback(server);
     const config = configYaml(`http://127.0.0.1:${port}`).replace('min_delay_seconds: 1\n      max_delay_seconds: 1', 'min_delay_seconds: 60\n      max_delay_seconds: 120\n      long_polling_timeout_seconds: 30');
     const ours = await manage(config, join(work, 'persist-long'));
     try {

@@ -17,6 +17,7 @@ import { PolicyEngine } from '../src/engine/engine.js';
 import { buildDecisionInput } from '../src/engine/input.js';
 import { opaBinary } from '../src/engine/opa-cli.js';
 import type { Decision } from '../src/policy/types.js';
+import { startOpaServer } from './support/opa-server.js';
 import type { Vector } from './support/vector-table.js';
 
 const ROOT = process.cwd();
@@ -42,33 +43,6 @@ function opaBuildSigned(dir: string, out: string, alg: string, key: string, scop
   const claims = scope === undefined ? [] : ['--claims-file', join(work, `claims-${scope}.json`)];
   if (scope !== undefined) writeFileSync(join(work, `claims-${scope}.json`), JSON.stringify({ scope }));
   execFileSync(opaBinary(), ['build', '-b', '.', '-t', 'wasm', '-e', 'portcullis/authz/decision', '--signing-alg', alg, '--signing-key', key, '-o', out, ...claims], { cwd: dir, stdio: 'pipe' });
-}
-
-async function startOpaServer(args: string[]): Promise<{ url: string; child: ChildProcess; stop(): Promise<void> }> {
-  const port = 20_000 + Math.floor(Math.random() * 20_000);
-  const child = spawn(opaWasm, ['run', '--server', '--addr', `127.0.0.1:${port}`, '--log-level', 'error', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let log = '';
-  child.stderr!.on('data', (d: Buffer) => (log += d.toString()));
-  child.stdout!.on('data', (d: Buffer) => (log += d.toString()));
-  const url = `http://127.0.0.1:${port}`;
-  for (let i = 0; i < 100; i++) {
-    if (child.exitCode !== null) throw new Error(`opa exited ${child.exitCode}: ${log}`);
-    try {
-      if ((await fetch(`${url}/health?bundles`)).status === 200) break;
-    } catch {
-      // not listening yet
-    }
-    await new Promise((resolve) => setTimeout(resolve, 100));
-    if (i === 99) throw new Error(`opa not healthy: ${log}`);
-  }
-  return {
-    url,
-    child,
-    stop: async () => {
-      child.kill('SIGTERM');
-      await new Promise((resolve) => (child.exitCode !== null ? resolve(null) : child.once('exit', resolve)));
-    },
-  };
 }
 
 async function opaDecisions(url: string, inputs: unknown[]): Promise<Decision[]> {
@@ -120,7 +94,7 @@ describe('portcullis build', () => {
     const contents = await readBundle(readFileSync(bundle), { keys: { default: { algorithm: 'RS256', key: keys.rsa!.publicPem } } });
     const engine = await PolicyEngine.fromWasm(contents.wasm, contents.data, bundle);
     const inputs = vectors.map((v) => buildDecisionInput(v.facts));
-    const opa = await startOpaServer(['--bundle', bundle, '--verification-key', join(work, 'rsa.pub')]);
+    const opa = await startOpaServer(opaWasm, ['--bundle', bundle, '--verification-key', join(work, 'rsa.pub')], { readyPath: '/health?bundles' });
     try {
       const theirs = await opaDecisions(opa.url, inputs);
       inputs.forEach((input, i) => {
@@ -139,7 +113,7 @@ describe('portcullis build', () => {
     const contents = await readBundle(readFileSync(bundle));
     const engine = await PolicyEngine.fromWasm(contents.wasm, contents.data, bundle);
     const inputs = vectors.map((v) => buildDecisionInput(v.facts));
-    const opa = await startOpaServer(['--bundle', bundle]);
+    const opa = await startOpaServer(opaWasm, ['--bundle', bundle], { readyPath: '/health?bundles' });
     try {
       const theirs = await opaDecisions(opa.url, inputs);
       inputs.forEach((input, i) => expect(theirs[i], vectors[i]!.name).toEqual(engine.decide(input)));
@@ -156,7 +130,7 @@ describe('portcullis build', () => {
     rego.data = Buffer.from('package portcullis.authz\n\ndecision := {"allow": false, "decision": "deny", "reason": "rego, not wasm", "policy": null}\n');
     const bundle = join(work, 'mixed.tar.gz');
     writeFileSync(bundle, await writeArchive(files));
-    const opa = await startOpaServer(['--bundle', bundle]);
+    const opa = await startOpaServer(opaWasm, ['--bundle', bundle], { readyPath: '/health?bundles' });
     try {
       const [decision] = await opaDecisions(opa.url, [buildDecisionInput({ host: 'api.github.com', port: 443, binary: '/usr/bin/git' })]);
       expect(decision).toMatchObject({ allow: false, reason: 'rego, not wasm' });

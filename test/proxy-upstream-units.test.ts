@@ -19,6 +19,7 @@ import {
   UpstreamRoutes,
   type UpstreamProxy,
 } from '../src/proxy/upstream-proxy.js';
+import { freePort } from './support/ports.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'pc-upstream-units-'));
 const servers: net.Server[] = [];
@@ -233,10 +234,3 @@ function socketPair(): Promise<[net.Socket, net.Socket]> {
   });
 }
 
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}

@@ -16,6 +16,7 @@ import { openAuditSink, type StreamAuditSink } from '../src/audit/sink.js';
 import { startProxy, type ProxyOptions, type RunningProxy } from '../src/proxy/server.js';
 import { startSimulatedInternet, type SimulatedInternet } from '../src/sim/internet.js';
 import { rawExchange, run, waitForEvent } from './fixtures/proxy/harness.js';
+import { freePort } from './support/ports.js';
 
 const CLI = join(import.meta.dirname, '../dist/cli/main.js');
 const ECHO_PORT = 7007;
@@ -51,13 +52,6 @@ interface Upstream {
   read(): string;
 }
 
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 async function waitForPort(port: number, child: ChildProcess, what: string): Promise<void> {
   const deadline = Date.now() + 20_000;
