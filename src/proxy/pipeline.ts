@@ -17,7 +17,7 @@ import type { Decision } from '../policy/types.js';
 import type { InspectionTls } from '../tls/inspection.js';
 import type { Refuse, Refusal } from './answers.js';
 import { authorise, decisionInputFor, type AuthoriseContext, type RequestFacts } from './authorise.js';
-import { lookUpCaller, callerFields, peerOf, type IdentitySource } from './caller.js';
+import { lookUpCaller, peerOf, writeCallerFields, type IdentitySource } from './caller.js';
 import { dialRoute, type DialPurpose, type DialedUpstream } from './dialer.js';
 import type { Downstream } from './downstream.js';
 import type { ProxyLimits } from './limits.js';
@@ -241,10 +241,18 @@ export class Pipeline {
   }
 }
 
-/** The audit event of a decision (completed by the dial's outcome). */
+/**
+ * The audit event of a decision (completed by the dial's outcome), built field by field in the
+ * order of the line: no spread copies, and no `delete` (which would leave V8 a slow
+ * dictionary-mode object for the serialiser).
+ */
 function decisionEvent(kind: ConnectionKind, decision: Decision, identity: ProcessIdentity, facts: RequestFacts, client: net.Socket): AuditEvent {
-  const event: AuditEvent = { kind, ...decision, host: facts.host, port: facts.port, ...callerFields(identity), client: peerOf(client) };
-  delete event.explicit_ips;
+  const event: AuditEvent = { kind };
+  for (const key in decision) if (key !== 'explicit_ips') event[key] = decision[key as keyof Decision];
+  event.host = facts.host;
+  event.port = facts.port;
+  writeCallerFields(event, identity);
+  event.client = peerOf(client);
   if (facts.method !== undefined) event.method = facts.method;
   if (facts.path !== undefined) event.path = facts.path;
   return event;
