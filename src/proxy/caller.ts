@@ -38,6 +38,9 @@ export function lookUpCaller(source: IdentitySource, client: net.Socket, redirec
   return source.resolve(tuple, options).catch((err: unknown) => unresolvedIdentity(`identity lookup failed: ${(err as Error).message}`));
 }
 
+/** A caller not known (yet): what the policy says to a caller it cannot name. */
+export const UNKNOWN_CALLER: Readonly<ProcessIdentity> = Object.freeze({ path: UNRESOLVED, pid: null, ancestors: [], cmdline: [], sha256: null });
+
 function unresolvedIdentity(detail: string): ProcessIdentity {
   return { path: UNRESOLVED, pid: null, ancestors: [], cmdline: [], sha256: null, unresolved_reason: 'no_socket_row', unresolved_detail: detail };
 }

@@ -17,14 +17,16 @@ import type { Decision } from '../policy/types.js';
 import type { InspectionTls } from '../tls/inspection.js';
 import type { Refuse, Refusal } from './answers.js';
 import { authorise, decisionInputFor, type AuthoriseContext, type RequestFacts } from './authorise.js';
-import { lookUpCaller, peerOf, writeCallerFields, type IdentitySource } from './caller.js';
-import { dialRoute, type DialPurpose, type DialedUpstream } from './dialer.js';
+import { lookUpCaller, peerOf, UNKNOWN_CALLER, writeCallerFields, type IdentitySource } from './caller.js';
+import { dialRoute, type DialFailure, type DialPurpose, type DialedUpstream } from './dialer.js';
 import type { Downstream } from './downstream.js';
+import { EarlyDial } from './early-dial.js';
 import type { ProxyLimits } from './limits.js';
 import { letThrough } from './report-only.js';
 import { statusOf } from './responses.js';
 import type { ConnectionKind, Dialed, Tracked, Tunnels } from './tunnels.js';
-import { upstreamProxyName, type UpstreamRoutes } from './upstream-proxy.js';
+import { placeholdersInHost } from '../credentials/swap.js';
+import { upstreamProxyName, type Route, type UpstreamRoutes } from './upstream-proxy.js';
 
 export interface ProxyStats {
   connections: number;
@@ -49,6 +51,8 @@ export interface Allowed {
   refuse: Refuse;
   /** The decision's audit event, emitted once the dial has an outcome. */
   event: AuditEvent;
+  /** A dial started before the caller was known, for this tunnel (dial() takes it). */
+  early?: EarlyDial;
 }
 
 export interface PipelineOptions {
@@ -125,9 +129,40 @@ export class Pipeline {
     return lookUpCaller(this.options.identities, client, redirected, this.options.anchorPid);
   }
 
-  /** Decides one request. A refusal is counted, audited and answered with `refuse` here. */
-  async decide(kind: ConnectionKind, client: net.Socket, identity: ProcessIdentity, facts: RequestFacts, refuse: Refuse): Promise<Allowed | null> {
-    const auth = await authorise(this.options.decisions, identity, facts);
+  /**
+   * For a tunnel: its lookup and dial, started now, beside the identity lookup, when the policy
+   * lets host and port through for any caller (see early-dial.ts); null when they must wait for
+   * the caller's decision. The same `downstream` goes to dial() later.
+   */
+  dialEarly(facts: RequestFacts, downstream: Downstream): EarlyDial | null {
+    const { decisions } = this.options;
+    if (decisions.reportOnly || facts.method !== undefined) return null;
+    // A placeholder in the host is refused once the caller is known: never looked up.
+    if (placeholdersInHost(facts.host, this.credentials.table).length > 0) return null;
+    const anyCaller = decisions.engine.decide(decisionInputFor(UNKNOWN_CALLER, facts));
+    if (!anyCaller.allow || anyCaller.inspect === true) return null;
+    const authorisation = authorise(decisions, UNKNOWN_CALLER, facts);
+    const route = this.routeFor(facts);
+    const dialed = authorisation.then((auth) =>
+      auth.ok && auth.decision.inspect !== true ? dialRoute(route, { host: facts.host, port: facts.port, addresses: auth.addresses }, 'tunnel', this.limits.connectTimeoutMs, downstream) : null,
+    );
+    return new EarlyDial(authorisation, dialed, downstream);
+  }
+
+  /**
+   * Decides one request. A refusal is counted, audited and answered with `refuse` here. With
+   * `early` (dialEarly), its lookup stands for the decision's, and an allowed tunnel takes its dial.
+   */
+  async decide(kind: ConnectionKind, client: net.Socket, identity: ProcessIdentity, facts: RequestFacts, refuse: Refuse, early?: EarlyDial | null): Promise<Allowed | null> {
+    const allowed = await this.decideOnce(kind, client, identity, facts, refuse, early ? await early.addresses() : undefined);
+    // Taken only for the tunnel it was dialed for: allowed, opaque, over the addresses it dialed.
+    if (early && allowed && allowed.decision.inspect !== true) allowed.early = early;
+    else early?.drop();
+    return allowed;
+  }
+
+  private async decideOnce(kind: ConnectionKind, client: net.Socket, identity: ProcessIdentity, facts: RequestFacts, refuse: Refuse, lookedUp: string[] | undefined): Promise<Allowed | null> {
+    const auth = await authorise(this.options.decisions, identity, facts, lookedUp);
     const event = decisionEvent(kind, auth.decision, identity, facts, client);
     if (auth.addresses) event.addresses = auth.addresses;
     if (!auth.ok) {
@@ -157,9 +192,9 @@ export class Pipeline {
    */
   async dial(allowed: Allowed, downstream?: Downstream, purpose: DialPurpose = 'tunnel'): Promise<DialedRoute | null> {
     const { client, event, facts, identity } = allowed;
-    const route = this.options.routes?.routeFor(facts.host) ?? { via: 'direct' };
+    const route = this.routeFor(facts);
     const target = { host: facts.host, port: facts.port, addresses: allowed.addresses };
-    const dialed = await dialRoute(route, target, purpose, this.limits.connectTimeoutMs, downstream);
+    const dialed = (await takeEarly(allowed, downstream, purpose)) ?? (await dialRoute(route, target, purpose, this.limits.connectTimeoutMs, downstream));
     if (route.via === 'upstream_proxy') event.upstream_proxy = upstreamProxyName(route.proxy);
     if (!('socket' in dialed)) {
       event.error = dialed.kind;
@@ -181,6 +216,10 @@ export class Pipeline {
     const out: DialedRoute = { kind: allowed.kind, identity, facts, addresses: allowed.addresses, upstream, dialed: upstream.remoteAddress ?? '', downstream };
     if (dialed.absoluteForm) out.absoluteForm = dialed.absoluteForm;
     return out;
+  }
+
+  private routeFor(facts: RequestFacts): Route {
+    return this.options.routes?.routeFor(facts.host) ?? { via: 'direct' };
   }
 
   /** The credentials of the policy in force (their placeholders are refused where none is bound). */
@@ -239,6 +278,15 @@ export class Pipeline {
     else if (decision.decision === 'audit') counters.audited++;
     else counters.denied++;
   }
+}
+
+/** The outcome of the tunnel's early dial, when one was made for it; null: dial now. */
+function takeEarly(allowed: Allowed, downstream: Downstream | undefined, purpose: DialPurpose): Promise<DialedUpstream | DialFailure | null> {
+  const early = allowed.early;
+  if (!early) return Promise.resolve(null);
+  if (purpose === 'tunnel' && early.downstream === downstream) return early.take();
+  early.drop();
+  return Promise.resolve(null);
 }
 
 /**

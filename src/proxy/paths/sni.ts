@@ -34,11 +34,14 @@ export function acceptSni(p: Pipeline, client: net.Socket): void {
 }
 
 async function tunnel(p: Pipeline, client: net.Socket, identity: () => Promise<ProcessIdentity>, facts: RequestFacts, hello: Buffer): Promise<void> {
-  if (refusePlaceholderHost(p, 'sni', client, await identity(), facts, refuseByClosing)) return;
-  const allowed = await p.decide('sni', client, await identity(), facts, refuseByClosing);
+  // The dial may start beside the identity lookup (early-dial.ts).
+  const downstream = new Downstream();
+  const early = p.dialEarly(facts, downstream);
+  if (refusePlaceholderHost(p, 'sni', client, await identity(), facts, refuseByClosing)) return early?.drop();
+  const allowed = await p.decide('sni', client, await identity(), facts, refuseByClosing, early);
   if (!allowed) return;
   if (allowed.decision.inspect === true && p.inspection) return inspectConnection(p, allowed, hello);
-  const dialed = await p.dial(allowed, new Downstream());
+  const dialed = await p.dial(allowed, downstream);
   if (!dialed) return;
   dialed.upstream.write(hello);
   p.tunnels.relay(client, dialed);

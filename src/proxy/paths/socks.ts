@@ -78,13 +78,16 @@ async function connect(p: Pipeline, client: net.Socket, request: SocksRequest, r
     return refuseMessage(p, client, socksReply(REPLY.commandNotSupported), reason, 'not_implemented', request);
   }
   const facts: RequestFacts = { host: request.host, port: request.port, ip: request.ip };
+  // A tunnel reads the upstream into buffers of its own (downstream.ts); the dial may start
+  // beside the identity lookup (early-dial.ts).
+  const downstream = new Downstream();
+  const early = p.dialEarly(facts, downstream);
   const identity = await p.identify(client, false);
-  const allowed = await p.decide('socks', client, identity, facts, refuseSocks);
+  const allowed = await p.decide('socks', client, identity, facts, refuseSocks, early);
   if (!allowed) return;
   const uninspectable = socksInspectionRefusal(allowed.decision, facts);
   if (uninspectable) return refuseUninspectable(p, allowed, uninspectable);
-  // A tunnel reads the upstream into buffers of its own (downstream.ts).
-  const dialed = await p.dial(allowed, new Downstream());
+  const dialed = await p.dial(allowed, downstream);
   if (!dialed) return;
   const { localAddress, localPort } = dialed.upstream;
   client.write(socksReply(REPLY.succeeded, localAddress && localPort ? { address: localAddress, port: localPort } : undefined));
