@@ -81,6 +81,8 @@ export class Pipeline {
   private closing = false;
   /** Every client socket, admitted or refused: close() ends them all. */
   private readonly sockets = new Set<net.Socket>();
+  /** Each client's identity lookup, once started. */
+  private readonly callers = new WeakMap<net.Socket, Promise<ProcessIdentity>>();
 
   constructor(private readonly options: PipelineOptions) {
     this.limits = options.limits;
@@ -124,9 +126,19 @@ export class Pipeline {
     return null;
   }
 
-  /** The process behind the client (`redirected`: it reached the proxy through a redirect). */
+  /**
+   * The process behind the client (`redirected`: it reached the proxy through a redirect), looked
+   * up once per connection: every later ask gets the same answer. Not at accept: a connection
+   * that never sends a valid first message must not cost a lookup (500 silent connections would
+   * be 500 lookups, some of them a walk over every process).
+   */
   identify(client: net.Socket, redirected: boolean): Promise<ProcessIdentity> {
-    return lookUpCaller(this.options.identities, client, redirected, this.options.anchorPid);
+    let caller = this.callers.get(client);
+    if (!caller) {
+      caller = lookUpCaller(this.options.identities, client, redirected, this.options.anchorPid);
+      this.callers.set(client, caller);
+    }
+    return caller;
   }
 
   /**

@@ -18,8 +18,7 @@ import { parseHost } from '../target.js';
 
 export function acceptSni(p: Pipeline, client: net.Socket): void {
   const peer = peerOf(client);
-  let caller: Promise<ProcessIdentity> | undefined;
-  const identity = (): Promise<ProcessIdentity> => (caller ??= p.identify(client, true));
+  const identity = (): Promise<ProcessIdentity> => p.identify(client, true);
   const fail = (reason: string): void => void refuseHello(p, client, identity, peer, reason);
   const reader = new ClientHelloReader(p.limits.maxHelloBytes);
   const deadline = performance.now() + p.limits.helloTimeoutMs;
