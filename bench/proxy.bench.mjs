@@ -38,7 +38,13 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startSimulatedInternet } from '../dist/sim/internet.js';
 
+// One upstream port per kind of phase: the RSS phase's client drops its tunnels, so the proxy
+// closes its upstream sockets first and their TIME_WAIT entries stay with it; on the port the rate
+// rounds dial, those would make each later connect() search the ephemeral range around them.
 const UPSTREAM_PORT = 9000;
+const BULK_PORT = 9001;
+const RSS_PORT = 9002;
+const UPSTREAM_PORTS = [UPSTREAM_PORT, BULK_PORT, RSS_PORT];
 const CONCURRENCY = 50;
 const RATE_SECONDS = 4;
 const TTFB_SAMPLES = 400;
@@ -108,7 +114,7 @@ async function waitForPort(port) {
 const UPSTREAM = `
 const net = require('net');
 const chunk = Buffer.alloc(1 << 20, 120);
-net.createServer({ noDelay: true }, (s) => {
+const serve = (s) => {
   s.on('error', () => {});
   s.once('data', (d) => {
     const line = d.toString();
@@ -125,7 +131,9 @@ net.createServer({ noDelay: true }, (s) => {
     };
     pump();
   });
-}).listen(${UPSTREAM_PORT}, '::', () => console.log('ready'));
+};
+let ready = 0;
+for (const port of [${UPSTREAM_PORTS.join(', ')}]) net.createServer({ noDelay: true }, serve).listen(port, '::', () => ++ready === ${UPSTREAM_PORTS.length} && console.log('ready'));
 process.stdin.on('end', () => process.exit(0));
 process.stdin.resume();
 `;
@@ -133,10 +141,10 @@ process.stdin.resume();
 // --- the client ------------------------------------------------------------------------------
 
 /** Opens a connection to the upstream (directly or through a CONNECT proxy); resolves with the socket. */
-function openPath(path, address) {
+function openPath(path, address, port = UPSTREAM_PORT) {
   return new Promise((resolve, reject) => {
     if (!path.proxyPort) {
-      const s = net.connect({ host: address, port: UPSTREAM_PORT, noDelay: true }, () => resolve(s));
+      const s = net.connect({ host: address, port, noDelay: true }, () => resolve(s));
       s.once('error', reject);
       return;
     }
@@ -154,14 +162,14 @@ function openPath(path, address) {
       resolve(s);
     };
     s.on('data', onData);
-    s.on('connect', () => s.write(`CONNECT ${address}:${UPSTREAM_PORT} HTTP/1.1\r\nHost: ${address}:${UPSTREAM_PORT}\r\n\r\n`));
+    s.on('connect', () => s.write(`CONNECT ${address}:${port} HTTP/1.1\r\nHost: ${address}:${port}\r\n\r\n`));
   });
 }
 
 /** One tunnel setup: connect, CONNECT, ping, first byte back. Returns ms to first byte. */
-async function pingOnce(path, address, keep) {
+async function pingOnce(path, address, keep, port = UPSTREAM_PORT) {
   const t0 = performance.now();
-  const s = await openPath(path, address);
+  const s = await openPath(path, address, port);
   await new Promise((resolve, reject) => {
     s.once('data', resolve);
     s.once('error', reject);
@@ -209,7 +217,7 @@ async function ttfb(path, address) {
 }
 
 async function bulk(path, address) {
-  const s = await openPath(path, address);
+  const s = await openPath(path, address, BULK_PORT);
   const t0 = performance.now();
   let got = 0;
   await new Promise((resolve, reject) => {
@@ -269,7 +277,7 @@ async function rssWithTunnels(path, address, pid) {
   const sockets = [];
   try {
     for (let i = 0; i < OPEN_TUNNELS; i += 50) {
-      const batch = await Promise.all(Array.from({ length: Math.min(50, OPEN_TUNNELS - i) }, () => pingOnce(path, address, true)));
+      const batch = await Promise.all(Array.from({ length: Math.min(50, OPEN_TUNNELS - i) }, () => pingOnce(path, address, true, RSS_PORT)));
       for (const b of batch) sockets.push(b.socket);
     }
     await new Promise((r) => setTimeout(r, 300));
@@ -290,7 +298,8 @@ async function rssWithTunnels(path, address, pid) {
 async function startPortcullis(address, { cli = CLI, tag = 'portcullis', node = process.execPath, anyProgram = false } = {}) {
   const policy = join(dir, `${tag}.yaml`);
   const binaries = anyProgram ? '' : `    binaries:\n      - path: ${process.execPath}\n`;
-  writeFileSync(policy, `version: 1\nnetwork_policies:\n  bench:\n    endpoints:\n      - { host: "${address}", port: ${UPSTREAM_PORT}, allowed_ips: ["${address}/32"] }\n${binaries}`);
+  const endpoints = UPSTREAM_PORTS.map((port) => `      - { host: "${address}", port: ${port}, allowed_ips: ["${address}/32"] }\n`).join('');
+  writeFileSync(policy, `version: 1\nnetwork_policies:\n  bench:\n    endpoints:\n${endpoints}${binaries}`);
   const { child, match } = await start(node, [...(process.env.PROXY_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean), cli, 'proxy', '--policy', policy, '--listen', '127.0.0.1:0', '--resolver', `${sim.dns.address}:${sim.dns.port}`, '--audit', join(dir, `${tag}-audit.jsonl`)], /listening on 127\.0\.0\.1:(\d+)/);
   return { proxyPort: Number(match[1]), pid: child.pid };
 }
@@ -337,7 +346,7 @@ async function startNodeFloor() {
 // and port (here the bench's upstream only; everything else is refused).
 const SRT_SERVER = (address) => `
 const { createHttpProxyServer } = await import(${JSON.stringify(SRT_PROXY)});
-const server = createHttpProxyServer({ filter: (port, host) => host === ${JSON.stringify(address)} && port === ${UPSTREAM_PORT} });
+const server = createHttpProxyServer({ filter: (port, host) => host === ${JSON.stringify(address)} && ${JSON.stringify(UPSTREAM_PORTS)}.includes(port) });
 server.listen(0, '127.0.0.1', () => console.log('listening on 127.0.0.1:' + server.address().port));
 process.stdin.on('end', () => process.exit(0));
 process.stdin.resume();
@@ -356,7 +365,7 @@ async function startSquid(address) {
   const conf = join(dir, 'squid.conf');
   writeFileSync(conf, `http_port 127.0.0.1:${port}
 acl bench_dst dst ${address}/32
-acl bench_port port ${UPSTREAM_PORT}
+acl bench_port port ${UPSTREAM_PORTS.join(' ')}
 acl CONNECT method CONNECT
 http_access allow CONNECT bench_dst bench_port
 http_access deny all
@@ -387,7 +396,7 @@ User nobody
 Group nogroup
 Timeout 600
 MaxClients 2000
-ConnectPort ${UPSTREAM_PORT}
+${UPSTREAM_PORTS.map((port) => `ConnectPort ${port}`).join('\n')}
 Filter "${filter}"
 FilterDefaultDeny Yes
 FilterURLs Off
