@@ -15,6 +15,7 @@
 // (Node's own per-connection cost differs between releases: the same-runtime comparison), and
 // portcullis-any, with a policy that names no binaries (the host is allowed to any program, so
 // the proxy dials while it identifies the caller; the caller is still resolved and audited).
+// The rate and ttfb clients run in a leaf process of their own (proxy-client.mjs).
 // Needs `npm run build` (and the srt rows `bash scripts/install-srt.sh`; without it they are skipped).
 // Env: PROXY_BENCH_PATHS (comma-separated subset of direct,portcullis,portcullis-any,portcullis-node22,
 // squid,tinyproxy,node-floor,srt; default all),
@@ -30,13 +31,15 @@
 // PROXY_BENCH_BULK_ROUNDS (default 3): after every path has run, rounds of one bulk transfer per
 // path in an order rotated from round to round; the throughput ratio is the median of the ratios
 // taken within a round (one transfer, measured once, moves by ±30% on a shared 2-core machine).
-import { execFileSync, spawn } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
+import { promisify } from 'node:util';
 import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startSimulatedInternet } from '../dist/sim/internet.js';
+import { openPath, pingOnce } from './proxy-client.mjs';
 
 // One upstream port per kind of phase: the RSS phase's client drops its tunnels, so the proxy
 // closes its upstream sockets first and their TIME_WAIT entries stay with it; on the port the rate
@@ -139,82 +142,20 @@ process.stdin.resume();
 `;
 
 // --- the client ------------------------------------------------------------------------------
+// The rate and time-to-first-byte clients run in a process of their own (proxy-client.mjs), a
+// leaf process like the Go client the figures were first taken with: the identity lookup then
+// finds what it finds for a real client, not the bench process with every proxy as its child.
 
-/** Opens a connection to the upstream (directly or through a CONNECT proxy); resolves with the socket. */
-function openPath(path, address, port = UPSTREAM_PORT) {
-  return new Promise((resolve, reject) => {
-    if (!path.proxyPort) {
-      const s = net.connect({ host: address, port, noDelay: true }, () => resolve(s));
-      s.once('error', reject);
-      return;
-    }
-    const s = net.connect({ host: '127.0.0.1', port: path.proxyPort, noDelay: true });
-    s.once('error', reject);
-    let buf = Buffer.alloc(0);
-    const onData = (c) => {
-      buf = Buffer.concat([buf, c]);
-      const end = buf.indexOf('\r\n\r\n');
-      if (end === -1) return;
-      s.off('data', onData);
-      const status = buf.toString('latin1').split(' ')[1];
-      if (status !== '200') return reject(new Error(`CONNECT answered ${status}: ${buf.toString().slice(0, 300)}`));
-      if (buf.length > end + 4) s.unshift(buf.subarray(end + 4));
-      resolve(s);
-    };
-    s.on('data', onData);
-    s.on('connect', () => s.write(`CONNECT ${address}:${port} HTTP/1.1\r\nHost: ${address}:${port}\r\n\r\n`));
-  });
+/** Runs one client measurement (`rate` or `ttfb`) in its own process; its JSON answer. */
+async function clientRun(mode, path, address) {
+  const request = JSON.stringify({ mode, proxyPort: path.proxyPort ?? null, address, port: UPSTREAM_PORT, concurrency: CONCURRENCY, seconds: RATE_SECONDS, samples: TTFB_SAMPLES });
+  const { stdout } = await execFileAsync(process.execPath, [fileURLToPath(new URL('./proxy-client.mjs', import.meta.url)), request], { encoding: 'utf8', timeout: 120_000 });
+  return JSON.parse(stdout);
 }
 
-/** One tunnel setup: connect, CONNECT, ping, first byte back. Returns ms to first byte. */
-async function pingOnce(path, address, keep, port = UPSTREAM_PORT) {
-  const t0 = performance.now();
-  const s = await openPath(path, address, port);
-  await new Promise((resolve, reject) => {
-    s.once('data', resolve);
-    s.once('error', reject);
-    s.write(keep ? 'P\n' : 'Q\n');
-  });
-  const ms = performance.now() - t0;
-  if (keep) return { ms, socket: s };
-  // The far end closes first (see the upstream); answer its end, then let go.
-  await new Promise((resolve) => {
-    if (s.readableEnded) return resolve();
-    s.once('end', resolve);
-    s.once('close', resolve);
-    s.resume();
-  });
-  s.destroy();
-  return { ms };
-}
-
-async function tunnelsPerSecond(path, address) {
-  const deadline = performance.now() + RATE_SECONDS * 1000;
-  let done = 0;
-  let failed = 0;
-  await Promise.all(
-    Array.from({ length: CONCURRENCY }, async () => {
-      while (performance.now() < deadline) {
-        try {
-          await pingOnce(path, address);
-          done++;
-        } catch {
-          failed++;
-          if (failed > 1000) return;
-        }
-      }
-    }),
-  );
-  return { rate: done / RATE_SECONDS, failed };
-}
-
-async function ttfb(path, address) {
-  const samples = [];
-  for (let i = 0; i < TTFB_SAMPLES; i++) samples.push((await pingOnce(path, address)).ms);
-  samples.sort((a, b) => a - b);
-  const q = (p) => samples[Math.min(samples.length - 1, Math.floor(p * samples.length))];
-  return { p50: q(0.5), p99: q(0.99) };
-}
+const execFileAsync = promisify(execFile);
+const tunnelsPerSecond = (path, address) => clientRun('rate', path, address);
+const ttfb = (path, address) => clientRun('ttfb', path, address);
 
 async function bulk(path, address) {
   const s = await openPath(path, address, BULK_PORT);
@@ -510,8 +451,8 @@ try {
       continue;
     }
     running.push({ name: p.name, path });
-    await pingOnce(path, address); // warm-up, and a check that the path works
-    for (let i = 0; i < 200; i++) await pingOnce(path, address);
+    await pingOnce(path, address, false, UPSTREAM_PORT); // warm-up, and a check that the path works
+    for (let i = 0; i < 200; i++) await pingOnce(path, address, false, UPSTREAM_PORT);
     const rate = phases.has('rate') ? await measuredRate(path, address) : { rate: null, failed: 0, cpuMsPerTunnel: null };
     const latency = (await (phases.has('ttfb') ? ttfb : skipped)(path, address)) ?? { p50: null, p99: null };
     const mibps = await (phases.has('bulk') ? bulk : skipped)(path, address);
