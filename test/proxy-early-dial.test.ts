@@ -4,6 +4,7 @@
 // IDENTITY_DELAY_MS, so "the dial happened before the identity was known" shows in the upstream's
 // clock (a server in the simulated internet's namespace that prints when it accepts).
 import { spawn, type ChildProcess } from 'node:child_process';
+import dgram from 'node:dgram';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,6 +13,7 @@ import type { AuditEvent } from '../src/audit/events.js';
 import { openAuditSink, type StreamAuditSink } from '../src/audit/sink.js';
 import { IdentityResolver } from '../src/identity/resolver.js';
 import type { ConnectionTuple, ProcessIdentity, ResolveOptions } from '../src/identity/types.js';
+import dnsPacket from 'dns-packet';
 import { startProxy, type IdentitySource, type RunningProxy } from '../src/proxy/server.js';
 import { startSimulatedInternet, type SimulatedInternet } from '../src/sim/internet.js';
 import { echoThrough, openTunnel, rawExchange, waitForEvent } from './fixtures/proxy/harness.js';
@@ -43,12 +45,15 @@ net.createServer((s) => {
 }).listen(${PORT}, '::', () => console.log('ready'));
 process.stdin.on('end', () => process.exit(0)).resume();`;
 
-/** The real resolver, answering IDENTITY_DELAY_MS late. */
+/** The real resolver, answering `delayMs` late. */
 class SlowIdentity implements IdentitySource {
-  constructor(private readonly real: IdentityResolver) {}
+  constructor(
+    private readonly real: IdentityResolver,
+    private readonly delayMs = IDENTITY_DELAY_MS,
+  ) {}
   async resolve(tuple: ConnectionTuple, options?: ResolveOptions): Promise<ProcessIdentity> {
     const identity = await this.real.resolve(tuple, options);
-    await new Promise((resolve) => setTimeout(resolve, IDENTITY_DELAY_MS));
+    await new Promise((resolve) => setTimeout(resolve, this.delayMs));
     identified.push(Date.now());
     return identity;
   }
@@ -157,5 +162,41 @@ describe('dialing while the caller is identified', () => {
     expect(Number(closed[1])).toBe(0);
     const decision = await waitForEvent(events, (e) => e.kind === 'connect' && e.host === 'inspect.sim.test');
     expect(decision).toMatchObject({ allow: false, error: 'inspection_unavailable', binary: process.execPath });
+  });
+
+  it('a lookup that fails is made once: the decision for any caller and the caller\'s own share it', async () => {
+    // A DNS server that counts the questions it gets and answers none.
+    const asked = new Map<string, number>();
+    const silent = dgram.createSocket('udp4');
+    silent.on('message', (msg) => {
+      for (const q of dnsPacket.decode(msg).questions ?? []) asked.set(q.name, (asked.get(q.name) ?? 0) + 1);
+    });
+    await new Promise<void>((resolve) => silent.bind(0, '127.0.0.1', resolve));
+    const policyFile = join(work, 'silent.yaml');
+    writeFileSync(policyFile, `version: 1
+network_policies:
+  anyone:
+    endpoints:
+      - { host: open.silent.test, port: ${PORT} }
+  this-node-only:
+    endpoints:
+      - { host: bound.silent.test, port: ${PORT} }
+    binaries:
+      - path: ${process.execPath}
+`);
+    const quiet = await startProxy({ policyFile, listen: { host: '127.0.0.1', port: 0 }, audit: openAuditSink(undefined), resolver: { host: '127.0.0.1', port: (silent.address() as { port: number }).port }, identity: new SlowIdentity(resolver, 2_000), limits: { dnsTimeoutMs: 100 } });
+    try {
+      for (const host of ['bound.silent.test', 'open.silent.test']) {
+        const answer = await rawExchange(quiet.address.port, `CONNECT ${host}:${PORT} HTTP/1.1\r\nHost: ${host}:${PORT}\r\n\r\n`);
+        expect(answer.status).toBeGreaterThanOrEqual(502);
+      }
+      // The same questions for the host dialed early as for the one that waited for its caller (the
+    // lookup fails well before the identity arrives, 2 s late: a lookup of its own would ask again).
+      expect(asked.get('open.silent.test')).toBeGreaterThan(0);
+      expect(asked.get('open.silent.test')).toBe(asked.get('bound.silent.test'));
+    } finally {
+      await quiet.close();
+      silent.close();
+    }
   });
 });

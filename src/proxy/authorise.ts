@@ -70,8 +70,7 @@ export function opaqueTunnelRefusal(decision: Decision, facts: RequestFacts, can
   return { allow: false, decision: 'deny', reason, policy: decision.policy };
 }
 
-/** `lookedUp`: the host's addresses from this connection's one lookup, when it was made already (early-dial.ts). */
-export async function authorise(ctx: AuthoriseContext, identity: ProcessIdentity, facts: RequestFacts, lookedUp?: string[]): Promise<Authorisation> {
+export async function authorise(ctx: AuthoriseContext, identity: ProcessIdentity, facts: RequestFacts): Promise<Authorisation> {
   let reported: Decision | null = null;
   const refuse = (kind: ProxyErrorKind, decision: Decision): Authorisation | null => {
     if (!ctx.reportOnly) return { ok: false, kind, detail: decision.reason, decision };
@@ -96,7 +95,6 @@ export async function authorise(ctx: AuthoriseContext, identity: ProcessIdentity
 
   let addresses: string[];
   if (facts.ip) addresses = [facts.host];
-  else if (lookedUp) addresses = lookedUp;
   else {
     try {
       addresses = await ctx.lookup.lookup(facts.host);

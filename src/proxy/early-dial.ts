@@ -4,27 +4,31 @@
 // lookup: they run beside it. The identity is still resolved, decided on and audited as always;
 // the early dial is taken only when that decision allows the same tunnel (not inspected) over the
 // same checked addresses, and dropped otherwise (a TCP handshake, never a byte of the client's).
-import type { Authorisation } from './authorise.js';
 import type { DialFailure, DialedUpstream } from './dialer.js';
 import type { Downstream } from './downstream.js';
+import type { UpstreamLookup } from './upstream-dns.js';
+
+/**
+ * One lookup of the tunnel's host, shared by the decision for any caller and the caller's own:
+ * the addresses it dials are the ones the caller's decision checks, and a failed lookup is not
+ * waited for twice.
+ */
+export function sharedLookup(lookup: UpstreamLookup, host: string): UpstreamLookup {
+  let answer: Promise<string[]> | undefined;
+  return { lookup: (name) => (name === host ? (answer ??= lookup.lookup(name)) : lookup.lookup(name)) };
+}
 
 export class EarlyDial {
   private taken = false;
 
   constructor(
-    /** The decision for `<unresolved>` with its lookup: the checked addresses when it is ok. */
-    readonly authorisation: Promise<Authorisation>,
+    /** The host's one lookup (sharedLookup), for the caller's own decision. */
+    readonly lookup: UpstreamLookup,
     /** The dial of those addresses, or null when the decision did not let it start. */
     private readonly dialed: Promise<DialedUpstream | DialFailure | null>,
     /** The upstream's bytes go here (the tunnel's Downstream, which the dial was made with). */
     readonly downstream: Downstream,
   ) {}
-
-  /** The addresses it dials, checked for any caller; undefined when it did not dial. */
-  async addresses(): Promise<string[] | undefined> {
-    const auth = await this.authorisation;
-    return auth.ok ? auth.addresses : undefined;
-  }
 
   /** Its outcome, for the caller whose decision allowed the same tunnel (once). */
   take(): Promise<DialedUpstream | DialFailure | null> {

@@ -20,12 +20,13 @@ import { authorise, decisionInputFor, type AuthoriseContext, type RequestFacts }
 import { lookUpCaller, peerOf, UNKNOWN_CALLER, writeCallerFields, type IdentitySource } from './caller.js';
 import { dialRoute, type DialFailure, type DialPurpose, type DialedUpstream } from './dialer.js';
 import type { Downstream } from './downstream.js';
-import { EarlyDial } from './early-dial.js';
+import { EarlyDial, sharedLookup } from './early-dial.js';
 import type { ProxyLimits } from './limits.js';
 import { letThrough } from './report-only.js';
 import { statusOf } from './responses.js';
 import type { ConnectionKind, Dialed, Tracked, Tunnels } from './tunnels.js';
 import { placeholdersInHost } from '../credentials/swap.js';
+import type { UpstreamLookup } from './upstream-dns.js';
 import { upstreamProxyName, type Route, type UpstreamRoutes } from './upstream-proxy.js';
 
 export interface ProxyStats {
@@ -153,12 +154,13 @@ export class Pipeline {
     if (placeholdersInHost(facts.host, this.credentials.table).length > 0) return null;
     const anyCaller = decisions.engine.decide(decisionInputFor(UNKNOWN_CALLER, facts));
     if (!anyCaller.allow || anyCaller.inspect === true) return null;
-    const authorisation = authorise(decisions, UNKNOWN_CALLER, facts);
+    const lookup = sharedLookup(decisions.lookup, facts.host);
+    const authorisation = authorise({ ...decisions, lookup }, UNKNOWN_CALLER, facts);
     const route = this.routeFor(facts);
     const dialed = authorisation.then((auth) =>
       auth.ok && auth.decision.inspect !== true ? dialRoute(route, { host: facts.host, port: facts.port, addresses: auth.addresses }, 'tunnel', this.limits.connectTimeoutMs, downstream) : null,
     );
-    return new EarlyDial(authorisation, dialed, downstream);
+    return new EarlyDial(lookup, dialed, downstream);
   }
 
   /**
@@ -166,15 +168,16 @@ export class Pipeline {
    * `early` (dialEarly), its lookup stands for the decision's, and an allowed tunnel takes its dial.
    */
   async decide(kind: ConnectionKind, client: net.Socket, identity: ProcessIdentity, facts: RequestFacts, refuse: Refuse, early?: EarlyDial | null): Promise<Allowed | null> {
-    const allowed = await this.decideOnce(kind, client, identity, facts, refuse, early ? await early.addresses() : undefined);
+    const allowed = await this.decideOnce(kind, client, identity, facts, refuse, early?.lookup);
     // Taken only for the tunnel it was dialed for: allowed, opaque, over the addresses it dialed.
     if (early && allowed && allowed.decision.inspect !== true) allowed.early = early;
     else early?.drop();
     return allowed;
   }
 
-  private async decideOnce(kind: ConnectionKind, client: net.Socket, identity: ProcessIdentity, facts: RequestFacts, refuse: Refuse, lookedUp: string[] | undefined): Promise<Allowed | null> {
-    const auth = await authorise(this.options.decisions, identity, facts, lookedUp);
+  private async decideOnce(kind: ConnectionKind, client: net.Socket, identity: ProcessIdentity, facts: RequestFacts, refuse: Refuse, lookup: UpstreamLookup | undefined): Promise<Allowed | null> {
+    const decisions = this.options.decisions;
+    const auth = await authorise(lookup ? { ...decisions, lookup } : decisions, identity, facts);
     const event = decisionEvent(kind, auth.decision, identity, facts, client);
     if (auth.addresses) event.addresses = auth.addresses;
     if (!auth.ok) {
