@@ -453,9 +453,12 @@ describe('trust bundle and upstream verification', () => {
       await expect(loadInspectionTls(join(dir, 'no.crt'), join(dir, 'no.key'))).rejects.toThrow(CaFileError);
     });
 
-    it('refuses an --upstream-ca file that is missing or holds no certificate', async () => {
+    it('refuses an --upstream-ca file that is missing, holds no certificate, or one that does not parse', async () => {
       await expect(loadUpstreamCas([join(dir, 'missing.pem')])).rejects.toThrow(/cannot read the upstream CA file .*ENOENT/);
       await expect(loadUpstreamCas([file('nothing here')])).rejects.toThrow(/holds no PEM certificate/);
+      // A PEM block whose body is not a certificate: refused at start, naming the file.
+      const broken = file('-----BEGIN CERTIFICATE-----\nTm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n', 'broken.pem');
+      await expect(loadUpstreamCas([broken])).rejects.toThrow(/broken\.pem holds a certificate that cannot be parsed/);
     });
   });
 });

@@ -2,6 +2,7 @@
 // roots plus `--upstream-ca` files, SNI = the host (none for an IP literal), the host checked
 // against the certificate. There is no switch that turns verification off.
 import { readFile } from 'node:fs/promises';
+import { X509Certificate } from 'node:crypto';
 import { isIP } from 'node:net';
 import { checkServerIdentity, createSecureContext, type ConnectionOptions, type SecureContext } from 'node:tls';
 import { pemCertificates, systemRoots } from './roots.js';
@@ -19,24 +20,43 @@ export async function loadUpstreamCas(files: readonly string[]): Promise<string[
     }
     const found = pemCertificates(text);
     if (found.length === 0) throw new CaFileError(`${file} holds no PEM certificate (--upstream-ca takes PEM files)`);
+    // Parsed now: the trust itself is built at the first inspected dial, too late to say which file is bad.
+    for (const pem of found) {
+      try {
+        new X509Certificate(pem);
+      } catch (err) {
+        throw new CaFileError(`${file} holds a certificate that cannot be parsed: ${(err as Error).message}`);
+      }
+    }
     pems.push(...found);
   }
   return pems;
 }
 
 export class UpstreamTrust {
-  /** Built once: parsing a few hundred roots for every connection would cost milliseconds each. */
-  private readonly context: SecureContext;
+  /**
+   * Built once, on the first inspected connection's dial: parsing a few hundred roots for every
+   * connection would cost milliseconds each, and at start (about 90 ms) it would delay every
+   * `portcullis run`, inspecting or not.
+   */
+  private context: SecureContext | undefined;
 
-  constructor(extraCas: readonly string[] = [], roots: readonly string[] = systemRoots()) {
-    this.context = createSecureContext({ ca: [...roots, ...extraCas] });
+  constructor(
+    private readonly extraCas: readonly string[] = [],
+    /** The roots to trust; the system's when not given. */
+    private readonly roots?: readonly string[],
+  ) {}
+
+  private secureContext(): SecureContext {
+    this.context ??= createSecureContext({ ca: [...(this.roots ?? systemRoots()), ...this.extraCas] });
+    return this.context;
   }
 
   /** Options for `tls.connect` to `host` (add `socket` or `host`/`port`, and ALPN, at the call). */
   connectOptions(host: string): ConnectionOptions {
     const bare = host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host;
     return {
-      secureContext: this.context,
+      secureContext: this.secureContext(),
       ...(isIP(bare) === 0 ? { servername: bare } : {}),
       rejectUnauthorized: true,
       // The socket may be connected to an address: check the certificate against the host.
