@@ -19,7 +19,7 @@ import { startSimulatedInternet, type SimulatedInternet } from '../src/sim/inter
 import { echoThrough, openTunnel, rawExchange, waitForEvent } from './fixtures/proxy/harness.js';
 
 const PORT = 7100;
-const IDENTITY_DELAY_MS = 400;
+const IDENTITY_DELAY_MS = 1_000;
 const work = mkdtempSync(join(tmpdir(), 'pc-early-dial-'));
 let sim: SimulatedInternet;
 let upstream: ChildProcess;
