@@ -1,14 +1,15 @@
 // The upstream side of an inspected connection: TLS re-originated to exactly the checked
 // addresses (dialer.ts), verified against the system's roots plus --upstream-ca (UpstreamTrust),
-// SNI = the host. HTTP/1.1 requests share a keep-alive agent whose connections are dialed that
-// way; an HTTP/2 client's requests share one HTTP/2 session when the upstream offers h2.
+// SNI = the host. HTTP/1.1 requests go through the proxy's pool of idle upstream connections
+// (upstream-pool.ts: a new one is dialed that way when none fits); an HTTP/2 client's requests
+// share one HTTP/2 session when the upstream offers h2.
 import http2 from 'node:http2';
-import https from 'node:https';
 import net from 'node:net';
 import tls from 'node:tls';
 import { classifyUpstreamTlsError, type UpstreamTrust } from '../../tls/upstream.js';
 import { dialChecked } from '../dialer.js';
 import type { ProxyErrorKind } from '../responses.js';
+import type { PooledAgent, PooledRequestOptions, UpstreamPool } from './upstream-pool.js';
 
 /** Why an upstream could not be reached: answered to the client as its `kind` says. */
 export class UpstreamFailure extends Error {
@@ -28,6 +29,8 @@ export interface UpstreamTarget {
   addresses: string[];
   connectTimeoutMs: number;
   trust: UpstreamTrust;
+  /** The proxy's idle upstream connections (HTTP/1.1). */
+  pool: UpstreamPool;
 }
 
 /**
@@ -45,7 +48,6 @@ function sessionsFor(trust: UpstreamTrust): Map<string, Buffer> {
 }
 
 export class UpstreamLink {
-  private httpAgent: https.Agent | undefined;
   private session: Promise<http2.ClientHttp2Session | null> | undefined;
   /** A connection dialed for h2 that came back HTTP/1.1: the agent's first connection. */
   private spare: tls.TLSSocket | undefined;
@@ -94,20 +96,22 @@ export class UpstreamLink {
     });
   }
 
-  /** The keep-alive agent for HTTP/1.1 requests; its connections are made by connect(). */
-  agent(): https.Agent {
-    if (this.httpAgent) return this.httpAgent;
-    const agent = new https.Agent({ keepAlive: true, maxSockets: 16 });
-    // The agent asks for a connection with a callback: dial the checked addresses, never its own lookup.
-    (agent as unknown as { createConnection: unknown }).createConnection = (_options: unknown, done: (err: Error | null, socket?: net.Socket) => void): undefined => {
-      const spare = this.spare;
-      this.spare = undefined;
-      if (spare && !spare.destroyed) done(null, spare);
-      else this.connect(['http/1.1']).then((s) => done(null, s), (err: Error) => done(err));
-      return undefined;
-    };
-    this.httpAgent = agent;
-    return agent;
+  /**
+   * How an HTTP/1.1 request of this connection reaches the upstream: the pool's agent for its
+   * key (an idle connection to one of this connection's checked addresses, or a new one dialed
+   * by connect()), and the options that make the agent dial that way.
+   */
+  http1(): { agent: PooledAgent; options: PooledRequestOptions } {
+    const { host, port, addresses, trust, pool } = this.target;
+    const agent = pool.agentFor({ host, port, addresses, trust, alpn: 'http/1.1', route: 'direct' });
+    return { agent, options: { dialUpstream: () => this.dialHttp1() } };
+  }
+
+  private dialHttp1(): Promise<tls.TLSSocket> {
+    const spare = this.spare;
+    this.spare = undefined;
+    if (spare && !spare.destroyed) return Promise.resolve(spare);
+    return this.connect(['http/1.1']);
   }
 
   /** For an HTTP/2 client: the upstream's HTTP/2 session, or null when it speaks HTTP/1.1 only. */
@@ -131,7 +135,6 @@ export class UpstreamLink {
 
   close(): void {
     this.closed = true;
-    this.httpAgent?.destroy();
     this.spare?.destroy();
     void this.session?.then((s) => s?.destroy()).catch(() => undefined);
   }
