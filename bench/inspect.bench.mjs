@@ -17,7 +17,11 @@
 // Needs `npm run build` and root (the simulated internet is a network namespace).
 // Env: INSPECT_BENCH_SECONDS (per phase, default 3), INSPECT_BENCH_ROUNDS (3), INSPECT_BENCH_BULK_MIB
 // (256), INSPECT_BENCH_PEERS (default "srt,mitmdump"; empty: portcullis only),
-// INSPECT_BENCH_NODE_ARGS (extra node flags for portcullis, e.g. --cpu-prof --cpu-prof-dir=DIR).
+// INSPECT_BENCH_NODE_ARGS (extra node flags for portcullis, e.g. --cpu-prof --cpu-prof-dir=DIR),
+// INSPECT_BENCH_PATHS (default all; e.g. "inspected" alone, to profile it), INSPECT_BENCH_BASELINE
+// (the root of another built tree, e.g. a worktree of main after `npm run build`: its portcullis
+// adds a `baseline` row, inspected like `inspected`, so a change is measured against its base in
+// one run on one machine).
 import { spawn, execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import http2 from 'node:http2';
@@ -38,6 +42,8 @@ const SECONDS = Number(process.env.INSPECT_BENCH_SECONDS ?? 3);
 const ROUNDS = Number(process.env.INSPECT_BENCH_ROUNDS ?? 3);
 const BULK_BYTES = Number(process.env.INSPECT_BENCH_BULK_MIB ?? 256) * 1024 * 1024;
 const PEERS = (process.env.INSPECT_BENCH_PEERS ?? 'srt,mitmdump').split(',').filter(Boolean);
+const BASELINE = process.env.INSPECT_BENCH_BASELINE;
+const ONLY = process.env.INSPECT_BENCH_PATHS?.split(',').filter(Boolean);
 const CONCURRENCY = 20;
 const H2_STREAMS = 100;
 const H2_PORT = 8443;
@@ -96,9 +102,9 @@ function freePort() {
   });
 }
 
-function startPortcullis(policy) {
+function startPortcullis(policy, cli = CLI) {
   const nodeArgs = (process.env.INSPECT_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
-  return startProcess('portcullis', process.execPath, [...nodeArgs, CLI, 'proxy', '--policy', policy, '--listen', '127.0.0.1:0', '--no-watch',
+  return startProcess('portcullis', process.execPath, [...nodeArgs, cli, 'proxy', '--policy', policy, '--listen', '127.0.0.1:0', '--no-watch',
     '--audit', join(dir, 'audit.jsonl'), '--resolver', `${sim.dns.address}:${sim.dns.port}`, '--ca-cert', join(dir, 'ca/ca.crt'),
     '--ca-key', join(dir, 'ca/ca.key'), '--upstream-ca', join(dir, 'sim-ca.pem')], /listening on 127\.0\.0\.1:(\d+)/);
 }
@@ -261,14 +267,14 @@ const ratio = (a, b) => (b ? a / b : NaN);
 const verdict = (ok) => (ok ? 'met' : 'NOT met');
 
 try {
-  const pathNames = ['passthrough', 'inspected', ...PEERS];
+  const pathNames = ['passthrough', 'inspected', ...(BASELINE ? ['baseline'] : []), ...PEERS].filter((n) => !ONLY || ONLY.includes(n));
   const hostFor = (name, phase) => `${name}-${phase}.sim.test`;
   const hostNames = [];
   for (const name of pathNames) {
     for (let r = 0; r < ROUNDS; r++) hostNames.push(hostFor(name, r));
     hostNames.push(hostFor(name, 'bulk'));
   }
-  const h2Hosts = ['inspected', 'mitmdump'].filter((n) => pathNames.includes(n)).map((n) => hostFor(n, 'h2'));
+  const h2Hosts = ['inspected', 'baseline', 'mitmdump'].filter((n) => pathNames.includes(n)).map((n) => hostFor(n, 'h2'));
   sim = await startSimulatedInternet({ hosts: Object.fromEntries([...hostNames, ...h2Hosts].map((h) => [h, {}])) });
   await startH2Upstream(h2Hosts);
   execFileSync(process.execPath, [CLI, 'ca', 'init', '--out', join(dir, 'ca')]);
@@ -276,14 +282,15 @@ try {
   const endpoint = (h, extra) => `      - { host: ${h}, ${extra}allowed_ips: ${JSON.stringify([`${sim.hosts[h].v4}/32`, `${sim.hosts[h].v6}/128`])} }\n`;
   const policy = join(dir, 'policy.yaml');
   writeFileSync(policy, `version: 1\nnetwork_policies:\n  bench:\n    endpoints:\n${hostNames.filter((h) => h.startsWith('passthrough-')).map((h) => endpoint(h, 'port: 443, ')).join('')}${[...hostNames, ...h2Hosts]
-    .filter((h) => h.startsWith('inspected-')).map((h) => endpoint(h, `ports: [443, ${H2_PORT}], tls: inspect, `)).join('')}`);
+    .filter((h) => h.startsWith('inspected-') || h.startsWith('baseline-')).map((h) => endpoint(h, `ports: [443, ${H2_PORT}], tls: inspect, `)).join('')}`);
 
   const portcullis = await startPortcullis(policy);
   const portcullisCa = [readFileSync(join(dir, 'ca/ca.crt'), 'utf8'), sim.ca.certPem];
   const paths = [
     { name: 'passthrough', ...portcullis, ca: portcullisCa, connectTo: (h) => h },
     { name: 'inspected', ...portcullis, ca: portcullisCa, connectTo: (h) => h },
-  ];
+  ].filter((p) => pathNames.includes(p.name));
+  if (pathNames.includes('baseline')) paths.push({ name: 'baseline', ...(await startPortcullis(policy, join(BASELINE, 'dist/cli/main.js'))), ca: portcullisCa, connectTo: (h) => h });
   if (PEERS.includes('srt')) {
     const hosts = Object.fromEntries(hostNames.filter((h) => h.startsWith('srt-')).map((h) => [h, sim.hosts[h].v4]));
     paths.push({ name: 'srt', ...(await startSrt(hosts)), connectTo: (h) => h });
@@ -310,10 +317,16 @@ try {
   }
   console.table(rows);
 
-  const ins = rows.inspected;
+  const ins = rows.inspected ?? {};
   const lines = [`CPU per inspected connection: ${ins['CPU ms/connection']} ms (target ≤ 1.5): ${verdict(ins['CPU ms/connection'] <= 1.5)}`];
-  const bulkRatio = ratio(ins['bulk MiB/s'], rows.passthrough['bulk MiB/s']);
-  lines.push(`inspected bulk / passthrough bulk: ${bulkRatio.toFixed(2)} (target ≥ 0.7): ${verdict(bulkRatio >= 0.7)}`);
+  if (rows.passthrough) {
+    const bulkRatio = ratio(ins['bulk MiB/s'], rows.passthrough['bulk MiB/s']);
+    lines.push(`inspected bulk / passthrough bulk: ${bulkRatio.toFixed(2)} (target ≥ 0.7): ${verdict(bulkRatio >= 0.7)}`);
+  }
+  if (rows.baseline) {
+    const b = rows.baseline;
+    lines.push(`inspected / baseline: connections/s ${ratio(ins['connections/s'], b['connections/s']).toFixed(2)}, CPU ms/connection ${ratio(ins['CPU ms/connection'], b['CPU ms/connection']).toFixed(2)}, bulk ${ratio(ins['bulk MiB/s'], b['bulk MiB/s']).toFixed(2)}, h2 requests/s ${ratio(ins['h2 requests/s'], b['h2 requests/s']).toFixed(2)}`);
+  }
   if (rows.srt) {
     const x = ratio(ins['connections/s'], rows.srt['connections/s']);
     lines.push(`inspected / srt connections/s: ${x.toFixed(2)} (target ≥ 2): ${verdict(x >= 2)}`);
