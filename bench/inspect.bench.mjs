@@ -8,7 +8,7 @@
 //                (installed into .cache/python/mitmproxy on first use when missing)
 // Rows: connections/s with 20 concurrent clients each doing CONNECT + TLS + GET + close; the proxy's
 // CPU time per connection (from /proc/<pid>/stat of the proxy and its children: independent of what
-// else the machine does); one bulk transfer per path; and HTTP/2: 100 concurrent streams on one
+// else the machine does); one bulk transfer per path (MiB/s, and the proxy's CPU ms per MiB); and HTTP/2: 100 concurrent streams on one
 // connection (node's http2 client through CONNECT), requests/s, inspected vs mitmdump.
 // The paths alternate in rotated order over ROUNDS rounds; every measured phase dials its own
 // upstream host (address), so TIME_WAIT left by an earlier phase never slows a later one's connect().
@@ -205,9 +205,11 @@ async function rate(path, host) {
 }
 
 async function bulk(path, host) {
+  const cpu0 = treeCpuMs(path.child.pid);
   const t0 = process.hrtime.bigint();
   const bytes = await exchange(path, host, `/bytes/${BULK_BYTES}`);
-  return bytes / 1024 / 1024 / (Number(process.hrtime.bigint() - t0) / 1e9);
+  const mib = bytes / 1024 / 1024;
+  return { perSecond: mib / (Number(process.hrtime.bigint() - t0) / 1e9), cpuPerMib: (treeCpuMs(path.child.pid) - cpu0) / mib };
 }
 
 /** One h2 connection through CONNECT, H2_STREAMS streams always in flight for SECONDS. */
@@ -309,7 +311,8 @@ try {
   const rows = {};
   for (const path of paths) {
     const t = totals[path.name];
-    rows[path.name] = { 'connections/s': Math.round(t.done / t.seconds), 'CPU ms/connection': Number((t.cpuMs / t.done).toFixed(2)), 'bulk MiB/s': Math.round(await bulk(path, hostFor(path.name, 'bulk'))) };
+    const b = await bulk(path, hostFor(path.name, 'bulk'));
+    rows[path.name] = { 'connections/s': Math.round(t.done / t.seconds), 'CPU ms/connection': Number((t.cpuMs / t.done).toFixed(2)), 'bulk MiB/s': Math.round(b.perSecond), 'bulk CPU ms/MiB': Number(b.cpuPerMib.toFixed(2)) };
   }
   for (const path of paths.filter((p) => h2Hosts.includes(hostFor(p.name, 'h2')))) {
     const h = await h2Rate(path, hostFor(path.name, 'h2'));
@@ -321,11 +324,11 @@ try {
   const lines = [`CPU per inspected connection: ${ins['CPU ms/connection']} ms (target ≤ 1.5): ${verdict(ins['CPU ms/connection'] <= 1.5)}`];
   if (rows.passthrough) {
     const bulkRatio = ratio(ins['bulk MiB/s'], rows.passthrough['bulk MiB/s']);
-    lines.push(`inspected bulk / passthrough bulk: ${bulkRatio.toFixed(2)} (target ≥ 0.7): ${verdict(bulkRatio >= 0.7)}`);
+    lines.push(`inspected bulk / passthrough bulk: ${bulkRatio.toFixed(2)} (target ≥ 0.7): ${verdict(bulkRatio >= 0.7)}; by CPU per MiB (passthrough / inspected): ${ratio(rows.passthrough['bulk CPU ms/MiB'], ins['bulk CPU ms/MiB']).toFixed(2)}`);
   }
   if (rows.baseline) {
     const b = rows.baseline;
-    lines.push(`inspected / baseline: connections/s ${ratio(ins['connections/s'], b['connections/s']).toFixed(2)}, CPU ms/connection ${ratio(ins['CPU ms/connection'], b['CPU ms/connection']).toFixed(2)}, bulk ${ratio(ins['bulk MiB/s'], b['bulk MiB/s']).toFixed(2)}, h2 requests/s ${ratio(ins['h2 requests/s'], b['h2 requests/s']).toFixed(2)}`);
+    lines.push(`inspected / baseline: connections/s ${ratio(ins['connections/s'], b['connections/s']).toFixed(2)}, CPU ms/connection ${ratio(ins['CPU ms/connection'], b['CPU ms/connection']).toFixed(2)}, bulk ${ratio(ins['bulk MiB/s'], b['bulk MiB/s']).toFixed(2)}, bulk CPU ms/MiB ${ratio(ins['bulk CPU ms/MiB'], b['bulk CPU ms/MiB']).toFixed(2)}, h2 requests/s ${ratio(ins['h2 requests/s'], b['h2 requests/s']).toFixed(2)}`);
   }
   if (rows.srt) {
     const x = ratio(ins['connections/s'], rows.srt['connections/s']);

@@ -7,6 +7,7 @@ import http from 'node:http';
 import type net from 'node:net';
 import type tls from 'node:tls';
 import type { Pipeline } from '../pipeline.js';
+import { RELAY_HIGH_WATER_MARK } from '../relay.js';
 import { authorityOf, type InspectedConnection } from './connection.js';
 import { decideRequest, type RequestVerdict } from './decide.js';
 import { h1Exchange } from './h1-upstream.js';
@@ -30,6 +31,8 @@ function serverFor(p: Pipeline): http.Server {
   if (server) return server;
   server = http.createServer({
     maxHeaderSize: p.limits.maxHeaderBytes,
+    // Request and response bodies stream in large writes (as the TLS sockets under them do).
+    highWaterMark: RELAY_HIGH_WATER_MARK,
     // A long upload or a slow stream is bounded by the idle timeout, not by a total.
     requestTimeout: 0,
     headersTimeout: p.limits.headerTimeoutMs,

@@ -8,6 +8,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { classifyUpstreamTlsError, type UpstreamTrust } from '../../tls/upstream.js';
 import { dialChecked } from '../dialer.js';
+import { RELAY_HIGH_WATER_MARK } from '../relay.js';
 import type { ProxyErrorKind } from '../responses.js';
 import type { PooledAgent, PooledRequestOptions, UpstreamPool } from './upstream-pool.js';
 
@@ -66,7 +67,9 @@ export class UpstreamLink {
     const sessions = sessionsFor(trust);
     const key = `${host}\0${port}\0${alpn.join(',')}`;
     return new Promise((resolve, reject) => {
-      const secure = tls.connect({ ...trust.connectOptions(host), socket, ALPNProtocols: alpn, session: sessions.get(key) });
+      // highWaterMark reaches the socket's Duplex options (the typings of tls.connect omit it).
+      const options = { ...trust.connectOptions(host), socket, ALPNProtocols: alpn, session: sessions.get(key), highWaterMark: RELAY_HIGH_WATER_MARK };
+      const secure = tls.connect(options as tls.ConnectionOptions);
       // Kept only once the upstream's certificate was verified (a TLS 1.2 session arrives before
       // that check): resuming an unverified session would skip verification altogether.
       let verified = false;
