@@ -8,10 +8,12 @@
 //                (installed into .cache/python/mitmproxy on first use when missing)
 // Rows: connections/s with 20 concurrent clients each doing CONNECT + TLS + GET + close; the proxy's
 // CPU time per connection (from /proc/<pid>/stat of the proxy and its children: independent of what
-// else the machine does); one bulk transfer per path (MiB/s, and the proxy's CPU ms per MiB); and HTTP/2: 100 concurrent streams on one
-// connection (node's http2 client through CONNECT), requests/s, inspected vs mitmdump.
-// The paths alternate in rotated order over ROUNDS rounds; every measured phase dials its own
-// upstream host (address), so TIME_WAIT left by an earlier phase never slows a later one's connect().
+// else the machine does; the kernel's share printed per round); a bulk transfer per path and round
+// (MiB/s, and the proxy's CPU ms per MiB); and HTTP/2: 100 concurrent streams on one connection
+// (node's http2 client through CONNECT), requests/s and CPU per request, inspected vs mitmdump.
+// The paths alternate in rotated order over ROUNDS rounds (connections/s, bulk and HTTP/2 alike:
+// each row sums its rounds); every measured connections/s phase dials its own upstream host
+// (address), so TIME_WAIT left by an earlier phase never slows a later one's connect().
 // Clients are in this process (Node's TLS): on a 2-core machine they compete with the proxies, so
 // connections/s is a floor; CPU/connection is not affected.
 // Needs `npm run build` and root (the simulated internet is a network namespace).
@@ -219,8 +221,7 @@ async function bulk(path, host) {
   const cpu0 = treeCpuMs(path.child.pid);
   const t0 = process.hrtime.bigint();
   const bytes = await exchange(path, host, `/bytes/${BULK_BYTES}`);
-  const mib = bytes / 1024 / 1024;
-  return { perSecond: mib / (Number(process.hrtime.bigint() - t0) / 1e9), cpuPerMib: (treeCpuMs(path.child.pid) - cpu0) / mib };
+  return { mib: bytes / 1024 / 1024, seconds: Number(process.hrtime.bigint() - t0) / 1e9, cpuMs: treeCpuMs(path.child.pid) - cpu0 };
 }
 
 /** One h2 connection through CONNECT, H2_STREAMS streams always in flight for SECONDS. */
@@ -246,8 +247,7 @@ async function h2Rate(path, host) {
         done++;
       }
     }));
-    const seconds = (Date.now() - t0) / 1000;
-    return { perSecond: done / seconds, cpuPerRequestMs: (treeCpuMs(path.child.pid) - cpu0) / done };
+    return { done, seconds: (Date.now() - t0) / 1000, cpuMs: treeCpuMs(path.child.pid) - cpu0 };
   } finally {
     session.destroy();
   }
@@ -319,15 +319,34 @@ try {
       console.error(`round ${r + 1} ${path.name}: ${Math.round(m.done / m.seconds)} connections/s, ${(m.cpuMs / m.done).toFixed(2)} ms CPU each (${(m.sysMs / m.done).toFixed(2)} of it in the kernel)`);
     }
   }
+  // Bulk and HTTP/2 rotate over the rounds too: on a shared machine one transfer each would
+  // measure whatever else ran at that moment.
+  const bulkTotals = Object.fromEntries(paths.map((p) => [p.name, { mib: 0, seconds: 0, cpuMs: 0 }]));
+  for (let r = 0; r < ROUNDS; r++) {
+    for (const path of rotate(paths, r)) {
+      const b = await bulk(path, hostFor(path.name, 'bulk'));
+      for (const k of ['mib', 'seconds', 'cpuMs']) bulkTotals[path.name][k] += b[k];
+      console.error(`round ${r + 1} ${path.name} bulk: ${Math.round(b.mib / b.seconds)} MiB/s, ${(b.cpuMs / b.mib).toFixed(2)} ms CPU per MiB`);
+    }
+  }
   const rows = {};
   for (const path of paths) {
     const t = totals[path.name];
-    const b = await bulk(path, hostFor(path.name, 'bulk'));
-    rows[path.name] = { 'connections/s': Math.round(t.done / t.seconds), 'CPU ms/connection': Number((t.cpuMs / t.done).toFixed(2)), 'bulk MiB/s': Math.round(b.perSecond), 'bulk CPU ms/MiB': Number(b.cpuPerMib.toFixed(2)) };
+    const b = bulkTotals[path.name];
+    rows[path.name] = { 'connections/s': Math.round(t.done / t.seconds), 'CPU ms/connection': Number((t.cpuMs / t.done).toFixed(2)), 'bulk MiB/s': Math.round(b.mib / b.seconds), 'bulk CPU ms/MiB': Number((b.cpuMs / b.mib).toFixed(2)) };
   }
-  for (const path of paths.filter((p) => h2Hosts.includes(hostFor(p.name, 'h2')))) {
-    const h = await h2Rate(path, hostFor(path.name, 'h2'));
-    Object.assign(rows[path.name], { 'h2 requests/s': Math.round(h.perSecond), 'h2 CPU ms/request': Number(h.cpuPerRequestMs.toFixed(3)) });
+  const h2Paths = paths.filter((p) => h2Hosts.includes(hostFor(p.name, 'h2')));
+  const h2Totals = Object.fromEntries(h2Paths.map((p) => [p.name, { done: 0, seconds: 0, cpuMs: 0 }]));
+  for (let r = 0; r < ROUNDS; r++) {
+    for (const path of rotate(h2Paths, r)) {
+      const h = await h2Rate(path, hostFor(path.name, 'h2'));
+      for (const k of ['done', 'seconds', 'cpuMs']) h2Totals[path.name][k] += h[k];
+      console.error(`round ${r + 1} ${path.name} h2: ${Math.round(h.done / h.seconds)} requests/s, ${(h.cpuMs / h.done).toFixed(3)} ms CPU each`);
+    }
+  }
+  for (const path of h2Paths) {
+    const h = h2Totals[path.name];
+    Object.assign(rows[path.name], { 'h2 requests/s': Math.round(h.done / h.seconds), 'h2 CPU ms/request': Number((h.cpuMs / h.done).toFixed(3)) });
   }
   console.table(rows);
 
