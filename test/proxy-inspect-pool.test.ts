@@ -5,6 +5,7 @@
 // as most clients do; the upstream says which of its connections each request came on.
 import { spawn, type ChildProcess } from 'node:child_process';
 import http from 'node:http';
+import http2 from 'node:http2';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import tls from 'node:tls';
@@ -20,7 +21,7 @@ let upstream: ChildProcess;
 function policy(): string {
   const ips = (host: string): string => JSON.stringify([`${world.sim.hosts[host]!.v4}/32`, `${world.sim.hosts[host]!.v6}/128`]);
   const endpoint = (host: string): string => `      - host: ${host}
-        port: 9443
+        ports: [9443, 9444]
         allowed_ips: ${ips(host)}
         protocol: rest
         rules:
@@ -99,7 +100,7 @@ async function get(host: string, path: string): Promise<Answer> {
 }
 
 /** The upstream's own account: its open connections and the paths each one was asked for. */
-function stats(): Promise<{ open: number[]; seen: Record<string, string[]> }> {
+function stats(): Promise<{ open: number[]; seen: Record<string, string[]>; h2open: number[] }> {
   return new Promise((resolve, reject) => {
     http
       .get(`http://${world.sim.hosts['api.sim.test']!.v4}:9080/stats`, (res) => {
@@ -111,9 +112,36 @@ function stats(): Promise<{ open: number[]; seen: Record<string, string[]> }> {
   });
 }
 
-async function untilClosed(conn: number): Promise<void> {
+/** One inspected HTTP/2 client connection to host:9444: one GET, then the session ends; the upstream's number of its session. */
+async function getH2(host: string, path: string): Promise<number> {
+  const tunnel = await openTunnel(proxy.port, `${host}:9444`);
+  expect(tunnel.status).toBe(200);
+  const session = http2.connect(`https://${host}:9444`, {
+    createConnection: () => tls.connect({ socket: tunnel.socket, servername: host, ca: world.caPem, ALPNProtocols: ['h2'] }),
+  });
+  session.on('error', () => undefined);
+  try {
+    return await new Promise<number>((resolve, reject) => {
+      const req = session.request({ ':path': path });
+      const timer = setTimeout(() => reject(new Error(`h2 GET ${path}: no answer`)), 10_000);
+      let body = '';
+      req.on('response', (h) => (h[':status'] === 200 ? undefined : reject(new Error(`h2 GET ${path}: ${h[':status']}`))));
+      req.on('data', (c: Buffer) => (body += c.toString()));
+      req.on('end', () => {
+        clearTimeout(timer);
+        resolve((JSON.parse(body) as { conn: number }).conn);
+      });
+      req.on('error', reject);
+      req.end();
+    });
+  } finally {
+    session.destroy();
+  }
+}
+
+async function untilClosed(conn: number, which: 'open' | 'h2open' = 'open'): Promise<void> {
   const deadline = Date.now() + 10_000;
-  while ((await stats()).open.includes(conn)) {
+  while ((await stats())[which].includes(conn)) {
     if (Date.now() > deadline) throw new Error(`upstream connection ${conn} is still open`);
     await new Promise((r) => setTimeout(r, 50));
   }
@@ -190,6 +218,18 @@ describe('inspected client connections share upstream connections', () => {
     const { seen } = await stats();
     expect(Object.values(seen).flat()).not.toContain('/v2/denied');
     expect(seen[String(pooled.conn)]).toContain('/v1/after-denied');
+  });
+
+  it('HTTP/2 clients share one upstream HTTP/2 session; a reload closes it', async () => {
+    const first = await getH2('api.sim.test', '/v1/h2-first');
+    const second = await getH2('api.sim.test', '/v1/h2-second');
+    expect(second).toBe(first);
+    // The session outlives the client connection that made it, and serves no other host.
+    expect((await stats()).h2open).toContain(first);
+    expect(await getH2('other.sim.test', '/v1/h2-other')).not.toBe(first);
+    await proxy.reload();
+    await untilClosed(first, 'h2open');
+    expect(await getH2('api.sim.test', '/v1/h2-after-reload')).not.toBe(first);
   });
 
   it('a policy reload closes the idle upstream connections; the next request dials anew', async () => {

@@ -14,7 +14,9 @@
 // pool bounds idle connections per key and in total, ends them after an idle timeout, keeps a
 // connection only under the key of the address it really reached, and is cleared on a policy
 // reload and on shutdown (connections then in use are closed when their exchange ends).
+// HTTP/2 upstream sessions are shared the same way (SharedH2Sessions), by the same key.
 import type http from 'node:http';
+import type http2 from 'node:http2';
 import https from 'node:https';
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -72,8 +74,14 @@ export function poolKey(parts: PoolKeyParts): string {
   return [trustId(parts.trust), parts.route, parts.alpn, parts.host, parts.port, address].join('\0');
 }
 
+/** A key a request may take a pooled connection under, and the checked address it names. */
+export interface PoolCandidate {
+  key: string;
+  address: string;
+}
+
 /** The keys a request may take a pooled connection under: one per checked address, in the checked order. */
-export function candidateKeys(target: PoolTarget): Array<{ key: string; address: string }> {
+export function candidateKeys(target: PoolTarget): PoolCandidate[] {
   return target.addresses.map((address) => ({ key: poolKey({ ...target, address }), address }));
 }
 
@@ -125,18 +133,67 @@ export class PooledAgent extends https.Agent {
   }
 }
 
+/**
+ * Upstream HTTP/2 sessions shared by the inspected HTTP/2 clients of one host: a session serves
+ * the requests of every client connection that checked the address it is connected to (with the
+ * same trust and route). It closes after the idle timeout, and when the pool is cleared.
+ */
+export class SharedH2Sessions {
+  private readonly sessions = new Map<string, http2.ClientHttp2Session>();
+
+  constructor(private readonly limits: PoolLimits) {}
+
+  /** A live shared session under one of the keys (candidateKeys) of a connection. */
+  find(candidates: readonly PoolCandidate[]): http2.ClientHttp2Session | undefined {
+    for (const { key } of candidates) {
+      const session = this.sessions.get(key);
+      if (session && !session.closed && !session.destroyed) return session;
+    }
+    return undefined;
+  }
+
+  /**
+   * Shares `session`, connected to `remoteAddress`, under its key among a connection's
+   * candidates. False (the caller keeps it to itself) when that address was not checked for the
+   * connection, one is shared there already, or the bound is reached.
+   */
+  share(candidates: readonly PoolCandidate[], remoteAddress: string | undefined, session: http2.ClientHttp2Session): boolean {
+    const reached = candidates.find((c) => reachedAddress(c.address, remoteAddress));
+    if (reached === undefined || this.sessions.size >= this.limits.maxIdleTotal) return false;
+    const { key } = reached;
+    if (this.find([reached])) return false;
+    this.sessions.set(key, session);
+    const forget = (): void => {
+      if (this.sessions.get(key) === session) this.sessions.delete(key);
+    };
+    session.once('close', forget);
+    session.once('goaway', forget);
+    session.setTimeout(this.limits.idleTimeoutMs, () => session.close());
+    return true;
+  }
+
+  /** No session is handed out any more; each closes once its open streams end. */
+  clear(): void {
+    for (const session of this.sessions.values()) session.close();
+    this.sessions.clear();
+  }
+}
+
 export class UpstreamPool {
   /** By key, least recently used first. */
   private readonly agents = new Map<string, PooledAgent>();
+  readonly h2: SharedH2Sessions;
 
-  constructor(readonly limits: PoolLimits = DEFAULT_POOL_LIMITS) {}
+  constructor(readonly limits: PoolLimits = DEFAULT_POOL_LIMITS) {
+    this.h2 = new SharedH2Sessions(limits);
+  }
 
   /**
-   * The agent for a request: the first checked address's key that holds an idle connection,
-   * else the first checked address's (a new connection is dialed for the request).
+   * The agent for a request of a connection with these candidates (candidateKeys): the first
+   * checked address's key that holds an idle connection, else the first checked address's (a
+   * new connection is dialed for the request).
    */
-  agentFor(target: PoolTarget): PooledAgent {
-    const candidates = candidateKeys(target);
+  agentFor(candidates: readonly PoolCandidate[]): PooledAgent {
     if (candidates.length === 0) return this.unpooled();
     const chosen = candidates.find((c) => (this.agents.get(c.key)?.idleCount() ?? 0) > 0) ?? candidates[0]!;
     let agent = this.agents.get(chosen.key);
@@ -160,9 +217,10 @@ export class UpstreamPool {
     return n;
   }
 
-  /** Closes every idle connection and forgets every key (a policy reload, shutdown). */
+  /** Closes every idle connection and shared session, and forgets every key (a policy reload, shutdown). */
   clear(): void {
     for (const key of [...this.agents.keys()]) this.drop(key);
+    this.h2.clear();
   }
 
   private drop(key: string): void {

@@ -2,7 +2,7 @@
 // addresses (dialer.ts), verified against the system's roots plus --upstream-ca (UpstreamTrust),
 // SNI = the host. HTTP/1.1 requests go through the proxy's pool of idle upstream connections
 // (upstream-pool.ts: a new one is dialed that way when none fits); an HTTP/2 client's requests
-// share one HTTP/2 session when the upstream offers h2.
+// go on an HTTP/2 session the pool shares (or one dialed that way) when the upstream offers h2.
 import http2 from 'node:http2';
 import net from 'node:net';
 import tls from 'node:tls';
@@ -10,7 +10,7 @@ import { classifyUpstreamTlsError, type UpstreamTrust } from '../../tls/upstream
 import { dialChecked } from '../dialer.js';
 import { RELAY_HIGH_WATER_MARK } from '../relay.js';
 import type { ProxyErrorKind } from '../responses.js';
-import type { PooledAgent, PooledRequestOptions, UpstreamPool } from './upstream-pool.js';
+import { candidateKeys, type PoolCandidate, type PooledAgent, type PooledRequestOptions, type UpstreamPool } from './upstream-pool.js';
 
 /** Why an upstream could not be reached: answered to the client as its `kind` says. */
 export class UpstreamFailure extends Error {
@@ -50,6 +50,10 @@ function sessionsFor(trust: UpstreamTrust): Map<string, Buffer> {
 
 export class UpstreamLink {
   private session: Promise<http2.ClientHttp2Session | null> | undefined;
+  /** The session `session` resolved to; `ownsSession`: this connection's alone (not shared). */
+  private live: http2.ClientHttp2Session | undefined;
+  private ownsSession = false;
+  private readonly keys = new Map<string, readonly PoolCandidate[]>();
   /** A connection dialed for h2 that came back HTTP/1.1: the agent's first connection. */
   private spare: tls.TLSSocket | undefined;
   /** The address the last connection went to (for the audit). */
@@ -105,8 +109,7 @@ export class UpstreamLink {
    * by connect()), and the options that make the agent dial that way.
    */
   http1(): { agent: PooledAgent; options: PooledRequestOptions } {
-    const { host, port, addresses, trust, pool } = this.target;
-    const agent = pool.agentFor({ host, port, addresses, trust, alpn: 'http/1.1', route: 'direct' });
+    const agent = this.target.pool.agentFor(this.candidates('http/1.1'));
     return { agent, options: { dialUpstream: () => this.dialHttp1() } };
   }
 
@@ -117,8 +120,16 @@ export class UpstreamLink {
     return this.connect(['http/1.1']);
   }
 
-  /** For an HTTP/2 client: the upstream's HTTP/2 session, or null when it speaks HTTP/1.1 only. */
+  /**
+   * For an HTTP/2 client: an upstream HTTP/2 session (one shared with other inspected
+   * connections to a checked address of this one, or this connection's own, shared once made),
+   * or null when the upstream speaks HTTP/1.1 only.
+   */
   h2Session(): Promise<http2.ClientHttp2Session | null> {
+    const shared = this.target.pool.h2.find(this.candidates('h2'));
+    if (shared) return Promise.resolve(shared);
+    // A session that was closed (the pool was cleared, the upstream went away) is dialed again.
+    if (this.live && (this.live.closed || this.live.destroyed)) this.session = this.live = undefined;
     this.session ??= this.connect(['h2', 'http/1.1']).then((socket) => {
       if (socket.alpnProtocol !== 'h2') {
         this.spare = socket;
@@ -126,9 +137,12 @@ export class UpstreamLink {
       }
       const session = http2.connect(`https://${this.target.host}`, { createConnection: () => socket });
       session.on('error', () => session.destroy());
-      // A session that ends is dialed again for the next request.
-      session.once('close', () => (this.session = undefined));
-      if (this.closed) session.destroy();
+      session.once('close', () => {
+        if (this.live === session) this.session = this.live = undefined;
+      });
+      this.live = session;
+      this.ownsSession = !this.target.pool.h2.share(this.candidates('h2'), socket.remoteAddress, session);
+      if (this.closed && this.ownsSession) session.destroy();
       return session;
     });
     // A failure is answered to the request that met it; the next one tries again.
@@ -136,10 +150,21 @@ export class UpstreamLink {
     return this.session;
   }
 
+  /** This connection's pool keys for a protocol, made once (its host, addresses and trust do not change). */
+  private candidates(alpn: 'h2' | 'http/1.1'): readonly PoolCandidate[] {
+    let keys = this.keys.get(alpn);
+    if (!keys) {
+      const { host, port, addresses, trust } = this.target;
+      this.keys.set(alpn, (keys = candidateKeys({ host, port, addresses, trust, alpn, route: 'direct' })));
+    }
+    return keys;
+  }
+
   close(): void {
     this.closed = true;
     this.spare?.destroy();
-    void this.session?.then((s) => s?.destroy()).catch(() => undefined);
+    // A shared session goes on serving the other connections (its idle timeout ends it).
+    if (this.ownsSession) this.live?.destroy();
   }
 }
 
