@@ -120,6 +120,12 @@ export class PooledAgent extends https.Agent {
     return (super.keepSocketAlive(socket) as unknown as boolean | undefined) !== false;
   }
 
+  // A connection taken from the pool is busy again: its idle timer goes (it would be refreshed on every read).
+  override reuseSocket(socket: net.Socket, request: http.ClientRequest): void {
+    socket.setTimeout(0);
+    super.reuseSocket(socket, request);
+  }
+
   idleCount(): number {
     let n = 0;
     for (const list of Object.values(this.freeSockets)) n += list?.length ?? 0;
