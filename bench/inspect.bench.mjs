@@ -15,7 +15,8 @@
 // each row sums its rounds); every measured connections/s phase dials its own upstream host
 // (address), so TIME_WAIT left by an earlier phase never slows a later one's connect().
 // Clients are in this process (Node's TLS): on a 2-core machine they compete with the proxies, so
-// connections/s is a floor; CPU/connection is not affected.
+// connections/s is a floor; CPU/connection is not affected. The ratios are printed by rate and by
+// CPU per unit (the latter holds when the machine is shared).
 // Needs `npm run build` and root (the simulated internet is a network namespace).
 // Env: INSPECT_BENCH_SECONDS (per phase, default 3), INSPECT_BENCH_ROUNDS (3), INSPECT_BENCH_BULK_MIB
 // (256), INSPECT_BENCH_PEERS (default "srt,mitmdump"; empty: portcullis only),
@@ -362,13 +363,13 @@ try {
   }
   if (rows.srt) {
     const x = ratio(ins['connections/s'], rows.srt['connections/s']);
-    lines.push(`inspected / srt connections/s: ${x.toFixed(2)} (target ≥ 2): ${verdict(x >= 2)}`);
+    lines.push(`inspected / srt connections/s: ${x.toFixed(2)} (target ≥ 2): ${verdict(x >= 2)}; by CPU per connection (srt / inspected): ${ratio(rows.srt['CPU ms/connection'], ins['CPU ms/connection']).toFixed(2)}`);
   }
   if (rows.mitmdump) {
     const x = ratio(ins['connections/s'], rows.mitmdump['connections/s']);
-    lines.push(`inspected / mitmdump connections/s: ${x.toFixed(2)} (target ≥ 4): ${verdict(x >= 4)}`);
+    lines.push(`inspected / mitmdump connections/s: ${x.toFixed(2)} (target ≥ 4): ${verdict(x >= 4)}; by CPU per connection (mitmdump / inspected): ${ratio(rows.mitmdump['CPU ms/connection'], ins['CPU ms/connection']).toFixed(2)}`);
     const h = ratio(ins['h2 requests/s'], rows.mitmdump['h2 requests/s']);
-    lines.push(`inspected / mitmdump h2 requests/s: ${h.toFixed(2)} (target ≥ 3): ${verdict(h >= 3)}`);
+    lines.push(`inspected / mitmdump h2 requests/s: ${h.toFixed(2)} (target ≥ 3): ${verdict(h >= 3)}; by CPU per request: ${ratio(rows.mitmdump['h2 CPU ms/request'], ins['h2 CPU ms/request']).toFixed(2)}`);
   }
   console.log(lines.join('\n'));
 } finally {
