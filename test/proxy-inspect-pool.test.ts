@@ -224,6 +224,7 @@ describe('inspected client connections share upstream connections', () => {
     const first = await getH2('api.sim.test', '/v1/h2-first');
     const second = await getH2('api.sim.test', '/v1/h2-second');
     expect(second).toBe(first);
+    expect(await proxy.waitForEvent((e) => e.kind === 'http' && e.path === '/v1/h2-second')).toMatchObject({ alpn: 'h2', status: 200, upstream_reused: true, dialed: world.sim.hosts['api.sim.test']!.v4 });
     // The session outlives the client connection that made it, and serves no other host.
     expect((await stats()).h2open).toContain(first);
     expect(await getH2('other.sim.test', '/v1/h2-other')).not.toBe(first);

@@ -47,7 +47,11 @@ function serveStream(conn: InspectedConnection, stream: http2.ServerHttp2Stream,
       return refuseOnStream(stream, out.refusal, record);
     }
     conn.upstream.h2Session().then(
-      (session) => (session ? viaH2(conn, session, stream, out.request, ended, verdict, record) : viaH1(conn, stream, out.request, verdict, record)),
+      (session) => {
+        if (!session) return viaH1(conn, stream, out.request, verdict, record);
+        record.reused = conn.upstream.madeElsewhere(session);
+        viaH2(conn, session, stream, out.request, ended, verdict, record);
+      },
       (err: unknown) => upstreamFailed(conn, stream, err, verdict, record),
     );
   });

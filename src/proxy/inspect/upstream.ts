@@ -127,7 +127,10 @@ export class UpstreamLink {
    */
   h2Session(): Promise<http2.ClientHttp2Session | null> {
     const shared = this.target.pool.h2.find(this.candidates('h2'));
-    if (shared) return Promise.resolve(shared);
+    if (shared) {
+      this.dialed = shared.socket.remoteAddress ?? this.dialed;
+      return Promise.resolve(shared);
+    }
     // A session that was closed (the pool was cleared, the upstream went away) is dialed again.
     if (this.live && (this.live.closed || this.live.destroyed)) this.session = this.live = undefined;
     this.session ??= this.connect(['h2', 'http/1.1']).then((socket) => {
@@ -148,6 +151,11 @@ export class UpstreamLink {
     // A failure is answered to the request that met it; the next one tries again.
     this.session.catch(() => (this.session = undefined));
     return this.session;
+  }
+
+  /** Whether `session` came from the pool, made for another connection (the audit's `upstream_reused`). */
+  madeElsewhere(session: http2.ClientHttp2Session): boolean {
+    return session !== this.live;
   }
 
   /** This connection's pool keys for a protocol, made once (its host, addresses and trust do not change). */
