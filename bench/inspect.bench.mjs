@@ -8,16 +8,23 @@
 //                (installed into .cache/python/mitmproxy on first use when missing)
 // Rows: connections/s with 20 concurrent clients each doing CONNECT + TLS + GET + close; the proxy's
 // CPU time per connection (from /proc/<pid>/stat of the proxy and its children: independent of what
-// else the machine does); one bulk transfer per path; and HTTP/2: 100 concurrent streams on one
-// connection (node's http2 client through CONNECT), requests/s, inspected vs mitmdump.
-// The paths alternate in rotated order over ROUNDS rounds; every measured phase dials its own
-// upstream host (address), so TIME_WAIT left by an earlier phase never slows a later one's connect().
+// else the machine does; the kernel's share printed per round); a bulk transfer per path and round
+// (MiB/s, and the proxy's CPU ms per MiB); and HTTP/2: 100 concurrent streams on one connection
+// (node's http2 client through CONNECT), requests/s and CPU per request, inspected vs mitmdump.
+// The paths alternate in rotated order over ROUNDS rounds (connections/s, bulk and HTTP/2 alike:
+// each row sums its rounds); every measured connections/s phase dials its own upstream host
+// (address), so TIME_WAIT left by an earlier phase never slows a later one's connect().
 // Clients are in this process (Node's TLS): on a 2-core machine they compete with the proxies, so
-// connections/s is a floor; CPU/connection is not affected.
+// connections/s is a floor; CPU/connection is not affected. The ratios are printed by rate and by
+// CPU per unit (the latter holds when the machine is shared).
 // Needs `npm run build` and root (the simulated internet is a network namespace).
 // Env: INSPECT_BENCH_SECONDS (per phase, default 3), INSPECT_BENCH_ROUNDS (3), INSPECT_BENCH_BULK_MIB
 // (256), INSPECT_BENCH_PEERS (default "srt,mitmdump"; empty: portcullis only),
-// INSPECT_BENCH_NODE_ARGS (extra node flags for portcullis, e.g. --cpu-prof --cpu-prof-dir=DIR).
+// INSPECT_BENCH_NODE_ARGS (extra node flags for portcullis, e.g. --cpu-prof --cpu-prof-dir=DIR),
+// INSPECT_BENCH_PATHS (default all; e.g. "inspected" alone, to profile it), INSPECT_BENCH_BASELINE
+// (the root of another built tree, e.g. a worktree of main after `npm run build`: its portcullis
+// adds a `baseline` row, inspected like `inspected`, so a change is measured against its base in
+// one run on one machine).
 import { spawn, execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import http2 from 'node:http2';
@@ -38,6 +45,8 @@ const SECONDS = Number(process.env.INSPECT_BENCH_SECONDS ?? 3);
 const ROUNDS = Number(process.env.INSPECT_BENCH_ROUNDS ?? 3);
 const BULK_BYTES = Number(process.env.INSPECT_BENCH_BULK_MIB ?? 256) * 1024 * 1024;
 const PEERS = (process.env.INSPECT_BENCH_PEERS ?? 'srt,mitmdump').split(',').filter(Boolean);
+const BASELINE = process.env.INSPECT_BENCH_BASELINE;
+const ONLY = process.env.INSPECT_BENCH_PATHS?.split(',').filter(Boolean);
 const CONCURRENCY = 20;
 const H2_STREAMS = 100;
 const H2_PORT = 8443;
@@ -46,19 +55,29 @@ const dir = mkdtempSync(join(tmpdir(), 'pc-inspect-bench-'));
 const children = [];
 let sim;
 
-/** utime + stime of pid and every live descendant, in ms. */
-function treeCpuMs(pid) {
-  let ms = 0;
+/** utime and stime of pid and every live descendant, in ms. */
+function treeCpu(pid) {
+  const cpu = { user: 0, sys: 0 };
   try {
     const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-    ms += ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
+    cpu.user += (Number(fields[11]) * 1000) / 100;
+    cpu.sys += (Number(fields[12]) * 1000) / 100;
     for (const task of readdirSync(`/proc/${pid}/task`)) {
-      for (const child of readFileSync(`/proc/${pid}/task/${task}/children`, 'utf8').split(' ').filter(Boolean)) ms += treeCpuMs(Number(child));
+      for (const child of readFileSync(`/proc/${pid}/task/${task}/children`, 'utf8').split(' ').filter(Boolean)) {
+        const c = treeCpu(Number(child));
+        cpu.user += c.user;
+        cpu.sys += c.sys;
+      }
     }
   } catch {
     // the process (or a child) ended in between
   }
-  return ms;
+  return cpu;
+}
+
+function treeCpuMs(pid) {
+  const { user, sys } = treeCpu(pid);
+  return user + sys;
 }
 
 /** Spawns a long-running process and resolves once `ready` matches its output. */
@@ -96,9 +115,9 @@ function freePort() {
   });
 }
 
-function startPortcullis(policy) {
+function startPortcullis(policy, cli = CLI) {
   const nodeArgs = (process.env.INSPECT_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
-  return startProcess('portcullis', process.execPath, [...nodeArgs, CLI, 'proxy', '--policy', policy, '--listen', '127.0.0.1:0', '--no-watch',
+  return startProcess('portcullis', process.execPath, [...nodeArgs, cli, 'proxy', '--policy', policy, '--listen', '127.0.0.1:0', '--no-watch',
     '--audit', join(dir, 'audit.jsonl'), '--resolver', `${sim.dns.address}:${sim.dns.port}`, '--ca-cert', join(dir, 'ca/ca.crt'),
     '--ca-key', join(dir, 'ca/ca.key'), '--upstream-ca', join(dir, 'sim-ca.pem')], /listening on 127\.0\.0\.1:(\d+)/);
 }
@@ -185,7 +204,7 @@ async function exchange(path, host, target) {
 
 async function rate(path, host) {
   await exchange(path, host, '/warm');
-  const cpu0 = treeCpuMs(path.child.pid);
+  const cpu0 = treeCpu(path.child.pid);
   const t0 = Date.now();
   const end = t0 + SECONDS * 1000;
   let done = 0;
@@ -195,13 +214,15 @@ async function rate(path, host) {
       done++;
     }
   }));
-  return { done, seconds: (Date.now() - t0) / 1000, cpuMs: treeCpuMs(path.child.pid) - cpu0 };
+  const cpu1 = treeCpu(path.child.pid);
+  return { done, seconds: (Date.now() - t0) / 1000, cpuMs: cpu1.user + cpu1.sys - cpu0.user - cpu0.sys, sysMs: cpu1.sys - cpu0.sys };
 }
 
 async function bulk(path, host) {
+  const cpu0 = treeCpuMs(path.child.pid);
   const t0 = process.hrtime.bigint();
   const bytes = await exchange(path, host, `/bytes/${BULK_BYTES}`);
-  return bytes / 1024 / 1024 / (Number(process.hrtime.bigint() - t0) / 1e9);
+  return { mib: bytes / 1024 / 1024, seconds: Number(process.hrtime.bigint() - t0) / 1e9, cpuMs: treeCpuMs(path.child.pid) - cpu0 };
 }
 
 /** One h2 connection through CONNECT, H2_STREAMS streams always in flight for SECONDS. */
@@ -227,8 +248,7 @@ async function h2Rate(path, host) {
         done++;
       }
     }));
-    const seconds = (Date.now() - t0) / 1000;
-    return { perSecond: done / seconds, cpuPerRequestMs: (treeCpuMs(path.child.pid) - cpu0) / done };
+    return { done, seconds: (Date.now() - t0) / 1000, cpuMs: treeCpuMs(path.child.pid) - cpu0 };
   } finally {
     session.destroy();
   }
@@ -261,14 +281,14 @@ const ratio = (a, b) => (b ? a / b : NaN);
 const verdict = (ok) => (ok ? 'met' : 'NOT met');
 
 try {
-  const pathNames = ['passthrough', 'inspected', ...PEERS];
+  const pathNames = ['passthrough', 'inspected', ...(BASELINE ? ['baseline'] : []), ...PEERS].filter((n) => !ONLY || ONLY.includes(n));
   const hostFor = (name, phase) => `${name}-${phase}.sim.test`;
   const hostNames = [];
   for (const name of pathNames) {
     for (let r = 0; r < ROUNDS; r++) hostNames.push(hostFor(name, r));
     hostNames.push(hostFor(name, 'bulk'));
   }
-  const h2Hosts = ['inspected', 'mitmdump'].filter((n) => pathNames.includes(n)).map((n) => hostFor(n, 'h2'));
+  const h2Hosts = ['inspected', 'baseline', 'mitmdump'].filter((n) => pathNames.includes(n)).map((n) => hostFor(n, 'h2'));
   sim = await startSimulatedInternet({ hosts: Object.fromEntries([...hostNames, ...h2Hosts].map((h) => [h, {}])) });
   await startH2Upstream(h2Hosts);
   execFileSync(process.execPath, [CLI, 'ca', 'init', '--out', join(dir, 'ca')]);
@@ -276,14 +296,15 @@ try {
   const endpoint = (h, extra) => `      - { host: ${h}, ${extra}allowed_ips: ${JSON.stringify([`${sim.hosts[h].v4}/32`, `${sim.hosts[h].v6}/128`])} }\n`;
   const policy = join(dir, 'policy.yaml');
   writeFileSync(policy, `version: 1\nnetwork_policies:\n  bench:\n    endpoints:\n${hostNames.filter((h) => h.startsWith('passthrough-')).map((h) => endpoint(h, 'port: 443, ')).join('')}${[...hostNames, ...h2Hosts]
-    .filter((h) => h.startsWith('inspected-')).map((h) => endpoint(h, `ports: [443, ${H2_PORT}], tls: inspect, `)).join('')}`);
+    .filter((h) => h.startsWith('inspected-') || h.startsWith('baseline-')).map((h) => endpoint(h, `ports: [443, ${H2_PORT}], tls: inspect, `)).join('')}`);
 
   const portcullis = await startPortcullis(policy);
   const portcullisCa = [readFileSync(join(dir, 'ca/ca.crt'), 'utf8'), sim.ca.certPem];
   const paths = [
     { name: 'passthrough', ...portcullis, ca: portcullisCa, connectTo: (h) => h },
     { name: 'inspected', ...portcullis, ca: portcullisCa, connectTo: (h) => h },
-  ];
+  ].filter((p) => pathNames.includes(p.name));
+  if (pathNames.includes('baseline')) paths.push({ name: 'baseline', ...(await startPortcullis(policy, join(BASELINE, 'dist/cli/main.js'))), ca: portcullisCa, connectTo: (h) => h });
   if (PEERS.includes('srt')) {
     const hosts = Object.fromEntries(hostNames.filter((h) => h.startsWith('srt-')).map((h) => [h, sim.hosts[h].v4]));
     paths.push({ name: 'srt', ...(await startSrt(hosts)), connectTo: (h) => h });
@@ -296,33 +317,59 @@ try {
     for (const path of rotate(paths, r)) {
       const m = await rate(path, hostFor(path.name, r));
       for (const k of ['done', 'seconds', 'cpuMs']) totals[path.name][k] += m[k];
-      console.error(`round ${r + 1} ${path.name}: ${Math.round(m.done / m.seconds)} connections/s, ${(m.cpuMs / m.done).toFixed(2)} ms CPU each`);
+      console.error(`round ${r + 1} ${path.name}: ${Math.round(m.done / m.seconds)} connections/s, ${(m.cpuMs / m.done).toFixed(2)} ms CPU each (${(m.sysMs / m.done).toFixed(2)} of it in the kernel)`);
+    }
+  }
+  // Bulk and HTTP/2 rotate over the rounds too: on a shared machine one transfer each would
+  // measure whatever else ran at that moment.
+  const bulkTotals = Object.fromEntries(paths.map((p) => [p.name, { mib: 0, seconds: 0, cpuMs: 0 }]));
+  for (let r = 0; r < ROUNDS; r++) {
+    for (const path of rotate(paths, r)) {
+      const b = await bulk(path, hostFor(path.name, 'bulk'));
+      for (const k of ['mib', 'seconds', 'cpuMs']) bulkTotals[path.name][k] += b[k];
+      console.error(`round ${r + 1} ${path.name} bulk: ${Math.round(b.mib / b.seconds)} MiB/s, ${(b.cpuMs / b.mib).toFixed(2)} ms CPU per MiB`);
     }
   }
   const rows = {};
   for (const path of paths) {
     const t = totals[path.name];
-    rows[path.name] = { 'connections/s': Math.round(t.done / t.seconds), 'CPU ms/connection': Number((t.cpuMs / t.done).toFixed(2)), 'bulk MiB/s': Math.round(await bulk(path, hostFor(path.name, 'bulk'))) };
+    const b = bulkTotals[path.name];
+    rows[path.name] = { 'connections/s': Math.round(t.done / t.seconds), 'CPU ms/connection': Number((t.cpuMs / t.done).toFixed(2)), 'bulk MiB/s': Math.round(b.mib / b.seconds), 'bulk CPU ms/MiB': Number((b.cpuMs / b.mib).toFixed(2)) };
   }
-  for (const path of paths.filter((p) => h2Hosts.includes(hostFor(p.name, 'h2')))) {
-    const h = await h2Rate(path, hostFor(path.name, 'h2'));
-    Object.assign(rows[path.name], { 'h2 requests/s': Math.round(h.perSecond), 'h2 CPU ms/request': Number(h.cpuPerRequestMs.toFixed(3)) });
+  const h2Paths = paths.filter((p) => h2Hosts.includes(hostFor(p.name, 'h2')));
+  const h2Totals = Object.fromEntries(h2Paths.map((p) => [p.name, { done: 0, seconds: 0, cpuMs: 0 }]));
+  for (let r = 0; r < ROUNDS; r++) {
+    for (const path of rotate(h2Paths, r)) {
+      const h = await h2Rate(path, hostFor(path.name, 'h2'));
+      for (const k of ['done', 'seconds', 'cpuMs']) h2Totals[path.name][k] += h[k];
+      console.error(`round ${r + 1} ${path.name} h2: ${Math.round(h.done / h.seconds)} requests/s, ${(h.cpuMs / h.done).toFixed(3)} ms CPU each`);
+    }
+  }
+  for (const path of h2Paths) {
+    const h = h2Totals[path.name];
+    Object.assign(rows[path.name], { 'h2 requests/s': Math.round(h.done / h.seconds), 'h2 CPU ms/request': Number((h.cpuMs / h.done).toFixed(3)) });
   }
   console.table(rows);
 
-  const ins = rows.inspected;
+  const ins = rows.inspected ?? {};
   const lines = [`CPU per inspected connection: ${ins['CPU ms/connection']} ms (target ≤ 1.5): ${verdict(ins['CPU ms/connection'] <= 1.5)}`];
-  const bulkRatio = ratio(ins['bulk MiB/s'], rows.passthrough['bulk MiB/s']);
-  lines.push(`inspected bulk / passthrough bulk: ${bulkRatio.toFixed(2)} (target ≥ 0.7): ${verdict(bulkRatio >= 0.7)}`);
+  if (rows.passthrough) {
+    const bulkRatio = ratio(ins['bulk MiB/s'], rows.passthrough['bulk MiB/s']);
+    lines.push(`inspected bulk / passthrough bulk: ${bulkRatio.toFixed(2)} (target ≥ 0.7): ${verdict(bulkRatio >= 0.7)}; by CPU per MiB (passthrough / inspected): ${ratio(rows.passthrough['bulk CPU ms/MiB'], ins['bulk CPU ms/MiB']).toFixed(2)}`);
+  }
+  if (rows.baseline) {
+    const b = rows.baseline;
+    lines.push(`inspected / baseline: connections/s ${ratio(ins['connections/s'], b['connections/s']).toFixed(2)}, CPU ms/connection ${ratio(ins['CPU ms/connection'], b['CPU ms/connection']).toFixed(2)}, bulk ${ratio(ins['bulk MiB/s'], b['bulk MiB/s']).toFixed(2)}, bulk CPU ms/MiB ${ratio(ins['bulk CPU ms/MiB'], b['bulk CPU ms/MiB']).toFixed(2)}, h2 requests/s ${ratio(ins['h2 requests/s'], b['h2 requests/s']).toFixed(2)}`);
+  }
   if (rows.srt) {
     const x = ratio(ins['connections/s'], rows.srt['connections/s']);
-    lines.push(`inspected / srt connections/s: ${x.toFixed(2)} (target ≥ 2): ${verdict(x >= 2)}`);
+    lines.push(`inspected / srt connections/s: ${x.toFixed(2)} (target ≥ 2): ${verdict(x >= 2)}; by CPU per connection (srt / inspected): ${ratio(rows.srt['CPU ms/connection'], ins['CPU ms/connection']).toFixed(2)}`);
   }
   if (rows.mitmdump) {
     const x = ratio(ins['connections/s'], rows.mitmdump['connections/s']);
-    lines.push(`inspected / mitmdump connections/s: ${x.toFixed(2)} (target ≥ 4): ${verdict(x >= 4)}`);
+    lines.push(`inspected / mitmdump connections/s: ${x.toFixed(2)} (target ≥ 4): ${verdict(x >= 4)}; by CPU per connection (mitmdump / inspected): ${ratio(rows.mitmdump['CPU ms/connection'], ins['CPU ms/connection']).toFixed(2)}`);
     const h = ratio(ins['h2 requests/s'], rows.mitmdump['h2 requests/s']);
-    lines.push(`inspected / mitmdump h2 requests/s: ${h.toFixed(2)} (target ≥ 3): ${verdict(h >= 3)}`);
+    lines.push(`inspected / mitmdump h2 requests/s: ${h.toFixed(2)} (target ≥ 3): ${verdict(h >= 3)}; by CPU per request: ${ratio(rows.mitmdump['h2 CPU ms/request'], ins['h2 CPU ms/request']).toFixed(2)}`);
   }
   console.log(lines.join('\n'));
 } finally {

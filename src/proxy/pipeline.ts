@@ -16,6 +16,7 @@ import type { ProcessIdentity } from '../identity/types.js';
 import type { Decision } from '../policy/types.js';
 import type { InspectionTls } from '../tls/inspection.js';
 import type { Refuse, Refusal } from './answers.js';
+import { UpstreamPool } from './inspect/upstream-pool.js';
 import { authorise, decisionInputFor, type AuthoriseContext, type RequestFacts } from './authorise.js';
 import { lookUpCaller, peerOf, UNKNOWN_CALLER, writeCallerFields, type IdentitySource } from './caller.js';
 import { dialRoute, type DialFailure, type DialPurpose, type DialedUpstream } from './dialer.js';
@@ -79,6 +80,8 @@ export class Pipeline {
   readonly limits: ProxyLimits;
   readonly tunnels: Tunnels;
   readonly inspection: InspectionTls | undefined;
+  /** Idle upstream connections of inspected requests, shared by every inspected connection. */
+  readonly upstreamPool = new UpstreamPool();
   private closing = false;
   /** Every client socket, admitted or refused: close() ends them all. */
   private readonly sockets = new Set<net.Socket>();
@@ -96,6 +99,15 @@ export class Pipeline {
     this.closing = true;
     this.tunnels.stopAll('shutdown');
     for (const socket of [...this.sockets]) socket.destroy();
+    this.upstreamPool.clear();
+  }
+
+  /**
+   * A new policy is in force: pooled upstream connections were dialed to addresses the old one
+   * checked, so none is handed to a request any more (idle ones close now, busy ones after their exchange).
+   */
+  policyChanged(): void {
+    this.upstreamPool.clear();
   }
 
   /** Lets a new connection in, or refuses it in the listener's form; the one admission check. */

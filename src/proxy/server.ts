@@ -165,6 +165,7 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
   /** The engine holds a new policy: open tunnels it denies are cut, and the change is audited. */
   const policyChanged = (): number => {
     counters.reloads++;
+    pipeline.policyChanged();
     // Report-only closes nothing: it only records what the policy would deny. An opaque tunnel
     // that now needs inspection is cut too.
     const closed = reportOnly

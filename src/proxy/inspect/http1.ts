@@ -7,9 +7,10 @@ import http from 'node:http';
 import type net from 'node:net';
 import type tls from 'node:tls';
 import type { Pipeline } from '../pipeline.js';
+import { RELAY_HIGH_WATER_MARK } from '../relay.js';
 import { authorityOf, type InspectedConnection } from './connection.js';
 import { decideRequest, type RequestVerdict } from './decide.js';
-import { h1Request } from './h1-upstream.js';
+import { h1Exchange } from './h1-upstream.js';
 import { endToEndHeaders, rewriteOutgoing, type OutgoingRequest } from './outgoing.js';
 import { refuseOnResponse } from './refuse.js';
 import { recordRequest, type RequestRecord } from './request-audit.js';
@@ -30,6 +31,8 @@ function serverFor(p: Pipeline): http.Server {
   if (server) return server;
   server = http.createServer({
     maxHeaderSize: p.limits.maxHeaderBytes,
+    // Request and response bodies stream in large writes (as the TLS sockets under them do).
+    highWaterMark: RELAY_HIGH_WATER_MARK,
     // A long upload or a slow stream is bounded by the idle timeout, not by a total.
     requestTimeout: 0,
     headersTimeout: p.limits.headerTimeoutMs,
@@ -87,30 +90,32 @@ function bodyLength(req: http.IncomingMessage): number | 'chunked' | null {
 }
 
 function forward(conn: InspectedConnection, out: OutgoingRequest, res: http.ServerResponse, verdict: RequestVerdict & { ok: true }, record: RequestRecord): void {
-  const upstream = h1Request(conn, out, record);
-  upstream.on('response', (answer: http.IncomingMessage) => {
-    record.status = answer.statusCode ?? 0;
-    try {
-      res.writeHead(record.status, answer.statusMessage, endToEndHeaders(answer.rawHeaders));
-    } catch {
-      // A head Node will not write (an informational status here): this exchange fails alone.
-      answer.destroy();
-      res.destroy();
-      return;
-    }
-    answer.on('data', (chunk: Buffer) => (record.bytesDown += chunk.length));
-    answer.pipe(res);
-    answer.on('error', () => res.destroy());
+  const abandon = h1Exchange(conn, out, record, {
+    response(answer: http.IncomingMessage) {
+      record.status = answer.statusCode ?? 0;
+      try {
+        res.writeHead(record.status, answer.statusMessage, endToEndHeaders(answer.rawHeaders));
+      } catch {
+        // A head Node will not write (an informational status here): this exchange fails alone.
+        answer.destroy();
+        res.destroy();
+        return;
+      }
+      answer.on('data', (chunk: Buffer) => (record.bytesDown += chunk.length));
+      answer.pipe(res);
+      answer.on('error', () => res.destroy());
+    },
+    error(err) {
+      const failure = asFailure(err, conn.tracked.facts.host);
+      record.error = failure.kind;
+      record.errorDetail = failure.message;
+      if (failure.code !== undefined) record.tlsCode = failure.code;
+      const { identity, facts } = conn.tracked;
+      refuseOnResponse(res, { kind: failure.kind, detail: failure.message, policy: verdict.decision.policy, binary: identity.path, host: facts.host, port: facts.port }, record);
+    },
   });
-  upstream.on('error', (err) => {
-    const failure = asFailure(err, conn.tracked.facts.host);
-    record.error = failure.kind;
-    record.errorDetail = failure.message;
-    if (failure.code !== undefined) record.tlsCode = failure.code;
-    const { identity, facts } = conn.tracked;
-    refuseOnResponse(res, { kind: failure.kind, detail: failure.message, policy: verdict.decision.policy, binary: identity.path, host: facts.host, port: facts.port }, record);
-  });
+  // The client went before the whole answer reached it: the upstream connection is closed, never pooled half-read.
   res.once('close', () => {
-    if (!res.writableFinished) upstream.destroy();
+    if (!res.writableFinished) abandon();
   });
 }

@@ -9,7 +9,7 @@ import type http from 'node:http';
 import type tls from 'node:tls';
 import { authorityOf, type InspectedConnection } from './connection.js';
 import { decideRequest, type RequestVerdict } from './decide.js';
-import { h1Request } from './h1-upstream.js';
+import { h1Exchange } from './h1-upstream.js';
 import { endToEndHeaders, flattenHeaders, rewriteOutgoing, type OutgoingRequest } from './outgoing.js';
 import { refuseOnStream } from './refuse.js';
 import { recordRequest, type RequestRecord } from './request-audit.js';
@@ -47,7 +47,11 @@ function serveStream(conn: InspectedConnection, stream: http2.ServerHttp2Stream,
       return refuseOnStream(stream, out.refusal, record);
     }
     conn.upstream.h2Session().then(
-      (session) => (session ? viaH2(conn, session, stream, out.request, ended, verdict, record) : viaH1(conn, stream, out.request, verdict, record)),
+      (session) => {
+        if (!session) return viaH1(conn, stream, out.request, verdict, record);
+        record.reused = conn.upstream.madeElsewhere(session);
+        viaH2(conn, session, stream, out.request, ended, verdict, record);
+      },
       (err: unknown) => upstreamFailed(conn, stream, err, verdict, record),
     );
   });
@@ -119,15 +123,17 @@ function pipeCounted(out: OutgoingRequest, upstream: NodeJS.WritableStream, reco
 
 function viaH1(conn: InspectedConnection, stream: http2.ServerHttp2Stream, out: OutgoingRequest, verdict: Allowed, record: RequestRecord): void {
   if (stream.destroyed) return;
-  const upstream = h1Request(conn, out, record);
-  upstream.on('response', (answer: http.IncomingMessage) => {
-    record.status = answer.statusCode ?? 0;
-    if (stream.destroyed) return;
-    if (!guarded(stream, () => stream.respond({ ...endToEndHeaders(answer.rawHeaders), ':status': record.status }, { waitForTrailers: true }))) return;
-    stream.on('wantTrailers', () => guarded(stream, () => stream.sendTrailers(endToEndHeaders(answer.rawTrailers))));
-    answer.on('data', (chunk: Buffer) => (record.bytesDown += chunk.length));
-    answer.pipe(stream);
+  const abandon = h1Exchange(conn, out, record, {
+    response(answer: http.IncomingMessage) {
+      record.status = answer.statusCode ?? 0;
+      if (stream.destroyed) return;
+      if (!guarded(stream, () => stream.respond({ ...endToEndHeaders(answer.rawHeaders), ':status': record.status }, { waitForTrailers: true }))) return;
+      stream.on('wantTrailers', () => guarded(stream, () => stream.sendTrailers(endToEndHeaders(answer.rawTrailers))));
+      answer.on('data', (chunk: Buffer) => (record.bytesDown += chunk.length));
+      answer.pipe(stream);
+    },
+    error: (err) => upstreamFailed(conn, stream, err, verdict, record),
   });
-  upstream.on('error', (err) => upstreamFailed(conn, stream, err, verdict, record));
-  stream.once('close', () => upstream.destroy());
+  // After a whole exchange this is a no-op (its connection is back in the pool); before, it closes that connection.
+  stream.once('close', abandon);
 }

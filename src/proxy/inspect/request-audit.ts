@@ -15,6 +15,8 @@ export interface RequestRecord {
   errorDetail?: string;
   /** OpenSSL's code for an upstream TLS failure. */
   tlsCode?: string;
+  /** The request went upstream on a pooled connection (kept from an earlier exchange). */
+  reused?: boolean;
 }
 
 /** Starts the record of a request; `done` emits its event (once). */
@@ -51,6 +53,7 @@ function requestEvent(conn: InspectedConnection, verdict: RequestVerdict, record
   delete event.explicit_ips;
   delete event.inspect;
   if (conn.upstream.dialed !== '' && verdict.ok) event.dialed = conn.upstream.dialed;
+  if (record.reused === true) event.upstream_reused = true;
   if (!verdict.ok) event.error = verdict.error;
   if (record.error !== undefined) event.error = record.error;
   if (record.errorDetail !== undefined) event.error_detail = record.errorDetail;

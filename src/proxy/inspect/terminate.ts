@@ -11,7 +11,7 @@ import type net from 'node:net';
 import tls from 'node:tls';
 import { callerFields, peerOf } from '../caller.js';
 import type { Allowed, Pipeline } from '../pipeline.js';
-import type { CloseCause } from '../relay.js';
+import { RELAY_HIGH_WATER_MARK, type CloseCause } from '../relay.js';
 import { parseHost } from '../target.js';
 import type { InspectedConnection } from './connection.js';
 import { serveHttp1 } from './http1.js';
@@ -38,6 +38,10 @@ export async function inspectConnection(p: Pipeline, allowed: Allowed, replay: B
   let sniRefused: string | null = null;
   const socket = new tls.TLSSocket(client, {
     isServer: true,
+    // Body bytes pass through in large writes: with the default 16 KiB every TLS record's worth
+    // would fill the buffer, pause the upstream read and wait for a drain. (It reaches the
+    // socket's Duplex options; the typings of TLSSocket omit it.)
+    highWaterMark: RELAY_HIGH_WATER_MARK,
     secureContext: leaf.context,
     ALPNProtocols: ['h2', 'http/1.1'],
     SNICallback: (servername, done) => {
@@ -46,8 +50,8 @@ export async function inspectConnection(p: Pipeline, allowed: Allowed, replay: B
       sniRefused = servername;
       done(new Error(`the TLS server name "${servername}" is not the host this connection was decided for (${facts.host})`));
     },
-  });
-  const upstream = new UpstreamLink({ host: facts.host, port: facts.port, addresses: allowed.addresses, connectTimeoutMs: p.limits.connectTimeoutMs, trust: inspection.upstream });
+  } as tls.TLSSocketOptions);
+  const upstream = new UpstreamLink({ host: facts.host, port: facts.port, addresses: allowed.addresses, connectTimeoutMs: p.limits.connectTimeoutMs, trust: inspection.upstream, pool: p.upstreamPool });
   const conn: InspectedConnection = { p, tracked, client, peer: peerOf(client), alpn: '', upstream };
 
   let secure = false;

@@ -1,14 +1,16 @@
 // The upstream side of an inspected connection: TLS re-originated to exactly the checked
 // addresses (dialer.ts), verified against the system's roots plus --upstream-ca (UpstreamTrust),
-// SNI = the host. HTTP/1.1 requests share a keep-alive agent whose connections are dialed that
-// way; an HTTP/2 client's requests share one HTTP/2 session when the upstream offers h2.
+// SNI = the host. HTTP/1.1 requests go through the proxy's pool of idle upstream connections
+// (upstream-pool.ts: a new one is dialed that way when none fits); an HTTP/2 client's requests
+// go on an HTTP/2 session the pool shares (or one dialed that way) when the upstream offers h2.
 import http2 from 'node:http2';
-import https from 'node:https';
 import net from 'node:net';
 import tls from 'node:tls';
 import { classifyUpstreamTlsError, type UpstreamTrust } from '../../tls/upstream.js';
 import { dialChecked } from '../dialer.js';
+import { RELAY_HIGH_WATER_MARK } from '../relay.js';
 import type { ProxyErrorKind } from '../responses.js';
+import { candidateKeys, type PoolCandidate, type PooledAgent, type PooledRequestOptions, type UpstreamPool } from './upstream-pool.js';
 
 /** Why an upstream could not be reached: answered to the client as its `kind` says. */
 export class UpstreamFailure extends Error {
@@ -28,6 +30,8 @@ export interface UpstreamTarget {
   addresses: string[];
   connectTimeoutMs: number;
   trust: UpstreamTrust;
+  /** The proxy's idle upstream connections (HTTP/1.1). */
+  pool: UpstreamPool;
 }
 
 /**
@@ -45,8 +49,11 @@ function sessionsFor(trust: UpstreamTrust): Map<string, Buffer> {
 }
 
 export class UpstreamLink {
-  private httpAgent: https.Agent | undefined;
   private session: Promise<http2.ClientHttp2Session | null> | undefined;
+  /** The session `session` resolved to; `ownsSession`: this connection's alone (not shared). */
+  private live: http2.ClientHttp2Session | undefined;
+  private ownsSession = false;
+  private readonly keys = new Map<string, readonly PoolCandidate[]>();
   /** A connection dialed for h2 that came back HTTP/1.1: the agent's first connection. */
   private spare: tls.TLSSocket | undefined;
   /** The address the last connection went to (for the audit). */
@@ -64,7 +71,9 @@ export class UpstreamLink {
     const sessions = sessionsFor(trust);
     const key = `${host}\0${port}\0${alpn.join(',')}`;
     return new Promise((resolve, reject) => {
-      const secure = tls.connect({ ...trust.connectOptions(host), socket, ALPNProtocols: alpn, session: sessions.get(key) });
+      // highWaterMark reaches the socket's Duplex options (the typings of tls.connect omit it).
+      const options = { ...trust.connectOptions(host), socket, ALPNProtocols: alpn, session: sessions.get(key), highWaterMark: RELAY_HIGH_WATER_MARK };
+      const secure = tls.connect(options as tls.ConnectionOptions);
       // Kept only once the upstream's certificate was verified (a TLS 1.2 session arrives before
       // that check): resuming an unverified session would skip verification altogether.
       let verified = false;
@@ -94,24 +103,36 @@ export class UpstreamLink {
     });
   }
 
-  /** The keep-alive agent for HTTP/1.1 requests; its connections are made by connect(). */
-  agent(): https.Agent {
-    if (this.httpAgent) return this.httpAgent;
-    const agent = new https.Agent({ keepAlive: true, maxSockets: 16 });
-    // The agent asks for a connection with a callback: dial the checked addresses, never its own lookup.
-    (agent as unknown as { createConnection: unknown }).createConnection = (_options: unknown, done: (err: Error | null, socket?: net.Socket) => void): undefined => {
-      const spare = this.spare;
-      this.spare = undefined;
-      if (spare && !spare.destroyed) done(null, spare);
-      else this.connect(['http/1.1']).then((s) => done(null, s), (err: Error) => done(err));
-      return undefined;
-    };
-    this.httpAgent = agent;
-    return agent;
+  /**
+   * How an HTTP/1.1 request of this connection reaches the upstream: the pool's agent for its
+   * key (an idle connection to one of this connection's checked addresses, or a new one dialed
+   * by connect()), and the options that make the agent dial that way.
+   */
+  http1(): { agent: PooledAgent; options: PooledRequestOptions } {
+    const agent = this.target.pool.agentFor(this.candidates('http/1.1'));
+    return { agent, options: { dialUpstream: () => this.dialHttp1() } };
   }
 
-  /** For an HTTP/2 client: the upstream's HTTP/2 session, or null when it speaks HTTP/1.1 only. */
+  private dialHttp1(): Promise<tls.TLSSocket> {
+    const spare = this.spare;
+    this.spare = undefined;
+    if (spare && !spare.destroyed) return Promise.resolve(spare);
+    return this.connect(['http/1.1']);
+  }
+
+  /**
+   * For an HTTP/2 client: an upstream HTTP/2 session (one shared with other inspected
+   * connections to a checked address of this one, or this connection's own, shared once made),
+   * or null when the upstream speaks HTTP/1.1 only.
+   */
   h2Session(): Promise<http2.ClientHttp2Session | null> {
+    const shared = this.target.pool.h2.find(this.candidates('h2'));
+    if (shared) {
+      this.dialed = shared.socket.remoteAddress ?? this.dialed;
+      return Promise.resolve(shared);
+    }
+    // A session that was closed (the pool was cleared, the upstream went away) is dialed again.
+    if (this.live && (this.live.closed || this.live.destroyed)) this.session = this.live = undefined;
     this.session ??= this.connect(['h2', 'http/1.1']).then((socket) => {
       if (socket.alpnProtocol !== 'h2') {
         this.spare = socket;
@@ -119,9 +140,12 @@ export class UpstreamLink {
       }
       const session = http2.connect(`https://${this.target.host}`, { createConnection: () => socket });
       session.on('error', () => session.destroy());
-      // A session that ends is dialed again for the next request.
-      session.once('close', () => (this.session = undefined));
-      if (this.closed) session.destroy();
+      session.once('close', () => {
+        if (this.live === session) this.session = this.live = undefined;
+      });
+      this.live = session;
+      this.ownsSession = !this.target.pool.h2.share(this.candidates('h2'), socket.remoteAddress, session);
+      if (this.closed && this.ownsSession) session.destroy();
       return session;
     });
     // A failure is answered to the request that met it; the next one tries again.
@@ -129,11 +153,26 @@ export class UpstreamLink {
     return this.session;
   }
 
+  /** Whether `session` came from the pool, made for another connection (the audit's `upstream_reused`). */
+  madeElsewhere(session: http2.ClientHttp2Session): boolean {
+    return session !== this.live;
+  }
+
+  /** This connection's pool keys for a protocol, made once (its host, addresses and trust do not change). */
+  private candidates(alpn: 'h2' | 'http/1.1'): readonly PoolCandidate[] {
+    let keys = this.keys.get(alpn);
+    if (!keys) {
+      const { host, port, addresses, trust } = this.target;
+      this.keys.set(alpn, (keys = candidateKeys({ host, port, addresses, trust, alpn, route: 'direct' })));
+    }
+    return keys;
+  }
+
   close(): void {
     this.closed = true;
-    this.httpAgent?.destroy();
     this.spare?.destroy();
-    void this.session?.then((s) => s?.destroy()).catch(() => undefined);
+    // A shared session goes on serving the other connections (its idle timeout ends it).
+    if (this.ownsSession) this.live?.destroy();
   }
 }
 

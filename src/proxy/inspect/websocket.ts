@@ -8,7 +8,7 @@ import type { Refusal } from '../answers.js';
 import { errorResponse } from '../responses.js';
 import { authorityOf, type InspectedConnection } from './connection.js';
 import { decideRequest, type RequestAsked, type RequestVerdict } from './decide.js';
-import { h1Request } from './h1-upstream.js';
+import { h1Exchange } from './h1-upstream.js';
 import { endToEndHeaders, rewriteOutgoing, type OutgoingRequest } from './outgoing.js';
 import { recordRequest, type RequestRecord } from './request-audit.js';
 import { asFailure } from './upstream.js';
@@ -46,26 +46,33 @@ export function serveUpgrade(conn: InspectedConnection, req: http.IncomingMessag
 }
 
 function upgradeUpstream(conn: InspectedConnection, req: http.IncomingMessage, client: net.Socket, head: Buffer, out: OutgoingRequest, verdict: RequestVerdict & { ok: true }, record: RequestRecord, refuse: (refusal: Refusal) => void): void {
-  const upstream = h1Request(conn, out, record, { connection: 'Upgrade', upgrade: req.headers.upgrade ?? '' });
-  upstream.on('upgrade', (answer: http.IncomingMessage, socket: net.Socket, upHead: Buffer) => {
-    record.status = 101;
-    client.write(responseHead(101, answer.statusMessage, answer.rawHeaders, false));
-    relay(client, socket, head, upHead, record);
-  });
-  upstream.on('response', (answer: http.IncomingMessage) => {
-    record.status = answer.statusCode ?? 0;
-    client.write(responseHead(record.status, answer.statusMessage, answer.rawHeaders, true));
-    answer.pipe(client);
-  });
-  upstream.on('error', (err) => {
-    const failure = asFailure(err, conn.tracked.facts.host);
-    record.error = failure.kind;
-    record.errorDetail = failure.message;
-    if (failure.code !== undefined) record.tlsCode = failure.code;
-    const { identity, facts } = conn.tracked;
-    refuse({ kind: failure.kind, detail: failure.message, policy: verdict.decision.policy, binary: identity.path, host: facts.host, port: facts.port });
-  });
-  client.once('close', () => upstream.destroy());
+  const abandon = h1Exchange(
+    conn,
+    out,
+    record,
+    {
+      upgrade(answer: http.IncomingMessage, socket: net.Socket, upHead: Buffer) {
+        record.status = 101;
+        client.write(responseHead(101, answer.statusMessage, answer.rawHeaders, false));
+        relay(client, socket, head, upHead, record);
+      },
+      response(answer: http.IncomingMessage) {
+        record.status = answer.statusCode ?? 0;
+        client.write(responseHead(record.status, answer.statusMessage, answer.rawHeaders, true));
+        answer.pipe(client);
+      },
+      error(err) {
+        const failure = asFailure(err, conn.tracked.facts.host);
+        record.error = failure.kind;
+        record.errorDetail = failure.message;
+        if (failure.code !== undefined) record.tlsCode = failure.code;
+        const { identity, facts } = conn.tracked;
+        refuse({ kind: failure.kind, detail: failure.message, policy: verdict.decision.policy, binary: identity.path, host: facts.host, port: facts.port });
+      },
+    },
+    { connection: 'Upgrade', upgrade: req.headers.upgrade ?? '' },
+  );
+  client.once('close', abandon);
 }
 
 function relay(client: net.Socket, upstream: net.Socket, clientHead: Buffer, upstreamHead: Buffer, record: RequestRecord): void {
