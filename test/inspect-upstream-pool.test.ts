@@ -77,7 +77,7 @@ interface Client {
 /** What an inspected client connection holds for its upstream side: a link over the shared pool. */
 function client(pool: UpstreamPool, trust: UpstreamTrust, opts: { host?: string; addresses?: string[] } = {}): Client {
   const host = opts.host ?? HOST;
-  const link = new UpstreamLink({ host, port, addresses: opts.addresses ?? ['127.0.0.1'], connectTimeoutMs: 5000, trust, pool });
+  const link = new UpstreamLink({ host, port, addresses: opts.addresses ?? ['127.0.0.1'], connectTimeoutMs: 5000, trust, pool, route: { via: 'direct' } });
   const conn = { upstream: link, tracked: { facts: { host, port } } } as unknown as InspectedConnection;
   return { conn, link };
 }

@@ -157,10 +157,10 @@ interface CliProxy {
   audit: () => AuditEvent[];
 }
 
-async function startCliProxy(name: string, args: string[]): Promise<CliProxy> {
+async function startCliProxy(name: string, args: string[], policy = policyFile): Promise<CliProxy> {
   const auditFile = join(work, `${name}-audit.jsonl`);
   const { child, output } = startChild(process.execPath, [
-    CLI, 'proxy', '--policy', policyFile, '--listen', '127.0.0.1:0', '--sni-listen', '127.0.0.1:0', '--no-watch',
+    CLI, 'proxy', '--policy', policy, '--listen', '127.0.0.1:0', '--sni-listen', '127.0.0.1:0', '--no-watch',
     '--resolver', `${sim.dns.address}:${sim.dns.port}`, '--audit', auditFile, ...args,
   ]);
   const listening = /listening on 127\.0\.0\.1:(\d+) \(sni 127\.0\.0\.1:(\d+)\)/;
@@ -245,6 +245,33 @@ afterAll(async () => {
   for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   await sim?.close();
   if (work) rmSync(work, { recursive: true, force: true });
+});
+
+describe('TLS inspection through squid', () => {
+  it("an inspected request leaves through the upstream proxy's CONNECT, and its audit names the route", async () => {
+    const caDir = join(work, 'inspect-ca');
+    const made = await run(process.execPath, [CLI, 'ca', 'init', '--out', caDir]);
+    expect(made.code).toBe(0);
+    const policy = join(work, 'inspect-policy.yaml');
+    writeFileSync(policy, `version: 1
+network_policies:
+  sim:
+    endpoints:
+      - { host: up.sim.test, port: 443, tls: inspect, allowed_ips: ${cidrs('up.sim.test')} }
+`);
+    const inspecting = await startCliProxy('inspect-via-squid', ['--upstream-proxy', `http://127.0.0.1:${squid.port}`, '--upstream-proxy-auth-file', join(work, 'upstream-auth'), '--ca-cert', join(caDir, 'ca.crt'), '--ca-key', join(caDir, 'ca.key'), '--upstream-ca', caFile], policy);
+    const connects = (): number => (squid.read().match(/CONNECT up\.sim\.test:443 alice/g) ?? []).length;
+    const before = connects();
+    const got = await run('curl', ['-sS', '--cacert', join(caDir, 'ca.crt'), '-x', inspecting.url, 'https://up.sim.test/inspected-via-squid']);
+    expect(got.stderr).toBe('');
+    expect(JSON.parse(got.stdout)).toMatchObject({ host: 'up.sim.test', path: '/inspected-via-squid', tls: true });
+    // squid carried the re-originated TLS: one more CONNECT of up.sim.test, with the credentials.
+    const deadline = Date.now() + 10_000;
+    while (connects() === before && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    expect(connects()).toBe(before + 1);
+    const event = await eventually(() => inspecting.audit().find((e) => e.kind === 'http' && e.path === '/inspected-via-squid'));
+    expect(event).toMatchObject({ tls: true, decision: 'allow', upstream_proxy: `127.0.0.1:${squid.port}`, dialed: '127.0.0.1' });
+  });
 });
 
 describe('through squid (basic auth)', () => {

@@ -245,7 +245,8 @@ export class Pipeline {
     return out;
   }
 
-  private routeFor(facts: RequestFacts): Route {
+  /** How `facts`' host is reached: directly, or through the upstream proxy. */
+  routeFor(facts: RequestFacts): Route {
     return this.options.routes?.routeFor(facts.host) ?? { via: 'direct' };
   }
 

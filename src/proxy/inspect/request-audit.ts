@@ -53,6 +53,7 @@ function requestEvent(conn: InspectedConnection, verdict: RequestVerdict, record
   delete event.explicit_ips;
   delete event.inspect;
   if (conn.upstream.dialed !== '' && verdict.ok) event.dialed = conn.upstream.dialed;
+  if (conn.upstream.upstreamProxy !== undefined && verdict.ok) event.upstream_proxy = conn.upstream.upstreamProxy;
   if (record.reused === true) event.upstream_reused = true;
   if (!verdict.ok) event.error = verdict.error;
   if (record.error !== undefined) event.error = record.error;

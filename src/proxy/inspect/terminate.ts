@@ -51,7 +51,7 @@ export async function inspectConnection(p: Pipeline, allowed: Allowed, replay: B
       done(new Error(`the TLS server name "${servername}" is not the host this connection was decided for (${facts.host})`));
     },
   } as tls.TLSSocketOptions);
-  const upstream = new UpstreamLink({ host: facts.host, port: facts.port, addresses: allowed.addresses, connectTimeoutMs: p.limits.connectTimeoutMs, trust: inspection.upstream, pool: p.upstreamPool });
+  const upstream = new UpstreamLink({ host: facts.host, port: facts.port, addresses: allowed.addresses, connectTimeoutMs: p.limits.connectTimeoutMs, trust: inspection.upstream, pool: p.upstreamPool, route: p.routeFor(facts) });
   const conn: InspectedConnection = { p, tracked, client, peer: peerOf(client), alpn: '', upstream };
 
   let secure = false;

@@ -4,10 +4,10 @@
 // (upstream-pool.ts: a new one is dialed that way when none fits); an HTTP/2 client's requests
 // go on an HTTP/2 session the pool shares (or one dialed that way) when the upstream offers h2.
 import http2 from 'node:http2';
-import net from 'node:net';
 import tls from 'node:tls';
 import { classifyUpstreamTlsError, type UpstreamTrust } from '../../tls/upstream.js';
-import { dialChecked } from '../dialer.js';
+import { dialRoute } from '../dialer.js';
+import { upstreamProxyName, type Route } from '../upstream-proxy.js';
 import { RELAY_HIGH_WATER_MARK } from '../relay.js';
 import type { ProxyErrorKind } from '../responses.js';
 import { candidateKeys, type PoolCandidate, type PooledAgent, type PooledRequestOptions, type UpstreamPool } from './upstream-pool.js';
@@ -32,6 +32,13 @@ export interface UpstreamTarget {
   trust: UpstreamTrust;
   /** The proxy's idle upstream connections (HTTP/1.1). */
   pool: UpstreamPool;
+  /** Direct, or through the upstream proxy's CONNECT (the TLS to the upstream goes inside it). */
+  route: Route;
+}
+
+/** The route as a pool key names it. */
+function routeName(route: Route): string {
+  return route.via === 'direct' ? 'direct' : `upstream_proxy ${upstreamProxyName(route.proxy)}`;
 }
 
 /**
@@ -59,14 +66,19 @@ export class UpstreamLink {
   /** The address the last connection went to (for the audit). */
   dialed = '';
   private closed = false;
+  /** The upstream proxy the connections go through (`host:port`, for the audit), if any. */
+  readonly upstreamProxy: string | undefined;
 
-  constructor(private readonly target: UpstreamTarget) {}
+  constructor(private readonly target: UpstreamTarget) {
+    this.upstreamProxy = target.route.via === 'upstream_proxy' ? upstreamProxyName(target.route.proxy) : undefined;
+  }
 
   /** A verified TLS connection offering `alpn`; rejects with UpstreamFailure. */
   async connect(alpn: string[]): Promise<tls.TLSSocket> {
-    const { host, port, addresses, connectTimeoutMs, trust } = this.target;
-    const socket = await dialChecked(addresses, port, connectTimeoutMs);
-    if (!(socket instanceof net.Socket)) throw new UpstreamFailure(socket.kind, socket.detail);
+    const { host, port, addresses, connectTimeoutMs, trust, route } = this.target;
+    const dialed = await dialRoute(route, { host, port, addresses }, 'tunnel', connectTimeoutMs);
+    if (!('socket' in dialed)) throw new UpstreamFailure(dialed.kind, dialed.detail);
+    const socket = dialed.socket;
     this.dialed = socket.remoteAddress ?? '';
     const sessions = sessionsFor(trust);
     const key = `${host}\0${port}\0${alpn.join(',')}`;
@@ -162,8 +174,8 @@ export class UpstreamLink {
   private candidates(alpn: 'h2' | 'http/1.1'): readonly PoolCandidate[] {
     let keys = this.keys.get(alpn);
     if (!keys) {
-      const { host, port, addresses, trust } = this.target;
-      this.keys.set(alpn, (keys = candidateKeys({ host, port, addresses, trust, alpn, route: 'direct' })));
+      const { host, port, addresses, trust, route } = this.target;
+      this.keys.set(alpn, (keys = candidateKeys({ host, port, addresses, trust, alpn, route: routeName(route) })));
     }
     return keys;
   }
