@@ -13,6 +13,8 @@ export interface Relatives {
   childrenOf(pid: number): number[];
   /** The anchor and everything below it, breadth first. */
   descendantsOf(anchor: number): number[];
+  /** When `pid` started (clock ticks after boot), where this view knows it without a read. */
+  startTimeOf?(pid: number): number | undefined;
 }
 
 /** Parses a `children` file: pids separated by spaces. Pure. */

@@ -7,9 +7,11 @@
 //      first, up to the first holder; then the holder's parent, children and siblings, which is
 //      where a socket shared through fork lives (as of a look at the process tree made after
 //      the connection existed: like any point-in-time look, it cannot see a fork that comes later).
-//      Children and siblings running the holder's own executable are not read: as co-holders
+//      Children and siblings running the holder's own executable do not count as co-holders:
 //      they could not make the owner ambiguous (that takes another executable), and the
-//      identity's binaries (executable and ancestors' executables) would be the same set.
+//      identity's binaries (executable and ancestors' executables) would be the same set. A
+//      relative's executable is read only once it is found holding the socket: its fd table
+//      is kept between lookups, its executable would be read again at each.
 //      The parent is always read, so a fork without exec still resolves to the fork parent.
 //      A relative can share the socket only through the fork that made it a relative (passing
 //      it on is what `exhaustive` is for), so a look at its fd table taken after that fork
@@ -42,6 +44,8 @@ export interface OwnerSearch {
   notBefore: number;
   /** A moment no earlier than a process's start (read fresh); undefined when unknown. */
   notBeforeStartOf?: (pid: number) => number | undefined;
+  /** The same from a start time in clock ticks after boot (as the process table lists it); undefined when unknown. */
+  notBeforeStart?: (startTime: number) => number | undefined;
   /**
    * Looks for the socket at once in all the recent owners, where their earlier sockets were
    * (one native call); the holder found, or undefined (then they are read one by one).
@@ -138,32 +142,45 @@ export async function findSocketOwners(search: OwnerSearch): Promise<SocketOwner
 
   const relatives = await listed();
   const shared: number[] = [];
-  for (const { pid, forkedAs } of forkFamily(first, search, relatives)) {
-    const since = search.notBeforeStartOf?.(forkedAs) ?? search.notBefore;
-    if (await scanner.holds(pid, since)) shared.push(pid);
+  const ownExecutable = search.executableOf(first);
+  for (const { pid, forkedAs, parent } of forkFamily(first, search, relatives)) {
+    if (!(await scanner.holds(pid, startOf(forkedAs, search, relatives)))) continue;
+    // A child or sibling running the holder's own executable cannot make the owner ambiguous.
+    // Asked only of a holder: its fd table is kept for a while, its executable would be read
+    // at every lookup (a busy client's siblings are asked about at each of its connections).
+    // Unreadable executables count as different ones: they might be anything.
+    if (!parent && ownExecutable !== undefined && search.executableOf(pid) === ownExecutable) continue;
+    shared.push(pid);
   }
   return { pids: [first, ...shared], relatives };
 }
 
-/** A relative, and the process whose start is the fork that made it one (the holder, for the parent). */
+/**
+ * A moment no earlier than `pid`'s start: from an up-to-date process table when it lists the
+ * pid (no read), else read now; the connection's own moment when neither can tell.
+ */
+function startOf(pid: number, search: OwnerSearch, relatives: Relatives): number {
+  const listed = relatives.startTimeOf?.(pid);
+  const fromTable = listed === undefined ? undefined : search.notBeforeStart?.(listed);
+  return fromTable ?? search.notBeforeStartOf?.(pid) ?? search.notBefore;
+}
+
+/** A relative, the process whose start is the fork that made it one (the holder, for the parent), and whether it is the parent. */
 interface Relative {
   pid: number;
   forkedAs: number;
+  parent: boolean;
 }
 
-/** Where a socket shared through fork may also live: the parent, and children and siblings that run another executable. */
+/** Where a socket shared through fork may also live: the parent, children and siblings. */
 function forkFamily(owner: number, search: OwnerSearch, relatives: Relatives): Relative[] {
   const family: Relative[] = [];
   const parent = relatives.parentOf(owner);
-  if (parent !== undefined && parent > 1 && parent !== search.selfPid) family.push({ pid: parent, forkedAs: owner });
+  if (parent !== undefined && parent > 1 && parent !== search.selfPid) family.push({ pid: parent, forkedAs: owner, parent: true });
   const siblings = parent !== undefined && parent > 1 ? relatives.childrenOf(parent) : [];
-  const relativesToRead = [...(siblings.length <= MAX_SIBLINGS ? siblings : []), ...relatives.childrenOf(owner)];
-  const ownExecutable = search.executableOf(owner);
-  for (const pid of relativesToRead) {
+  for (const pid of [...(siblings.length <= MAX_SIBLINGS ? siblings : []), ...relatives.childrenOf(owner)]) {
     if (pid === owner || pid === search.selfPid || family.some((r) => r.pid === pid)) continue;
-    const executable = search.executableOf(pid);
-    // Unreadable executables are read like different ones: they might be anything.
-    if (ownExecutable === undefined || executable !== ownExecutable) family.push({ pid, forkedAs: pid });
+    family.push({ pid, forkedAs: pid, parent: false });
   }
   return family;
 }

@@ -277,6 +277,14 @@ export class ProcessTable {
     return this.entries.get(pid)?.ppid;
   }
 
+  /**
+   * When `pid` started (clock ticks after boot), as listed. Right for the process that has the
+   * pid now once a look is up to date: a pid handed out again since was read again.
+   */
+  startTimeOf(pid: number): number | undefined {
+    return this.entries.get(pid)?.startTime;
+  }
+
   childrenOf(pid: number): number[] {
     const children: number[] = [];
     for (const child of this.children.get(pid) ?? []) if (child !== pid) children.push(child);

@@ -192,6 +192,7 @@ export class IdentityResolver {
         kernel: this.kernelRelatives,
         notBefore: startedAt,
         notBeforeStartOf: (pid) => (reads ? this.startFromReads(reads, pid) : this.startClock.notBeforeStartOf(pid)),
+        notBeforeStart: (startTime) => this.startClock.notBeforeStart(startTime),
         exhaustive: this.options.exhaustiveOwnerSearch === true,
         ...(reads && this.pins ? { probeRecent: (candidates: readonly number[]) => this.pins!.probe(socket.inode, candidates, startedAt, this.fdSnapshots, reads) } : {}),
       });
