@@ -124,11 +124,16 @@ req.end('x'.repeat(100000));
 });
 
 /** A TLS session to `host` through a CONNECT tunnel (the client's SNI and ALPN as given). */
-async function tlsThroughTunnel(target: string, servername: string, alpn: string[]): Promise<tls.TLSSocket> {
+function tlsThroughTunnel(target: string, servername: string, alpn: string[]): Promise<tls.TLSSocket> {
+  return tlsThroughTunnelWith(target, { servername, ALPNProtocols: alpn });
+}
+
+/** The same with other client options (server name, ciphers, ALPN). */
+async function tlsThroughTunnelWith(target: string, options: tls.ConnectionOptions): Promise<tls.TLSSocket> {
   const tunnel = await openTunnel(proxy.port, target);
   expect(tunnel.status).toBe(200);
   return new Promise((resolve, reject) => {
-    const socket = tls.connect({ socket: tunnel.socket, servername, ALPNProtocols: alpn, ca: world.caPem }, () => resolve(socket));
+    const socket = tls.connect({ socket: tunnel.socket, servername: target.split(':')[0], ca: world.caPem, ...options }, () => resolve(socket));
     socket.once('error', reject);
   });
 }
@@ -153,6 +158,23 @@ describe('the upstream side', () => {
     const second = JSON.parse((await curl(['--http1.1', 'https://api.sim.test:8443/v1/resume-2'])).stdout);
     expect(first.path).toBe('/v1/resume-1');
     expect(second).toMatchObject({ path: '/v1/resume-2', resumed: true });
+  });
+});
+
+describe('cipher suites', () => {
+  it('both legs of an inspected connection use TLS_AES_128_GCM_SHA256 (picked for the client, offered first upstream); a client that puts ChaCha20 first, or offers only AES-256, gets it', async () => {
+    const get = async (ciphers?: string): Promise<{ client: string; upstream: string }> => {
+      const socket = await tlsThroughTunnelWith('api.sim.test:8443', { ...(ciphers ? { ciphers } : {}), ALPNProtocols: ['http/1.1'] });
+      const client = socket.getCipher().name;
+      socket.write('GET /v1/cipher HTTP/1.1\r\nHost: api.sim.test:8443\r\nConnection: close\r\n\r\n');
+      let raw = '';
+      for await (const chunk of socket) raw += String(chunk);
+      return { client, upstream: JSON.parse(raw.slice(raw.indexOf('\r\n\r\n') + 4)).cipher };
+    };
+    // Node's own default order puts AES-256-GCM first: the proxy's order decides.
+    expect(await get()).toEqual({ client: 'TLS_AES_128_GCM_SHA256', upstream: 'TLS_AES_128_GCM_SHA256' });
+    expect((await get('TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256')).client).toBe('TLS_CHACHA20_POLY1305_SHA256');
+    expect((await get('TLS_AES_256_GCM_SHA384')).client).toBe('TLS_AES_256_GCM_SHA384');
   });
 });
 

@@ -2,6 +2,7 @@
 // mints a leaf on the first request for a host (concurrent first requests share one minting)
 // and never hands out a leaf at or near its expiry.
 import { createSecureContext, type SecureContext } from 'node:tls';
+import { SERVER_CIPHER_OPTIONS } from './cipher-suites.js';
 import { canonicalLeafHost, type Leaf, type LeafMinter } from './leaf.js';
 
 const HOUR_MS = 60 * 60 * 1000;
@@ -87,7 +88,7 @@ export class LeafCache {
 
   private async mint(host: string): Promise<ServedLeaf> {
     const leaf = await this.minter.mint(host, new Date(this.clock()));
-    const served: ServedLeaf = { ...leaf, context: createSecureContext({ key: leaf.keyPem, cert: leaf.chainPem }) };
+    const served: ServedLeaf = { ...leaf, context: createSecureContext({ key: leaf.keyPem, cert: leaf.chainPem, ...SERVER_CIPHER_OPTIONS }) };
     this.minted++;
     this.leaves.delete(host);
     this.leaves.set(host, served);

@@ -7,6 +7,7 @@ import { isIP } from 'node:net';
 import { checkServerIdentity, createSecureContext, type ConnectionOptions, type SecureContext } from 'node:tls';
 import { pemCertificates, systemRoots } from './roots.js';
 import { CaFileError } from './ca-files.js';
+import { PROXY_CIPHERS } from './cipher-suites.js';
 
 /** Reads `--upstream-ca` files; each must hold at least one PEM certificate. */
 export async function loadUpstreamCas(files: readonly string[]): Promise<string[]> {
@@ -48,7 +49,7 @@ export class UpstreamTrust {
   ) {}
 
   private secureContext(): SecureContext {
-    this.context ??= createSecureContext({ ca: [...(this.roots ?? systemRoots()), ...this.extraCas] });
+    this.context ??= createSecureContext({ ca: [...(this.roots ?? systemRoots()), ...this.extraCas], ciphers: PROXY_CIPHERS });
     return this.context;
   }
 
