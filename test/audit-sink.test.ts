@@ -7,7 +7,7 @@ import { Writable } from 'node:stream';
 import { afterAll, describe, expect, it } from 'vitest';
 import { auditLine, type AuditEvent } from '../src/audit/events.js';
 import { openAuditSink, StreamAuditSink } from '../src/audit/sink.js';
-import { StreamTarget } from '../src/audit/target.js';
+import { linePieces, PIPE_BUF, StreamTarget } from '../src/audit/target.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'pc-audit-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -119,5 +119,36 @@ describe('audit sink', () => {
     expect(time).toBeGreaterThanOrEqual(before);
     expect(time).toBeLessThanOrEqual(Date.now());
     expect(auditLine({ kind: 'reload' } as AuditEvent)).toMatch(/^\{"time":"[^"]+","kind":"reload"\}\n$/);
+  });
+
+  it('cuts a batch into pieces of whole lines within the limit; an over-long line is a piece alone', () => {
+    const text = (...lines: string[]): Buffer => Buffer.from(lines.map((l) => `${l}\n`).join(''));
+    const pieces = (data: Buffer, max: number): string[] => linePieces(data, max).map((p) => p.toString());
+    expect(pieces(text('aaa', 'bb', 'c'), 100)).toEqual(['aaa\nbb\nc\n']);
+    expect(pieces(text('aaa', 'bb', 'c'), 7)).toEqual(['aaa\nbb\n', 'c\n']);
+    expect(pieces(text('aaa', 'bb', 'c'), 4)).toEqual(['aaa\n', 'bb\n', 'c\n']);
+    expect(pieces(text('a', 'bbbbbbbb', 'c'), 4)).toEqual(['a\n', 'bbbbbbbb\n', 'c\n']);
+    expect(pieces(Buffer.alloc(0), 4)).toEqual([]);
+    const big = text(...Array.from({ length: 5_000 }, (_, i) => `{"n":${i},"pad":"${'x'.repeat(i % 300)}"}`));
+    const cut = linePieces(big, PIPE_BUF);
+    expect(Buffer.concat(cut).equals(big)).toBe(true);
+    expect(cut.every((p) => p.length <= PIPE_BUF && p[p.length - 1] === 0x0a)).toBe(true);
+  });
+
+  it('with a write limit (workers sharing stdout), every write the stream gets is whole lines within PIPE_BUF', async () => {
+    const writes: Buffer[] = [];
+    const stream = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        writes.push(chunk);
+        done();
+      },
+    });
+    const sink = new StreamAuditSink(new StreamTarget(stream, false, PIPE_BUF));
+    for (let i = 0; i < 3_000; i++) sink.emit({ kind: 'connect', host: `h${i}.example`, port: 443, reason: 'r'.repeat(i % 500) });
+    await sink.close();
+    expect(writes.length).toBeGreaterThan(10);
+    expect(writes.every((w) => w.length <= PIPE_BUF && w[w.length - 1] === 0x0a)).toBe(true);
+    const hosts = Buffer.concat(writes).toString().trim().split('\n').map((l) => JSON.parse(l).host);
+    expect(hosts).toEqual(Array.from({ length: 3_000 }, (_, i) => `h${i}.example`));
   });
 });

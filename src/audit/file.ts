@@ -113,26 +113,67 @@ export class AuditFile implements AuditTarget {
   }
 
   /**
-   * Writes all of `data`. A failure part-way (ENOSPC) cuts the file back to the last whole line
-   * written, so the file only ever holds whole lines; the error says how much of `data` was kept.
+   * Writes all of `data` (whole lines), each write() call starting at a line: other processes
+   * (proxy workers) append to the same file, and O_APPEND keeps one call's bytes together, but a
+   * call that went on from the middle of a line could land after another process's lines. So a
+   * write that stops inside a line (disk full) has that fragment cut back, and the next call
+   * starts again at the line. A failure leaves the file cut back to the last whole line written,
+   * so it only ever holds whole lines; the error says how much of `data` was kept.
    */
   private async writeFully(data: Buffer): Promise<void> {
-    let written = 0;
-    try {
-      while (written < data.length) written += (await writeAsync(this.fd, data, written, data.length - written, null)).bytesWritten;
-    } catch (err) {
-      const kept = written === 0 ? 0 : data.lastIndexOf(0x0a, written - 1) + 1;
-      if (written > kept) await this.cutBack(written - kept);
-      throw new AuditWriteError(err as NodeJS.ErrnoException, kept);
+    let kept = 0;
+    let stalled = 0;
+    while (kept < data.length) {
+      let written: number;
+      try {
+        written = (await writeAsync(this.fd, data, kept, data.length - kept, null)).bytesWritten;
+      } catch (err) {
+        throw new AuditWriteError(err as NodeJS.ErrnoException, kept);
+      }
+      const end = kept + written;
+      const lineEnd = end === data.length ? end : Math.max(kept, data.lastIndexOf(0x0a, end - 1) + 1);
+      if (end > lineEnd) await this.dropFragment(data, lineEnd, end);
+      // No whole line went in twice in a row, yet no error: give up for now rather than spin.
+      stalled = lineEnd === kept ? stalled + 1 : 0;
+      if (stalled >= 2) throw new AuditWriteError(Object.assign(new Error('the audit file takes no whole line (short writes)'), { code: 'EIO' }), kept);
+      kept = lineEnd;
     }
   }
 
-  private async cutBack(bytes: number): Promise<void> {
+  /**
+   * A write stopped at `end`, inside the line that starts at `lineStart`. Why is found out by
+   * writing the rest of that line (on a full disk it fails at once, writing nothing); then the
+   * fragment, and whatever that probe wrote, is cut back. Throws the probe's error.
+   */
+  private async dropFragment(data: Buffer, lineStart: number, end: number): Promise<void> {
+    const lineStop = data.indexOf(0x0a, end) + 1 || data.length;
+    let probed = 0;
+    let failure: NodeJS.ErrnoException | null = null;
+    try {
+      probed = (await writeAsync(this.fd, data, end, lineStop - end, null)).bytesWritten;
+    } catch (err) {
+      failure = err as NodeJS.ErrnoException;
+    }
+    const cut = await this.cutBack(end - lineStart + probed);
+    if (failure) throw new AuditWriteError(failure, lineStart);
+    // A fragment that stays (the cut failed) is ended at the next write(), not followed here.
+    if (!cut) throw new AuditWriteError(Object.assign(new Error('a short write could not be cut back'), { code: 'EIO' }), lineStart);
+  }
+
+  /**
+   * Removes the last `bytes` bytes: the fragment this process has just written at the end.
+   * (Another process's lines could follow it only if space was freed in the instant between its
+   * write and this cut, on a disk that had just been full: not guarded against.) When the cut
+   * fails, the fragment is ended by a newline before the next write (cutLine).
+   */
+  private async cutBack(bytes: number): Promise<boolean> {
     try {
       const { size } = await fstatAsync(this.fd);
       await ftruncateAsync(this.fd, size - bytes);
+      return true;
     } catch {
       this.cutLine = true;
+      return false;
     }
   }
 }

@@ -14,7 +14,7 @@
 import { auditLine, type AuditEvent } from './events.js';
 import { AuditFile } from './file.js';
 import { AuditOutage } from './outage.js';
-import { AuditWriteError, DiscardTarget, StreamTarget, type AuditTarget } from './target.js';
+import { AuditWriteError, DiscardTarget, PIPE_BUF, StreamTarget, type AuditTarget } from './target.js';
 
 const FLUSH_DELAY_MS = 20;
 const FLUSH_BYTES = 256 * 1024;
@@ -206,9 +206,12 @@ export class StreamAuditSink implements AuditSink {
 /**
  * `--audit FILE|-`: `-` is stdout; a file is appended to (see ./file.ts: AuditFileError when the
  * path cannot be the audit file). Undefined gives a sink that only calls its listeners.
+ * `sharedStdout`: other processes write audit lines to the same stdout (proxy workers), so a
+ * batch goes out in writes of at most PIPE_BUF bytes, which a pipe never interleaves. (A file
+ * needs nothing more: every write to it is one call of whole lines, appended whole.)
  */
-export function openAuditSink(target: string | undefined): StreamAuditSink {
+export function openAuditSink(target: string | undefined, options: { sharedStdout?: boolean } = {}): StreamAuditSink {
   if (target === undefined) return new StreamAuditSink(new DiscardTarget());
-  if (target === '-') return new StreamAuditSink(new StreamTarget(process.stdout));
+  if (target === '-') return new StreamAuditSink(new StreamTarget(process.stdout, false, options.sharedStdout ? PIPE_BUF : Infinity));
   return new StreamAuditSink(new AuditFile(target));
 }
