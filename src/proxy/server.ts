@@ -81,6 +81,9 @@ export interface RunningProxy {
   stats(): ProxyStats;
 }
 
+/** At close, how long the stopped tunnels are given to end (they end within a few ticks). */
+const TUNNELS_END_MS = 2_000;
+
 /** What a connection on the listen port is handed to, once its first bytes are in. */
 type ListenPortPath = (p: Pipeline, client: net.Socket, first: Buffer, deadline: number) => void;
 
@@ -200,6 +203,12 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
     // A resolver made here owns a helper process; one passed in belongs to the caller.
     if (!options.identity && identities instanceof IdentityResolver) identities.close();
     await closed;
+    // The listeners close as soon as their sockets are destroyed, before those sockets' 'close'
+    // events, which end the tunnels: wait for those (bounded), so that every tunnel event is
+    // emitted before the caller flushes the audit.
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([tunnels.ended(), new Promise<void>((resolve) => (timer = setTimeout(resolve, TUNNELS_END_MS).unref()))]);
+    clearTimeout(timer);
   };
 
   return { address, ...(sniAddress ? { sniAddress } : {}), reload, policyChanged, close, stats: () => ({ ...counters }) };

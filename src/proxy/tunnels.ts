@@ -44,6 +44,7 @@ export type TunnelEnd = (cause: CloseCause, bytes: RelayStats) => void;
 
 export class Tunnels {
   private readonly open = new Set<OpenTunnel>();
+  private readonly emptied: Array<() => void> = [];
 
   constructor(
     private readonly audit: AuditSink,
@@ -60,6 +61,7 @@ export class Tunnels {
     return (cause, bytes) => {
       if (!this.open.delete(tunnel)) return;
       this.counters.tunnels--;
+      if (this.open.size === 0) for (const resolve of this.emptied.splice(0)) resolve();
       // Built in place, field by field in the order of the line: no caller object to spread.
       const event: AuditEvent = { kind: 'tunnel', via: dialed.kind, host: dialed.facts.host, port: dialed.facts.port, dialed: dialed.dialed };
       writeCallerFields(event, dialed.identity);
@@ -97,5 +99,11 @@ export class Tunnels {
 
   stopAll(cause: CloseCause): void {
     for (const tunnel of [...this.open]) tunnel.stop(cause);
+  }
+
+  /** Resolves once no tunnel is open: each stopped one has ended, its event emitted. */
+  ended(): Promise<void> {
+    if (this.open.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.emptied.push(resolve));
   }
 }
