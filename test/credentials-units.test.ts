@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inspect } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { makePlaceholder, PLACEHOLDER_PREFIX } from '../src/credentials/placeholder.js';
+import { makePlaceholder, PLACEHOLDER_PREFIX, seededPlaceholders } from '../src/credentials/placeholder.js';
 import { Secret } from '../src/credentials/secret.js';
 import { CredentialStore } from '../src/credentials/store.js';
 import { placeholdersInHost, swapBody, swapRequest } from '../src/credentials/swap.js';
@@ -104,6 +104,16 @@ describe('placeholders', () => {
       seen.add(p);
     }
     expect(seen.size).toBe(200);
+  });
+
+  it('seeded (proxy workers of one start): the same seed gives the same placeholder, another seed or name another one', () => {
+    const seed = Buffer.alloc(32, 7);
+    const [a, b] = [seededPlaceholders(seed), seededPlaceholders(Buffer.from(seed))];
+    expect(a('github')).toMatch(/^portcullis-cred-github-[a-z2-7]{26}$/);
+    expect(a('github')).toBe(b('github'));
+    expect(a('abcdefghijklmnopqrst').length).toBeLessThanOrEqual(63);
+    expect(a('gitlab')).not.toBe(a('github'));
+    expect(seededPlaceholders(Buffer.alloc(32, 8))('github')).not.toBe(a('github'));
   });
 
   it('a value never prints: JSON, string, inspect', () => {

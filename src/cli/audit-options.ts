@@ -13,9 +13,9 @@ export function parseAuditFailure(text: string): AuditFailureMode {
 }
 
 /** The sink for `--audit`; a path that cannot be the audit file ends the process (exit 2). */
-export function openAuditSinkOrExit(target: string | undefined, command: string): StreamAuditSink {
+export function openAuditSinkOrExit(target: string | undefined, command: string, options: { sharedStdout?: boolean } = {}): StreamAuditSink {
   try {
-    return openAuditSink(target);
+    return openAuditSink(target, options);
   } catch (err) {
     if (!(err instanceof AuditFileError)) throw err;
     process.stderr.write(`portcullis ${command}: ${err.message}\n`);

@@ -1,5 +1,6 @@
 // Loading the policy (and the engine) for a sub-command: on failure, the problem goes to
 // stderr and the process exits 2 for a bad policy (as `check` does), 1 for anything else.
+import type { CredentialStore } from '../credentials/store.js';
 import { PolicyEngine } from '../engine/engine.js';
 import { loadPolicyFile, PolicyLoadError, type LoadedPolicy } from '../policy/load.js';
 
@@ -16,9 +17,9 @@ export async function loadPolicyOrExit(file: string): Promise<LoadedPolicy> {
   }
 }
 
-export async function engineOrExit(file: string, regoDirs: string[] = []): Promise<PolicyEngine> {
+export async function engineOrExit(file: string, regoDirs: string[] = [], credentials?: CredentialStore): Promise<PolicyEngine> {
   try {
-    return await PolicyEngine.create(await loadPolicyFile(file), regoDirs);
+    return await PolicyEngine.create(await loadPolicyFile(file), regoDirs, credentials);
   } catch (err) {
     exitWith(err);
   }

@@ -7,6 +7,7 @@ import type { Command } from 'commander';
 import { parseOpaConfig } from '../bundle/config.js';
 import { startManagement } from '../bundle/management.js';
 import { readBundle } from '../bundle/read.js';
+import { CredentialStore } from '../credentials/store.js';
 import { PolicyEngine } from '../engine/engine.js';
 import { loadPolicyFile } from '../policy/load.js';
 import { addVerificationFlags, verificationOptions, type VerificationFlags } from './bundle-options.js';
@@ -69,13 +70,14 @@ async function bundleEngine(file: string, flags: PolicySourceFlags): Promise<Ope
   };
 }
 
-export async function openPolicySource(flags: PolicySourceFlags, requestedBy: string, log: (line: string) => void): Promise<OpenedPolicy> {
+/** `placeholders`: how credentials' placeholders are made (by default at random, per process). */
+export async function openPolicySource(flags: PolicySourceFlags, requestedBy: string, log: (line: string) => void, placeholders?: (name: string) => string): Promise<OpenedPolicy> {
   const given = [flags.policy, flags.bundle, flags.config].filter((f) => f !== undefined);
   if (given.length !== 1) fail('give exactly one of --policy FILE, --bundle FILE or --config FILE');
   if (flags.rego && flags.policy === undefined) fail('--rego applies to --policy only (a bundle carries its compiled Rego)');
   if (flags.policy !== undefined) {
     const file = flags.policy;
-    const engine = await engineOrExit(file, flags.rego ?? []);
+    const engine = await engineOrExit(file, flags.rego ?? [], placeholders ? new CredentialStore([], placeholders) : undefined);
     return { engine, describe: file, watchFile: file, reload: async () => engine.replace(await loadPolicyFile(file)), onChange: () => undefined, stop: async () => undefined };
   }
   if (flags.bundle !== undefined) return bundleEngine(flags.bundle, flags);

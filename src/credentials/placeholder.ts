@@ -1,7 +1,7 @@
 // Placeholders: what the sandbox holds instead of a value. `portcullis-cred-<name>-<26 base32
 // characters>` (128 random bits, lower-case): valid in a header value, a URL component and a
 // DNS label, made once per proxy start and never derived from the value.
-import { randomBytes } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 
 export const PLACEHOLDER_PREFIX = 'portcullis-cred-';
 
@@ -26,6 +26,15 @@ function base32(bytes: Buffer): string {
 
 export function makePlaceholder(name: string): string {
   return `${PLACEHOLDER_PREFIX}${name}-${base32(randomBytes(16))}`;
+}
+
+/**
+ * Placeholders that several processes of one proxy start agree on (proxy workers): each is the
+ * HMAC of the name under `seed` (random, made once per start and shared by those processes
+ * only), cut to the same 128 bits. Still never derived from the value.
+ */
+export function seededPlaceholders(seed: Buffer): (name: string) => string {
+  return (name) => `${PLACEHOLDER_PREFIX}${name}-${base32(createHmac('sha256', seed).update(name).digest().subarray(0, 16))}`;
 }
 
 /** Length of every placeholder of `name`. */
