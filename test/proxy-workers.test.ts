@@ -3,7 +3,7 @@
 // the audit file written by all of them, whole lines only. Clients are this test's process (its
 // executable is the caller the policy names); every tunnel goes to an upstream proxy on loopback
 // that answers for the target itself (no lookup, no traffic off this machine).
-import { realpathSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, realpathSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type net from 'node:net';
@@ -162,6 +162,27 @@ describe('portcullis proxy --workers', () => {
       .map((e) => String(e.host));
     expect(seen.length).toBe(hosts.length);
     expect([...seen].sort()).toEqual([...hosts].sort());
+  });
+
+  it('log rotation: after a move and SIGUSR1 every worker writes to the new file; each event lands once', async () => {
+    const { policyFile, auditFile } = freshFiles();
+    const proxy = await start(policyFile, ['--workers', '2', '--audit', auditFile]);
+    const deny = async (label: string, count: number): Promise<string[]> => {
+      const hosts = Array.from({ length: count }, (_, i) => `${label}-${i}.invalid`);
+      await inBatches(count, 40, (i) => rawExchange(proxy.port, connectRequest(hosts[i]!)));
+      return hosts;
+    };
+    const before = await deny('before', 200);
+    renameSync(auditFile, `${auditFile}.1`);
+    proxy.child.kill('SIGUSR1');
+    await waitFor('a new file at the path', () => existsSync(auditFile), 10_000);
+    const after = await deny('after', 200);
+    expect(await terminate(proxy)).toBe(0);
+    const hostsIn = (file: string): string[] => auditLines(file).filter((e) => e.kind === 'connect').map((e) => String(e.host));
+    const [old, fresh] = [hostsIn(`${auditFile}.1`), hostsIn(auditFile)];
+    expect([...old, ...fresh].sort()).toEqual([...before, ...after].sort());
+    // Sent once the new file was there: whichever worker took them wrote them to it.
+    expect(after.every((h) => fresh.includes(h))).toBe(true);
   });
 
   it('SIGHUP reloads every worker: a refused policy leaves the previous one in all, a new one denies in all', async () => {
