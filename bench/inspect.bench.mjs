@@ -2,6 +2,7 @@
 // HTTPS servers) reached through four paths:
 //   passthrough  `portcullis proxy`, an opaque CONNECT tunnel
 //   inspected    `portcullis proxy`, `tls: inspect` (terminated, every request decided)
+//   inspected-workers  the same with `--workers 2` (two processes accepting on one port)
 //   srt          the sandbox-runtime's http proxy with tlsTerminate (npm @anthropic-ai/sandbox-runtime,
 //                on Node 22; `bash scripts/install-srt.sh`), an allow filter for the bench's hosts
 //   mitmdump     PyPI mitmproxy, `--mode regular`, upstream verified against the simulated CA
@@ -115,11 +116,11 @@ function freePort() {
   });
 }
 
-function startPortcullis(policy, cli = CLI) {
+function startPortcullis(policy, cli = CLI, extraArgs = []) {
   const nodeArgs = (process.env.INSPECT_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
   return startProcess('portcullis', process.execPath, [...nodeArgs, cli, 'proxy', '--policy', policy, '--listen', '127.0.0.1:0', '--no-watch',
     '--audit', join(dir, 'audit.jsonl'), '--resolver', `${sim.dns.address}:${sim.dns.port}`, '--ca-cert', join(dir, 'ca/ca.crt'),
-    '--ca-key', join(dir, 'ca/ca.key'), '--upstream-ca', join(dir, 'sim-ca.pem')], /listening on 127\.0\.0\.1:(\d+)/);
+    '--ca-key', join(dir, 'ca/ca.key'), '--upstream-ca', join(dir, 'sim-ca.pem'), ...extraArgs], /listening on 127\.0\.0\.1:(\d+)/);
 }
 
 /** srt's proxy with tlsTerminate: its own RSA CA, names resolved to the simulated hosts, an allow filter. */
@@ -281,7 +282,7 @@ const ratio = (a, b) => (b ? a / b : NaN);
 const verdict = (ok) => (ok ? 'met' : 'NOT met');
 
 try {
-  const pathNames = ['passthrough', 'inspected', ...(BASELINE ? ['baseline'] : []), ...PEERS].filter((n) => !ONLY || ONLY.includes(n));
+  const pathNames = ['passthrough', 'inspected', 'inspected-workers', ...(BASELINE ? ['baseline'] : []), ...PEERS].filter((n) => !ONLY || ONLY.includes(n));
   const hostFor = (name, phase) => `${name}-${phase}.sim.test`;
   const hostNames = [];
   for (const name of pathNames) {
@@ -304,6 +305,7 @@ try {
     { name: 'passthrough', ...portcullis, ca: portcullisCa, connectTo: (h) => h },
     { name: 'inspected', ...portcullis, ca: portcullisCa, connectTo: (h) => h },
   ].filter((p) => pathNames.includes(p.name));
+  if (pathNames.includes('inspected-workers')) paths.push({ name: 'inspected-workers', ...(await startPortcullis(policy, CLI, ['--workers', '2'])), ca: portcullisCa, connectTo: (h) => h });
   if (pathNames.includes('baseline')) paths.push({ name: 'baseline', ...(await startPortcullis(policy, join(BASELINE, 'dist/cli/main.js'))), ca: portcullisCa, connectTo: (h) => h });
   if (PEERS.includes('srt')) {
     const hosts = Object.fromEntries(hostNames.filter((h) => h.startsWith('srt-')).map((h) => [h, sim.hosts[h].v4]));
@@ -361,13 +363,19 @@ try {
     const b = rows.baseline;
     lines.push(`inspected / baseline: connections/s ${ratio(ins['connections/s'], b['connections/s']).toFixed(2)}, CPU ms/connection ${ratio(ins['CPU ms/connection'], b['CPU ms/connection']).toFixed(2)}, bulk ${ratio(ins['bulk MiB/s'], b['bulk MiB/s']).toFixed(2)}, bulk CPU ms/MiB ${ratio(ins['bulk CPU ms/MiB'], b['bulk CPU ms/MiB']).toFixed(2)}, h2 requests/s ${ratio(ins['h2 requests/s'], b['h2 requests/s']).toFixed(2)}`);
   }
+  const workers = rows['inspected-workers'];
+  if (workers && rows.inspected) {
+    lines.push(`inspected-workers / inspected: connections/s ${ratio(workers['connections/s'], ins['connections/s']).toFixed(2)}, CPU ms/connection ${ratio(workers['CPU ms/connection'], ins['CPU ms/connection']).toFixed(2)}`);
+  }
   if (rows.srt) {
     const x = ratio(ins['connections/s'], rows.srt['connections/s']);
     lines.push(`inspected / srt connections/s: ${x.toFixed(2)} (target ≥ 2): ${verdict(x >= 2)}; by CPU per connection (srt / inspected): ${ratio(rows.srt['CPU ms/connection'], ins['CPU ms/connection']).toFixed(2)}`);
+    if (workers) lines.push(`inspected-workers / srt connections/s: ${ratio(workers['connections/s'], rows.srt['connections/s']).toFixed(2)}; by CPU per connection (srt / inspected-workers): ${ratio(rows.srt['CPU ms/connection'], workers['CPU ms/connection']).toFixed(2)}`);
   }
   if (rows.mitmdump) {
     const x = ratio(ins['connections/s'], rows.mitmdump['connections/s']);
     lines.push(`inspected / mitmdump connections/s: ${x.toFixed(2)} (target ≥ 4): ${verdict(x >= 4)}; by CPU per connection (mitmdump / inspected): ${ratio(rows.mitmdump['CPU ms/connection'], ins['CPU ms/connection']).toFixed(2)}`);
+    if (workers) lines.push(`inspected-workers / mitmdump connections/s: ${ratio(workers['connections/s'], rows.mitmdump['connections/s']).toFixed(2)}; by CPU per connection (mitmdump / inspected-workers): ${ratio(rows.mitmdump['CPU ms/connection'], workers['CPU ms/connection']).toFixed(2)}`);
     const h = ratio(ins['h2 requests/s'], rows.mitmdump['h2 requests/s']);
     lines.push(`inspected / mitmdump h2 requests/s: ${h.toFixed(2)} (target ≥ 3): ${verdict(h >= 3)}; by CPU per request: ${ratio(rows.mitmdump['h2 CPU ms/request'], ins['h2 CPU ms/request']).toFixed(2)}`);
   }

@@ -15,10 +15,12 @@
 // (Node's own per-connection cost differs between releases: the same-runtime comparison), and
 // portcullis-any, with a policy that names no binaries (the host is allowed to any program, so
 // the proxy dials while it identifies the caller; the caller is still resolved and audited).
+// And portcullis-workers: the same build and policy as portcullis with `--workers 2` (two
+// processes accepting on one port; its CPU and RSS are those of the primary and its workers).
 // The rate and ttfb clients run in a leaf process of their own (proxy-client.mjs).
 // Needs `npm run build` (and the srt rows `bash scripts/install-srt.sh`; without it they are skipped).
-// Env: PROXY_BENCH_PATHS (comma-separated subset of direct,portcullis,portcullis-any,portcullis-node22,
-// squid,tinyproxy,node-floor,srt; default all),
+// Env: PROXY_BENCH_PATHS (comma-separated subset of direct,portcullis,portcullis-workers,portcullis-any,
+// portcullis-node22,squid,tinyproxy,node-floor,srt; default all),
 // PROXY_BENCH_NODE_ARGS (extra node flags for the portcullis process, e.g. --cpu-prof),
 // PROXY_BENCH_PHASES (comma-separated subset of rate,ttfb,bulk,rss; default all: e.g. `rate`
 // alone, with --cpu-prof, profiles tunnel set-up without the bulk transfer in it),
@@ -212,9 +214,19 @@ function rssKiB(pid) {
   return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
 }
 
+/** RSS of a process and its children (a primary and its workers). */
+function treeRssKiB(pid) {
+  let total = rssKiB(pid);
+  for (const task of readdirSync(`/proc/${pid}/task`)) {
+    for (const child of readFileSync(`/proc/${pid}/task/${task}/children`, 'utf8').split(' ').filter(Boolean)) total += treeRssKiB(Number(child));
+  }
+  return total;
+}
+
 async function rssWithTunnels(path, address, pid) {
   if (!pid) return null;
-  const before = rssKiB(pid);
+  const rssOf = path.tree ? treeRssKiB : rssKiB;
+  const before = rssOf(pid);
   const sockets = [];
   try {
     for (let i = 0; i < OPEN_TUNNELS; i += 50) {
@@ -222,7 +234,7 @@ async function rssWithTunnels(path, address, pid) {
       for (const b of batch) sockets.push(b.socket);
     }
     await new Promise((r) => setTimeout(r, 300));
-    return { before, during: rssKiB(pid) };
+    return { before, during: rssOf(pid) };
   } finally {
     for (const s of sockets) s.destroy();
     await new Promise((r) => setTimeout(r, 500));
@@ -236,13 +248,13 @@ async function rssWithTunnels(path, address, pid) {
  * host is allowed to any program: the proxy dials while it identifies the caller); else it
  * names the client's node, as a policy for a known program does.
  */
-async function startPortcullis(address, { cli = CLI, tag = 'portcullis', node = process.execPath, anyProgram = false } = {}) {
+async function startPortcullis(address, { cli = CLI, tag = 'portcullis', node = process.execPath, anyProgram = false, extraArgs = [] } = {}) {
   const policy = join(dir, `${tag}.yaml`);
   const binaries = anyProgram ? '' : `    binaries:\n      - path: ${process.execPath}\n`;
   const endpoints = UPSTREAM_PORTS.map((port) => `      - { host: "${address}", port: ${port}, allowed_ips: ["${address}/32"] }\n`).join('');
   writeFileSync(policy, `version: 1\nnetwork_policies:\n  bench:\n    endpoints:\n${endpoints}${binaries}`);
-  const { child, match } = await start(node, [...(process.env.PROXY_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean), cli, 'proxy', '--policy', policy, '--listen', '127.0.0.1:0', '--resolver', `${sim.dns.address}:${sim.dns.port}`, '--audit', join(dir, `${tag}-audit.jsonl`)], /listening on 127\.0\.0\.1:(\d+)/);
-  return { proxyPort: Number(match[1]), pid: child.pid };
+  const { child, match } = await start(node, [...(process.env.PROXY_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean), cli, 'proxy', '--policy', policy, '--listen', '127.0.0.1:0', '--resolver', `${sim.dns.address}:${sim.dns.port}`, '--audit', join(dir, `${tag}-audit.jsonl`), ...extraArgs], /listening on 127\.0\.0\.1:(\d+)/);
+  return { proxyPort: Number(match[1]), pid: child.pid, tree: extraArgs.includes('--workers') };
 }
 
 const BASE_CLI = process.env.PROXY_BENCH_BASE_CLI;
@@ -387,9 +399,14 @@ function peerRatios(results) {
   const pc = results.portcullis;
   if (!pc) return;
   const lines = [];
+  const workers = results['portcullis-workers'];
+  if (workers?.rate && pc.rate) {
+    lines.push(`  tunnels/s portcullis-workers/portcullis`.padEnd(36) + `${fmt(workers.rate / pc.rate, 2)}  (two processes against one)`);
+    lines.push(`  CPU ms/tunnel workers / portcullis`.padEnd(36) + `${fmt(workers.cpuMsPerTunnel, 3)} / ${fmt(pc.cpuMsPerTunnel, 3)}`);
+  }
   const srt = results.srt;
   if (srt && srt.rate) {
-    for (const name of ['portcullis', 'portcullis-node22', 'portcullis-any']) {
+    for (const name of ['portcullis', 'portcullis-workers', 'portcullis-node22', 'portcullis-any']) {
       const row = results[name];
       if (!row?.rate) continue;
       lines.push(`  tunnels/s ${name}/srt`.padEnd(36) + `${fmt(row.rate / srt.rate, 2)}  (target >= 0.6)`);
@@ -399,14 +416,14 @@ function peerRatios(results) {
   }
   const direct = results.direct;
   if (direct?.p50) {
-    for (const name of ['portcullis', 'portcullis-node22', 'portcullis-any', 'srt']) {
+    for (const name of ['portcullis', 'portcullis-workers', 'portcullis-node22', 'portcullis-any', 'srt']) {
       const row = results[name];
       if (row?.p50) lines.push(`  ttfb p50 ${name} - direct`.padEnd(36) + `${fmt(row.p50 - direct.p50, 2)} ms  (target portcullis <= 0.3 ms)`);
     }
   }
   const squid = results.squid;
   if (squid?.rss) {
-    for (const name of ['portcullis', 'portcullis-node22', 'srt']) {
+    for (const name of ['portcullis', 'portcullis-workers', 'portcullis-node22', 'srt']) {
       const row = results[name];
       if (row?.rss) lines.push(`  RSS, ${OPEN_TUNNELS} tunnels, ${name}/squid`.padEnd(36) + `${fmt(row.rss.during / 1024, 1)} / ${fmt(squid.rss.during / 1024, 1)} MiB  (target <= squid's)`);
     }
@@ -431,6 +448,7 @@ try {
   const paths = [
     { name: 'direct', setup: async () => ({}) },
     { name: 'portcullis', setup: (a) => startPortcullis(a) },
+    { name: 'portcullis-workers', setup: (a) => startPortcullis(a, { tag: 'portcullis-workers', extraArgs: ['--workers', '2'] }) },
     { name: 'portcullis-any', setup: (a) => startPortcullis(a, { tag: 'portcullis-any', anyProgram: true }) },
     { name: 'portcullis-node22', setup: startPortcullisOnSrtNode },
     ...(BASE_CLI ? [{ name: 'portcullis-base', setup: startPortcullisBase }] : []),
