@@ -13,6 +13,7 @@ import { cli } from './support/cli.js';
 import {
   acceptedPerWorker,
   alive,
+  holdsListener,
   inBatches,
   startEchoUpstreamProxy,
   startProxyCli,
@@ -225,6 +226,7 @@ describe('portcullis proxy --workers', () => {
     expect(now).toHaveLength(2);
     expect(now).toContain(survivor);
     expect(now).not.toContain(victim);
+    expect(holdsListener(now, proxy.port)).toEqual([true, true]);
     const sockets = await inBatches(60, 30, () => tunnel(proxy.port));
     try {
       const perWorker = acceptedPerWorker(now, proxy.port);
@@ -232,6 +234,15 @@ describe('portcullis proxy --workers', () => {
     } finally {
       for (const s of sockets) s.destroy();
     }
+    // Both at once: no worker is left holding the socket, and the port the system chose stays.
+    for (const pid of now) process.kill(pid, 'SIGKILL');
+    await waitFor('two more replacements', () => (proxy.stderr().match(/\) serves\n/g) ?? []).length >= 3, 20_000);
+    const third = workerPids(proxy.child.pid!);
+    pids.push(...third);
+    expect(third.filter((pid) => now.includes(pid))).toEqual([]);
+    expect(holdsListener(third, proxy.port)).toEqual([true, true]);
+    const again = await inBatches(20, 20, () => tunnel(proxy.port));
+    for (const s of again) s.destroy();
     expect(await terminate(proxy)).toBe(0);
   });
 

@@ -24,11 +24,18 @@ import { RESTART_LIMIT, RESTART_WINDOW_MS, RestartBudget } from './worker-restar
 /** How long a reload waits for the workers' answers (a reload takes milliseconds). */
 const RELOAD_ANSWER_MS = 30_000;
 
+interface ListenAt {
+  listen: HostPort;
+  sniListen?: HostPort | undefined;
+}
+
 interface Slot {
   /** The worker's number, from 1; its replacement takes the same. */
   index: number;
   worker: ClusterWorker | null;
   listening: boolean;
+  /** Where its worker was told to listen. */
+  at?: ListenAt;
 }
 
 function say(line: string): void {
@@ -104,15 +111,17 @@ class Primary {
   }
 
   /**
-   * Where a worker listens: as asked, so that it joins the sockets the others hold (cluster
-   * shares a socket by the address asked for); with none left holding them, at the ports the
-   * proxy has shown, so a port the system chose (port 0) stays the proxy's.
+   * Where a worker listens: at first as the flags say; later as a worker that listens was told,
+   * so that it joins the sockets that one holds (cluster shares a socket by the address asked
+   * for, `127.0.0.1:0` included); with none left holding them, at the ports the proxy has shown,
+   * so that a port the system chose stays the proxy's.
    */
   private startFor(slot: Slot): WorkerStart {
-    const shared = this.address === null || this.slots.some((s) => s !== slot && s.listening);
-    const listen = shared ? this.opts.listen : this.address!;
-    const sniListen = shared ? this.opts.sniListen : this.sniAddress;
-    return { kind: 'start', placeholderSeed: this.seed.toString('hex'), listen, ...(sniListen ? { sniListen } : {}) };
+    const holder = this.slots.find((s) => s !== slot && s.listening && s.at !== undefined);
+    const shown = this.address ? { listen: this.address, sniListen: this.sniAddress } : undefined;
+    const at = holder?.at ?? shown ?? { listen: this.opts.listen, sniListen: this.opts.sniListen };
+    slot.at = at;
+    return { kind: 'start', placeholderSeed: this.seed.toString('hex'), listen: at.listen, ...(at.sniListen ? { sniListen: at.sniListen } : {}) };
   }
 
   private onExit(worker: ClusterWorker, code: number | null, signal: string | null): void {

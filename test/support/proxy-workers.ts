@@ -127,22 +127,28 @@ function socketInodes(pid: number): Set<string> {
   return out;
 }
 
-/** Inodes of the established connections whose local end is `port` (accepted by a proxy on it). */
-function acceptedOn(port: number): Set<string> {
+/** Inodes of the sockets in `state` (01 established, 0A listening) whose local end is `port`. */
+function socketsOn(port: number, state: '01' | '0A'): Set<string> {
   const out = new Set<string>();
   for (const file of ['/proc/self/net/tcp', '/proc/self/net/tcp6']) {
     for (const line of readFileSync(file, 'latin1').split('\n').slice(1)) {
       const f = line.trim().split(/\s+/);
-      if (f.length < 10 || f[3] !== '01') continue;
+      if (f.length < 10 || f[3] !== state) continue;
       if (parseInt(f[1]!.split(':')[1]!, 16) === port) out.add(f[9]!);
     }
   }
   return out;
 }
 
+/** Whether each worker holds the socket listening on `port`. */
+export function holdsListener(workers: number[], port: number): boolean[] {
+  const listening = socketsOn(port, '0A');
+  return workers.map((pid) => [...socketInodes(pid)].some((i) => listening.has(i)));
+}
+
 /** How many of the connections accepted on `port` each worker holds. */
 export function acceptedPerWorker(workers: number[], port: number): Map<number, number> {
-  const accepted = acceptedOn(port);
+  const accepted = socketsOn(port, '01');
   return new Map(workers.map((pid) => [pid, [...socketInodes(pid)].filter((i) => accepted.has(i)).length]));
 }
 
