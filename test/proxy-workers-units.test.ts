@@ -94,6 +94,7 @@ describe('proxy workers: one reload across them', () => {
       'portcullis proxy: worker 1: policy reloaded (0 connection(s) closed)\nportcullis proxy: worker 2: reload refused, previous policy stays:\nchanged meanwhile\n',
     );
     expect(reloadReport([outcome(1, ok(1, 0)), outcome(2, null)])).toContain('worker 2 (pid 1002) did not answer');
+    expect(reloadReport([outcome(2, ok(1, 0))])).toBe('portcullis proxy: policy reloaded in 1 worker (0 connection(s) closed)\n');
     expect(reloadReport([])).toBe('portcullis proxy: no worker is running to reload\n');
   });
 });

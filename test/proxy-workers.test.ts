@@ -246,6 +246,26 @@ describe('portcullis proxy --workers', () => {
     expect(await terminate(proxy)).toBe(0);
   });
 
+  it('a replacement that refuses the policy file as it now is waits for the next reload; the other worker serves on', async () => {
+    const { policyFile } = freshFiles();
+    const proxy = await start(policyFile, ['--workers', '2', '--no-watch']);
+    const [victim] = workerPids(proxy.child.pid!) as [number, number];
+    writeFileSync(policyFile, 'version: 1\nnetwork_policies: [broken');
+    process.kill(victim, 'SIGKILL');
+    await waitFor('the refusal', () => proxy.stderr().includes('could not start (said above); it is started again at the next reload'), 20_000);
+    expect(workerPids(proxy.child.pid!)).toHaveLength(1);
+    expect((await statuses(proxy.port, 40)).every((s) => s === 200)).toBe(true);
+
+    writeFileSync(policyFile, policy(8443));
+    proxy.child.kill('SIGHUP');
+    await waitFor('the reload and the new worker', () => proxy.stderr().includes('policy reloaded in 1 worker (') && /\) serves\n/.test(proxy.stderr()), 20_000);
+    const workers = workerPids(proxy.child.pid!);
+    pids.push(...workers);
+    expect(holdsListener(workers, proxy.port)).toEqual([true, true]);
+    expect((await statuses(proxy.port, 100)).every((s) => s === 403)).toBe(true);
+    expect(await terminate(proxy)).toBe(0);
+  });
+
   it('when workers keep dying, the primary stops the rest and exits 1', async () => {
     const { policyFile } = freshFiles();
     const proxy = await start(policyFile, ['--workers', '2']);

@@ -129,6 +129,7 @@ class Primary {
     this.bySlot.delete(worker.id);
     for (const round of this.rounds.values()) round.gone(worker.id);
     if (!slot) return;
+    const served = slot.listening;
     slot.worker = null;
     slot.listening = false;
     if (this.stopping) {
@@ -140,17 +141,20 @@ class Primary {
       say(`worker ${slot.index} (pid ${worker.process.pid}) ended (${how}) before the proxy served; stopping`);
       return this.stop(1);
     }
-    this.replace(slot, worker.process.pid, code, how);
+    this.replace(slot, worker.process.pid, !served && code === 2, how);
   }
 
-  /** A worker died while serving: another takes its place, within the restart budget. */
-  private replace(slot: Slot, pid: number | undefined, code: number | null, how: string): void {
-    if (code === 2) {
-      // It refused what the flags name as it is now (the policy file edited into one that a
-      // reload refused, say): the others serve on, and the next reload starts it again.
-      say(`worker ${slot.index} (pid ${pid}) could not start (said above); it is started again at the next reload`);
-      if (this.slots.every((s) => s.worker === null)) this.stop(1);
-      return;
+  /**
+   * A worker ended while the proxy serves: another takes its place, within the restart budget.
+   * `refused`: a replacement exited 2 at its start, refusing what the flags name as it is now
+   * (the policy file edited into one a reload refused, say): the others serve on, and the next
+   * reload starts it again.
+   */
+  private replace(slot: Slot, pid: number | undefined, refused: boolean, how: string): void {
+    if (refused) {
+      if (this.slots.some((s) => s.worker !== null)) return say(`worker ${slot.index} (pid ${pid}) could not start (said above); it is started again at the next reload`);
+      say(`worker ${slot.index} (pid ${pid}) could not start (said above), and no other worker serves; stopping`);
+      return this.stop(1);
     }
     if (!this.budget.allowsRestart(Date.now())) {
       say(`worker ${slot.index} (pid ${pid}) died (${how}): ${RESTART_LIMIT} deaths within ${RESTART_WINDOW_MS / 1000} s, stopping`);
@@ -170,7 +174,8 @@ class Primary {
   }
 
   private async reloadOnce(): Promise<void> {
-    if (this.stopping) return;
+    // Workers still starting load the policy as it is now anyway.
+    if (this.stopping || !this.announced) return;
     // A worker that could not start is tried again: it loads the policy as it is now.
     for (const slot of this.slots) if (slot.worker === null) this.fork(slot);
     const asked: WorkerRef[] = [];

@@ -73,5 +73,5 @@ export function reloadReport(outcomes: ReloadOutcome[]): string {
   if (!same) return outcomes.map((o) => `portcullis proxy: ${workerLine(o)}\n`).join('');
   if (!first.ok) return `portcullis proxy: ${refused(first.error)}\n`;
   const closed = outcomes.reduce((sum, o) => sum + (o.result?.closed ?? 0), 0);
-  return `portcullis proxy: policy reloaded in ${outcomes.length} workers (${closed} connection(s) closed)\n`;
+  return `portcullis proxy: policy reloaded in ${outcomes.length} worker${outcomes.length === 1 ? '' : 's'} (${closed} connection(s) closed)\n`;
 }
