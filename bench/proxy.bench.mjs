@@ -401,31 +401,31 @@ function peerRatios(results) {
   const lines = [];
   const workers = results['portcullis-workers'];
   if (workers?.rate && pc.rate) {
-    lines.push(`  tunnels/s portcullis-workers/portcullis`.padEnd(36) + `${fmt(workers.rate / pc.rate, 2)}  (two processes against one)`);
-    lines.push(`  CPU ms/tunnel workers / portcullis`.padEnd(36) + `${fmt(workers.cpuMsPerTunnel, 3)} / ${fmt(pc.cpuMsPerTunnel, 3)}`);
+    lines.push(`  tunnels/s portcullis-workers/portcullis`.padEnd(44) + `${fmt(workers.rate / pc.rate, 2)}  (two processes against one)`);
+    lines.push(`  CPU ms/tunnel workers / portcullis`.padEnd(44) + `${fmt(workers.cpuMsPerTunnel, 3)} / ${fmt(pc.cpuMsPerTunnel, 3)}`);
   }
   const srt = results.srt;
   if (srt && srt.rate) {
     for (const name of ['portcullis', 'portcullis-workers', 'portcullis-node22', 'portcullis-any']) {
       const row = results[name];
       if (!row?.rate) continue;
-      lines.push(`  tunnels/s ${name}/srt`.padEnd(36) + `${fmt(row.rate / srt.rate, 2)}  (target >= 0.6)`);
-      lines.push(`  CPU ms/tunnel ${name} / srt`.padEnd(36) + `${fmt(row.cpuMsPerTunnel, 3)} / ${fmt(srt.cpuMsPerTunnel, 3)}  (ratio ${fmt(row.cpuMsPerTunnel / srt.cpuMsPerTunnel, 2)}; target <= 0.30 ms)`);
-      if (row.mibps && srt.mibps) lines.push(`  bulk ${name}/srt`.padEnd(36) + `${fmt(row.mibps / srt.mibps, 2)}  (target >= 1.5)`);
+      lines.push(`  tunnels/s ${name}/srt`.padEnd(44) + `${fmt(row.rate / srt.rate, 2)}  (target >= 0.6)`);
+      lines.push(`  CPU ms/tunnel ${name} / srt`.padEnd(44) + `${fmt(row.cpuMsPerTunnel, 3)} / ${fmt(srt.cpuMsPerTunnel, 3)}  (ratio ${fmt(row.cpuMsPerTunnel / srt.cpuMsPerTunnel, 2)}; target <= 0.30 ms)`);
+      if (row.mibps && srt.mibps) lines.push(`  bulk ${name}/srt`.padEnd(44) + `${fmt(row.mibps / srt.mibps, 2)}  (target >= 1.5)`);
     }
   }
   const direct = results.direct;
   if (direct?.p50) {
     for (const name of ['portcullis', 'portcullis-workers', 'portcullis-node22', 'portcullis-any', 'srt']) {
       const row = results[name];
-      if (row?.p50) lines.push(`  ttfb p50 ${name} - direct`.padEnd(36) + `${fmt(row.p50 - direct.p50, 2)} ms  (target portcullis <= 0.3 ms)`);
+      if (row?.p50) lines.push(`  ttfb p50 ${name} - direct`.padEnd(44) + `${fmt(row.p50 - direct.p50, 2)} ms  (target portcullis <= 0.3 ms)`);
     }
   }
   const squid = results.squid;
   if (squid?.rss) {
     for (const name of ['portcullis', 'portcullis-workers', 'portcullis-node22', 'srt']) {
       const row = results[name];
-      if (row?.rss) lines.push(`  RSS, ${OPEN_TUNNELS} tunnels, ${name}/squid`.padEnd(36) + `${fmt(row.rss.during / 1024, 1)} / ${fmt(squid.rss.during / 1024, 1)} MiB  (target <= squid's)`);
+      if (row?.rss) lines.push(`  RSS, ${OPEN_TUNNELS} tunnels, ${name}/squid`.padEnd(44) + `${fmt(row.rss.during / 1024, 1)} / ${fmt(squid.rss.during / 1024, 1)} MiB  (target <= squid's)`);
     }
   }
   const base = results['portcullis-base'];
