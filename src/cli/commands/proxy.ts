@@ -16,7 +16,7 @@ import { addUpstreamProxyFlags } from '../upstream-proxy-options.js';
 import { WORKER_ENV } from '../worker-protocol.js';
 
 const WORKERS_HELP =
-  'processes that serve, sharing the listening ports (auto = one per core; default 1: no other process); ' +
+  'processes that serve, sharing the listening ports (auto = one per core; 1 = this process alone); ' +
   '--max-connections is the total, split evenly among them; not with --config';
 
 /** This process's worker number when it is a worker of `proxy --workers N`, else undefined. */
