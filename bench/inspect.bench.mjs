@@ -18,7 +18,8 @@
 // The connections/s clients are the Go load client (bench/load/main.go, built on first use; as the
 // issue's figures were measured), a process of its own on every core; with BENCH_CLIENT=node, or
 // without `go`, they run in this process (Node's TLS, one thread: a full handshake each, about
-// 1.5 ms of CPU, so they bound every rate). The bulk and HTTP/2 clients are in this process. On a
+// 1.5 ms of CPU, so they bound every rate). The bulk transfer is made by the same client (a Node
+// one in this process without it); the HTTP/2 client is in this process. On a
 // 2-core machine the clients compete with the proxies, so connections/s is a floor; CPU per
 // connection is not affected. The ratios are printed by rate and by CPU per unit (the latter
 // holds when the machine is shared).
@@ -230,9 +231,15 @@ async function rate(path, host, seconds = SECONDS) {
 }
 
 /** The same measured with the Go load client (load-client.mjs): the path's CA in a file of its own. */
-async function rateWithLoadClient(path, host, seconds) {
+/** The path's CA in a file, for the Go client. */
+function caFileOf(path) {
   const caFile = join(dir, `client-ca-${path.name}.pem`);
-  writeFileSync(caFile, [path.ca].flat().join("\n"));
+  writeFileSync(caFile, [path.ca].flat().join('\n'));
+  return caFile;
+}
+
+async function rateWithLoadClient(path, host, seconds) {
+  const caFile = caFileOf(path);
   const cpu0 = treeCpu(path.child.pid);
   const result = await runLoad(LOAD, { mode: 'tls', proxy: `127.0.0.1:${path.port}`, target: `${path.connectTo(host)}:443`, sni: host, ca: caFile, path: '/v1/x', concurrency: CONCURRENCY, seconds });
   const cpu1 = treeCpu(path.child.pid);
@@ -240,10 +247,18 @@ async function rateWithLoadClient(path, host, seconds) {
   return { done: result.done, seconds: result.seconds, cpuMs: cpu1.user + cpu1.sys - cpu0.user - cpu0.sys, sysMs: cpu1.sys - cpu0.sys };
 }
 
+/** One bulk transfer by the Go load client; the bytes it read (the response head included, as exchange() counts). */
+async function bulkWithLoadClient(path, host) {
+  const caFile = caFileOf(path);
+  const result = await runLoad(LOAD, { mode: 'tls', proxy: `127.0.0.1:${path.port}`, target: `${path.connectTo(host)}:443`, sni: host, ca: caFile, path: `/bytes/${BULK_BYTES}`, concurrency: 1, count: 1, seconds: 300 });
+  if (result.done !== 1 || result.bytes < BULK_BYTES) throw new Error(`${path.name} bulk: ${result.bytes} bytes (${result.firstError})`);
+  return result.bytes;
+}
+
 async function bulk(path, host) {
   const cpu0 = treeCpuMs(path.child.pid);
   const t0 = process.hrtime.bigint();
-  const bytes = await exchange(path, host, `/bytes/${BULK_BYTES}`);
+  const bytes = LOAD ? await bulkWithLoadClient(path, host) : await exchange(path, host, `/bytes/${BULK_BYTES}`);
   return { mib: bytes / 1024 / 1024, seconds: Number(process.hrtime.bigint() - t0) / 1e9, cpuMs: treeCpuMs(path.child.pid) - cpu0 };
 }
 

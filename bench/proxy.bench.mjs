@@ -166,6 +166,7 @@ async function tunnelsPerSecond(path, address) {
   if (!LOAD) return clientRun('rate', path, address);
   const proxy = path.proxyPort ? `127.0.0.1:${path.proxyPort}` : '';
   const result = await runLoad(LOAD, { mode: 'tunnel', proxy, target: `${address}:${UPSTREAM_PORT}`, concurrency: CONCURRENCY, seconds: RATE_SECONDS });
+  if (result.failed > 0) console.error(`${path.name}: ${result.failed} tunnels failed, the first: ${result.firstError}`);
   return { rate: result.done / result.seconds, failed: result.failed };
 }
 const ttfb = (path, address) => clientRun('ttfb', path, address);

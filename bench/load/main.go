@@ -8,8 +8,10 @@
 //	    "Q\n", wait for the first byte, read to the far end's close (the proxy bench's upstream)
 //	load -mode tls -proxy 127.0.0.1:P -target HOST:443 -sni HOST -ca FILE -path /x -concurrency 20 -seconds 3
 //	    CONNECT, TLS (SNI, the CA given), GET with Connection: close, read to the end
+//	-count N ends after N exchanges (e.g. one bulk transfer: -path /bytes/SIZE -concurrency 1 -count 1)
 //
-// Prints {"done":N,"failed":F,"seconds":S,"firstError":"..."} on stdout.
+// Prints {"done":N,"failed":F,"bytes":B,"seconds":S,"firstError":"..."} on stdout (bytes: all
+// that was read, response heads included).
 package main
 
 import (
@@ -71,11 +73,11 @@ func dial(o *options) (net.Conn, error) {
 	return conn, nil
 }
 
-// once makes one exchange of the mode's kind.
-func once(o *options) error {
+// once makes one exchange of the mode's kind; the bytes it read.
+func once(o *options) (int64, error) {
 	conn, err := dial(o)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(10 * time.Second))
@@ -83,24 +85,24 @@ func once(o *options) error {
 	if o.mode == "tls" {
 		secure := tls.Client(conn, &tls.Config{ServerName: o.sni, RootCAs: o.roots, NextProtos: []string{"http/1.1"}})
 		if err := secure.Handshake(); err != nil {
-			return err
+			return 0, err
 		}
 		stream = secure
 		host := o.target[:strings.LastIndex(o.target, ":")]
 		if _, err := fmt.Fprintf(stream, "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", o.path, host); err != nil {
-			return err
+			return 0, err
 		}
 	} else if _, err := io.WriteString(stream, "Q\n"); err != nil {
-		return err
+		return 0, err
 	}
 	n, err := io.Copy(io.Discard, stream)
 	if err != nil {
-		return err
+		return n, err
 	}
 	if n == 0 {
-		return errors.New("no answer")
+		return 0, errors.New("no answer")
 	}
-	return nil
+	return n, nil
 }
 
 func main() {
@@ -113,6 +115,7 @@ func main() {
 	caFile := flag.String("ca", "", "PEM file of the CAs to trust (tls)")
 	concurrency := flag.Int("concurrency", 50, "connections in flight")
 	seconds := flag.Float64("seconds", 4, "how long")
+	count := flag.Int64("count", 0, "exchanges in all (0: as many as fit in -seconds)")
 	flag.Parse()
 	if o.mode == "tls" {
 		pem, err := os.ReadFile(*caFile)
@@ -126,7 +129,7 @@ func main() {
 			os.Exit(2)
 		}
 	}
-	var done, failed atomic.Int64
+	var done, failed, bytes, started atomic.Int64
 	var firstError atomic.Value
 	start := time.Now()
 	deadline := start.Add(time.Duration(*seconds * float64(time.Second)))
@@ -135,8 +138,10 @@ func main() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for time.Now().Before(deadline) {
-				if err := once(o); err != nil {
+			for time.Now().Before(deadline) && (*count == 0 || started.Add(1) <= *count) {
+				n, err := once(o)
+				bytes.Add(n)
+				if err != nil {
 					firstError.CompareAndSwap(nil, err.Error())
 					// Bounded: a path that only fails is measured as failing, not retried forever.
 					if failed.Add(1) > 1000 {
@@ -149,7 +154,7 @@ func main() {
 		}()
 	}
 	wg.Wait()
-	result := map[string]any{"done": done.Load(), "failed": failed.Load(), "seconds": time.Since(start).Seconds()}
+	result := map[string]any{"done": done.Load(), "failed": failed.Load(), "bytes": bytes.Load(), "seconds": time.Since(start).Seconds()}
 	if e := firstError.Load(); e != nil {
 		result["firstError"] = e
 	}
