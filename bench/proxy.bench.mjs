@@ -16,13 +16,14 @@
 // portcullis-any, with a policy that names no binaries (the host is allowed to any program, so
 // the proxy dials while it identifies the caller; the caller is still resolved and audited).
 // And portcullis-workers: the same build and policy as portcullis with `--workers 2` (two
-// processes accepting on one port; its CPU and RSS are those of the primary and its workers).
+// processes accepting on one port; its CPU and RSS are those of the primary and its workers), and
+// portcullis-workers-node22, the same on srt's Node release.
 // The rate client is the Go load client (bench/load/main.go, built on first use; BENCH_CLIENT=node,
 // or no `go`: the Node client), a leaf process of its own on every core; the ttfb client runs in a
 // leaf process of its own too (proxy-client.mjs). The portcullis policy names both clients.
 // Needs `npm run build` (and the srt rows `bash scripts/install-srt.sh`; without it they are skipped).
 // Env: PROXY_BENCH_PATHS (comma-separated subset of direct,portcullis,portcullis-workers,portcullis-any,
-// portcullis-node22,squid,tinyproxy,node-floor,srt; default all),
+// portcullis-node22,portcullis-workers-node22,squid,tinyproxy,node-floor,srt; default all),
 // PROXY_BENCH_NODE_ARGS (extra node flags for the portcullis process, e.g. --cpu-prof),
 // PROXY_BENCH_PHASES (comma-separated subset of rate,ttfb,bulk,rss; default all: e.g. `rate`
 // alone, with --cpu-prof, profiles tunnel set-up without the bulk transfer in it),
@@ -274,10 +275,10 @@ const BASE_CLI = process.env.PROXY_BENCH_BASE_CLI;
 const startPortcullisBase = (address) => startPortcullis(address, { cli: BASE_CLI, tag: 'portcullis-base' });
 // On the Node release the srt row runs on (the runtime's own cost differs between releases):
 // the same-runtime comparison. Its native addon is built for that release first.
-async function startPortcullisOnSrtNode(address) {
+async function startPortcullisOnSrtNode(address, { tag = 'portcullis-node22', extraArgs = [] } = {}) {
   if (!existsSync(SRT_NODE)) return null;
   execFileSync('bash', [fileURLToPath(new URL('../scripts/build-native.sh', import.meta.url)), SRT_NODE], { stdio: 'ignore' });
-  return startPortcullis(address, { tag: 'portcullis-node22', node: SRT_NODE });
+  return startPortcullis(address, { tag, node: SRT_NODE, extraArgs });
 }
 
 // A reference, not a contender: the least a CONNECT proxy written for Node does (parse, dial,
@@ -419,7 +420,7 @@ function peerRatios(results) {
   }
   const srt = results.srt;
   if (srt && srt.rate) {
-    for (const name of ['portcullis', 'portcullis-workers', 'portcullis-node22', 'portcullis-any']) {
+    for (const name of ['portcullis', 'portcullis-workers', 'portcullis-node22', 'portcullis-workers-node22', 'portcullis-any']) {
       const row = results[name];
       if (!row?.rate) continue;
       lines.push(`  tunnels/s ${name}/srt`.padEnd(44) + `${fmt(row.rate / srt.rate, 2)}  (target >= 0.6)`);
@@ -463,7 +464,8 @@ try {
     { name: 'portcullis', setup: (a) => startPortcullis(a) },
     { name: 'portcullis-workers', setup: (a) => startPortcullis(a, { tag: 'portcullis-workers', extraArgs: ['--workers', '2'] }) },
     { name: 'portcullis-any', setup: (a) => startPortcullis(a, { tag: 'portcullis-any', anyProgram: true }) },
-    { name: 'portcullis-node22', setup: startPortcullisOnSrtNode },
+    { name: 'portcullis-node22', setup: (a) => startPortcullisOnSrtNode(a) },
+    { name: 'portcullis-workers-node22', setup: (a) => startPortcullisOnSrtNode(a, { tag: 'portcullis-workers-node22', extraArgs: ['--workers', '2'] }) },
     ...(BASE_CLI ? [{ name: 'portcullis-base', setup: startPortcullisBase }] : []),
     { name: 'squid', setup: startSquid },
     { name: 'node-floor', setup: startNodeFloor },
