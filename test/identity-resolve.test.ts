@@ -164,6 +164,41 @@ describe('resolving real clients', () => {
     process.kill(sleeper, 'SIGKILL');
   });
 
+  it("a busy client's siblings running its own executable cost no read of their process per lookup", async () => {
+    const resolver = newResolver({ cmdline: false });
+    // A parent with four node children: three idle siblings and the client, which connects once
+    // per line the parent passes on (as a test runner's or an agent's workers are siblings).
+    const client = `const net = require('net'); const kept = []; process.stdin.on('data', (d) => { for (let i = 0; i < d.length; i++) kept.push(net.connect(${v4.port}, '127.0.0.1')); });`;
+    const family = `
+const { spawn } = require('node:child_process');
+for (let i = 0; i < 3; i++) spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore' });
+const client = spawn(process.execPath, ['-e', ${JSON.stringify(client)}], { stdio: ['pipe', 'ignore', 'inherit'] });
+console.log(client.pid);
+process.stdin.on('data', (d) => client.stdin.write(d));
+process.stdin.on('end', () => process.exit(0));
+`;
+    const parent = children.spawn(NODE, ['-e', family], { stdout: true });
+    const clientPid = Number(await firstLine(parent));
+    const lookups = async (count: number): Promise<void> => {
+      for (let i = 0; i < count; i++) {
+        parent.stdin!.write('x');
+        const socket = await v4.next();
+        expect(await resolver.resolve(tupleOf(socket))).toMatchObject({ path: NODE, pid: clientPid });
+        socket.destroy();
+      }
+    };
+    await lookups(5);
+    const before = resolver.processReadsByPid;
+    // The first lookups read the client and its parents by pid (the native reads are in use).
+    expect(before).toBeGreaterThan(0);
+    await lookups(20);
+    // Reading each sibling's executable at every lookup would be 60 reads: fewer than one per
+    // lookup is left (the ancestors are walked again at most every ANCESTRY_TTL_MS, however slow
+    // a loaded machine makes the 20 lookups; the owner is read through its pinned files).
+    expect(resolver.processReadsByPid - before).toBeLessThan(20);
+    for (const pid of childPids(parent.pid!)) process.kill(pid, 'SIGKILL');
+  });
+
   it('a socket shared by fork without exec resolves to the fork parent (same executable)', async () => {
     const resolver = newResolver();
     const script = [

@@ -119,6 +119,9 @@ function pinnedRead(pinned: PinnedProcess, [ppid, exePath, fingerprint, exeError
 }
 
 export class NativeProcfs {
+  /** Reads of a process by pid (with its parents or not): what a lookup pays per process it asks about. */
+  chainReads = 0;
+
   private constructor(private readonly addon: ProcfsAddon) {}
 
   /** The native reads, or null when the addon is absent or built without them. */
@@ -138,6 +141,7 @@ export class NativeProcfs {
    * chain stops). Throws an fs-like error (code ENOENT/ESRCH/EACCES) when `pid` cannot be read.
    */
   chain(pid: number, levels: number, anchorPid: number | undefined): ProcessRead[] {
+    this.chainReads++;
     try {
       return parseChain(this.addon.chain(pid, levels, anchorPid ?? 0));
     } catch (err) {

@@ -155,6 +155,11 @@ export class IdentityResolver {
     return this.pins?.found ?? 0;
   }
 
+  /** Native reads of a process by pid so far (see NativeProcfs.chainReads); 0 without the addon. */
+  get processReadsByPid(): number {
+    return this.native?.chainReads ?? 0;
+  }
+
   /** Files read and hashed so far (the rest came from the fingerprint cache). */
   get filesHashed(): number {
     return this.integrity.filesHashed;
