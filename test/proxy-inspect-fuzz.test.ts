@@ -7,6 +7,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { frame, h1Case, h2Case, PREFACE, prng, requestBlock } from './fixtures/inspect/fuzz-cases.js';
 import { FUZZ_HOST, startFuzzHarness, type FuzzHarness } from './fixtures/inspect/fuzz-harness.js';
+import { inBatches } from './support/batches.js';
 
 const SEQUENCES = Number(process.env.FUZZ_SEQUENCES ?? 20_000);
 const CONCURRENCY = 48;
@@ -20,18 +21,9 @@ afterAll(async () => {
   await harness?.close();
 });
 
-async function pool<T>(count: number, make: (i: number) => Promise<T>): Promise<T[]> {
-  const out: T[] = new Array(count);
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: CONCURRENCY }, async () => {
-      while (next < count) {
-        const i = next++;
-        out[i] = await make(i);
-      }
-    }),
-  );
-  return out;
+/** `make` for each of `count` items, CONCURRENCY in flight. */
+function pool<T>(count: number, make: (i: number) => Promise<T>): Promise<T[]> {
+  return inBatches(count, CONCURRENCY, make);
 }
 
 describe('fuzzing inspected connections', () => {

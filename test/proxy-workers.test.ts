@@ -9,12 +9,12 @@ import { join } from 'node:path';
 import type net from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { auditLines, connectRequest, waitFor } from './support/audit-proxy.js';
+import { inBatches } from './support/batches.js';
 import { cli } from './support/cli.js';
 import {
   acceptedPerWorker,
   alive,
   holdsListener,
-  inBatches,
   startEchoUpstreamProxy,
   startProxyCli,
   TARGET,

@@ -91,10 +91,11 @@ export function auditLines(file: string): AuditEvent[] {
     .map((l) => JSON.parse(l) as AuditEvent);
 }
 
-export async function stopCliProxy(proxy: CliProxy): Promise<number | null> {
+/** Sends SIGTERM and waits (at most `boundMs`) for the exit code; SIGKILL and a throw if it hangs. */
+export async function stopCliProxy(proxy: Pick<CliProxy, 'child' | 'exited'>, boundMs = 10_000): Promise<number | null> {
   if (proxy.child.exitCode !== null || proxy.child.signalCode !== null) return proxy.exited;
   proxy.child.kill('SIGTERM');
-  const code = await Promise.race([proxy.exited, new Promise<'hung'>((r) => setTimeout(() => r('hung'), 10_000))]);
+  const code = await Promise.race([proxy.exited, new Promise<'hung'>((r) => setTimeout(() => r('hung'), boundMs))]);
   if (code === 'hung') {
     proxy.child.kill('SIGKILL');
     throw new Error('the proxy did not exit on SIGTERM');

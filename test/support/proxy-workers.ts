@@ -7,7 +7,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
-import { waitFor } from './audit-proxy.js';
+import { stopCliProxy, waitFor } from './audit-proxy.js';
 import { listenOnLoopback } from './ports.js';
 
 const CLI = join(import.meta.dirname, '../../dist/cli/main.js');
@@ -153,28 +153,6 @@ export function acceptedPerWorker(workers: number[], port: number): Map<number, 
 }
 
 /** Sends SIGTERM and waits (bounded) for the exit code; SIGKILL and a throw if it hangs. */
-export async function terminate(proxy: WorkersProxy): Promise<number | null> {
-  if (proxy.child.exitCode !== null || proxy.child.signalCode !== null) return proxy.exited;
-  proxy.child.kill('SIGTERM');
-  const code = await Promise.race([proxy.exited, new Promise<'hung'>((r) => setTimeout(() => r('hung'), 20_000))]);
-  if (code === 'hung') {
-    proxy.child.kill('SIGKILL');
-    throw new Error('the proxy did not exit on SIGTERM');
-  }
-  return code;
-}
-
-/** Runs `task` for each of `count` items, at most `concurrency` at a time. */
-export async function inBatches<T>(count: number, concurrency: number, task: (i: number) => Promise<T>): Promise<T[]> {
-  const out: T[] = new Array(count);
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: concurrency }, async () => {
-      while (next < count) {
-        const i = next++;
-        out[i] = await task(i);
-      }
-    }),
-  );
-  return out;
+export function terminate(proxy: WorkersProxy): Promise<number | null> {
+  return stopCliProxy(proxy, 20_000);
 }

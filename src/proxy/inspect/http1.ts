@@ -12,9 +12,8 @@ import { authorityOf, type InspectedConnection } from './connection.js';
 import { decideRequest, type RequestVerdict } from './decide.js';
 import { h1Exchange } from './h1-upstream.js';
 import { endToEndHeaders, rewriteOutgoing, type OutgoingRequest } from './outgoing.js';
-import { refuseOnResponse } from './refuse.js';
+import { refuseOnResponse, upstreamRefusal } from './refuse.js';
 import { recordRequest, type RequestRecord } from './request-audit.js';
-import { asFailure } from './upstream.js';
 import { serveUpgrade } from './websocket.js';
 
 const servers = new WeakMap<Pipeline, http.Server>();
@@ -106,12 +105,7 @@ function forward(conn: InspectedConnection, out: OutgoingRequest, res: http.Serv
       answer.on('error', () => res.destroy());
     },
     error(err) {
-      const failure = asFailure(err, conn.tracked.facts.host);
-      record.error = failure.kind;
-      record.errorDetail = failure.message;
-      if (failure.code !== undefined) record.tlsCode = failure.code;
-      const { identity, facts } = conn.tracked;
-      refuseOnResponse(res, { kind: failure.kind, detail: failure.message, policy: verdict.decision.policy, binary: identity.path, host: facts.host, port: facts.port }, record);
+      refuseOnResponse(res, upstreamRefusal(conn, err, verdict.decision.policy, record), record);
     },
   });
   // The client went before the whole answer reached it: the upstream connection is closed, never pooled half-read.

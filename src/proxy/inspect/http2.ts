@@ -11,9 +11,8 @@ import { authorityOf, type InspectedConnection } from './connection.js';
 import { decideRequest, type RequestVerdict } from './decide.js';
 import { h1Exchange } from './h1-upstream.js';
 import { endToEndHeaders, flattenHeaders, rewriteOutgoing, type OutgoingRequest } from './outgoing.js';
-import { refuseOnStream } from './refuse.js';
+import { refuseOnStream, upstreamRefusal } from './refuse.js';
 import { recordRequest, type RequestRecord } from './request-audit.js';
-import { asFailure } from './upstream.js';
 
 const { NGHTTP2_CANCEL, NGHTTP2_INTERNAL_ERROR } = http2.constants;
 
@@ -58,12 +57,7 @@ function serveStream(conn: InspectedConnection, stream: http2.ServerHttp2Stream,
 }
 
 function upstreamFailed(conn: InspectedConnection, stream: http2.ServerHttp2Stream, err: unknown, verdict: Allowed, record: RequestRecord): void {
-  const failure = asFailure(err, conn.tracked.facts.host);
-  record.error = failure.kind;
-  record.errorDetail = failure.message;
-  if (failure.code !== undefined) record.tlsCode = failure.code;
-  const { identity, facts } = conn.tracked;
-  refuseOnStream(stream, { kind: failure.kind, detail: failure.message, policy: verdict.decision.policy, binary: identity.path, host: facts.host, port: facts.port }, record);
+  refuseOnStream(stream, upstreamRefusal(conn, err, verdict.decision.policy, record), record);
 }
 
 function viaH2(conn: InspectedConnection, session: http2.ClientHttp2Session, stream: http2.ServerHttp2Stream, out: OutgoingRequest, ended: boolean, verdict: Allowed, record: RequestRecord): void {

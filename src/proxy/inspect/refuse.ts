@@ -5,7 +5,9 @@ import type http from 'node:http';
 import type http2 from 'node:http2';
 import type { Refusal } from '../answers.js';
 import { errorAnswer } from '../responses.js';
+import type { InspectedConnection } from './connection.js';
 import type { RequestRecord } from './request-audit.js';
+import { asFailure } from './upstream.js';
 
 function headersOf(json: string, decision: string): Record<string, string> {
   return { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(json)), 'x-portcullis-decision': decision };
@@ -32,4 +34,14 @@ export function refuseOnStream(stream: http2.ServerHttp2Stream, refusal: Refusal
   }
   stream.respond({ ':status': answer.status, ...headersOf(answer.json, answer.decision) });
   stream.end(answer.json);
+}
+
+/** What the client is told when its request cannot reach the upstream; the request's record says why. */
+export function upstreamRefusal(conn: InspectedConnection, err: unknown, policy: string | null, record: RequestRecord): Refusal {
+  const failure = asFailure(err, conn.tracked.facts.host);
+  record.error = failure.kind;
+  record.errorDetail = failure.message;
+  if (failure.code !== undefined) record.tlsCode = failure.code;
+  const { identity, facts } = conn.tracked;
+  return { kind: failure.kind, detail: failure.message, policy, binary: identity.path, host: facts.host, port: facts.port };
 }

@@ -11,7 +11,7 @@ import { decideRequest, type RequestAsked, type RequestVerdict } from './decide.
 import { h1Exchange } from './h1-upstream.js';
 import { endToEndHeaders, rewriteOutgoing, type OutgoingRequest } from './outgoing.js';
 import { recordRequest, type RequestRecord } from './request-audit.js';
-import { asFailure } from './upstream.js';
+import { upstreamRefusal } from './refuse.js';
 
 function responseHead(status: number, message: string | undefined, raw: readonly string[], close: boolean): string {
   let text = `HTTP/1.1 ${status} ${message ?? ''}\r\n`;
@@ -62,12 +62,7 @@ function upgradeUpstream(conn: InspectedConnection, req: http.IncomingMessage, c
         answer.pipe(client);
       },
       error(err) {
-        const failure = asFailure(err, conn.tracked.facts.host);
-        record.error = failure.kind;
-        record.errorDetail = failure.message;
-        if (failure.code !== undefined) record.tlsCode = failure.code;
-        const { identity, facts } = conn.tracked;
-        refuse({ kind: failure.kind, detail: failure.message, policy: verdict.decision.policy, binary: identity.path, host: facts.host, port: facts.port });
+        refuse(upstreamRefusal(conn, err, verdict.decision.policy, record));
       },
     },
     { connection: 'Upgrade', upgrade: req.headers.upgrade ?? '' },
