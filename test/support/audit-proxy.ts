@@ -83,12 +83,12 @@ export async function idleConnection(port: number): Promise<{ send(host: string)
 }
 
 /** Every line of an audit file, parsed (a line that is not JSON fails the test here). */
+/** The complete lines of an audit file: a last line without its newline is a write still in progress (a reader can see part of one). */
 export function auditLines(file: string): AuditEvent[] {
   if (!existsSync(file)) return [];
-  return readFileSync(file, 'utf8')
-    .split('\n')
-    .filter((l) => l !== '')
-    .map((l) => JSON.parse(l) as AuditEvent);
+  const lines = readFileSync(file, 'utf8').split('\n');
+  lines.pop();
+  return lines.filter((l) => l !== '').map((l) => JSON.parse(l) as AuditEvent);
 }
 
 /** Sends SIGTERM and waits (at most `boundMs`) for the exit code; SIGKILL and a throw if it hangs. */
